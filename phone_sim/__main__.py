@@ -1,0 +1,3 @@
+from phone_sim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,18 @@
+"""Shared test configuration."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+# CI keeps the fuzzing budget bounded so the whole suite stays well under its time limit;
+# HYPOTHESIS_PROFILE=thorough runs many more examples by hand.
+settings.register_profile(
+    "default",
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
