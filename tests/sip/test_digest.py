@@ -1,0 +1,307 @@
+"""Digest authentication: RFC test vectors, challenge parsing, the client's stale/failure rules."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from phone_sim.sip.digest import (
+    AuthAttempt,
+    AuthenticationFailed,
+    DigestChallenge,
+    DigestClient,
+    DigestCredentials,
+    DigestError,
+    DigestResponse,
+    DigestServer,
+    compute_response,
+    parse_challenges,
+)
+
+# RFC 7616 §3.9.1
+RFC7616 = {
+    "username": "Mufasa",
+    "realm": "http-auth@example.org",
+    "password": "Circle of Life",
+    "nonce": "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+    "cnonce": "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+    "method": "GET",
+    "uri": "/dir/index.html",
+    "qop": "auth",
+    "nc": 1,
+}
+
+
+
+def _client(*creds: DigestCredentials, algorithms: tuple[str, ...] = ("MD5",)) -> DigestClient:
+    counter = itertools.count(1)
+    return DigestClient(
+        list(creds) or [DigestCredentials("101", "1234")],
+        algorithms=algorithms,
+        cnonce_factory=lambda: f"cn{next(counter):04d}",
+    )
+
+
+def test_rfc2617_vector() -> None:
+    got = compute_response(
+        algorithm="MD5",
+        username="Mufasa",
+        realm="testrealm@host.com",
+        password="Circle Of Life",
+        nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
+        method="GET",
+        uri="/dir/index.html",
+        qop="auth",
+        nc=1,
+        cnonce="0a4f113b",
+    )
+    assert got == "6629fae49393a05397450978507c4ef1"
+
+
+def test_rfc7616_md5_vector() -> None:
+    assert compute_response(algorithm="MD5", **RFC7616) == "8ca523f5e9506fed4657c9700eebdbec"  # type: ignore[arg-type]
+
+
+def test_rfc7616_sha256_vector() -> None:
+    got = compute_response(algorithm="SHA-256", **RFC7616)  # type: ignore[arg-type]
+    assert got == "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+
+
+def test_rfc2069_without_qop() -> None:
+    # RFC 2069: response = H(H(A1):nonce:H(A2))
+    import hashlib
+
+    def md5(s: str) -> str:
+        return hashlib.md5(s.encode()).hexdigest()
+
+    expected = md5(f"{md5('u:r:p')}:n:{md5('REGISTER:sip:r')}")
+    got = compute_response(
+        algorithm="MD5", username="u", realm="r", password="p", nonce="n",
+        method="REGISTER", uri="sip:r",
+    )
+    assert got == expected
+
+
+def test_sess_and_auth_int_differ_from_plain() -> None:
+    base = dict(username="u", realm="r", password="p", nonce="n", method="INVITE",
+                uri="sip:x", nc=1, cnonce="c")
+    plain = compute_response(algorithm="MD5", qop="auth", **base)  # type: ignore[arg-type]
+    sess = compute_response(algorithm="MD5-sess", qop="auth", **base)  # type: ignore[arg-type]
+    aint = compute_response(algorithm="MD5", qop="auth-int", body=b"v=0\r\n", **base)  # type: ignore[arg-type]
+    assert len({plain, sess, aint}) == 3
+
+
+def test_parse_asterisk_challenge() -> None:
+    value = ('Digest realm="asterisk",nonce="1732780000/abcdef",opaque="5e4d3c",'
+             'algorithm=md5,qop="auth"')
+    (challenge,) = DigestChallenge.parse(value)
+    assert challenge.realm == "asterisk"
+    assert challenge.nonce == "1732780000/abcdef"
+    assert challenge.opaque == "5e4d3c"
+    assert challenge.algorithm == "MD5"
+    assert challenge.qop == ("auth",)
+    assert not challenge.stale
+
+
+def test_parse_quoted_escape_and_stale_and_qop_list() -> None:
+    (challenge,) = DigestChallenge.parse(
+        'Digest realm="a \\"quoted\\" realm", nonce="n", stale=TRUE, qop="auth,auth-int"'
+    )
+    assert challenge.realm == 'a "quoted" realm'
+    assert challenge.stale
+    assert challenge.qop == ("auth", "auth-int")
+
+
+def test_several_challenges_in_one_field_and_other_schemes_skipped() -> None:
+    got = DigestChallenge.parse(
+        'Basic realm="x", Digest realm="a", nonce="1", algorithm=SHA-256, '
+        'Digest realm="a", nonce="2"'
+    )
+    assert [(c.algorithm, c.nonce) for c in got] == [("SHA-256", "1"), ("MD5", "2")]
+
+
+def test_parse_challenges_from_header_fields() -> None:
+    got = parse_challenges([
+        ("Via", "SIP/2.0/UDP x"),
+        ("Proxy-Authenticate", 'Digest realm="p", nonce="1"'),
+        ("WWW-Authenticate", 'Digest realm="u", nonce="2"'),
+    ])
+    assert [(c.proxy, c.realm) for c in got] == [(True, "p"), (False, "u")]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('Digest nonce="1"', "without realm"),
+        ('Digest realm="r"', "without nonce"),
+        ('Digest realm="r, nonce=1', "unterminated"),
+        ('Digest realm="r", realm="s", nonce="1"', "duplicate"),
+        ('realm="r", nonce="1"', "without an authentication scheme"),
+        ('Digest realm="r" nonce="1"', "expected ','"),
+        ("Digest realm=", "expected a token"),
+    ],
+)
+def test_malformed_challenges_are_named(value: str, message: str) -> None:
+    with pytest.raises(DigestError, match=message) as info:
+        DigestChallenge.parse(value)
+    assert info.value.status == 400
+
+
+@given(st.text(max_size=200) | st.text(alphabet='Digest ralmnoc="\\,=qp', max_size=80))
+def test_challenge_parser_only_raises_digest_error(text: str) -> None:
+    with contextlib.suppress(DigestError):
+        for challenge in DigestChallenge.parse(text):
+            assert challenge.realm is not None and challenge.nonce
+
+
+def test_challenge_str_round_trips() -> None:
+    original = DigestChallenge(realm='r"x', nonce="n", opaque="o", stale=True, qop=("auth",),
+                               algorithm="SHA-256")
+    (again,) = DigestChallenge.parse(str(original))
+    assert again == original
+
+
+def test_password_not_in_repr() -> None:
+    creds = DigestCredentials("101", "s3cr3t-pass")
+    assert "s3cr3t-pass" not in repr(creds)
+    assert "s3cr3t-pass" not in repr(DigestClient(creds))
+
+
+def test_client_answer_verifies_against_server_and_uses_pjsip_order() -> None:
+    server = DigestServer("asterisk", secret=b"k" * 32)
+    client = _client(DigestCredentials("101", "1234"))
+    attempt = client.respond([server.challenge(10.0)], method="REGISTER", uri="sip:asterisk")
+    ((name, value),) = attempt.headers
+    assert name == "Authorization"
+    assert value.startswith('Digest username="101", realm="asterisk", nonce="')
+    assert ", algorithm=MD5, cnonce=\"cn0001\", qop=auth, nc=00000001" in value
+    verdict = server.verify(value, method="REGISTER", passwords={"101": "1234"}, now=11.0)
+    assert verdict.ok and verdict.username == "101"
+    wrong = server.verify(value, method="REGISTER", passwords={"101": "nope"}, now=11.0)
+    assert not wrong.ok and wrong.reason == "wrong response digest"
+
+
+def test_server_says_stale_for_old_nonce_and_rejects_foreign_nonce() -> None:
+    server = DigestServer("r", nonce_lifetime=30.0)
+    client = _client()
+    attempt = client.respond([server.challenge(0.0)], method="REGISTER", uri="sip:r")
+    value = attempt.headers[0][1]
+    verdict = server.verify(value, method="REGISTER", passwords={"101": "1234"}, now=31.0)
+    assert verdict.stale and not verdict.ok
+    other = DigestServer("r")
+    assert other.verify(value, method="REGISTER", passwords={"101": "1234"}, now=1.0).reason == (
+        "nonce not issued by this server"
+    )
+
+
+def test_second_challenge_without_stale_is_failure_not_loop() -> None:
+    client = _client()
+    first = client.respond([DigestChallenge(realm="r", nonce="1", qop=("auth",))],
+                           method="REGISTER", uri="sip:r")
+    with pytest.raises(AuthenticationFailed, match="rejected the credentials of '101'"):
+        client.respond([DigestChallenge(realm="r", nonce="2", qop=("auth",))],
+                       method="REGISTER", uri="sip:r", previous=first)
+
+
+def test_stale_is_answered_once_more_then_failure() -> None:
+    client = _client()
+    first = client.respond([DigestChallenge(realm="r", nonce="1", qop=("auth",))],
+                           method="REGISTER", uri="sip:r")
+    second = client.respond([DigestChallenge(realm="r", nonce="2", qop=("auth",), stale=True)],
+                            method="REGISTER", uri="sip:r", previous=first)
+    assert second.stale_realms == {(False, "r")}
+    assert 'nonce="2"' in second.headers[0][1]
+    assert "nc=00000001" in second.headers[0][1]  # a new nonce restarts the count
+    with pytest.raises(AuthenticationFailed, match="stale=true twice"):
+        client.respond([DigestChallenge(realm="r", nonce="3", stale=True)],
+                       method="REGISTER", uri="sip:r", previous=second)
+    with pytest.raises(AuthenticationFailed, match="rejected"):
+        client.respond([DigestChallenge(realm="r", nonce="3")],
+                       method="REGISTER", uri="sip:r", previous=second)
+
+
+def test_preemptive_answer_counts_nonce_and_a_challenge_to_it_is_not_failure() -> None:
+    client = _client()
+    assert client.authorize(method="REGISTER", uri="sip:r") is None
+    client.respond([DigestChallenge(realm="r", nonce="1", qop=("auth",), opaque="op")],
+                   method="REGISTER", uri="sip:r")
+    pre = client.authorize(method="REGISTER", uri="sip:r")
+    assert pre is not None and pre.preemptive
+    assert "nc=00000002" in pre.headers[0][1]
+    assert 'opaque="op"' in pre.headers[0][1]
+    again = client.respond([DigestChallenge(realm="r", nonce="9", qop=("auth",))],
+                           method="REGISTER", uri="sip:r", previous=pre)
+    assert again.realms == {(False, "r")}
+
+
+def test_sha256_only_when_profile_allows() -> None:
+    offered = [
+        DigestChallenge(realm="r", nonce="1", algorithm="SHA-256", qop=("auth",)),
+        DigestChallenge(realm="r", nonce="2", algorithm="MD5", qop=("auth",)),
+    ]
+    md5_only = _client().respond(offered, method="INVITE", uri="sip:x")
+    assert "algorithm=MD5" in md5_only.headers[0][1]
+    modern = _client(algorithms=("MD5", "SHA-256")).respond(offered, method="INVITE", uri="sip:x")
+    # RFC 8760 2.4: the topmost supported challenge wins, one answer per realm.
+    assert len(modern.headers) == 1
+    assert "algorithm=SHA-256" in modern.headers[0][1]
+
+
+def test_nothing_answerable_is_a_clear_failure() -> None:
+    only_sha = [DigestChallenge(realm="r", nonce="1", algorithm="SHA-512-256")]
+    with pytest.raises(AuthenticationFailed, match="SHA-512-256"):
+        _client().respond(only_sha, method="INVITE", uri="sip:x")
+    unknown = DigestChallenge.parse('Digest realm="r", nonce="1", algorithm=AKAv1-MD5')
+    with pytest.raises(AuthenticationFailed, match="AKAv1-MD5"):
+        _client().respond(unknown, method="INVITE", uri="sip:x")
+    with pytest.raises(AuthenticationFailed, match="no credentials for realm 'other'"):
+        _client(DigestCredentials("101", "x", realm="mine")).respond(
+            [DigestChallenge(realm="other", nonce="1")], method="INVITE", uri="sip:x")
+    with pytest.raises(AuthenticationFailed, match="sent no Digest"):
+        _client().respond([], method="INVITE", uri="sip:x")
+
+
+def test_proxy_and_www_challenges_answered_together() -> None:
+    client = _client(DigestCredentials("a", "1", realm="proxy"), DigestCredentials("b", "2"))
+    attempt = client.respond(
+        [DigestChallenge(realm="proxy", nonce="1", proxy=True),
+         DigestChallenge(realm="uas", nonce="2")],
+        method="INVITE", uri="sip:x",
+    )
+    names = [name for name, _ in attempt.headers]
+    assert names == ["Proxy-Authorization", "Authorization"]
+    assert 'username="a"' in attempt.headers[0][1]
+    assert 'username="b"' in attempt.headers[1][1]
+    # RFC 2069 style (no qop): no nc/cnonce
+    assert "nc=" not in attempt.headers[0][1]
+
+
+def test_userhash() -> None:
+    server_side = DigestChallenge(realm="r", nonce="1", algorithm="SHA-256", userhash=True)
+    attempt = _client(algorithms=("SHA-256",)).respond([server_side], method="INVITE", uri="u")
+    answer = DigestResponse.parse(attempt.headers[0][1])
+    assert answer.userhash and answer.username != "101" and len(answer.username) == 64
+
+
+def test_response_parse_round_trip_and_errors() -> None:
+    answer = DigestResponse(username="u", realm="r", nonce="n", uri="sip:x", response="ab",
+                            algorithm="MD5", cnonce="c", qop="auth", nc=7, opaque="o")
+    assert DigestResponse.parse(str(answer)) == answer
+    with pytest.raises(DigestError, match="without response"):
+        DigestResponse.parse('Digest username="u", realm="r", nonce="n", uri="x"')
+    with pytest.raises(DigestError, match="need nc and cnonce"):
+        DigestResponse.parse('Digest username="u", realm="r", nonce="n", uri="x", '
+                             'response="a", qop=auth')
+    with pytest.raises(DigestError, match="8 hex"):
+        DigestResponse.parse('Digest username="u", realm="r", nonce="n", uri="x", '
+                             'response="a", qop=auth, nc=1, cnonce="c"')
+
+
+def test_attempt_is_frozen() -> None:
+    attempt = AuthAttempt(headers=(), realms=frozenset())
+    with pytest.raises(AttributeError):
+        attempt.preemptive = True  # type: ignore[misc]
