@@ -1,0 +1,123 @@
+"""Child processes for test peers: started in their own session, always reaped.
+
+Every peer process is recorded in :data:`RUNNING` while it lives so that the pytest plugin
+can attach its log to a failing test's report and kill anything a test left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.peers.ports import LOOPBACK
+
+
+class PeerError(RuntimeError):
+    """A test peer failed to start, answer or stop; the message includes its log tail."""
+
+
+class PeerMissing(PeerError):
+    """The peer's binary is not installed; tests skip on this."""
+
+
+def which(binary: str) -> str:
+    """Return the path of ``binary`` or raise :class:`PeerMissing` naming the package."""
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise PeerMissing(f"{binary} is not installed (Debian: see docs/peers.md)")
+    return found
+
+
+def tail(text: str, lines: int = 60) -> str:
+    """The last ``lines`` lines of ``text``."""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class PeerProcess:
+    """One peer process with its output in a log file; use :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, cwd: Path, log_path: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        pid = self._proc.pid if self._proc else None
+        return f"<PeerProcess {self.name} pid={pid} running={self.running}>"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, while started."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        """True while the process has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once it has exited."""
+        return self._proc.poll() if self._proc else None
+
+    def start(self) -> None:
+        """Start the process in its own session, output appended to the log file."""
+        if self.running:
+            raise PeerError(f"{self.name} is already running")
+        with self.log_path.open("ab") as log:
+            log.write(f"==== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "LC_ALL": "C"},
+            )
+        RUNNING.add(self)
+
+    def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+        """Ask the process to end (``sig``), then kill its whole session after ``timeout``."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+            # Workers forked by the peer live in its session: make sure none survive.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+        finally:
+            RUNNING.discard(self)
+
+    def log_text(self) -> str:
+        """Everything the process wrote so far (all starts)."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def fail(self, message: str) -> PeerError:
+        """A :class:`PeerError` with ``message`` and the tail of the log."""
+        return PeerError(f"{self.name}: {message}\n--- {self.log_path} (tail) ---\n"
+                         f"{tail(self.log_text())}")
+
+
+RUNNING: set[PeerProcess] = set()
+
+__all__ = ["LOOPBACK", "RUNNING", "PeerError", "PeerMissing", "PeerProcess", "tail", "which"]

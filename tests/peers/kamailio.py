@@ -1,0 +1,441 @@
+"""Kamailio as a TEST-ONLY registrar and record-routing proxy on 127.0.0.1.
+
+:class:`Kamailio` writes ``kamailio.cfg`` and ``tls.cfg`` from the templates in
+``fixtures/peers/``, starts ``kamailio -f cfg -DD -E -Y <rundir> -w <cfgdir>`` in the
+foreground, waits until its UDP, TCP and TLS ports answer, and reads the location table
+through ``kamcmd -s unix:<ctl socket> ul.dump``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tests.peers._process import LOOPBACK, PeerError, PeerProcess, which
+from tests.peers.certs import TestPki
+from tests.peers.ports import free_port
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "peers"
+
+Transport = Literal["udp", "tcp", "tls"]
+
+_USER_RE = re.compile(r"^[A-Za-z0-9_.!~*'()+-]{1,64}$")
+_PASSWORD_RE = re.compile(r'^[^"\\\r\n$]{1,128}$')
+
+
+@dataclass(frozen=True, kw_only=True)
+class SipUser:
+    """An account in Kamailio's user table."""
+
+    user: str
+    """The SIP user part of the AOR (From/To user)."""
+    password: str = field(repr=False)
+    """The digest password (plain text in the table; TEST-ONLY)."""
+    authname: str | None = None
+    """The digest username, when it differs from ``user``."""
+
+    def __post_init__(self) -> None:
+        if not _USER_RE.match(self.user) or (
+            self.authname is not None and not _USER_RE.match(self.authname)
+        ):
+            raise ValueError(f"unsupported SIP user or authname: {self.user!r}/{self.authname!r}")
+        if not _PASSWORD_RE.match(self.password):
+            raise ValueError(f"password for {self.user!r} has characters the cfg cannot hold")
+
+    @property
+    def auth_username(self) -> str:
+        """The username of the digest credentials."""
+        return self.authname or self.user
+
+
+DEFAULT_USERS = (
+    SipUser(user="101", password="test-secret-101"),
+    SipUser(user="102", password="test-secret-102"),
+    SipUser(user="103", password="test-secret-103"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KamailioConfig:
+    """What the generated kamailio.cfg does."""
+
+    users: tuple[SipUser, ...] = DEFAULT_USERS
+    """The accounts allowed to register and call."""
+    domain: str = "pbx.test"
+    """The SIP domain (a Kamailio alias) and the digest realm phones see ($fd)."""
+    default_expires: int = 60
+    """Expires granted when the REGISTER asks none."""
+    min_expires: int = 2
+    """Smaller requested expiries are raised to this."""
+    max_expires: int = 300
+    """Larger requested expiries are lowered to this."""
+    auth_requests: bool = True
+    """Challenge initial INVITE/MESSAGE/... too (407), as Asterisk does, not only REGISTER."""
+    tls_method: str = "TLSv1.2+"
+    """The tls module ``method`` (``TLSv1.2+`` takes 1.2 and 1.3, refuses 1.1)."""
+    tcp_connection_lifetime: int = 3605
+    """Seconds an idle TCP/TLS connection is kept."""
+    debug: int = 2
+    """Kamailio log level (2 info, 3 debug)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
+            raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
+        if not re.match(r"^[A-Za-z0-9.-]+$", self.domain):
+            raise ValueError(f"unsupported domain {self.domain!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Binding:
+    """One contact in Kamailio's location table, from ``ul.dump``."""
+
+    aor: str
+    """The address of record (the user; usrloc runs without domains)."""
+    contact: str
+    """The Contact URI as the phone registered it."""
+    expires: int
+    """Seconds left, as kamcmd prints them."""
+    received: str | None
+    """The source the REGISTER came from (``sip:ip:port;transport=..``) if it was fixed."""
+    socket: str
+    """Kamailio's socket the phone is bound to, e.g. ``tls:127.0.0.1:5061``."""
+    user_agent: str
+    """The phone's User-Agent."""
+    call_id: str
+    """The Call-ID of the REGISTER."""
+    cseq: int
+    """Its CSeq number."""
+    tcpconn_id: int
+    """Kamailio's id of the TCP/TLS connection the phone registered on (-1 for UDP)."""
+
+
+def _cfg_user_lines(users: Iterable[SipUser]) -> str:
+    lines = []
+    for user in users:
+        lines.append(f'\t$sht(users=>{user.auth_username}) = "{user.password}";')
+        lines.append(f'\t$sht(owners=>{user.auth_username}) = "{user.user}";')
+    return "\n".join(lines) or "\tnoop;"
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    out = template
+    for key, value in values.items():
+        out = out.replace(f"@@{key}@@", value)
+    left = re.findall(r"@@[A-Z_]+@@", out)
+    if left:
+        raise ValueError(f"template placeholders left unfilled: {sorted(set(left))}")
+    return out
+
+
+_UL_FIELD = re.compile(r"^\s*([A-Za-z-]+): (.*)$")
+
+
+def parse_ul_dump(text: str) -> list[Binding]:
+    """Parse the text ``kamcmd ul.dump`` prints into bindings."""
+    bindings: list[Binding] = []
+    aor: str | None = None
+    current: dict[str, str] | None = None
+
+    def flush() -> None:
+        if current is not None and aor is not None:
+            received = current.get("Received", "[not set]")
+            bindings.append(
+                Binding(
+                    aor=aor,
+                    contact=current.get("Address", ""),
+                    expires=int(current.get("Expires", "0").split()[0])
+                    if current.get("Expires", "0").split()[0].lstrip("-").isdigit()
+                    else 0,
+                    received=None if received == "[not set]" else received,
+                    socket=current.get("Socket", ""),
+                    user_agent=current.get("User-Agent", ""),
+                    call_id=current.get("Call-ID", ""),
+                    cseq=int(current.get("CSeq", "0")),
+                    tcpconn_id=int(current.get("Tcpconn-Id", "-1")),
+                )
+            )
+
+    for line in text.splitlines():
+        match = _UL_FIELD.match(line)
+        if not match:
+            continue
+        key, value = match.group(1), match.group(2).strip()
+        if key == "AoR":
+            flush()
+            current = None
+            aor = value
+        elif key == "Address":
+            flush()
+            current = {"Address": value}
+        elif current is not None:
+            current.setdefault(key, value)
+    flush()
+    return bindings
+
+
+class Kamailio:
+    """A TEST-ONLY Kamailio registrar/proxy on 127.0.0.1 with free UDP, TCP and TLS ports.
+
+    ``Kamailio(workdir, pki)`` only prepares; :meth:`start` writes the configuration and
+    waits until the ports answer. Use it as a context manager or call :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        pki: TestPki,
+        config: KamailioConfig | None = None,
+        *,
+        udp_port: int | None = None,
+        tcp_port: int | None = None,
+        tls_port: int | None = None,
+    ) -> None:
+        self.binary = which("kamailio")
+        self.kamcmd = which("kamcmd")
+        self.config = config or KamailioConfig()
+        self.pki = pki
+        self.workdir = workdir
+        self.cfg_dir = workdir / "cfg"
+        # A unix socket path must stay short (108 bytes), so it lives in a short /tmp dir.
+        self.run_dir = Path("/tmp") / f"kam-{uuid.uuid4().hex[:10]}"
+        self.udp_port = udp_port or free_port()
+        self.tcp_port = tcp_port or free_port()
+        self.tls_port = tls_port or free_port()
+        self.ctl_socket = self.run_dir / "ctl.sock"
+        self.cfg_path = self.cfg_dir / "kamailio.cfg"
+        self.host = LOOPBACK
+        self._process = PeerProcess(
+            "kamailio",
+            [
+                self.binary,
+                "-f", str(self.cfg_path),
+                "-DD", "-E",
+                "-Y", str(self.run_dir),
+                "-w", str(self.cfg_dir),
+                "-m", "64", "-M", "8",
+            ],
+            cwd=workdir,
+            log_path=workdir / "kamailio.log",
+        )
+
+    def __repr__(self) -> str:
+        return (f"<Kamailio udp={self.udp_port} tcp={self.tcp_port} tls={self.tls_port} "
+                f"running={self.running}>")
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def domain(self) -> str:
+        """The SIP domain (also the digest realm)."""
+        return self.config.domain
+
+    def port(self, transport: Transport) -> int:
+        """The listening port for ``transport``."""
+        return {"udp": self.udp_port, "tcp": self.tcp_port, "tls": self.tls_port}[transport]
+
+    def uri(self, transport: Transport) -> str:
+        """This proxy's URI over ``transport``: ``sip:127.0.0.1:PORT;transport=tls``."""
+        return f"sip:{self.host}:{self.port(transport)};transport={transport}"
+
+    def user(self, name: str) -> SipUser:
+        """The configured account ``name``."""
+        for user in self.config.users:
+            if user.user == name:
+                return user
+        raise KeyError(name)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while the kamailio main process lives."""
+        return self._process.running
+
+    @property
+    def process(self) -> PeerProcess:
+        """The underlying process (log, pid)."""
+        return self._process
+
+    def log_text(self) -> str:
+        """All Kamailio output so far, across restarts."""
+        return self._process.log_text()
+
+    def write_config(self) -> None:
+        """(Re)write kamailio.cfg and tls.cfg into the config dir."""
+        self.cfg_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.config
+        values = {
+            "DEBUG": str(cfg.debug),
+            "UDP_PORT": str(self.udp_port),
+            "TCP_PORT": str(self.tcp_port),
+            "TLS_PORT": str(self.tls_port),
+            "DOMAIN": cfg.domain,
+            "TCP_LIFETIME": str(cfg.tcp_connection_lifetime),
+            "CTL_SOCKET": str(self.ctl_socket),
+            "DEFAULT_EXPIRES": str(cfg.default_expires),
+            "MIN_EXPIRES": str(cfg.min_expires),
+            "MAX_EXPIRES": str(cfg.max_expires),
+            "AUTH_REQUESTS": "1" if cfg.auth_requests else "0",
+            "USERS": _cfg_user_lines(cfg.users),
+        }
+        template = (FIXTURES / "kamailio.cfg.tmpl").read_text(encoding="utf-8")
+        self.cfg_path.write_text(_fill(template, values), encoding="utf-8")
+        tls_values = {
+            "TLS_METHOD": cfg.tls_method,
+            "SERVER_KEY": str(self.pki.server.key),
+            "SERVER_CERT": str(self.pki.server.cert),
+            "CA_CERT": str(self.pki.ca.cert),
+        }
+        tls_template = (FIXTURES / "tls.cfg.tmpl").read_text(encoding="utf-8")
+        (self.cfg_dir / "tls.cfg").write_text(_fill(tls_template, tls_values), encoding="utf-8")
+
+    def check_config(self) -> None:
+        """Run ``kamailio -c`` on the generated config; raise with its output if it fails."""
+        self.write_config()
+        result = subprocess.run(
+            [self.binary, "-c", "-f", str(self.cfg_path), "-w", str(self.cfg_dir)],
+            capture_output=True, text=True, timeout=30, check=False, cwd=self.cfg_dir,
+        )
+        if result.returncode != 0:
+            raise PeerError(f"kamailio -c rejected the config:\n{result.stdout}{result.stderr}")
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Write the config, start Kamailio and wait until UDP, TCP and TLS answer."""
+        self.write_config()
+        self.ctl_socket.unlink(missing_ok=True)
+        self._process.start()
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self._process.stop()
+            raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop Kamailio and every worker it forked."""
+        self._process.stop(timeout)
+
+    def close(self) -> None:
+        """Stop and remove the runtime dir."""
+        self.stop()
+        self.ctl_socket.unlink(missing_ok=True)
+        for leftover in self.run_dir.glob("*"):
+            leftover.unlink(missing_ok=True)
+        if self.run_dir.exists():
+            self.run_dir.rmdir()
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """Stop and start again on the same ports (the location table starts empty)."""
+        self.stop()
+        self.start(timeout)
+
+    def __enter__(self) -> Kamailio:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = ["ctl", "udp", "tcp", "tls"]
+        while pending:
+            if not self._process.running:
+                raise self._process.fail(
+                    f"exited with status {self._process.returncode} while starting"
+                )
+            if time.monotonic() > deadline:
+                raise self._process.fail(f"not ready after {timeout:.0f} s: {pending} silent")
+            pending = [what for what in pending if not self._probe(what)]
+            if pending:
+                time.sleep(0.05)
+
+    def _probe(self, what: str) -> bool:
+        if what == "ctl":
+            return self.ctl_socket.exists()
+        if what == "udp":
+            return self._udp_options_answered()
+        port = self.tcp_port if what == "tcp" else self.tls_port
+        try:
+            with socket.create_connection((self.host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _udp_options_answered(self) -> bool:
+        branch = f"z9hG4bK{uuid.uuid4().hex}"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((self.host, 0))
+            sock.settimeout(0.3)
+            local_port = sock.getsockname()[1]
+            request = (
+                f"OPTIONS sip:{self.host}:{self.udp_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {self.host}:{local_port};branch={branch};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:probe@{self.host}>;tag=probe\r\n"
+                f"To: <sip:{self.host}:{self.udp_port}>\r\n"
+                f"Call-ID: {uuid.uuid4().hex}@{self.host}\r\n"
+                "CSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+            try:
+                sock.sendto(request, (self.host, self.udp_port))
+                data = sock.recv(4096)
+            except OSError:
+                return False
+        return data.startswith(b"SIP/2.0 ")
+
+    # -- the location table ----------------------------------------------------------------
+
+    def kamcmd_run(self, *args: str, timeout: float = 5.0) -> str:
+        """Run ``kamcmd -s unix:<ctl socket> ARGS`` and return its output."""
+        result = subprocess.run(
+            [self.kamcmd, "-s", f"unix:{self.ctl_socket}", *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if result.returncode != 0:
+            raise self._process.fail(
+                f"kamcmd {' '.join(args)} failed ({result.returncode}): "
+                f"{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def ul_dump(self) -> list[Binding]:
+        """The location table now (``kamcmd ul.dump``), one :class:`Binding` per contact."""
+        return parse_ul_dump(self.kamcmd_run("ul.dump"))
+
+    def bindings(self, aor: str) -> list[Binding]:
+        """The contacts bound to ``aor`` now."""
+        return [b for b in self.ul_dump() if b.aor == aor]
+
+    async def wait_bindings(
+        self,
+        aor: str,
+        *,
+        timeout: float = 10.0,
+        until: Callable[[list[Binding]], bool] = bool,
+        interval: float = 0.1,
+    ) -> list[Binding]:
+        """Poll ``ul.dump`` without blocking the event loop until ``until(bindings)`` holds.
+
+        The default waits for at least one contact; ``until=lambda b: not b`` waits for none.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await asyncio.to_thread(self.bindings, aor)
+            if until(found):
+                return found
+            if time.monotonic() > deadline:
+                raise self._process.fail(
+                    f"bindings of {aor!r} did not reach the expected state in {timeout} s; "
+                    f"last: {found}"
+                )
+            await asyncio.sleep(interval)

@@ -1,0 +1,154 @@
+"""The Kamailio harness: config, readiness, TLS profile, location table, restart, stop."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+
+from tests.peers.certs import TestPki
+from tests.peers.kamailio import (
+    FIXTURES,
+    Kamailio,
+    KamailioConfig,
+    SipUser,
+    parse_ul_dump,
+)
+from tests.peers.plugin import KamailioFactory, require
+from tests.peers.sipp import auth_field, run_sipp
+
+
+def test_parse_ul_dump_reads_every_contact() -> None:
+    bindings = parse_ul_dump((FIXTURES / "ul_dump.txt").read_text())
+    assert [(b.aor, b.contact) for b in bindings] == [
+        ("101", "sip:101@127.0.0.1:36463;transport=UDP"),
+        ("101", "sip:101@127.0.0.1:5070;transport=tls"),
+        ("102", "sip:102@127.0.0.1:5072;transport=tcp"),
+    ]
+    tls = bindings[1]
+    assert tls.expires == 57
+    assert tls.received == "sip:127.0.0.1:40012;transport=tls"
+    assert tls.socket == "tls:127.0.0.1:45453"
+    assert tls.tcpconn_id == 3
+    assert tls.user_agent.startswith("baresip")
+    assert bindings[2].received is None
+
+
+def test_parse_ul_dump_of_an_empty_table() -> None:
+    assert parse_ul_dump("{\n\tDomains: {\n\t\tDomain: {\n\t\t\tAoRs: {\n\t\t\t}\n}}}\n") == []
+
+
+def test_user_table_refuses_what_the_cfg_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="password"):
+        SipUser(user="101", password='a"b')
+    with pytest.raises(ValueError, match="user"):
+        SipUser(user="10 1", password="x")
+    assert "secret" not in repr(SipUser(user="101", password="secret"))
+
+
+def test_expires_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match="expires"):
+        KamailioConfig(min_expires=60, default_expires=30)
+
+
+@pytest.mark.peer
+def test_generated_config_passes_kamailio_check(tmp_path: Path, test_pki: TestPki) -> None:
+    require("kamailio")
+    kam = Kamailio(tmp_path, test_pki, KamailioConfig(users=(
+        SipUser(user="201", password="pw-201", authname="auth201"),
+    )))
+    kam.check_config()
+    cfg = kam.cfg_path.read_text()
+    assert f"listen=tls:127.0.0.1:{kam.tls_port}" in cfg
+    assert '$sht(users=>auth201) = "pw-201";' in cfg
+    assert "@@" not in cfg
+    # Never a bare 127.0.0.1 alias (ACK/BYE would loop back: 477).
+    assert 'alias="127.0.0.1' not in cfg
+
+
+def _tls_version(kam: Kamailio, pki: TestPki, version: ssl.TLSVersion) -> str | None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki.ca.cert)
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with (
+        socket.create_connection((kam.host, kam.tls_port), timeout=3) as raw,
+        ctx.wrap_socket(raw, server_hostname=pki.server_name) as tls,
+    ):
+        return tls.version()
+
+
+@pytest.mark.peer
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+def test_tls_port_presents_the_test_certificate_and_refuses_tls_1_1(
+    kamailio: Kamailio, test_pki: TestPki
+) -> None:
+    # The client verifies the chain and the name: the generated PKI is what Kamailio serves.
+    assert _tls_version(kamailio, test_pki, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert _tls_version(kamailio, test_pki, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
+        _tls_version(kamailio, test_pki, ssl.TLSVersion.TLSv1_1)
+
+
+async def _register(kam: Kamailio, tmp_path: Path, user: str, expires: int = 30) -> None:
+    sip_user = kam.user(user)
+    result = await run_sipp(
+        "register", (kam.host, kam.udp_port), workdir=tmp_path / "sipp",
+        inject=[[user, auth_field(user, sip_user.password), kam.domain, str(expires)]],
+        timeout=5,
+    )
+    result.check()
+
+
+@pytest.mark.peer
+async def test_restart_keeps_ports_and_empties_the_location_table(
+    kamailio: Kamailio, tmp_path: Path
+) -> None:
+    await _register(kamailio, tmp_path, "101")
+    assert [b.aor for b in kamailio.ul_dump()] == ["101"]
+    ports = (kamailio.udp_port, kamailio.tcp_port, kamailio.tls_port)
+    old_pid = kamailio.process.pid
+
+    kamailio.restart()
+
+    assert kamailio.process.pid != old_pid
+    assert (kamailio.udp_port, kamailio.tcp_port, kamailio.tls_port) == ports
+    assert kamailio.ul_dump() == []
+    # ... and it takes registrations again on the same port.
+    await _register(kamailio, tmp_path, "101")
+    assert [b.aor for b in kamailio.ul_dump()] == ["101"]
+
+
+@pytest.mark.peer
+def test_stop_leaves_no_process_and_frees_the_ports(kamailio_factory: KamailioFactory) -> None:
+    kam = kamailio_factory(KamailioConfig(default_expires=10, min_expires=5, max_expires=20))
+    pid = kam.process.pid
+    assert pid is not None
+    kam.stop()
+    assert not kam.running
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the whole session (main process and workers) is gone
+    for kind, port in ((socket.SOCK_DGRAM, kam.udp_port), (socket.SOCK_STREAM, kam.tls_port)):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((kam.host, port))
+
+
+@pytest.mark.peer
+def test_a_broken_config_fails_fast_with_the_log(tmp_path: Path, test_pki: TestPki) -> None:
+    require("kamailio")
+    kam = Kamailio(tmp_path, test_pki)
+    kam.pki = TestPki(
+        ca=test_pki.ca,
+        server=type(test_pki.server)(cert=tmp_path / "missing.crt", key=test_pki.server.key),
+        server_name=test_pki.server_name,
+        directory=test_pki.directory,
+    )
+    with pytest.raises(Exception, match=r"kamailio: exited with status .* while starting"):
+        kam.start(timeout=10)
+    assert not kam.running
+    assert "missing.crt" in kam.log_text()
+    kam.close()
