@@ -45,16 +45,29 @@ def free_ports(count: int) -> list[int]:
     return [free_port() for _ in range(count)]
 
 
-def free_port_pair() -> int:
-    """Return an even port ``p`` with ``p`` and ``p + 1`` free for UDP (RTP and RTCP)."""
+def free_port_run(count: int, *, even: bool = False) -> int:
+    """Return ``p`` with ``p .. p+count-1`` all free for TCP and UDP (``even``: p is even).
+
+    baresip listens for TLS on its SIP port + 1, and RTP/RTCP take a port and the next one.
+    """
     with _lock:
         for _ in range(200):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                 probe.bind((LOOPBACK, 0))
-                port: int = probe.getsockname()[1] & ~1
-            if port < 1024 or {port, port + 1} & _handed_out:
+                port: int = probe.getsockname()[1]
+            if even:
+                port &= ~1
+            run = set(range(port, port + count))
+            if port < 1024 or port + count > 65535 or run & _handed_out:
                 continue
-            if _bindable(port, socket.SOCK_DGRAM) and _bindable(port + 1, socket.SOCK_DGRAM):
-                _handed_out.update((port, port + 1))
+            if all(
+                _bindable(p, socket.SOCK_DGRAM) and _bindable(p, socket.SOCK_STREAM) for p in run
+            ):
+                _handed_out.update(run)
                 return port
-    raise RuntimeError("no free even UDP port pair on 127.0.0.1 after 200 tries")
+    raise RuntimeError(f"no run of {count} free ports on 127.0.0.1 after 200 tries")
+
+
+def free_port_pair() -> int:
+    """Return an even port ``p`` with ``p`` and ``p + 1`` free (RTP and RTCP)."""
+    return free_port_run(2, even=True)

@@ -55,9 +55,9 @@ def test_expires_must_be_ordered() -> None:
 
 
 @pytest.mark.peer
-def test_generated_config_passes_kamailio_check(tmp_path: Path, test_pki: TestPki) -> None:
+def test_generated_config_passes_kamailio_check(tmp_path: Path, peer_pki: TestPki) -> None:
     require("kamailio")
-    kam = Kamailio(tmp_path, test_pki, KamailioConfig(users=(
+    kam = Kamailio(tmp_path, peer_pki, KamailioConfig(users=(
         SipUser(user="201", password="pw-201", authname="auth201"),
     )))
     kam.check_config()
@@ -84,13 +84,13 @@ def _tls_version(kam: Kamailio, pki: TestPki, version: ssl.TLSVersion) -> str | 
 @pytest.mark.peer
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_port_presents_the_test_certificate_and_refuses_tls_1_1(
-    kamailio: Kamailio, test_pki: TestPki
+    kamailio: Kamailio, peer_pki: TestPki
 ) -> None:
     # The client verifies the chain and the name: the generated PKI is what Kamailio serves.
-    assert _tls_version(kamailio, test_pki, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
-    assert _tls_version(kamailio, test_pki, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    assert _tls_version(kamailio, peer_pki, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert _tls_version(kamailio, peer_pki, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
     with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
-        _tls_version(kamailio, test_pki, ssl.TLSVersion.TLSv1_1)
+        _tls_version(kamailio, peer_pki, ssl.TLSVersion.TLSv1_1)
 
 
 async def _register(kam: Kamailio, tmp_path: Path, user: str, expires: int = 30) -> None:
@@ -138,14 +138,14 @@ def test_stop_leaves_no_process_and_frees_the_ports(kamailio_factory: KamailioFa
 
 
 @pytest.mark.peer
-def test_a_broken_config_fails_fast_with_the_log(tmp_path: Path, test_pki: TestPki) -> None:
+def test_a_broken_config_fails_fast_with_the_log(tmp_path: Path, peer_pki: TestPki) -> None:
     require("kamailio")
-    kam = Kamailio(tmp_path, test_pki)
+    kam = Kamailio(tmp_path, peer_pki)
     kam.pki = TestPki(
-        ca=test_pki.ca,
-        server=type(test_pki.server)(cert=tmp_path / "missing.crt", key=test_pki.server.key),
-        server_name=test_pki.server_name,
-        directory=test_pki.directory,
+        ca=peer_pki.ca,
+        server=type(peer_pki.server)(cert=tmp_path / "missing.crt", key=peer_pki.server.key),
+        server_name=peer_pki.server_name,
+        directory=peer_pki.directory,
     )
     with pytest.raises(Exception, match=r"kamailio: exited with status .* while starting"):
         kam.start(timeout=10)

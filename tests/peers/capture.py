@@ -1,0 +1,195 @@
+"""Packet capture on ``lo`` with tshark, filtered on the test's own ports.
+
+:class:`Capture` starts ``tshark -i lo -f "<bpf on your ports>" -w FILE``, waits until it is
+capturing, and after :meth:`stop` hands back the UDP datagrams (:meth:`udp_packets`).
+:func:`parse_rtp` splits an RTP header from its payload so that a test can check what a
+stream carried on the wire.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.peers._process import LOOPBACK, PeerError, PeerProcess, which
+from tests.peers.ports import free_port
+
+_PROBE = b"phone-sim capture probe"
+_FIELDS = ("frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport", "udp.payload")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UdpPacket:
+    """One captured UDP datagram."""
+
+    time: float
+    """Capture time (epoch seconds)."""
+    src: tuple[str, int]
+    """Source address and port."""
+    dst: tuple[str, int]
+    """Destination address and port."""
+    payload: bytes
+    """The UDP payload."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RtpView:
+    """The parts of an RTP (or SRTP) packet a wire check needs (RFC 3550 5.1)."""
+
+    payload_type: int
+    """PT (7 bits)."""
+    sequence: int
+    """Sequence number."""
+    ssrc: int
+    """SSRC."""
+    header_length: int
+    """Bytes of fixed header, CSRCs and extension."""
+    body: bytes
+    """Everything after the header: the payload for RTP, payload + auth tag for SRTP."""
+
+
+def parse_rtp(data: bytes) -> RtpView | None:
+    """Parse an RTP header; ``None`` if ``data`` is not RTP (version, length, or RTCP PT)."""
+    if len(data) < 12 or data[0] >> 6 != 2:
+        return None
+    payload_type = data[1] & 0x7F
+    if 72 <= payload_type <= 76:  # RTCP SR/RR/SDES/BYE/APP share the port range (RFC 5761)
+        return None
+    length = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10:
+        if len(data) < length + 4:
+            return None
+        length += 4 + 4 * int.from_bytes(data[length + 2 : length + 4], "big")
+    if len(data) < length:
+        return None
+    return RtpView(
+        payload_type=payload_type,
+        sequence=int.from_bytes(data[2:4], "big"),
+        ssrc=int.from_bytes(data[8:12], "big"),
+        header_length=length,
+        body=data[length:],
+    )
+
+
+def bpf_filter(udp_ports: Iterable[int] = (), tcp_ports: Iterable[int] = ()) -> str:
+    """A capture filter for traffic to or from the given ports (and nothing else)."""
+    parts = [f"udp port {p}" for p in sorted(set(udp_ports))]
+    parts += [f"tcp port {p}" for p in sorted(set(tcp_ports))]
+    if not parts:
+        raise ValueError("a capture needs at least one port: never capture all of lo")
+    return " or ".join(parts)
+
+
+class Capture:
+    """tshark on ``lo`` restricted to the given ports; a context manager."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        udp_ports: Iterable[int] = (),
+        tcp_ports: Iterable[int] = (),
+        interface: str = "lo",
+        name: str = "capture",
+    ) -> None:
+        self.tshark = which("tshark")
+        self.workdir = workdir
+        # Readiness: tshark says "Capture started" before the filter really sees packets, so
+        # the harness sends probes to a port of its own until tshark prints one (-P -l).
+        self.probe_port = free_port()
+        self.filter = bpf_filter([*udp_ports, self.probe_port], tcp_ports)
+        self.interface = interface
+        self.pcap = workdir / f"{name}.pcapng"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._process = PeerProcess(
+            name,
+            [self.tshark, "-n", "-l", "-P", "-i", interface, "-f", self.filter,
+             "-w", str(self.pcap)],
+            cwd=workdir,
+            log_path=workdir / f"{name}.log",
+        )
+
+    @property
+    def process(self) -> PeerProcess:
+        """The tshark process."""
+        return self._process
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start tshark and wait until it reports it is capturing."""
+        self.pcap.unlink(missing_ok=True)
+        self._process.start()
+        deadline = time.monotonic() + timeout
+        self._sync(deadline, timeout)
+
+    def _probes_seen(self) -> int:
+        return self._process.log_text().count(f"\u2192 {self.probe_port} ")
+
+    def _sync(self, deadline: float, timeout: float) -> None:
+        """Send probes until tshark prints one more: everything sent before is captured."""
+        seen = self._probes_seen()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            while self._probes_seen() <= seen:
+                if not self._process.running:
+                    raise self._process.fail(
+                        f"exited with {self._process.returncode} while capturing"
+                    )
+                if time.monotonic() > deadline:
+                    self._process.stop()
+                    raise self._process.fail(f"probe not seen after {timeout} s")
+                probe.sendto(_PROBE, (LOOPBACK, self.probe_port))
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let tshark catch up (a last probe), then stop it with SIGINT, which flushes."""
+        if self._process.running:
+            try:
+                self._sync(time.monotonic() + timeout, timeout)
+            finally:
+                self._process.stop(timeout=5.0, sig=signal.SIGINT)
+
+    def __enter__(self) -> Capture:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def udp_packets(self) -> list[UdpPacket]:
+        """Every UDP datagram in the capture, in order (call after :meth:`stop`)."""
+        if self._process.running:
+            raise PeerError("stop the capture before reading it")
+        if not self.pcap.exists():
+            raise self._process.fail(f"no capture file {self.pcap}")
+        fields: list[str] = []
+        for name in _FIELDS:
+            fields += ["-e", name]
+        result = subprocess.run(
+            [self.tshark, "-n", "-r", str(self.pcap), "-Y", "udp", "-T", "fields",
+             "-E", "separator=\t", *fields],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+        if result.returncode != 0:
+            raise PeerError(f"tshark could not read {self.pcap}: {result.stderr}")
+        packets = []
+        for line in result.stdout.splitlines():
+            cols = line.split("\t")
+            if len(cols) != len(_FIELDS) or not cols[2]:
+                continue
+            if int(cols[4]) == self.probe_port:
+                continue
+            packets.append(
+                UdpPacket(
+                    time=float(cols[0]),
+                    src=(cols[1], int(cols[2])),
+                    dst=(cols[3], int(cols[4])),
+                    payload=bytes.fromhex(cols[5].replace(":", "")),
+                )
+            )
+        return packets

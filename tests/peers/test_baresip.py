@@ -1,0 +1,174 @@
+"""baresip through Kamailio: TLS/UDP registration, restart, and an SDES-SRTP call by audio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.peers.audio import tone_report, ulaw_decode, wav_tone_report, write_tone_wav
+from tests.peers.baresip import Baresip, BaresipAccount, _read_netstring
+from tests.peers.capture import UdpPacket, parse_rtp
+from tests.peers.kamailio import Kamailio
+from tests.peers.plugin import BaresipFactory, CaptureFactory
+
+TONE_A = 1004.0  # what 101 plays
+TONE_B = 697.0  # what 102 plays
+
+
+def _account(**overrides: object) -> BaresipAccount:
+    values: dict[str, object] = {
+        "user": "101", "password": "pw-101", "domain": "pbx.test",
+        "proxy": "sip:127.0.0.1:5061;transport=tls",
+    }
+    values.update(overrides)
+    return BaresipAccount(**values)  # type: ignore[arg-type]
+
+
+def test_account_line_asks_for_mandatory_srtp_over_tls() -> None:
+    line = _account().account_line()
+    assert line.startswith("<sip:101@pbx.test;transport=tls>;")
+    assert ";mediaenc=srtp-mand" in line
+    assert 'outbound="sip:127.0.0.1:5061;transport=tls"' in line
+    assert "pw-101" not in repr(_account())
+
+
+def test_config_pins_loopback_and_needs_no_sound_card(tmp_path: Path) -> None:
+    wav = write_tone_wav(tmp_path / "t.wav", TONE_A, 0.1)
+    phone = Baresip(tmp_path, _account(), source_wav=wav)
+    config = phone.config_text()
+    assert "net_interface\t\t127.0.0.1" in config
+    assert "dns_server\t\t127.0.0.1:53" in config
+    assert f"audio_source\t\taufile,{wav}" in config
+    assert "alsa" not in config
+    assert f"ctrl_tcp_listen\t\t127.0.0.1:{phone.ctrl_port}" in config
+    assert f"rtp_ports\t\t{phone.rtp_port}-{phone.rtp_port + 1}" in config
+
+
+async def _parse_netstrings(data: bytes) -> dict[str, object]:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    return await _read_netstring(reader)
+
+
+async def test_netstring_reader_takes_json_and_refuses_garbage() -> None:
+    body = json.dumps({"event": True, "type": "CALL_CLOSED"}).encode()
+    assert await _parse_netstrings(b"%d:%s," % (len(body), body)) == {
+        "event": True, "type": "CALL_CLOSED"
+    }
+    with pytest.raises(ConnectionError, match="length"):
+        await _parse_netstrings(b"x1:{},")
+    with pytest.raises(ConnectionError, match="comma"):
+        await _parse_netstrings(b"2:{};")
+    with pytest.raises(ConnectionError, match="exceeds"):
+        await _parse_netstrings(b"9999999:")
+
+
+@pytest.mark.peer
+async def test_baresip_registers_over_tls(
+    kamailio: Kamailio, baresip_factory: BaresipFactory
+) -> None:
+    phone = baresip_factory(kamailio, "101", transport="tls")
+    await phone.wait_registered()
+    (binding,) = await kamailio.wait_bindings("101")
+    assert binding.socket == f"tls:127.0.0.1:{kamailio.tls_port}"
+    assert binding.user_agent.startswith("baresip")
+    assert binding.tcpconn_id >= 0
+    # Kamailio reaches the phone over its TLS connection, not at the Contact's port.
+    assert binding.received is not None and binding.received.endswith(";transport=tls")
+    assert f"127.0.0.1:{phone.sip_tls_port};transport=tls" in binding.contact
+    assert binding.expires <= 60
+
+
+@pytest.mark.peer
+async def test_baresip_registers_over_udp(
+    kamailio: Kamailio, baresip_factory: BaresipFactory
+) -> None:
+    phone = baresip_factory(kamailio, "102", transport="udp")
+    await phone.wait_registered()
+    (binding,) = await kamailio.wait_bindings("102")
+    assert binding.socket == f"udp:127.0.0.1:{kamailio.udp_port}"
+    assert binding.tcpconn_id == -1
+
+
+@pytest.mark.peer
+async def test_binding_comes_back_after_a_kamailio_restart(
+    kamailio: Kamailio, baresip_factory: BaresipFactory
+) -> None:
+    # baresip 1.0 does not re-register when its TLS connection drops, only when it refreshes,
+    # so a short interval keeps this test short.
+    phone = baresip_factory(kamailio, "101", regint=4)
+    await phone.wait_registered()
+    (before,) = await kamailio.wait_bindings("101")
+
+    await asyncio.to_thread(kamailio.restart)
+    assert kamailio.ul_dump() == []  # the location table really was lost
+
+    (after,) = await kamailio.wait_bindings("101", timeout=15)
+    assert after.contact == before.contact
+    assert after.received != before.received  # a new TLS connection from a new port
+    assert after.cseq > before.cseq
+
+
+def _rtp_between(packets: list[UdpPacket], src_port: int, dst_port: int) -> list[bytes]:
+    return [
+        p.payload for p in packets
+        if p.src[1] == src_port and p.dst[1] == dst_port and parse_rtp(p.payload) is not None
+    ]
+
+
+def _assert_srtp_without_tone(stream: list[bytes], tone: float) -> None:
+    assert len(stream) >= 50, f"only {len(stream)} RTP packets captured"
+    for packet in stream:
+        view = parse_rtp(packet)
+        assert view is not None
+        assert view.payload_type == 0  # PCMU
+        # 160 bytes of 20 ms PCMU plus the 10-byte HMAC-SHA1-80 tag of SRTP.
+        assert len(view.body) == 170, f"RTP body of {len(view.body)} bytes is not SRTP"
+        heard = tone_report(ulaw_decode(view.body[:160]), tone, 8000, window=0.02)
+        assert heard.tone_ratio < 0.5, f"packet {view.sequence} carries the tone in clear"
+
+
+@pytest.mark.peer
+async def test_two_baresips_call_over_tls_with_mandatory_srtp(
+    kamailio: Kamailio,
+    baresip_factory: BaresipFactory,
+    capture_factory: CaptureFactory,
+) -> None:
+    caller = baresip_factory(kamailio, "101", tone_hz=TONE_A)
+    callee = baresip_factory(kamailio, "102", tone_hz=TONE_B)
+    await asyncio.gather(caller.wait_registered(), callee.wait_registered())
+    capture = await asyncio.to_thread(
+        capture_factory, udp_ports=[*caller.rtp_ports, *callee.rtp_ports]
+    )
+
+    await caller.dial("102")
+    incoming = await callee.wait_event("CALL_INCOMING")
+    assert incoming.peer_uri == "sip:101@pbx.test"
+    await callee.accept()
+    for phone in (caller, callee):
+        await phone.wait_event("CALL_ESTABLISHED")
+        menc = await phone.wait_event("CALL_MENC")
+        assert menc.param == "0,audio,AES_CM_128_HMAC_SHA1_80"
+        await phone.wait_event("CALL_RTPESTAB")
+    await asyncio.sleep(2.0)  # about 100 packets each way
+    await caller.hangup()
+    await callee.wait_event("CALL_CLOSED")
+    await caller.wait_event("CALL_CLOSED")
+    await asyncio.to_thread(capture.stop)
+
+    # Each side heard the other's tone, and not its own: keys and media path are right.
+    (heard_by_callee,) = callee.recordings()
+    (heard_by_caller,) = caller.recordings()
+    assert wav_tone_report(heard_by_callee, TONE_A).windows_with_tone >= 10
+    assert not wav_tone_report(heard_by_callee, TONE_B).present
+    assert wav_tone_report(heard_by_caller, TONE_B).windows_with_tone >= 10
+    assert not wav_tone_report(heard_by_caller, TONE_A).present
+
+    # On the wire: SRTP only, no packet with the tone in clear.
+    packets = capture.udp_packets()
+    _assert_srtp_without_tone(_rtp_between(packets, caller.rtp_port, callee.rtp_port), TONE_A)
+    _assert_srtp_without_tone(_rtp_between(packets, callee.rtp_port, caller.rtp_port), TONE_B)
