@@ -20,7 +20,7 @@ from phone_sim import __version__
 from phone_sim.errors import PhoneSimError
 
 #: Modules that contribute sub-commands, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("phone_sim.cli.tls",)
 
 
 def build_parser() -> argparse.ArgumentParser:
