@@ -80,7 +80,9 @@ class StreamFramer:
     ) -> None:
         self._buf = bytearray()
         self._scan = 0
-        self._pending: tuple[str, list[tuple[str, str]], int, int] | None = None
+        self._pending: tuple[str, list[tuple[str, str]], int, int, SipParseError | None] | None = (
+            None
+        )
         self._error: SipParseError | None = None
         self._max_header = max_header_bytes
         self._max_body = max_body_bytes
@@ -144,7 +146,16 @@ class StreamFramer:
                         f"header section of {end} octets exceeds {self._max_header}",
                         status=STATUS_MESSAGE_TOO_LARGE,
                     )
-                start, entries = _split_header_lines(bytes(buf[:end]))
+                head_error: SipParseError | None = None
+                try:
+                    start, entries = _split_header_lines(bytes(buf[:end]))
+                except SipParseError as exc:
+                    # A malformed header line spoils the message, not the stream, as long as
+                    # the remaining lines still say where the message ends.
+                    if exc.partial is None or exc.status != 400:
+                        raise
+                    head_error = exc
+                    start, entries = exc.partial.start_line(), exc.partial.headers.items()
                 length = content_length(entries)
                 if length is None:
                     raise SipParseError(
@@ -155,13 +166,16 @@ class StreamFramer:
                     raise SipParseError(
                         f"Content-Length {length} exceeds {self._max_body}", status=413
                     )
-                self._pending = (start, entries, end + 4, length)
-            start, entries, body_at, length = self._pending
+                self._pending = (start, entries, end + 4, length, head_error)
+            start, entries, body_at, length, head_error = self._pending
             if len(buf) < body_at + length:
                 break
             body = bytes(buf[body_at : body_at + length])
             del buf[: body_at + length]
             self._pending = None
+            if head_error is not None:
+                events.append(MessageRejected(error=head_error))
+                continue
             try:
                 events.append(_build(start, entries, body))
             except SipParseError as exc:

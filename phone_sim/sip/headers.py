@@ -542,7 +542,7 @@ class Headers:
         """``parser`` applied to each of :meth:`get_all`, cached until the headers change."""
         key = canonical_name(name).lower()
         cached = self._cache.get(key)
-        if cached is not None and cached[0] is parser:
+        if cached is not None and cached[0] == parser:
             return cached[1]  # type: ignore[no-any-return]
         values = [parser(v) for v in self.get_all(name)]
         self._cache[key] = (parser, values)

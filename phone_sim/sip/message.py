@@ -418,23 +418,30 @@ def _split_header_lines(head: bytes) -> tuple[str, list[tuple[str, str]]]:
             )
         if "\r" in line or "\n" in line:
             raise SipParseError("bare CR or LF in the header section (lines end with CRLF)")
+    problem: str | None = None
     for line in lines[1:]:
         first = line[:1]
         if first in (" ", "\t"):
             # RFC 3261 7.3.1: a line starting with whitespace continues the previous one.
             if not entries:
-                raise SipParseError("continuation line before the first header field")
+                problem = problem or "continuation line before the first header field"
+                continue
             name, value = entries[-1]
             more = line.strip(" \t")
             entries[-1] = (name, f"{value} {more}" if value and more else value or more)
             continue
         name, colon, value = line.partition(":")
         if not colon:
-            raise SipParseError(f"header line without a colon: {line[:60]!r}")
+            problem = problem or f"header line without a colon: {line[:60]!r}"
+            continue
         name = name.rstrip(" \t")
         if not is_token(name):
-            raise SipParseError(f"bad header name {name[:60]!r}")
+            problem = problem or f"bad header name {name[:60]!r}"
+            continue
         entries.append((canonical_name(name), value.strip(" \t")))
+    if problem is not None:
+        # The lines that did parse still let the caller answer the request with a 400.
+        raise SipParseError(problem, partial=_partial(start, entries))
     for _, value in entries:
         if len(value) > MAX_LINE_LENGTH:
             raise SipParseError(

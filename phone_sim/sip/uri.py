@@ -81,12 +81,12 @@ def _set_param(params: Params, name: str, value: str | None) -> Params:
 def check_host(host: str, what: str = "host") -> str:
     """Validate a hostname, IPv4 address or bracketed IPv6 reference; return it."""
     if not host:
-        raise SipParseError(f"missing {what}")
+        raise SipParseError(f"missing host in {what}")
     if host.startswith("["):
         if not _IPV6_RE.match(host):
             raise SipParseError(f"bad IPv6 reference {host!r} in {what}")
     elif not _HOSTNAME_RE.match(host):
-        raise SipParseError(f"bad {what} {host!r}")
+        raise SipParseError(f"bad host {host!r} in {what}")
     return host
 
 
@@ -97,7 +97,7 @@ def parse_port(text: str, what: str = "port") -> int:
     return int(text)
 
 
-def split_hostport(text: str, what: str = "host") -> tuple[str, int | None]:
+def split_hostport(text: str, what: str = "hostport") -> tuple[str, int | None]:
     """Split ``host[:port]`` with IPv6 references in brackets."""
     if text.startswith("["):
         end = text.find("]")
