@@ -171,8 +171,8 @@ class _TlsPump(asyncio.Protocol):
         if not self.handshake.done() and not self._received_any:
             self._fail(
                 NotTlsPeer(
-                    f"{self.target} closed the connection without a TLS answer: "
-                    "is it a TLS server?",
+                    f"{self.target} closed the connection without a TLS answer: not a TLS "
+                    "server, or one that drops handshakes it rejects without an alert",
                     verdict=self._failed("no TLS answer"),
                 )
             )
@@ -181,6 +181,14 @@ class _TlsPump(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.handshake.done() and not self._received_any:
+            self._fail(
+                NotTlsPeer(
+                    f"{self.target} closed the connection without a TLS answer: not a TLS "
+                    "server, or one that drops handshakes it rejects without an alert",
+                    verdict=self._failed("no TLS answer"),
+                )
+            )
         if not self.handshake.done():
             detail = f": {exc}" if exc else ""
             self._fail(

@@ -36,6 +36,8 @@ class TlsTestServer:
     """What it presents (None: anonymous ciphers only)."""
     server: asyncio.Server = field(repr=False)
     """The asyncio server."""
+    ssl_context: ssl.SSLContext = field(repr=False)
+    """The server's context (tests may hook ``sni_callback``)."""
     handshakes: int = 0
     """Connections that completed a handshake."""
 
@@ -76,6 +78,61 @@ def _ssl_context(
     return ctx
 
 
+class _ServerProtocol(asyncio.Protocol):
+    """TLS over memory BIOs, so a handshake failure still flushes the alert to the client
+    (asyncio's own SSL transport aborts before sending it, and a real server does send it)."""
+
+    def __init__(self, ctx: ssl.SSLContext, owner: TlsTestServer) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = ctx.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._owner = owner
+        self._transport: asyncio.Transport | None = None
+        self._handshaken = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._incoming.write(data)
+        try:
+            if not self._handshaken:
+                self._tls.do_handshake()
+                self._handshaken = True
+                self._owner.handshakes += 1
+            while True:
+                chunk = self._tls.read(65536)
+                if not chunk:
+                    break
+                self._tls.write(chunk)  # echo
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            with contextlib.suppress(ssl.SSLError):
+                self._tls.unwrap()
+            self._flush()
+            self._close()
+            return
+        except ssl.SSLError:
+            self._flush()  # the alert
+            self._close()
+            return
+        self._flush()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
 async def start_tls_server(
     credential: ServerCredential | None,
     *,
@@ -93,25 +150,13 @@ async def start_tls_server(
     ctx = _ssl_context(
         credential, min_version=min_version, max_version=max_version, ciphers=ciphers
     )
+    loop = asyncio.get_running_loop()
     holder: list[TlsTestServer] = []
-
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if holder:
-            holder[0].handshakes += 1
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await writer.wait_closed()
-
-    server = await asyncio.start_server(echo, host, 0, ssl=ctx, ssl_handshake_timeout=10)
+    server = await loop.create_server(lambda: _ServerProtocol(ctx, holder[0]), host, 0)
     port = server.sockets[0].getsockname()[1]
-    test_server = TlsTestServer(host=host, port=port, credential=credential, server=server)
+    test_server = TlsTestServer(
+        host=host, port=port, credential=credential, server=server, ssl_context=ctx
+    )
     holder.append(test_server)
     return test_server
 

@@ -90,6 +90,8 @@ class ServerCredential:
 class TestPki:
     """The generated PKI: the roots the phone is given and one credential per kind."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     server_name: str
     """The name the phone is configured with; good certificates carry it."""
     root: x509.Certificate
