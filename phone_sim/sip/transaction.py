@@ -205,9 +205,12 @@ _IST: _Table = {
     (S.CONFIRMED, I.RECV_REQUEST): (S.CONFIRMED, A.ABSORBED),
     (S.CONFIRMED, I.TIMER_I): (S.TERMINATED, A.NONE),
     # RFC 6026 7.1: INVITE retransmissions are absorbed, the TU retransmits its 2xx through
-    # the transaction, and an ACK that matches goes to the TU.
+    # the transaction, and an ACK that matches goes to the TU. RFC 3261 13.3.1.4 makes the
+    # UAS core retransmit the 2xx on UDP (T1 doubling to T2) until the ACK comes: that timer
+    # runs here as Timer G of the Accepted state, and the first ACK stops it.
     (S.ACCEPTED, I.RECV_REQUEST): (S.ACCEPTED, A.ABSORBED),
     (S.ACCEPTED, I.SEND_2XX): (S.ACCEPTED, A.TRANSMIT),
+    (S.ACCEPTED, I.TIMER_G): (S.ACCEPTED, A.RETRANSMIT),
     (S.ACCEPTED, I.RECV_ACK): (S.ACCEPTED, A.PASS_UP),
     (S.ACCEPTED, I.TRANSPORT_ERROR): (S.ACCEPTED, A.ABSORBED),
     (S.ACCEPTED, I.TIMER_L): (S.TERMINATED, A.NONE),
@@ -256,8 +259,8 @@ _RETRANSMIT_TIMER = {
 # --------------------------------------------------------------------------------------------
 # Matching keys
 
-#: §17.1.3: the top Via branch and the CSeq method.
-ClientKey = tuple[str, str]
+#: §17.1.3: ``(branch, CSeq method)``.
+ClientKey = tuple[str, ...]
 #: §17.2.3: ``("3261", branch, sent-by, method)`` or ``("2543", ...)`` for old-style branches.
 ServerKey = tuple[str, ...]
 
@@ -316,6 +319,7 @@ class Transaction:
         "_timeout_input",
         "absorbed",
         "ack_wire",
+        "acked",
         "context",
         "key",
         "kind",
@@ -356,6 +360,7 @@ class Transaction:
         self._interval = 0.0
         self.retransmissions = 0
         self.absorbed = 0
+        self.acked = False
 
     def __repr__(self) -> str:
         return f"<Transaction {self.kind.value} {self.state.value} key={self.key!r}>"
@@ -418,6 +423,10 @@ class Transaction:
             self.retransmissions += 1
         if event in (I.TIMER_A, I.TIMER_E, I.TIMER_G):
             self._rearm_retransmit(now, event)
+        elif event is I.RECV_ACK and self.state is S.ACCEPTED:
+            # RFC 3261 13.3.1.4: the ACK ends the 2xx retransmissions.
+            self.acked = True
+            self.retransmit_at = None
         if new_state is not self.state:
             self._set_state(new_state, now)
         return actions
@@ -490,8 +499,13 @@ class Transaction:
         elif new is S.ACCEPTED:
             self._cancel_timers()
             # RFC 6026 7.1 (Timer L) and 7.2 (Timer M): 64*T1.
-            timer = I.TIMER_L if kind is TransactionKind.INVITE_SERVER else I.TIMER_M
-            self._arm_timeout(now + 64 * t.t1, timer)
+            if kind is TransactionKind.INVITE_SERVER:
+                if not reliable:
+                    # RFC 3261 13.3.1.4: 2xx retransmissions, T1 doubling up to T2.
+                    self._arm_retransmit(now, t.t1)
+                self._arm_timeout(now + 64 * t.t1, I.TIMER_L)
+            else:
+                self._arm_timeout(now + 64 * t.t1, I.TIMER_M)
 
 
 def new_transaction(

@@ -153,11 +153,24 @@ def test_ist_2xx_accepted_absorbs_invite_and_passes_ack_rfc6026() -> None:
     tx = _tx(K.INVITE_SERVER)
     tx.feed(I.SEND_2XX, 0.0)
     assert tx.state is S.ACCEPTED and tx.timeout_at == 32.0
-    assert tx.feed(I.RECV_REQUEST, 0.5) == A.ABSORBED
-    assert tx.feed(I.SEND_2XX, 0.5) == A.TRANSMIT
-    assert tx.feed(I.RECV_ACK, 0.6) == A.PASS_UP
+    # RFC 3261 13.3.1.4: the 2xx is retransmitted on UDP until the ACK comes.
+    assert _run_timers(tx, 1.6) == [(0.5, A.RETRANSMIT), (1.5, A.RETRANSMIT)]
+    assert tx.feed(I.RECV_REQUEST, 1.7) == A.ABSORBED
+    assert tx.feed(I.SEND_2XX, 1.7) == A.TRANSMIT
+    assert not tx.acked
+    assert tx.feed(I.RECV_ACK, 1.8) == A.PASS_UP
+    assert tx.acked and tx.retransmit_at is None
+    assert tx.feed(I.RECV_ACK, 1.9) == A.PASS_UP
     _run_timers(tx, 32.0)
     assert tx.terminated
+
+
+def test_ist_2xx_on_reliable_transport_is_not_retransmitted() -> None:
+    tx = _tx(K.INVITE_SERVER, reliable=True)
+    tx.feed(I.SEND_2XX, 0.0)
+    assert tx.retransmit_at is None
+    assert _run_timers(tx, 40.0) == [(32.0, A.NONE)]
+    assert tx.terminated and not tx.acked
 
 
 @pytest.mark.parametrize(("reliable", "j_at"), [(False, 33.0), (True, 1.0)])

@@ -1,0 +1,533 @@
+"""The user agent core through a UaPair: REGISTER with digest, OPTIONS, INVITE transactions
+with retransmissions and timeouts, CANCEL, error answers. No sockets, a fake clock."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from phone_sim.errors import UsageError
+from phone_sim.sip.digest import DigestCredentials
+from phone_sim.sip.headers import NameAddr
+from phone_sim.sip.message import SipResponse, parse_message
+from phone_sim.sip.signature import PhoneSignature
+from phone_sim.sip.transaction import TimerSettings
+from phone_sim.sip.ua import (
+    AuthenticationRejected,
+    MessageDiscarded,
+    RequestCancelled,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTimedOut,
+    TransportFailed,
+    UaConfig,
+    UserAgent,
+)
+from phone_sim.sip.uri import SipUri
+from tests.sip.uapair import PHONE_ADDR, SERVER_ADDR, Registrar, UaPair, Wire
+
+AOR = NameAddr(SipUri("sip", "101", None, "127.0.0.1", 5060))
+SERVER_URI = SipUri("sip", None, None, "127.0.0.1", 5060)
+PASSWORD = "secret-1234"
+
+
+def register(pair: UaPair, **kw: object) -> int:
+    request = pair.phone.create_request(
+        "REGISTER", SERVER_URI, from_=AOR, headers=[("Expires", "300")], **kw  # type: ignore[arg-type]
+    )
+    return pair.phone.send_request(request, pair.now)
+
+
+def invite(pair: UaPair) -> int:
+    target = NameAddr(SipUri("sip", "pbx", None, "127.0.0.1", 5060))
+    request = pair.phone.create_request(
+        "INVITE", target.uri, from_=AOR, to=target, body=b"v=0\r\n",
+        content_type="application/sdp",
+    )
+    return pair.phone.send_request(request, pair.now)
+
+
+def responses(pair: UaPair) -> list[ResponseReceived]:
+    return [e for e in pair.phone_events if isinstance(e, ResponseReceived)]
+
+
+# -- REGISTER ----------------------------------------------------------------------------------
+
+
+def test_register_challenge_answered_with_digest() -> None:
+    registrar = Registrar({"101": PASSWORD})
+    pair = UaPair(on_server_request=registrar)
+    handle = register(pair)
+    pair.pump()
+    lines = [w.first_line for w in pair.wire]
+    assert lines == [
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0",
+        "SIP/2.0 401 Unauthorized",
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0",
+        "SIP/2.0 200 OK",
+    ]
+    (ok,) = responses(pair)
+    assert ok.transaction == handle and ok.response.status == 200
+    first, second = (pair.message(w) for w in pair.sent_by(pair.phone, "REGISTER"))
+    # RFC 3261 8.1.3.5 / 22.2: same Call-ID and From tag, CSeq + 1, a new branch.
+    assert second.call_id == first.call_id and second.from_tag == first.from_tag
+    assert second.cseq.seq == first.cseq.seq + 1
+    assert first.top_via.branch != second.top_via.branch
+    assert ok.request.cseq.seq == second.cseq.seq
+    authorization = second.headers.get("Authorization") or ""
+    assert 'realm="asterisk"' in authorization and "qop=auth, nc=00000001" in authorization
+    assert "algorithm=MD5" in authorization
+    assert registrar.bindings["101"].endswith(";ob>")
+    assert pair.phone.stats["auth_retries"] == 1
+
+
+def test_refresh_reuses_the_nonce_preemptively() -> None:
+    registrar = Registrar({"101": PASSWORD})
+    pair = UaPair(on_server_request=registrar)
+    register(pair)
+    pair.pump()
+    pair.advance(60.0)
+    register(pair)
+    pair.pump()
+    assert registrar.challenges == 1
+    last = pair.message(pair.sent_by(pair.phone, "REGISTER")[-1])
+    assert "nc=00000002" in (last.headers.get("Authorization") or "")
+    assert [r.response.status for r in responses(pair)] == [200, 200]
+
+
+def test_stale_nonce_is_answered_again_without_failure() -> None:
+    registrar = Registrar({"101": PASSWORD}, nonce_lifetime=30.0)
+    pair = UaPair(on_server_request=registrar)
+    register(pair)
+    pair.pump()
+    pair.advance(100.0)
+    register(pair)
+    pair.pump()
+    statuses = [w.first_line for w in pair.wire[4:]]
+    assert statuses == [
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0",  # pre-emptive, old nonce
+        "SIP/2.0 401 Unauthorized",  # stale=true
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0",
+        "SIP/2.0 200 OK",
+    ]
+    assert "stale=true" in pair.wire[5].data.decode()
+    assert not pair.of_type(pair.phone_events, AuthenticationRejected)
+    assert [r.response.status for r in responses(pair)] == [200, 200]
+
+
+def test_wrong_password_is_a_clear_failure_not_a_loop() -> None:
+    registrar = Registrar({"101": "the-real-one"})
+    pair = UaPair(on_server_request=registrar)
+    handle = register(pair)
+    pair.advance(40.0)
+    assert len(pair.sent_by(pair.phone, "REGISTER")) == 2
+    (rejected,) = pair.of_type(pair.phone_events, AuthenticationRejected)
+    assert isinstance(rejected, AuthenticationRejected)
+    assert rejected.transaction == handle and rejected.response.status == 401
+    assert "rejected the credentials of '101' for realm 'asterisk'" in rejected.reason
+    assert not responses(pair)
+    assert pair.phone.transactions == 0 and pair.phone.get_timer() is None
+
+
+def test_sha256_only_challenge_is_refused_by_an_md5_phone() -> None:
+    registrar = Registrar({"101": PASSWORD})
+    registrar.digest.algorithm = "SHA-256"
+    pair = UaPair(on_server_request=registrar)
+    register(pair)
+    pair.pump()
+    (rejected,) = pair.of_type(pair.phone_events, AuthenticationRejected)
+    assert isinstance(rejected, AuthenticationRejected)
+    assert "SHA-256" in rejected.reason and "allowed MD5" in rejected.reason
+
+
+def test_without_credentials_the_401_goes_up() -> None:
+    pair = UaPair(credentials=(), on_server_request=Registrar({"101": PASSWORD}))
+    register(pair)
+    pair.pump()
+    assert [r.response.status for r in responses(pair)] == [401]
+
+
+def test_password_never_logged_or_in_repr(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="phone_sim")
+    pair = UaPair(on_server_request=Registrar({"101": "wrong"}))
+    register(pair)
+    pair.pump()
+    assert caplog.records
+    assert PASSWORD not in caplog.text
+    assert PASSWORD not in repr(pair.phone) + repr(pair.phone.config)
+    assert all(PASSWORD not in repr(e) for e in pair.phone_events)
+    assert all(PASSWORD.encode() not in w.data for w in pair.wire)
+
+
+# -- the phone's signature on the wire ---------------------------------------------------------
+
+
+def test_register_carries_the_phone_signature() -> None:
+    pair = UaPair(on_server_request=Registrar({"101": PASSWORD}))
+    register(pair)
+    pair.pump()
+    request = pair.message(pair.sent_by(pair.phone, "REGISTER")[0])
+    via = request.top_via
+    assert via.branch is not None and via.branch.startswith("z9hG4bKPj")
+    assert via.rport is True and str(via).index("rport") < str(via).index("branch")
+    assert request.headers.get("User-Agent") == "Digium D40 1_4_0_0_57389"
+    assert request.headers.get("Contact") == "<sip:101@127.0.0.1:5062;ob>"
+    assert request.headers.lines("Allow") == ["INVITE, ACK, BYE, CANCEL, OPTIONS"]
+    assert "Supported" not in request.headers
+    assert request.max_forwards == 70
+
+
+def test_server_stamps_received_and_rport_and_answers_there() -> None:
+    pair = UaPair(on_server_request=Registrar({"101": PASSWORD}))
+    register(pair)
+    pair.pump()
+    (event,) = [e for e in pair.server_events if isinstance(e, RequestReceived)][:1]
+    assert isinstance(event, RequestReceived)
+    assert event.request.top_via.rport == PHONE_ADDR[1]
+    response = parse_message(pair.sent_by(pair.server, "SIP/2.0 401")[0].data)
+    assert response.top_via.rport == PHONE_ADDR[1]
+
+
+# -- OPTIONS -------------------------------------------------------------------------------
+
+
+def test_options_both_ways() -> None:
+    pair = UaPair()
+    request = pair.phone.create_request("OPTIONS", SERVER_URI, from_=AOR)
+    pair.phone.send_request(request, pair.now)
+    pair.pump()
+    (answer,) = responses(pair)
+    assert answer.response.status == 200
+    assert "REGISTER" in answer.response.headers.get_all("Allow")
+    # And the server asks the phone, as Asterisk's qualify does.
+    ping = pair.server.create_request(
+        "OPTIONS", SipUri("sip", "101", None, *PHONE_ADDR), from_=NameAddr(SERVER_URI),
+        to=AOR,
+    )
+    pair.server.send_request(ping, pair.now)
+    pair.pump()
+    (pong,) = [e for e in pair.server_events if isinstance(e, ResponseReceived)]
+    assert isinstance(pong, ResponseReceived)
+    headers = pong.response.headers
+    assert pong.response.status == 200
+    assert headers.get_all("Allow") == ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"]
+    assert headers.get("Accept") == "application/sdp"
+    assert headers.get("User-Agent") == "Digium D40 1_4_0_0_57389"
+    assert pong.response.to_tag  # RFC 3261 8.2.6.2
+
+
+def test_options_unanswered_times_out_on_timer_f() -> None:
+    pair = UaPair(drop=lambda w: w.source == PHONE_ADDR)
+    request = pair.phone.create_request("OPTIONS", SERVER_URI, from_=AOR)
+    handle = pair.phone.send_request(request, pair.now)
+    pair.advance(40.0)
+    sent = pair.sent_by(pair.phone, "OPTIONS")
+    assert [w.at for w in sent] == [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    (timeout,) = pair.of_type(pair.phone_events, TransactionTimedOut)
+    assert isinstance(timeout, TransactionTimedOut)
+    assert (timeout.transaction, timeout.timer) == (handle, "F")
+    assert pair.phone.get_timer() is None and pair.phone.transactions == 0
+
+
+# -- INVITE --------------------------------------------------------------------------------
+
+
+def answer_with(*statuses: int) -> object:
+    def handler(pair: UaPair, event: RequestReceived) -> None:
+        if event.request.method == "INVITE" and event.transaction is not None:
+            for status in statuses:
+                pair.server.respond(event.transaction, status, pair.now)
+    return handler
+
+
+def test_invite_timer_b_after_seven_transmissions() -> None:
+    pair = UaPair(drop=lambda w: w.source == PHONE_ADDR)
+    handle = invite(pair)
+    pair.advance(40.0)
+    assert [w.at for w in pair.sent_by(pair.phone, "INVITE")] == [
+        0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5,
+    ]
+    (timeout,) = pair.of_type(pair.phone_events, TransactionTimedOut)
+    assert isinstance(timeout, TransactionTimedOut)
+    assert (timeout.transaction, timeout.timer) == (handle, "B")
+    assert pair.phone.stats["retransmissions"] == 6
+
+
+def test_invite_over_tls_is_not_retransmitted_but_still_times_out() -> None:
+    pair = UaPair(transport="TLS", drop=lambda w: w.source == PHONE_ADDR)
+    invite(pair)
+    pair.advance(40.0)
+    assert len(pair.sent_by(pair.phone, "INVITE")) == 1
+    (timeout,) = pair.of_type(pair.phone_events, TransactionTimedOut)
+    assert isinstance(timeout, TransactionTimedOut) and timeout.timer == "B"
+    request = pair.message(pair.sent_by(pair.phone, "INVITE")[0])
+    assert request.top_via.transport == "TLS"
+    assert request.headers.get("Contact") == "<sip:101@127.0.0.1:5062;transport=TLS;ob>"
+
+
+def test_invite_retransmission_absorbed_and_100_repeated() -> None:
+    # Lose the first two 100 Trying: the INVITE is retransmitted twice; the server absorbs
+    # the copies (one RequestReceived) and answers each with its 100 again.
+    lost = {"n": 0}
+
+    def drop(w: Wire) -> bool:
+        if w.first_line.startswith("SIP/2.0 100") and lost["n"] < 2:
+            lost["n"] += 1
+            return True
+        return False
+
+    pair = UaPair(drop=drop, on_server_request=lambda p, e: None)
+    invite(pair)
+    pair.advance(5.0)
+    assert [w.at for w in pair.sent_by(pair.phone, "INVITE")] == [0.0, 0.5, 1.5]
+    assert len(pair.of_type(pair.server_events, RequestReceived)) == 1
+    assert len(pair.sent_by(pair.server, "SIP/2.0 100")) == 3
+    assert pair.server.stats["retransmissions"] == 2
+    assert [r.response.status for r in responses(pair)] == [100]
+
+
+def test_invite_200_ack_and_2xx_retransmission_until_ack() -> None:
+    lost_acks = {"n": 0}
+
+    def drop(w: Wire) -> bool:
+        if w.first_line.startswith("ACK") and lost_acks["n"] < 1:
+            lost_acks["n"] += 1
+            return True
+        return False
+
+    pair = UaPair(drop=drop, on_server_request=answer_with(180, 200))
+    handle = invite(pair)
+    pair.pump()
+    statuses = [r.response.status for r in responses(pair)]
+    assert statuses == [100, 180, 200]
+    ok = responses(pair)[-1]
+    ack = pair.phone.send_ack(handle, ok.response, pair.now)
+    assert ack.cseq.method == "ACK" and ack.cseq.seq == ok.request.cseq.seq
+    assert ack.top_via.branch != ok.request.top_via.branch  # 2xx ACK is its own transaction
+    pair.advance(2.0)
+    # The first ACK was lost: the server retransmitted its 200 at T1, the phone ACKed again.
+    assert [w.at for w in pair.sent_by(pair.server, "SIP/2.0 200")] == [0.0, 0.5]
+    assert len(pair.sent_by(pair.phone, "ACK")) == 2
+    assert responses(pair)[-1].retransmission
+    acks = [e for e in pair.server_events
+            if isinstance(e, RequestReceived) and e.request.method == "ACK"]
+    assert len(acks) == 1 and acks[0].transaction is None
+    pair.advance(40.0)
+    assert not pair.of_type(pair.server_events, TransactionTimedOut)
+    assert pair.phone.transactions == 0 and pair.server.transactions == 0
+
+
+def test_invite_2xx_never_acked_reports_timer_l() -> None:
+    pair = UaPair(drop=lambda w: w.first_line.startswith("ACK"),
+                  on_server_request=answer_with(200))
+    handle = invite(pair)
+    pair.pump()
+    pair.phone.send_ack(handle, responses(pair)[-1].response, pair.now)
+    pair.advance(40.0)
+    (timeout,) = pair.of_type(pair.server_events, TransactionTimedOut)
+    assert isinstance(timeout, TransactionTimedOut) and timeout.timer == "L"
+    # 2xx retransmitted at 0.5, 1.5, 3.5, 7.5 then every T2 until Timer L at 32 s.
+    assert len(pair.sent_by(pair.server, "SIP/2.0 200")) == 1 + 4 + 6
+
+
+def test_invite_rejected_is_acked_by_the_transaction() -> None:
+    lost = {"n": 0}
+
+    def drop(w: Wire) -> bool:
+        if w.first_line.startswith("ACK") and lost["n"] < 1:
+            lost["n"] += 1
+            return True
+        return False
+
+    pair = UaPair(drop=drop, on_server_request=answer_with(486))
+    invite(pair)
+    pair.advance(3.0)
+    assert [r.response.status for r in responses(pair)] == [100, 486]
+    acks = [pair.message(w) for w in pair.sent_by(pair.phone, "ACK")]
+    inv = pair.message(pair.sent_by(pair.phone, "INVITE")[0])
+    # 17.1.1.3: same branch as the INVITE, To from the response, CSeq number kept.
+    assert len(acks) == 2 and acks[0].top_via.branch == inv.top_via.branch
+    assert acks[0].cseq.seq == inv.cseq.seq and acks[0].to_tag
+    assert len(pair.sent_by(pair.server, "SIP/2.0 486")) == 2  # Timer G resent it once
+    assert pair.phone.stats["absorbed"] == 1
+    pair.advance(40.0)
+    assert pair.phone.transactions == 0 and pair.server.transactions == 0
+
+
+def test_invite_without_ack_times_out_on_timer_h() -> None:
+    pair = UaPair(drop=lambda w: w.first_line.startswith("ACK"),
+                  on_server_request=answer_with(486))
+    invite(pair)
+    pair.advance(40.0)
+    (timeout,) = pair.of_type(pair.server_events, TransactionTimedOut)
+    assert isinstance(timeout, TransactionTimedOut) and timeout.timer == "H"
+
+
+def test_invite_cancelled() -> None:
+    pair = UaPair(on_server_request=answer_with(180))
+    handle = invite(pair)
+    pair.pump()
+    cancel = pair.phone.cancel(handle, pair.now)
+    assert cancel is not None
+    pair.pump()
+    (cancelled,) = pair.of_type(pair.server_events, RequestCancelled)
+    assert isinstance(cancelled, RequestCancelled)
+    by_handle = {r.transaction: r.response.status for r in responses(pair)}
+    assert by_handle[cancel] == 200 and by_handle[handle] == 487
+    cancel_msg = pair.message(pair.sent_by(pair.phone, "CANCEL")[0])
+    inv = pair.message(pair.sent_by(pair.phone, "INVITE")[0])
+    assert cancel_msg.top_via.branch == inv.top_via.branch
+    assert len(pair.sent_by(pair.phone, "ACK")) == 1
+
+
+def test_cancel_waits_for_a_provisional_response() -> None:
+    pair = UaPair(drop=lambda w: w.first_line.startswith("SIP/2.0 100") and w.at < 1.0,
+                  on_server_request=lambda p, e: None)
+    handle = invite(pair)
+    pair.pump()
+    assert pair.phone.cancel(handle, pair.now) is None
+    assert not pair.sent_by(pair.phone, "CANCEL")
+    pair.advance(2.0)  # the retransmitted INVITE at 1.5 s gets a 100 through
+    assert len(pair.sent_by(pair.phone, "CANCEL")) == 1
+    assert pair.of_type(pair.server_events, RequestCancelled)
+
+
+def test_cancel_of_unknown_invite_gets_481() -> None:
+    pair = UaPair()
+    raw = (
+        b"CANCEL sip:101@127.0.0.1:5062 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnothere\r\n"
+        b"From: <sip:pbx@127.0.0.1>;tag=a\r\nTo: <sip:101@127.0.0.1>\r\n"
+        b"Call-ID: x\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    )
+    pair.phone.receive_datagram(raw, SERVER_ADDR, 0.0)
+    ((data, destination),) = pair.phone.datagrams_to_send()
+    assert data.startswith(b"SIP/2.0 481") and destination == SERVER_ADDR
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def _raw_request(method: str, extra: str = "", branch: str = "z9hG4bKabc") -> bytes:
+    return (
+        f"{method} sip:101@127.0.0.1:5062 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n"
+        "From: <sip:pbx@127.0.0.1>;tag=a\r\nTo: <sip:101@127.0.0.1>\r\n"
+        f"Call-ID: c\r\nCSeq: 7 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def _answer(ua: UserAgent, data: bytes) -> SipResponse:
+    ua.receive_datagram(data, SERVER_ADDR, 0.0)
+    out = ua.datagrams_to_send()
+    assert len(out) == 1
+    response = parse_message(out[0][0])
+    assert isinstance(response, SipResponse)
+    return response
+
+
+def test_phone_answers_register_with_405_and_its_allow() -> None:
+    pair = UaPair()
+    response = _answer(pair.phone, _raw_request("REGISTER"))
+    assert response.status == 405
+    assert response.headers.lines("Allow") == ["INVITE, ACK, BYE, CANCEL, OPTIONS"]
+    assert not [e for e in iter(pair.phone.next_event, None) if isinstance(e, RequestReceived)]
+    # A retransmission is absorbed by the transaction: the same 405 again, no new event.
+    again = _answer(pair.phone, _raw_request("REGISTER"))
+    assert again == response
+
+
+def test_unsupported_require_gets_420() -> None:
+    pair = UaPair()
+    response = _answer(pair.phone, _raw_request("OPTIONS", "Require: 100rel\r\n"))
+    assert response.status == 420 and response.headers.get("Unsupported") == "100rel"
+
+
+def test_garbage_is_discarded_not_raised() -> None:
+    pair = UaPair()
+    for data in (b"\x00\xff garbage", b"SIP/2.0 200 OK\r\n\r\n", b"\r\n\r\n",
+                 b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n"):
+        pair.phone.receive_datagram(data, SERVER_ADDR, 0.0)
+    events = list(iter(pair.phone.next_event, None))
+    assert len(events) == 3 and all(isinstance(e, MessageDiscarded) for e in events)
+
+
+def test_missing_call_id_gets_400_statelessly() -> None:
+    pair = UaPair()
+    data = _raw_request("OPTIONS").replace(b"Call-ID: c\r\n", b"")
+    response = _answer(pair.phone, data)
+    assert response.status == 400
+    assert pair.phone.transactions == 0
+
+
+def test_rfc2543_request_without_cookie_is_matched() -> None:
+    pair = UaPair()
+    first = _answer(pair.phone, _raw_request("OPTIONS", branch="old2543"))
+    second = _answer(pair.phone, _raw_request("OPTIONS", branch="old2543"))
+    assert first == second and pair.phone.stats["retransmissions"] == 1
+
+
+def test_stray_and_foreign_responses_are_discarded() -> None:
+    pair = UaPair()
+    stray = (
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKPjnone\r\n"
+        "From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
+    pair.phone.receive_datagram(stray.encode(), SERVER_ADDR, 0.0)
+    pair.phone.receive_datagram(stray.replace("5062", "5999").encode(), SERVER_ADDR, 0.0)
+    reasons = [e.reason for e in iter(pair.phone.next_event, None)
+               if isinstance(e, MessageDiscarded)]
+    assert reasons[0].startswith("stray 200") and "foreign Via" in reasons[1]
+
+
+def test_flood_guard_answers_503_without_state() -> None:
+    ua = UserAgent(UaConfig(local_host="127.0.0.1", local_port=5062,
+                            max_server_transactions=2, answer_options=False),
+                   rng=random.Random(3))
+    for i in range(3):
+        ua.receive_datagram(_raw_request("OPTIONS", branch=f"z9hG4bK{i}"), SERVER_ADDR, 0.0)
+    assert ua.transactions == 2
+    ((data, _),) = ua.datagrams_to_send()
+    assert data.startswith(b"SIP/2.0 503")
+
+
+def test_transport_error_fails_the_transaction() -> None:
+    pair = UaPair(transport="TCP")
+    handle = invite(pair)
+    pair.phone.datagrams_to_send()
+    pair.phone.transport_error(SERVER_ADDR, 0.1)
+    (failed,) = pair.of_type(list(iter(pair.phone.next_event, None)), TransportFailed)
+    assert isinstance(failed, TransportFailed) and failed.transaction == handle
+    assert pair.phone.transactions == 0 and pair.phone.get_timer() is None
+
+
+def test_api_misuse_is_a_usage_error() -> None:
+    pair = UaPair(on_server_request=lambda p, e: None)
+    request = pair.phone.create_request("REGISTER", SERVER_URI, from_=AOR)
+    pair.phone.send_request(request, 0.0)
+    with pytest.raises(UsageError, match="already has one"):
+        pair.phone.send_request(request, 0.0)
+    with pytest.raises(UsageError, match="no live server transaction"):
+        pair.phone.respond(999, 200, 0.0)
+    with pytest.raises(UsageError, match="ACK/CANCEL"):
+        pair.phone.create_request("ACK", SERVER_URI, from_=AOR)
+    pair.pump()
+    (event,) = [e for e in pair.server_events if isinstance(e, RequestReceived)]
+    assert isinstance(event, RequestReceived) and event.transaction is not None
+    pair.server.respond(event.transaction, 200, pair.now)
+    with pytest.raises(UsageError, match="cannot send 486 now"):
+        pair.server.respond(event.transaction, 486, pair.now)
+    with pytest.raises(UsageError, match="unknown SIP transport"):
+        UaConfig(local_host="h", local_port=1, transport="SCTP")
+
+
+def test_config_with_profile_algorithms_and_custom_timers() -> None:
+    sig = PhoneSignature(digest_algorithms=("MD5", "SHA-256"))
+    ua = UserAgent(UaConfig(local_host="127.0.0.1", local_port=5062, signature=sig,
+                            timers=TimerSettings(t1=0.1, t2=0.4),
+                            credentials=(DigestCredentials("u", "p"),)))
+    request = ua.create_request("OPTIONS", SERVER_URI, from_=AOR)
+    ua.send_request(request, 0.0)
+    assert ua.get_timer() == pytest.approx(0.1)
