@@ -1,0 +1,791 @@
+"""Offer/answer (RFC 3264) with SDES (RFC 4568): the phone's rules against real peers' SDP."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from phone_sim.errors import ProtocolError, UsageError
+from phone_sim.media import sdp
+from phone_sim.media.negotiation import (
+    Direction,
+    LocalAudio,
+    LocalAudioError,
+    MediaEncryption,
+    NegotiatedAudio,
+    NegotiationError,
+    OfferAnswer,
+    OfferAnswerState,
+    OfferAnswerStateError,
+)
+from phone_sim.media.payloads import G722, PCMA, PCMU, TELEPHONE_EVENT
+from phone_sim.media.sdes import CryptoAttribute
+from phone_sim.media.sdp import SdpParseError, SdpSession
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sdp"
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def keys(*seeds: int) -> Iterator[bytes]:
+    for seed in seeds:
+        yield bytes([seed]) * 30
+
+
+def make(
+    *,
+    host: str = "192.0.2.50",
+    encryption: MediaEncryption = MediaEncryption.SDES,
+    key_seeds: tuple[int, ...] = (0xA1, 0xA2, 0xA3, 0xA4),
+    **kwargs: object,
+) -> OfferAnswer:
+    local = LocalAudio(host=host, rtp_port=4000, media_encryption=encryption, **kwargs)  # type: ignore[arg-type]
+    source = keys(*key_seeds)
+    return OfferAnswer(local, session_id=1000, key_factory=lambda: next(source))
+
+
+def crypto_of(session: SdpSession) -> CryptoAttribute:
+    (line,) = session.media[0].get_attributes("crypto")
+    assert line.value is not None
+    return CryptoAttribute.parse(line.value)
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+AST_OFFER_KEY = crypto_of(sdp.parse(fixture("asterisk-22-sdes-offer.sdp"))).key_salt
+
+
+# --- the phone's offer ---------------------------------------------------------------------
+
+
+def test_offer_is_exactly_the_phones() -> None:
+    oa = make(rtcp_port=4001)
+    offer = oa.create_offer()
+    assert (
+        bytes(offer)
+        == (
+            "v=0\r\n"
+            "o=- 1000 1000 IN IP4 192.0.2.50\r\n"
+            "s=digphn\r\n"
+            "c=IN IP4 192.0.2.50\r\n"
+            "t=0 0\r\n"
+            "m=audio 4000 RTP/SAVP 0 8 9 101\r\n"
+            "a=rtcp:4001 IN IP4 192.0.2.50\r\n"
+            "a=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:8 PCMA/8000\r\n"
+            "a=rtpmap:9 G722/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n"
+            "a=fmtp:101 0-15\r\n"
+            "a=ptime:20\r\n"
+            "a=sendrecv\r\n"
+            f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{b64(bytes([0xA1]) * 30)}\r\n"
+        ).encode()
+    )
+    assert oa.state is OfferAnswerState.OFFER_SENT
+    assert sdp.parse(bytes(offer)) == offer
+
+
+def test_offer_follows_the_account_codecs_and_dtmf_setting() -> None:
+    offer = make(codecs=(G722, PCMA), dtmf=False).create_offer()
+    assert offer.media[0].formats == ("9", "8")
+    assert not offer.media[0].has_attribute("fmtp")
+
+
+def test_offer_without_sdes_is_plain_rtp_avp() -> None:
+    offer = make(encryption=MediaEncryption.NONE).create_offer()
+    assert offer.media[0].proto == "RTP/AVP"
+    assert not offer.media[0].has_attribute("crypto")
+
+
+def test_offer_over_ipv6() -> None:
+    offer = make(host="2001:db8::50").create_offer()
+    assert b"o=- 1000 1000 IN IP6 2001:db8::50\r\n" in bytes(offer)
+    assert b"c=IN IP6 2001:db8::50\r\n" in bytes(offer)
+
+
+def test_real_keys_are_fresh_per_call_and_per_direction() -> None:
+    local = LocalAudio(host="127.0.0.1", rtp_port=4000)
+    offered = {crypto_of(OfferAnswer(local).create_offer()).key_salt for _ in range(20)}
+    assert len(offered) == 20
+    assert {len(k) for k in offered} == {30}
+    callee = OfferAnswer(local)
+    _, negotiated = callee.receive_offer(OfferAnswer(local).create_offer())
+    assert negotiated.srtp is not None
+    assert negotiated.srtp.tx_key != negotiated.srtp.rx_key
+
+
+# --- answers to the phone's offer ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "port"),
+    [("asterisk-22-sdes-answer.sdp", 17860), ("baresip-1.0-srtp-mand-answer.sdp", 19588)],
+)
+def test_phone_takes_real_answers(name: str, port: int) -> None:
+    oa = make()
+    oa.create_offer()
+    negotiated = oa.receive_answer(fixture(name))
+    answer_key = crypto_of(sdp.parse(fixture(name))).key_salt
+    assert oa.state is OfferAnswerState.STABLE
+    assert negotiated.remote_rtp_port == port
+    assert negotiated.remote_rtcp_port == port + 1
+    assert negotiated.codec is PCMU
+    assert (negotiated.payload_type, negotiated.rx_payload_type) == (0, 0)
+    assert (negotiated.dtmf_payload_type, negotiated.rx_dtmf_payload_type) == (101, 101)
+    assert negotiated.direction is Direction.SENDRECV
+    assert negotiated.ptime_ms == 20
+    assert negotiated.srtp is not None
+    assert negotiated.srtp.tag == 1
+    assert negotiated.srtp.tx_key == bytes([0xA1]) * 30
+    assert negotiated.srtp.rx_key == answer_key
+    assert negotiated.tx_key_changed and negotiated.rx_key_changed
+
+
+def test_invite_without_sdp_phone_offers_in_200_and_takes_answer_from_ack() -> None:
+    oa = make()
+    offer_in_200 = oa.create_offer()
+    assert offer_in_200.media[0].proto == "RTP/SAVP"
+    negotiated = oa.receive_answer(fixture("asterisk-22-sdes-answer.sdp"))
+    assert negotiated.encrypted
+
+
+def _answer(**changes: str) -> bytes:
+    data = fixture("asterisk-22-sdes-answer.sdp").decode()
+    for old, new in changes.items():
+        data = data.replace(old.replace("_", " ") if " " in old else old, new)
+    return data.encode()
+
+
+def _edit(name: str, *pairs: tuple[str, str]) -> bytes:
+    text = fixture(name).decode()
+    for old, new in pairs:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text.encode()
+
+
+@pytest.mark.parametrize(
+    ("pairs", "reason"),
+    [
+        ((("a=crypto:1 ", "a=crypto:2 "),), "the answer's crypto tag 2 was not offered"),
+        ((("RTP/SAVP", "RTP/AVP"),), "the answer uses RTP/AVP, not RTP/SAVP"),
+        ((("m=audio 17860", "m=audio 0"),), "the peer rejected the audio stream (port 0)"),
+        ((("m=audio 17860 RTP/SAVP 0 101", "m=audio 17860 RTP/SAVP 18"),), "no common codec"),
+        (
+            (("a=crypto:1 AES_CM_128_HMAC_SHA1_80", "a=crypto:1 AES_CM_128_HMAC_SHA1_32"),),
+            "AES_CM_128_HMAC_SHA1_32 is not supported",
+        ),
+        ((("a=sendrecv\r\n", "a=sendrecv\r\nm=video 0 RTP/AVP 31\r\n"),), "2 media lines"),
+    ],
+)
+def test_phone_refuses_bad_answers_and_falls_back(
+    pairs: tuple[tuple[str, str], ...], reason: str
+) -> None:
+    oa = make()
+    oa.create_offer()
+    with pytest.raises(NegotiationError, match=re.escape(reason)):
+        oa.receive_answer(_edit("asterisk-22-sdes-answer.sdp", *pairs))
+    assert oa.state is OfferAnswerState.IDLE
+    assert oa.negotiated is None
+
+
+def test_malformed_answer_is_an_sdp_parse_error_and_falls_back() -> None:
+    oa = make()
+    oa.create_offer()
+    with pytest.raises(SdpParseError):
+        oa.receive_answer(b"v=0\r\nbogus\r\n")
+    assert oa.state is OfferAnswerState.IDLE
+
+
+def test_answer_echoing_the_phones_own_key_is_refused() -> None:
+    oa = make()
+    offer = oa.create_offer()
+    own = b64(crypto_of(offer).key_salt)
+    answer = _edit(
+        "asterisk-22-sdes-answer.sdp",
+        (b64(crypto_of(sdp.parse(fixture("asterisk-22-sdes-answer.sdp"))).key_salt), own),
+    )
+    with pytest.raises(NegotiationError, match="the phone's own key"):
+        oa.receive_answer(answer)
+
+
+# --- the peer's offer ----------------------------------------------------------------------
+
+
+def test_phone_answers_asterisk() -> None:
+    oa = make()
+    answer, negotiated = oa.receive_offer(fixture("asterisk-22-sdes-offer.sdp"))
+    (media,) = answer.media
+    assert media.proto == "RTP/SAVP"
+    # pjsip's defaults: the offerer's codec order, one codec plus telephone-event
+    assert media.formats == ("9", "101")
+    assert [a.value for a in media.get_attributes("rtpmap")] == [
+        "9 G722/8000",
+        "101 telephone-event/8000",
+    ]
+    assert media.attribute_value("fmtp") == "101 0-15"
+    crypto = crypto_of(answer)
+    assert (crypto.tag, crypto.suite, crypto.key_salt) == (
+        1,
+        "AES_CM_128_HMAC_SHA1_80",
+        bytes([0xA1]) * 30,
+    )
+    assert answer.session_name == "digphn"
+    assert negotiated.codec is G722
+    assert negotiated.remote_host == "192.0.2.10"
+    assert negotiated.remote_rtp_port == 13316
+    assert negotiated.srtp is not None
+    assert negotiated.srtp.rx_key == AST_OFFER_KEY
+    assert negotiated.srtp.tx_key == bytes([0xA1]) * 30
+    assert oa.state is OfferAnswerState.STABLE
+    assert sdp.parse(bytes(answer)) == answer
+
+
+def test_phone_answers_baresip_srtp_mand() -> None:
+    oa = make(host="127.0.0.1")
+    answer, negotiated = oa.receive_offer(fixture("baresip-1.0-srtp-mand-offer.sdp"))
+    assert answer.media[0].formats == ("0", "101")
+    assert negotiated.codec is PCMU
+    assert (negotiated.remote_host, negotiated.remote_rtp_port) == ("127.0.0.1", 28578)
+    assert negotiated.srtp is not None and negotiated.srtp.tag == 1
+
+
+def test_phone_answers_a_d40_and_ignores_g729() -> None:
+    oa = make(codecs=(G722, PCMU))
+    answer, negotiated = oa.receive_offer(fixture("d40-offer.sdp"))
+    # the D40 offers 0 8 9 18 101; PCMU is its first, and it is the phone's too
+    assert negotiated.codec is PCMU
+    assert "18" not in answer.media[0].formats
+    assert (negotiated.remote_rtcp_host, negotiated.remote_rtcp_port) == ("192.0.2.50", 4001)
+
+
+def test_first_acceptable_crypto_line_wins_and_its_tag_is_echoed() -> None:
+    oa = make(host="2001:db8::50")
+    answer, negotiated = oa.receive_offer(fixture("sbc-multi-suite-offer.sdp"))
+    assert crypto_of(answer).tag == 2
+    assert negotiated.srtp is not None
+    assert negotiated.srtp.tag == 2
+    assert negotiated.srtp.rx_lifetime_packets == 2**31
+    assert negotiated.codec is PCMA
+    assert negotiated.remote_host == "2001:db8::5"
+
+
+def _offer(*pairs: tuple[str, str]) -> bytes:
+    return _edit("asterisk-22-sdes-offer.sdp", *pairs)
+
+
+CRYPTO = f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{b64(AST_OFFER_KEY)}"
+KEY29 = b64(bytes(29))
+KEY46 = b64(bytes(46))
+K1, K2 = b64(bytes([1]) * 30), b64(bytes([2]) * 30)
+
+DECLINES = {
+    "rtp-avp": (
+        fixture("asterisk-22-avp-offer.sdp"),
+        "RTP/AVP offered; this phone requires RTP/SAVP",
+    ),
+    "savp-without-crypto": (_offer((CRYPTO + "\r\n", "")), "RTP/SAVP without a crypto line"),
+    "savpf": (_offer(("RTP/SAVP", "RTP/SAVPF")), "RTP/SAVPF offered"),
+    "only-32": (
+        _offer(("HMAC_SHA1_80", "HMAC_SHA1_32")),
+        "crypto 1: crypto suite AES_CM_128_HMAC_SHA1_32 is not supported",
+    ),
+    "only-f8": (
+        _offer(("AES_CM_128_HMAC_SHA1_80", "F8_128_HMAC_SHA1_80")),
+        "F8_128_HMAC_SHA1_80 is not supported",
+    ),
+    "only-aes-256": (
+        _offer((CRYPTO, f"a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{KEY46}")),
+        "AES_256_CM_HMAC_SHA1_80 is not supported",
+    ),
+    "mki": (_offer((CRYPTO, CRYPTO + "|1:4")), "an MKI is required"),
+    "lifetime": (_offer((CRYPTO, CRYPTO + "|2^60")), "lifetime 2^60 is outside 1..2^48"),
+    "short-key": (
+        _offer((CRYPTO, f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY29}")),
+        "inline key is 29 bytes",
+    ),
+    "bad-base64": (
+        _offer((CRYPTO, "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:@@@@")),
+        "crypto 1: inline key is not valid base64",
+    ),
+    "duplicate-tags": (
+        _offer(
+            (
+                CRYPTO,
+                f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K1}\r\n"
+                f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K2}",
+            )
+        ),
+        "duplicate crypto tag 1",
+    ),
+    "no-common-codec": (
+        _offer(("RTP/SAVP 9 0 8 101", "RTP/SAVP 18 101"), ("a=rtpmap:9 G722", "a=rtpmap:18 G729")),
+        "no common codec",
+    ),
+    "dynamic-unknown-codec": (
+        _offer(
+            ("RTP/SAVP 9 0 8 101", "RTP/SAVP 96"),
+            ("a=rtpmap:9 G722/8000", "a=rtpmap:96 opus/48000/2"),
+        ),
+        "no common codec",
+    ),
+    "static-number-remapped": (
+        _offer(
+            ("RTP/SAVP 9 0 8 101", "RTP/SAVP 0"), ("a=rtpmap:0 PCMU/8000", "a=rtpmap:0 L16/8000")
+        ),
+        "no common codec",
+    ),
+    "multicast": (_offer(("c=IN IP4 192.0.2.10", "c=IN IP4 233.252.0.1/127")), "multicast"),
+    "hostname": (
+        _offer(("c=IN IP4 192.0.2.10", "c=IN IP4 pbx.example.com")),
+        "is not an IP address",
+    ),
+    "family-mismatch": (
+        _offer(("c=IN IP4 192.0.2.10", "c=IN IP6 2001:db8::10")),
+        "the peer's media is IP6, the phone's is IP4",
+    ),
+    "reflected-key": (
+        _offer((CRYPTO, f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{b64(bytes([0xA1]) * 30)}")),
+        "the peer's SRTP key is the phone's own key",
+    ),
+    "video-only": (
+        _offer(("m=audio 13316", "m=video 13316")),
+        "the offer has no active audio stream",
+    ),
+    "audio-disabled": (
+        _offer(("m=audio 13316", "m=audio 0")),
+        "the offer has no active audio stream",
+    ),
+    "bad-rtcp": (_offer(("a=sendrecv", "a=sendrecv\r\na=rtcp:99999")), "a=rtcp:99999 is malformed"),
+}
+
+
+@pytest.mark.parametrize(("body", "reason"), DECLINES.values(), ids=list(DECLINES))
+def test_phone_declines_with_488_and_a_reason(body: bytes, reason: str) -> None:
+    oa = make()
+    with pytest.raises(NegotiationError) as info:
+        oa.receive_offer(body)
+    error = info.value
+    assert reason in error.reason
+    assert error.status == 488
+    assert isinstance(error, ProtocolError)
+    warning = error.warning("192.0.2.50")
+    assert warning.startswith('399 192.0.2.50 "') and warning.endswith('"')
+    assert warning.count('"') == 2
+    assert oa.state is OfferAnswerState.IDLE
+    assert oa.local_sdp is None
+    # the reason never carries key material
+    for key in (AST_OFFER_KEY, bytes([0xA1]) * 30, bytes([1]) * 30):
+        assert b64(key) not in str(error)
+
+
+def test_several_unusable_crypto_lines_are_all_explained() -> None:
+    body = _offer(
+        (
+            CRYPTO,
+            f"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{K1}\r\n"
+            f"a=crypto:2 F8_128_HMAC_SHA1_80 inline:{K2}\r\n"
+            f"a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{K1}|7:2",
+        )
+    )
+    with pytest.raises(NegotiationError) as info:
+        make().receive_offer(body)
+    assert re.fullmatch(
+        r"no acceptable crypto line: crypto 1: .*_32 .*; crypto 2: .*F8.*; crypto 3: an MKI .*",
+        info.value.reason,
+    )
+
+
+def test_a_malformed_line_is_skipped_when_a_later_one_is_good() -> None:
+    body = _offer(
+        (
+            CRYPTO,
+            f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY29}\r\n"
+            f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{K2}",
+        )
+    )
+    answer, negotiated = make().receive_offer(body)
+    assert crypto_of(answer).tag == 2
+    assert negotiated.srtp is not None and negotiated.srtp.rx_key == bytes([2]) * 30
+
+
+def test_malformed_offer_is_an_sdp_parse_error_with_400() -> None:
+    oa = make()
+    with pytest.raises(SdpParseError) as info:
+        oa.receive_offer(b"v=0\r\no=broken\r\n")
+    assert info.value.status == 400
+    assert oa.state is OfferAnswerState.IDLE
+
+
+def test_extra_media_lines_are_declined_with_port_zero() -> None:
+    body = _offer(("m=audio 13316", "m=video 5000 RTP/SAVP 31\r\nm=audio 13316"))
+    answer, negotiated = make().receive_offer(body)
+    assert [(m.media, m.port) for m in answer.media] == [("video", 0), ("audio", 4000)]
+    assert answer.media[0].formats == ("31",)
+    assert negotiated.codec is G722
+
+
+# --- media encryption off ------------------------------------------------------------------
+
+
+def test_sdes_off_accepts_plain_rtp() -> None:
+    oa = make(encryption=MediaEncryption.NONE)
+    answer, negotiated = oa.receive_offer(fixture("asterisk-22-avp-offer.sdp"))
+    assert answer.media[0].proto == "RTP/AVP"
+    assert not answer.media[0].has_attribute("crypto")
+    assert negotiated.srtp is None and not negotiated.encrypted
+    assert negotiated.codec is PCMU
+
+
+def test_sdes_off_ignores_crypto_lines_on_rtp_avp() -> None:
+    body = _edit("asterisk-22-avp-offer.sdp", ("a=sendrecv", f"a=sendrecv\r\n{CRYPTO}"))
+    answer, negotiated = make(encryption=MediaEncryption.NONE).receive_offer(body)
+    assert not answer.media[0].has_attribute("crypto")
+    assert negotiated.srtp is None
+
+
+def test_sdes_off_declines_rtp_savp() -> None:
+    with pytest.raises(NegotiationError, match="media encryption is off"):
+        make(encryption=MediaEncryption.NONE).receive_offer(fixture("asterisk-22-sdes-offer.sdp"))
+
+
+def test_plain_rtp_round_trip_keeps_key_flags_false_on_reoffer() -> None:
+    caller = make(encryption=MediaEncryption.NONE)
+    callee = make(encryption=MediaEncryption.NONE)
+    answer, first = callee.receive_offer(caller.create_offer())
+    assert caller.receive_answer(answer).tx_key_changed and first.rx_key_changed
+    answer, again = callee.receive_offer(caller.create_offer(direction=Direction.SENDONLY))
+    assert not again.rx_key_changed and not again.tx_key_changed
+    assert again.direction is Direction.RECVONLY
+    assert not caller.receive_answer(answer).rx_key_changed
+
+
+# --- hold, resume, re-offers and keys ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offered", "wanted", "expected"),
+    [
+        ("sendrecv", Direction.SENDRECV, Direction.SENDRECV),
+        ("sendonly", Direction.SENDRECV, Direction.RECVONLY),
+        ("recvonly", Direction.SENDRECV, Direction.SENDONLY),
+        ("inactive", Direction.SENDRECV, Direction.INACTIVE),
+        ("sendrecv", Direction.SENDONLY, Direction.SENDONLY),
+        ("sendonly", Direction.SENDONLY, Direction.INACTIVE),
+        ("recvonly", Direction.INACTIVE, Direction.INACTIVE),
+    ],
+)
+def test_answer_direction(offered: str, wanted: Direction, expected: Direction) -> None:
+    oa = make()
+    answer, negotiated = oa.receive_offer(_offer(("a=sendrecv", f"a={offered}")), direction=wanted)
+    assert negotiated.direction is expected
+    assert answer.media[0].has_attribute(expected.value)
+
+
+def test_session_level_direction_and_old_style_hold() -> None:
+    body = _offer(("a=sendrecv\r\n", ""), ("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n"))
+    assert make().receive_offer(body)[1].direction is Direction.RECVONLY
+    held = _offer(("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0"))
+    negotiated = make().receive_offer(held)[1]
+    assert negotiated.direction is Direction.RECVONLY
+    assert negotiated.remote_host == "0.0.0.0"
+
+
+def test_peer_hold_reoffer_with_the_same_key_keeps_the_srtp_session() -> None:
+    oa = make()
+    first_answer, first = oa.receive_offer(fixture("asterisk-22-sdes-offer.sdp"))
+    answer, held = oa.receive_offer(fixture("asterisk-22-sdes-hold-reoffer.sdp"))
+    assert held.direction is Direction.RECVONLY
+    assert not held.rx_key_changed and not held.tx_key_changed
+    assert held.srtp is not None and first.srtp is not None
+    assert held.srtp.tx_key == first.srtp.tx_key
+    assert crypto_of(answer).key_salt == crypto_of(first_answer).key_salt
+    assert answer.origin.session_version == first_answer.origin.session_version + 1
+    resumed = oa.receive_offer(fixture("asterisk-22-sdes-offer.sdp"))[1]
+    assert resumed.direction is Direction.SENDRECV and not resumed.rx_key_changed
+
+
+def test_peer_reoffer_with_a_new_key_starts_a_new_session() -> None:
+    oa = make()
+    oa.receive_offer(fixture("asterisk-22-sdes-offer.sdp"))
+    rekeyed = oa.receive_offer(_offer((b64(AST_OFFER_KEY), K1)))[1]
+    assert rekeyed.rx_key_changed and not rekeyed.tx_key_changed
+    assert rekeyed.srtp is not None and rekeyed.srtp.rx_key == bytes([1]) * 30
+
+
+def test_identical_reoffer_gets_an_identical_answer_with_the_same_version() -> None:
+    oa = make()
+    first = oa.receive_offer(fixture("asterisk-22-sdes-offer.sdp"))[0]
+    again = oa.receive_offer(fixture("asterisk-22-sdes-offer.sdp"))[0]
+    assert bytes(again) == bytes(first)
+
+
+def test_declined_reoffer_keeps_the_session() -> None:
+    oa = make()
+    _, first = oa.receive_offer(fixture("asterisk-22-sdes-offer.sdp"))
+    with pytest.raises(NegotiationError):
+        oa.receive_offer(fixture("asterisk-22-avp-offer.sdp"))
+    assert oa.state is OfferAnswerState.STABLE
+    assert oa.negotiated == first
+
+
+class Pair:
+    """Two phones wired together in memory: the caller offers, the callee answers."""
+
+    def __init__(self) -> None:
+        self.caller = make(host="127.0.0.1", key_seeds=(0x11, 0x12, 0x13))
+        self.callee = make(host="127.0.0.1", key_seeds=(0x21, 0x22, 0x23))
+
+    def exchange(self, offer: SdpSession) -> tuple[NegotiatedAudio, NegotiatedAudio]:
+        answer, callee_side = self.callee.receive_offer(bytes(offer))
+        return self.caller.receive_answer(bytes(answer)), callee_side
+
+
+def test_pair_keys_cross_over() -> None:
+    pair = Pair()
+    caller, callee = pair.exchange(pair.caller.create_offer())
+    assert caller.srtp is not None and callee.srtp is not None
+    assert caller.srtp.tx_key == callee.srtp.rx_key == bytes([0x11]) * 30
+    assert caller.srtp.rx_key == callee.srtp.tx_key == bytes([0x21]) * 30
+    assert caller.codec is callee.codec is PCMU
+
+
+def test_pair_keys_work_in_libsrtp() -> None:
+    pylibsrtp = pytest.importorskip("pylibsrtp")
+    pair = Pair()
+    caller, callee = pair.exchange(pair.caller.create_offer())
+    assert caller.srtp is not None and callee.srtp is not None
+    outbound = pylibsrtp.Session(
+        pylibsrtp.Policy(caller.srtp.tx_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    )
+    inbound = pylibsrtp.Session(
+        pylibsrtp.Policy(callee.srtp.rx_key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    )
+    rtp = bytes([0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78]) + bytes(160)
+    assert inbound.unprotect(outbound.protect(rtp)) == rtp
+    wrong = pylibsrtp.Session(
+        pylibsrtp.Policy(callee.srtp.tx_key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    )
+    with pytest.raises(pylibsrtp.Error):
+        wrong.unprotect(outbound.protect(rtp[:2] + b"\x00\x02" + rtp[4:]))
+
+
+def test_phone_hold_and_resume_keep_the_key_and_bump_the_version() -> None:
+    pair = Pair()
+    first_offer = pair.caller.create_offer()
+    pair.exchange(first_offer)
+    hold_offer = pair.caller.hold()
+    assert hold_offer.media[0].has_attribute("sendonly")
+    assert hold_offer.origin.session_version == first_offer.origin.session_version + 1
+    assert crypto_of(hold_offer).key_salt == crypto_of(first_offer).key_salt
+    caller, callee = pair.exchange(hold_offer)
+    assert caller.direction is Direction.SENDONLY
+    assert callee.direction is Direction.RECVONLY
+    assert not caller.tx_key_changed and not caller.rx_key_changed
+    assert not callee.tx_key_changed and not callee.rx_key_changed
+    resume_offer = pair.caller.resume()
+    assert resume_offer.origin.session_version == hold_offer.origin.session_version + 1
+    caller, _ = pair.exchange(resume_offer)
+    assert caller.direction is Direction.SENDRECV
+
+
+def test_hold_while_held_is_inactive() -> None:
+    oa = make()
+    oa.receive_offer(_offer(("a=sendrecv", "a=sendonly")))
+    hold_offer = oa.hold()
+    assert hold_offer.media[0].has_attribute("inactive")
+
+
+def test_phone_rekey_starts_a_new_session_on_both_sides() -> None:
+    pair = Pair()
+    pair.exchange(pair.caller.create_offer())
+    caller, callee = pair.exchange(pair.caller.create_offer(rekey=True))
+    assert caller.tx_key_changed and not caller.rx_key_changed
+    assert callee.rx_key_changed and not callee.tx_key_changed
+    assert caller.srtp is not None and caller.srtp.tx_key == bytes([0x12]) * 30
+
+
+def test_session_refresh_reoffer_keeps_the_version() -> None:
+    pair = Pair()
+    first = pair.caller.create_offer()
+    pair.exchange(first)
+    refresh = pair.caller.create_offer()
+    assert bytes(refresh) == bytes(first)
+
+
+def test_rejected_reoffer_rolls_back_and_the_next_offer_has_a_higher_version() -> None:
+    pair = Pair()
+    first = pair.caller.create_offer()
+    caller_before, _ = pair.exchange(first)
+    held = pair.caller.hold()
+    pair.caller.offer_rejected()  # e.g. 491 or 488 to the re-INVITE
+    assert pair.caller.state is OfferAnswerState.STABLE
+    assert pair.caller.negotiated == caller_before
+    assert pair.caller.local_direction is Direction.SENDRECV
+    again = pair.caller.create_offer()
+    assert again.origin.session_version == held.origin.session_version + 1
+    assert crypto_of(again).key_salt == crypto_of(first).key_salt
+
+
+def test_rejected_rekey_keeps_the_old_key() -> None:
+    pair = Pair()
+    caller_before, _ = pair.exchange(pair.caller.create_offer())
+    pair.caller.create_offer(rekey=True)
+    pair.caller.offer_rejected()
+    caller, _ = pair.exchange(pair.caller.create_offer())
+    assert caller.srtp is not None and caller_before.srtp is not None
+    assert caller.srtp.tx_key == caller_before.srtp.tx_key
+    assert not caller.tx_key_changed
+
+
+# --- state table ---------------------------------------------------------------------------
+
+
+def test_answer_without_offer_is_a_state_error() -> None:
+    with pytest.raises(OfferAnswerStateError, match="cannot receive answer in state idle"):
+        make().receive_answer(fixture("asterisk-22-sdes-answer.sdp"))
+
+
+def test_two_offers_in_a_row_is_a_state_error() -> None:
+    oa = make()
+    oa.create_offer()
+    with pytest.raises(OfferAnswerStateError, match="cannot create offer in state offer-sent"):
+        oa.create_offer()
+    with pytest.raises(OfferAnswerStateError):
+        make().offer_rejected()
+
+
+def test_glare_is_491() -> None:
+    oa = make()
+    oa.create_offer()
+    with pytest.raises(NegotiationError) as info:
+        oa.receive_offer(fixture("asterisk-22-sdes-offer.sdp"))
+    assert info.value.status == 491
+    assert oa.state is OfferAnswerState.OFFER_SENT
+
+
+# --- ptime ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pairs", "ptime"),
+    [
+        ((), 20),
+        ((("a=ptime:20", "a=ptime:30"),), 30),
+        ((("a=ptime:20", "a=ptime:30"), ("a=maxptime:150", "a=maxptime:25")), 20),
+        ((("a=ptime:20", "a=ptime:7"),), 20),
+        ((("a=ptime:20", "a=ptime:abc"),), 20),
+        ((("a=ptime:20\r\n", ""),), 20),
+    ],
+)
+def test_ptime(pairs: tuple[tuple[str, str], ...], ptime: int) -> None:
+    assert make().receive_offer(_offer(*pairs))[1].ptime_ms == ptime
+
+
+# --- local settings ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"host": "phone.local"}, "is not an IP address"),
+        ({"rtp_port": 0}, "RTP port 0"),
+        ({"rtcp_port": 70000}, "RTCP port 70000"),
+        ({"codecs": ()}, "no codec"),
+        ({"codecs": (PCMU, PCMU)}, "twice"),
+        ({"codecs": (TELEPHONE_EVENT,)}, "not an audio codec"),
+        ({"ptime_ms": 25}, "ptime 25"),
+        ({"media_encryption": "srtp"}, "is not none/sdes"),
+    ],
+)
+def test_local_audio_validation(kwargs: dict[str, object], message: str) -> None:
+    settings: dict[str, object] = {"host": "192.0.2.1", "rtp_port": 4000, **kwargs}
+    with pytest.raises(LocalAudioError, match=message) as info:
+        LocalAudio(**settings)  # type: ignore[arg-type]
+    assert isinstance(info.value, UsageError)
+
+
+def test_direction_algebra() -> None:
+    for direction in Direction:
+        assert direction.reversed().reversed() is direction
+        assert direction & Direction.SENDRECV is direction
+        assert direction & Direction.INACTIVE is Direction.INACTIVE
+    assert Direction.SENDONLY.reversed() is Direction.RECVONLY
+    assert Direction.SENDONLY == "sendonly"
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def test_keys_never_in_repr_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        pair = Pair()
+        caller, callee = pair.exchange(pair.caller.create_offer())
+        pair.exchange(pair.caller.hold())
+        logging.getLogger("test").debug("negotiated %s %r %s", caller, callee, pair.caller)
+    assert caller.srtp is not None
+    texts = [repr(caller), str(callee), repr(caller.srtp), repr(pair.caller), caplog.text]
+    texts.append(repr(pair.caller.local_sdp))
+    for key in (caller.srtp.tx_key, caller.srtp.rx_key):
+        for text in texts:
+            assert b64(key) not in text
+            assert key.hex() not in text
+            assert repr(key) not in text
+    assert "offer/answer idle -> offer-sent" in caplog.text
+
+
+# --- Hypothesis: whatever a peer sends, only the project's errors escape ------------------
+
+
+PEER_BODIES = [
+    fixture(n)
+    for n in (
+        "asterisk-22-sdes-offer.sdp",
+        "baresip-1.0-srtp-mand-offer.sdp",
+        "d40-offer.sdp",
+        "sbc-multi-suite-offer.sdp",
+        "asterisk-22-avp-offer.sdp",
+    )
+]
+
+
+@given(
+    st.sampled_from(PEER_BODIES),
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=1000),
+            st.sampled_from([b"", b" ", b"0", b"9", b"|", b":", b"/", b"a=", b"\r\n", b"=", b"x"]),
+            st.integers(min_value=0, max_value=3),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from(list(MediaEncryption)),
+)
+def test_mutated_offers_only_raise_project_errors(
+    body: bytes, edits: list[tuple[int, bytes, int]], encryption: MediaEncryption
+) -> None:
+    data = bytearray(body)
+    for position, insert, delete in edits:
+        at = position % (len(data) + 1)
+        data[at : at + delete] = insert
+    oa = make(encryption=encryption, host="127.0.0.1")
+    try:
+        answer, negotiated = oa.receive_offer(bytes(data))
+    except (SdpParseError, NegotiationError):
+        assert oa.state is OfferAnswerState.IDLE
+        return
+    assert sdp.parse(bytes(answer)) == answer
+    assert (negotiated.srtp is not None) == (encryption is MediaEncryption.SDES)
+    assert 0 <= negotiated.payload_type <= 127
