@@ -419,8 +419,8 @@ class OfferAnswer:
 
         ``direction`` is what the phone wants (default :attr:`local_direction`); the answer
         narrows it to what the offer allows (RFC 3264 6.1). Raises :class:`NegotiationError`
-        (488) when the phone declines; nothing changes then. An offer while the phone's own
-        offer is out is glare, 491 (RFC 3261 14.2).
+        (488) when the phone declines; the state and the negotiated session stay as they were.
+        An offer while the phone's own offer is out is glare, 491 (RFC 3261 14.2).
         """
         if self.state in (OfferAnswerState.OFFER_SENT, OfferAnswerState.REOFFER_SENT):
             raise NegotiationError(
@@ -441,20 +441,26 @@ class OfferAnswer:
         formats = [(audio.payload_type, audio.codec)]
         if audio.dtmf_payload_type is not None:
             formats.append((audio.dtmf_payload_type, TELEPHONE_EVENT))
-        body = self._body(formats, local_direction, crypto)
+        template = self._body(formats, local_direction, crypto)
         # RFC 3264 6: one answer line per offered line; the others are declined with port 0.
         media = tuple(
-            body.media[0] if i == audio.index else _rejected(m) for i, m in enumerate(offer.media)
+            template.media[0] if i == audio.index else _rejected(m)
+            for i, m in enumerate(offer.media)
         )
-        answer = self._stamp(replace(body, media=media))
+        answer = self._stamp(replace(template, media=media))
         self._tx_key = key
         self.local_sdp = answer
         self._established_sdp = answer
         if direction is not None:
             self.local_direction = direction
         self._set_state(_Input.RECEIVE_OFFER)
-        negotiated = self._result(audio, local_direction, key, rx_payload_type=audio.payload_type,
-                                  rx_dtmf=audio.dtmf_payload_type)
+        negotiated = self._result(
+            audio,
+            local_direction,
+            key,
+            rx_payload_type=audio.payload_type,
+            rx_dtmf=audio.dtmf_payload_type,
+        )
         return answer, self._settle(negotiated)
 
     # --- internals --------------------------------------------------------------------------
@@ -628,8 +634,9 @@ class OfferAnswer:
         direction = self._offered_direction & audio.direction.reversed()
         ours = {c.encoding_name: c.payload_type for c in self.local.codecs}
         rx_dtmf = TELEPHONE_EVENT.payload_type if audio.dtmf_payload_type is not None else None
-        return self._result(audio, direction, key,
-                            rx_payload_type=ours[audio.codec.encoding_name], rx_dtmf=rx_dtmf)
+        return self._result(
+            audio, direction, key, rx_payload_type=ours[audio.codec.encoding_name], rx_dtmf=rx_dtmf
+        )
 
     def _read_audio(
         self,
@@ -647,13 +654,16 @@ class OfferAnswer:
             if media.proto != RTP_SAVP:
                 raise NegotiationError(
                     f"{media.proto} offered; this phone requires RTP/SAVP (SDES, no optimistic"
-                    " SRTP)" if offering else f"the answer uses {media.proto}, not RTP/SAVP"
+                    " SRTP)"
+                    if offering
+                    else f"the answer uses {media.proto}, not RTP/SAVP"
                 )
             crypto = _choose_crypto(media)
         elif media.proto != RTP_AVP:
             raise NegotiationError(
                 f"{media.proto} offered; this phone's media encryption is off (RTP/AVP only)"
-                if offering else f"the answer uses {media.proto}, not RTP/AVP"
+                if offering
+                else f"the answer uses {media.proto}, not RTP/AVP"
             )
         codec, payload_type, dtmf = _choose_formats(media, codecs, dtmf=local.dtmf)
         connection = session.connection_for(media)

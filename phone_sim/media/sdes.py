@@ -224,8 +224,7 @@ def check_crypto(attribute: CryptoAttribute) -> str | None:
     """
     if attribute.suite not in SUPPORTED_SUITES:
         return (
-            f"crypto suite {attribute.suite[:40]} is not supported "
-            f"(only {AES_CM_128_HMAC_SHA1_80})"
+            f"crypto suite {attribute.suite[:40]} is not supported (only {AES_CM_128_HMAC_SHA1_80})"
         )
     if len(attribute.key_params) != 1:
         return f"{len(attribute.key_params)} master keys offered; phone-sim takes one, without MKI"

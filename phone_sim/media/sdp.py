@@ -516,9 +516,7 @@ class _Parser:
             )
 
     @staticmethod
-    def _build(
-        session: _Section, media_sections: list[tuple[SdpMedia, _Section]]
-    ) -> SdpSession:
+    def _build(session: _Section, media_sections: list[tuple[SdpMedia, _Section]]) -> SdpSession:
         singles = session.singles
         if "o" not in singles:
             raise SdpParseError("no o= line (RFC 4566 5.2 requires one)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import re
 from collections.abc import Iterator
@@ -789,3 +790,68 @@ def test_mutated_offers_only_raise_project_errors(
     assert sdp.parse(bytes(answer)) == answer
     assert (negotiated.srtp is not None) == (encryption is MediaEncryption.SDES)
     assert 0 <= negotiated.payload_type <= 127
+
+
+# --- Hypothesis: any sequence of calls keeps the state table's promises --------------------
+
+ACTIONS = ("offer", "hold", "resume", "rekey", "answer", "reject", "peer-offer", "peer-hold")
+
+
+@given(st.lists(st.sampled_from(ACTIONS), max_size=25))
+def test_random_call_flows_keep_the_invariants(actions: list[str]) -> None:
+    phone = OfferAnswer(LocalAudio(host="127.0.0.1", rtp_port=4000))
+    peer = OfferAnswer(LocalAudio(host="127.0.0.1", rtp_port=5000))
+    pending: SdpSession | None = None
+    sent: list[int] = []  # o= versions of every body the phone sent
+    for action in actions:
+        before = (phone.state, phone.negotiated)
+        try:
+            if action in ("offer", "hold", "resume", "rekey"):
+                offer = {
+                    "offer": phone.create_offer,
+                    "hold": phone.hold,
+                    "resume": phone.resume,
+                    "rekey": lambda: phone.create_offer(rekey=True),
+                }[action]()
+                sent.append(offer.origin.session_version)
+                # the peer answers at once; the phone reads the answer on "answer"
+                pending, _ = peer.receive_offer(bytes(offer))
+            elif action == "answer":
+                if pending is None:
+                    with pytest.raises(OfferAnswerStateError):
+                        phone.receive_answer(bytes(peer.create_offer()))
+                    peer.offer_rejected()
+                    continue
+                negotiated = phone.receive_answer(bytes(pending))
+                pending = None
+                assert negotiated.srtp is not None and peer.negotiated is not None
+                assert peer.negotiated.srtp is not None
+                assert negotiated.srtp.tx_key == peer.negotiated.srtp.rx_key
+                assert negotiated.srtp.rx_key == peer.negotiated.srtp.tx_key
+            elif action == "reject":
+                phone.offer_rejected()
+                pending = None
+            else:
+                direction = Direction.SENDONLY if action == "peer-hold" else Direction.SENDRECV
+                offer = peer.create_offer(direction=direction)
+                try:
+                    answer, negotiated = phone.receive_offer(bytes(offer))
+                except NegotiationError as exc:
+                    assert exc.status == 491  # glare: the phone's own offer is out
+                    assert phone.state is before[0]
+                    peer.offer_rejected()
+                    continue
+                sent.append(answer.origin.session_version)
+                peer.receive_answer(bytes(answer))
+                assert negotiated.direction.sends == (direction is Direction.SENDRECV) or (
+                    not phone.local_direction.sends
+                )
+        except OfferAnswerStateError:
+            assert (phone.state, phone.negotiated) == before
+            continue
+        if phone.state is OfferAnswerState.STABLE:
+            assert phone.negotiated is not None
+        if phone.state is OfferAnswerState.IDLE:
+            assert phone.negotiated is None
+    # RFC 3264 8: the version never goes back, and each step is at most one
+    assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(sent))
