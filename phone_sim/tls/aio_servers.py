@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from phone_sim.errors import UsageError
 from phone_sim.tls.pki import CertKind, ServerCredential, TestPki
 
-__all__ = ["TlsTestServer", "start_matrix_servers", "start_tls_server"]
+__all__ = ["TlsTestServer", "server_ssl_context", "start_matrix_servers", "start_tls_server"]
 
 _LOOPBACK = ("127.0.0.1", "::1")
 
@@ -49,7 +49,7 @@ class TlsTestServer:
                 await self.server.wait_closed()
 
 
-def _ssl_context(
+def server_ssl_context(
     credential: ServerCredential | None,
     *,
     min_version: ssl.TLSVersion,
@@ -147,7 +147,7 @@ async def start_tls_server(
     """
     if host not in _LOOPBACK:
         raise UsageError(f"test servers listen on loopback only, not {host}")
-    ctx = _ssl_context(
+    ctx = server_ssl_context(
         credential, min_version=min_version, max_version=max_version, ciphers=ciphers
     )
     loop = asyncio.get_running_loop()
