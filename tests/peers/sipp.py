@@ -8,17 +8,19 @@ test shows what went over the wire.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import re
+import secrets
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from tests.peers._process import LOOPBACK, PeerError, tail, which
-from tests.peers.ports import free_port
+from tests.peers.ports import free_port, free_port_pair
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "peers"
 
@@ -68,6 +70,16 @@ class SippResult:
         """True when every call of the scenario succeeded."""
         return self.returncode == 0 and not self.timed_out
 
+    def received_messages(self) -> list[str]:
+        """The text of every SIP message SIPp received, in order (from the trace)."""
+        blocks = re.split(r"^-{20,}.*$", self.messages, flags=re.MULTILINE)
+        found = []
+        for block in blocks:
+            lines = block.strip("\n").splitlines()
+            if lines and _RECEIVED.match(lines[0]):
+                found.append("\n".join(lines[1:]).strip("\n") + "\n")
+        return found
+
     def received_statuses(self) -> list[int]:
         """The status codes of the responses SIPp received, in order."""
         statuses: list[int] = []
@@ -105,6 +117,17 @@ def auth_field(username: str, password: str) -> str:
     return f"[authentication username={username} password={password}]"
 
 
+def sdes_crypto_line(suite: str = "AES_CM_128_HMAC_SHA1_80", tag: int = 1) -> str:
+    """An ``a=crypto`` line with a fresh random TEST-ONLY master key and salt (RFC 4568)."""
+    key_len = {"AES_CM_128_HMAC_SHA1_80": 30, "AES_CM_128_HMAC_SHA1_32": 30,
+               "F8_128_HMAC_SHA1_80": 30, "AES_256_CM_HMAC_SHA1_80": 46,
+               "AES_256_CM_HMAC_SHA1_32": 46}.get(suite)
+    if key_len is None:
+        raise ValueError(f"unknown SDES crypto suite {suite!r}")
+    key = base64.b64encode(secrets.token_bytes(key_len)).decode()
+    return f"a=crypto:{tag} {suite} inline:{key}"
+
+
 def write_injection(path: Path, rows: Sequence[Sequence[str]], order: str = "SEQUENTIAL") -> Path:
     """Write a SIPp injection CSV (``[field0]``, ``[field1]``, ... per row)."""
     for row in rows:
@@ -128,13 +151,19 @@ async def run_sipp(
     extra_args: Sequence[str] = (),
     local_port: int | None = None,
     default_behaviors: str = "all,-bye",
+    service: str | None = None,
+    keys: Mapping[str, str] | None = None,
+    media_port: int | None = None,
 ) -> SippResult:
     """Run ``scenario`` against ``target`` (127.0.0.1 only) and return the outcome.
 
     ``inject`` rows become the ``-inf`` CSV; ``timeout`` is SIPp's global timeout (an error),
     with a hard kill a few seconds later should SIPp itself hang. ``default_behaviors`` drops
     SIPp's habit of sending BYE after an unexpected message (``-default_behaviors``).
-    Async so that a phone under test in the same event loop keeps answering.
+    Async so that a phone under test in the same event loop keeps answering. ``service`` is
+    the user part of the target (``-s``, ``[service]``), ``keys`` fill ``[NAME]`` keywords
+    (``-key NAME VALUE``), and ``media_port`` is the port SIPp offers in SDP (``-mp``; a free
+    even port by default).
     """
     binary = which("sipp")
     host, port = target
@@ -159,6 +188,13 @@ async def run_sipp(
         "-max_recv_loops", "1000",
         "-default_behaviors", default_behaviors,
     ]
+    argv += ["-mp", str(media_port or free_port_pair())]
+    if service is not None:
+        argv += ["-s", service]
+    for name, value in (keys or {}).items():
+        if not name.isidentifier() or "\n" in value:
+            raise ValueError(f"bad SIPp key {name!r}")
+        argv += ["-key", name, value]
     if rate is not None:
         argv += ["-r", str(rate)]
     if inject:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 
 from tests.peers._process import PeerError
-from tests.peers.kamailio import Kamailio
-from tests.peers.plugin import require
+from tests.peers.baresip import Baresip
+from tests.peers.kamailio import Kamailio, KamailioConfig
+from tests.peers.plugin import BaresipFactory, KamailioFactory, require
 from tests.peers.sipp import (
     SippResult,
     SippTransport,
     auth_field,
     run_sipp,
     scenario_path,
+    sdes_crypto_line,
     write_injection,
 )
 
@@ -34,14 +37,19 @@ def test_unknown_scenario_is_named() -> None:
 
 
 def test_result_lists_received_statuses_and_explains_failure() -> None:
+    sep = "----------------------------------------------- 2026-11-28 06:14:29.036392\n"
     trace = (
-        "----\nUDP message received [426] bytes :\n\nSIP/2.0 401 Unauthorized\nVia: x\n"
-        "----\nUDP message sent (5 bytes):\n\nREGISTER sip:x SIP/2.0\n"
-        "----\nUDP message received [400] bytes :\n\nSIP/2.0 200 OK\n"
-        "Unexpected UDP message received:\n\nSIP/2.0 200 OK\n"
+        f"{sep}UDP message received [426] bytes :\n\nSIP/2.0 401 Unauthorized\nVia: x\n\n"
+        f"{sep}UDP message sent (5 bytes):\n\nREGISTER sip:x SIP/2.0\n\n"
+        f"{sep}UDP message received [400] bytes :\n\nSIP/2.0 200 OK\n\n"
+        "-----------------------------------------------\n"
+        "Unexpected UDP message received:\n\nSIP/2.0 200 OK\n\n"
     )
     result = SippResult(returncode=1, messages=trace, errors="", output="", timed_out=False)
     assert result.received_statuses() == [401, 200]
+    assert [m.splitlines()[0] for m in result.received_messages()] == [
+        "SIP/2.0 401 Unauthorized", "SIP/2.0 200 OK"
+    ]
     assert not result.ok
     with pytest.raises(PeerError, match=r"sipp exited 1 \(at least one call failed\)"):
         result.check()
@@ -98,3 +106,80 @@ async def test_expires_are_clamped_to_the_configured_maximum(
     result.check()
     (binding,) = kamailio.ul_dump()
     assert binding.expires <= kamailio.config.max_expires
+
+
+def test_sdes_crypto_line_is_fresh_and_sized() -> None:
+    line = sdes_crypto_line()
+    assert line.startswith("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+    key = base64.b64decode(line.rsplit(":", 1)[1])
+    assert len(key) == 30
+    assert line != sdes_crypto_line()
+    assert len(base64.b64decode(sdes_crypto_line("AES_256_CM_HMAC_SHA1_80").split(":")[-1])) == 46
+    with pytest.raises(ValueError, match="unknown SDES"):
+        sdes_crypto_line("NULL")
+
+
+@pytest.fixture
+async def auto_answer_phone(kamailio: Kamailio, baresip_factory: BaresipFactory) -> Baresip:
+    """baresip 101, registered over TLS and answering by itself, as SIPp's target phone."""
+    phone = baresip_factory(kamailio, "101", answermode="auto")
+    await phone.wait_registered()
+    return phone
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize(
+    ("scenario", "keys", "statuses"),
+    [
+        ("options", {}, [200]),
+        ("invite_refused", {"profile": "RTP/AVP", "crypto": "a=ptime:20"}, [488]),
+        ("invite_answered", {"profile": "RTP/SAVP", "crypto": "SDES_80"}, [200]),
+    ],
+    ids=["options-200", "rtp-avp-488", "savp-80-answered-then-bye"],
+)
+async def test_sipp_scenarios_against_a_phone_over_udp(
+    auto_answer_phone: Baresip,
+    tmp_path: Path,
+    scenario: str,
+    keys: dict[str, str],
+    statuses: list[int],
+) -> None:
+    require("sipp")
+    keys = {k: sdes_crypto_line() if v == "SDES_80" else v for k, v in keys.items()}
+    result = await run_sipp(
+        scenario, ("127.0.0.1", auto_answer_phone.sip_port), workdir=tmp_path,
+        service="101", keys=keys, timeout=5,
+    )
+    result.check()
+    final = [s for s in result.received_statuses() if s >= 200]
+    assert final[0] == statuses[0]
+    if scenario == "invite_answered":
+        assert "BYE sip:" in result.messages
+        (answer,) = {
+            m for m in result.received_messages()
+            if m.startswith("SIP/2.0 200") and "CSeq: 1 INVITE" in m
+        }
+        assert "m=audio" in answer and "RTP/SAVP" in answer
+        assert "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in answer
+        await auto_answer_phone.wait_event("CALL_CLOSED")
+
+
+@pytest.mark.peer
+async def test_malformed_request_gets_400_and_the_proxy_keeps_routing(
+    kamailio_factory: KamailioFactory, baresip_factory: BaresipFactory, tmp_path: Path
+) -> None:
+    # Kamailio answers the broken From with 400 itself; the following OPTIONS for 101 is
+    # routed over baresip's own TLS connection and baresip answers 200.
+    kam = kamailio_factory(KamailioConfig(auth_requests=False))
+    phone = baresip_factory(kam, "101")
+    await phone.wait_registered()
+    await kam.wait_bindings("101")
+    require("sipp")
+    result = await run_sipp(
+        "malformed_request", (kam.host, kam.udp_port), workdir=tmp_path, service="101",
+        timeout=5,
+    )
+    result.check()
+    assert result.received_statuses() == [400, 200]
+    assert "400 Invalid From Header" in result.messages
+    assert "Server: baresip" in result.messages.rsplit("SIP/2.0 200", 1)[1]
