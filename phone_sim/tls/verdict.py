@@ -10,6 +10,7 @@ without TLS never connects.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,14 +171,18 @@ class TlsVerdict:
     """Negotiated TLS version, None when no handshake completed."""
     cipher: str | None = None
     """Negotiated cipher, None when no handshake completed."""
-    chain: tuple[CertSummary, ...] = ()
-    """The chain as the server sent it."""
     certificates: tuple[x509.Certificate, ...] = field(default=(), repr=False, compare=False)
-    """The same chain as certificates, for further diagnostics."""
+    """The chain as the server sent it, leaf first."""
     reason: str | None = None
     """Why the verdict is what it is, in one sentence."""
     crl: CrlDiagnostic | None = None
     """The optional CRL diagnostic (beyond the phone)."""
+
+    @functools.cached_property
+    def chain(self) -> tuple[CertSummary, ...]:
+        """Summaries of :attr:`certificates`, computed when first asked for (load tests never
+        ask, and summarising costs more than the name check)."""
+        return tuple(CertSummary.from_certificate(c) for c in self.certificates)
 
     @property
     def verdict(self) -> str:
@@ -274,7 +279,6 @@ def decide(
         name_check=name_check,
         tls_version=tls_version,
         cipher=cipher,
-        chain=tuple(CertSummary.from_certificate(c) for c in certificates),
         certificates=tuple(certificates),
         reason=reason,
     )
