@@ -855,3 +855,105 @@ def test_random_call_flows_keep_the_invariants(actions: list[str]) -> None:
             assert phone.negotiated is None
     # RFC 3264 8: the version never goes back, and each step is at most one
     assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(sent))
+
+
+# --- a real peer: baresip 1.0 answers the phone's offer ------------------------------------
+
+
+def _baresip_answer(tmp_path: Path, offer: bytes) -> tuple[bytes, str]:
+    """INVITE a baresip on 127.0.0.1 with ``offer`` over plain UDP; its 200's body and log."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import wave
+
+    from tests.peers.ports import free_port
+
+    if shutil.which("baresip") is None:
+        pytest.skip("baresip is not installed")
+    sip_port = free_port()
+    with wave.open(str(tmp_path / "silence.wav"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(bytes(16000))
+    (tmp_path / "config").write_text(
+        f"sip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n"
+        "dns_server 127.0.0.1:53\nmodule_path /usr/lib/baresip/modules\n"
+        "module g711.so\nmodule srtp.so\nmodule aufile.so\nmodule account.so\n"
+        f"audio_player aufile,{tmp_path / 'heard.wav'}\n"
+        f"audio_source aufile,{tmp_path / 'silence.wav'}\n"
+    )
+    (tmp_path / "accounts").write_text(
+        "<sip:100@127.0.0.1>;regint=0;mediaenc=srtp-mand;answermode=auto;audio_codecs=PCMU\n"
+    )
+    log = (tmp_path / "baresip.log").open("wb")
+    process = subprocess.Popen(
+        ["baresip", "-f", str(tmp_path), "-t", "8"], stdout=log, stderr=subprocess.STDOUT
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.settimeout(0.5)
+        head = (
+            f"sip:100@127.0.0.1:{sip_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKPj-meda-{{}};rport\r\n"
+            "From: <sip:101@127.0.0.1>;tag=meda\r\nTo: <sip:100@127.0.0.1>{}\r\n"
+            "Call-ID: meda-negotiation-test\r\nCSeq: 1 {}\r\n"
+            f"Contact: <sip:101@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n"
+        )
+        invite = (
+            ("INVITE " + head.format(1, "", "INVITE")).encode()
+            + b"Content-Type: application/sdp\r\n"
+            + f"Content-Length: {len(offer)}\r\n\r\n".encode()
+            + offer
+        )
+        deadline = time.monotonic() + 6
+        response = b""
+        provisional = False
+        while time.monotonic() < deadline and not response.startswith(b"SIP/2.0 200"):
+            if not provisional:  # RFC 3261 17.1.1.2: retransmit until a response comes
+                sock.sendto(invite, ("127.0.0.1", sip_port))
+            try:
+                response, _ = sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            provisional = provisional or response.startswith(b"SIP/2.0 1")
+        assert response.startswith(b"SIP/2.0 200"), response[:200]
+        to_tag = re.search(rb"\r\nTo: [^\r]*(;tag=[^\r;]+)", response)
+        assert to_tag is not None
+        tag = to_tag.group(1).decode()
+        sock.sendto(
+            ("ACK " + head.format(1, tag, "ACK") + "Content-Length: 0\r\n\r\n").encode(),
+            ("127.0.0.1", sip_port),
+        )
+        time.sleep(0.3)  # let baresip start its (SRTP) media before hanging up
+        bye = "BYE " + head.format(2, tag, "BYE").replace("CSeq: 1 BYE", "CSeq: 2 BYE")
+        sock.sendto((bye + "Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", sip_port))
+        time.sleep(0.2)
+    finally:
+        sock.close()
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    return response.split(b"\r\n\r\n", 1)[1], (tmp_path / "baresip.log").read_text(errors="replace")
+
+
+@pytest.mark.peer
+def test_baresip_accepts_the_phones_offer_and_its_answer_is_taken(tmp_path: Path) -> None:
+    phone = OfferAnswer(LocalAudio(host="127.0.0.1", rtp_port=47000, codecs=(PCMU, PCMA)))
+    offer = phone.create_offer()
+    body, log = _baresip_answer(tmp_path, bytes(offer))
+    negotiated = phone.receive_answer(body)
+    assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in log
+    assert negotiated.codec is PCMU
+    assert negotiated.remote_host == "127.0.0.1"
+    assert negotiated.srtp is not None
+    assert negotiated.srtp.tx_key == crypto_of(offer).key_salt
+    assert negotiated.srtp.rx_key != negotiated.srtp.tx_key
