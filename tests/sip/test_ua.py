@@ -3,10 +3,13 @@ with retransmissions and timeouts, CANCEL, error answers. No sockets, a fake clo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phone_sim.errors import UsageError
 from phone_sim.sip.digest import DigestCredentials
@@ -531,3 +534,102 @@ def test_config_with_profile_algorithms_and_custom_timers() -> None:
     request = ua.create_request("OPTIONS", SERVER_URI, from_=AOR)
     ua.send_request(request, 0.0)
     assert ua.get_timer() == pytest.approx(0.1)
+
+
+# -- random loss and hostile input --------------------------------------------------------------
+
+SCENARIOS = ["register", "options", "invite-200", "invite-486", "invite-cancel"]
+
+
+@given(
+    scenario=st.sampled_from(SCENARIOS),
+    transport=st.sampled_from(["UDP", "TLS"]),
+    losses=st.lists(st.booleans(), max_size=24),
+)
+def test_any_loss_pattern_ends_with_one_outcome_and_no_state(
+    scenario: str, transport: str, losses: list[bool]
+) -> None:
+    pattern = iter(losses)
+
+    def drop(w: Wire) -> bool:
+        # A reliable transport never loses a message in the middle of a stream.
+        return transport == "UDP" and next(pattern, False)
+
+    def server(pair: UaPair, event: RequestReceived) -> None:
+        if scenario == "register":
+            Registrar({"101": PASSWORD}, nonce_lifetime=1e9)(pair, event)
+        elif event.request.method == "INVITE" and event.transaction is not None:
+            status = {"invite-200": 200, "invite-486": 486, "invite-cancel": 180}[scenario]
+            pair.server.respond(event.transaction, status, pair.now)
+            ringing.append(event.transaction)
+
+    cancelled: list[int] = []
+    ringing: list[int] = []
+
+    def phone(pair: UaPair, event: object) -> None:
+        if isinstance(event, ResponseReceived) and event.request.method == "INVITE":
+            status = event.response.status
+            if 200 <= status < 300 and not event.retransmission:
+                pair.phone.send_ack(event.transaction, event.response, pair.now)
+            elif status < 200 and not cancelled:
+                cancelled.append(event.transaction)
+                pair.phone.cancel(event.transaction, pair.now)
+
+    pair = UaPair(transport=transport, drop=drop, on_server_request=server,
+                  on_phone_event=phone)
+    if scenario == "register":
+        handle = register(pair)
+    elif scenario == "options":
+        handle = pair.phone.send_request(
+            pair.phone.create_request("OPTIONS", SERVER_URI, from_=AOR), pair.now)
+    else:
+        handle = invite(pair)
+    pair.advance(200.0)
+    for transaction in ringing:
+        # The callee's TU gives up ringing if the CANCEL never came (its no-answer timer);
+        # an INVITE server transaction in Proceeding waits for the TU, by design.
+        with contextlib.suppress(UsageError):
+            pair.server.respond(transaction, 480, pair.now)
+    pair.advance(200.0)
+    outcomes = [
+        e for e in pair.phone_events
+        if getattr(e, "transaction", None) == handle and (
+            (isinstance(e, ResponseReceived) and e.response.status >= 200
+             and not e.retransmission)
+            or isinstance(e, TransactionTimedOut | AuthenticationRejected)
+        )
+    ]
+    assert len(outcomes) == 1, outcomes
+    for ua in (pair.phone, pair.server):
+        assert ua.transactions == 0
+        assert ua.get_timer() is None
+
+
+def _valid_messages() -> list[bytes]:
+    pair = UaPair(on_server_request=Registrar({"101": PASSWORD}))
+    register(pair)
+    invite(pair)
+    pair.advance(1.0)
+    return [w.data for w in pair.wire]
+
+
+VALID = _valid_messages()
+
+
+@given(
+    base=st.sampled_from(VALID),
+    cut=st.integers(min_value=0, max_value=2000),
+    junk=st.binary(max_size=40),
+    at=st.integers(min_value=0, max_value=2000),
+)
+def test_mutated_messages_never_escape_as_exceptions(
+    base: bytes, cut: int, junk: bytes, at: int
+) -> None:
+    pair = UaPair()
+    data = base[:at] + junk + base[at:][: max(0, cut)]
+    for ua in (pair.phone, pair.server):
+        ua.receive_datagram(data, SERVER_ADDR, 0.0)
+        ua.receive_datagram(base[:cut], SERVER_ADDR, 0.0)
+        list(iter(ua.next_event, None))
+        ua.datagrams_to_send()
+        ua.handle_timer(100.0)

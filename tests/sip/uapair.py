@@ -57,6 +57,7 @@ class UaPair:
     phone_events: list[UaEvent] = field(default_factory=list)
     server_events: list[UaEvent] = field(default_factory=list)
     on_server_request: Callable[[UaPair, RequestReceived], None] | None = None
+    on_phone_event: Callable[[UaPair, UaEvent], None] | None = None
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
@@ -103,6 +104,8 @@ class UaPair:
                     moved = True
                     if ua is self.phone:
                         self.phone_events.append(event)
+                        if self.on_phone_event is not None:
+                            self.on_phone_event(self, event)
                     else:
                         self.server_events.append(event)
                         if isinstance(event, RequestReceived) and self.on_server_request:
