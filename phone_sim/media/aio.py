@@ -1,0 +1,281 @@
+"""The asyncio shell of the media engine: UDP sockets and the one shared pacing timer.
+
+:class:`MediaClock` keeps a single ``loop.call_at()`` armed at the pacer's deadline for every
+stream in the process; :class:`MediaEndpoint` owns the RTP and RTCP sockets of one stream and
+feeds what arrives to it with ``now=loop.time()``. Nothing here decides anything about media:
+that is all in :class:`~phone_sim.media.stream.MediaStream`. Works on the stock loop and on
+uvloop (use uvloop under load: the stock loop starts dropping UDP above about 15k packets/s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from typing import Any, TypeVar
+
+from phone_sim.errors import RemoteError, UsageError
+from phone_sim.media.pacing import Pacer
+from phone_sim.media.stream import MediaEvent, MediaStream
+
+E = TypeVar("E")
+
+#: How many times :meth:`MediaEndpoint.open` tries to find a free even/odd port pair.
+PORT_PAIR_ATTEMPTS = 64
+
+
+class MediaEndpointError(UsageError):
+    """A media endpoint could not be opened or was used wrongly."""
+
+
+class MediaTimeout(RemoteError):
+    """The expected media event did not arrive in time."""
+
+
+class MediaClock:
+    """The shared pacing timer: one armed ``call_at`` for every stream on the loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        tick: float = 0.020,
+        slack: float = 0.0005,
+    ) -> None:
+        self.loop = loop or asyncio.get_running_loop()
+        self.pacer: Pacer[MediaEndpoint] = Pacer(tick=tick, slack=slack)
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = float("inf")
+
+    def add(self, endpoint: MediaEndpoint) -> None:
+        """Start pacing an endpoint's stream."""
+        assert endpoint.stream is not None
+        self.pacer.add(endpoint, endpoint.stream, self.loop.time())
+        self._arm()
+
+    def remove(self, endpoint: MediaEndpoint) -> None:
+        """Stop pacing an endpoint."""
+        self.pacer.remove(endpoint)
+
+    def wake(self, endpoint: MediaEndpoint) -> None:
+        """The endpoint's stream has an earlier deadline than before."""
+        self.pacer.wake(endpoint)
+        self._arm()
+
+    def close(self) -> None:
+        """Cancel the timer."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._armed_at = float("inf")
+
+    def _arm(self) -> None:
+        at = self.pacer.get_timer()
+        if at is None:
+            return
+        if self._handle is not None:
+            if at >= self._armed_at:
+                return
+            self._handle.cancel()
+        self._armed_at = at
+        self._handle = self.loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._armed_at = float("inf")
+        for endpoint, rtp, rtcp in self.pacer.poll(self.loop.time()):
+            endpoint.send(rtp, rtcp)
+        self._arm()
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    __slots__ = ("endpoint", "rtcp")
+
+    def __init__(self, endpoint: MediaEndpoint, *, rtcp: bool) -> None:
+        self.endpoint = endpoint
+        self.rtcp = rtcp
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.endpoint.datagram_received(data, addr, self.rtcp)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable on loopback when the peer has gone: count, keep going.
+        self.endpoint.send_errors += 1
+
+
+def _bind_udp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class MediaEndpoint:
+    """The RTP and RTCP sockets of one stream (RTCP on RTP port + 1, RFC 3550 11)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: str) -> None:
+        self.loop = loop
+        #: The local address the sockets are bound to.
+        self.host = host
+        self.local_rtp_port = 0
+        self.local_rtcp_port = 0
+        self.stream: MediaStream | None = None
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._remote_rtp: tuple[str, int] | None = None
+        self._remote_rtcp: tuple[str, int] | None = None
+        self._clock: MediaClock | None = None
+        self._waiters: list[tuple[type[Any], asyncio.Future[Any]]] = []
+        #: Every event the stream produced, in order.
+        self.events: list[MediaEvent] = []
+        #: Datagrams that could not be sent (the peer's port was closed).
+        self.send_errors = 0
+        #: Datagrams that arrived before a stream was attached, or after close.
+        self.unattached = 0
+
+    def __repr__(self) -> str:
+        return f"<MediaEndpoint {self.host}:{self.local_rtp_port}/{self.local_rtcp_port}>"
+
+    @classmethod
+    async def open(
+        cls, host: str = "127.0.0.1", *, rtp_port: int = 0, rcvbuf: int | None = None
+    ) -> MediaEndpoint:
+        """Bind RTP on ``rtp_port`` (an even free port if 0) and RTCP on the next port."""
+        loop = asyncio.get_running_loop()
+        endpoint = cls(loop, host)
+        if rtp_port % 2:
+            raise MediaEndpointError(f"RTP port {rtp_port} must be even (RFC 3550 11)")
+        for _ in range(PORT_PAIR_ATTEMPTS if rtp_port == 0 else 1):
+            try:
+                rtp_sock = _bind_udp(host, rtp_port)
+            except OSError as exc:
+                raise MediaEndpointError(
+                    f"cannot bind RTP socket on {host}:{rtp_port}: {exc.strerror}"
+                ) from None
+            port = rtp_sock.getsockname()[1]
+            if port % 2 == 0:
+                try:
+                    rtcp_sock = _bind_udp(host, port + 1)
+                except OSError:
+                    pass
+                else:
+                    break
+            rtp_sock.close()
+        else:
+            raise MediaEndpointError(f"no free RTP/RTCP port pair on {host}")
+        for sock in (rtp_sock, rtcp_sock):
+            if rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        endpoint.local_rtp_port = port
+        endpoint.local_rtcp_port = port + 1
+        endpoint._rtp, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(endpoint, rtcp=False), sock=rtp_sock
+        )
+        endpoint._rtcp, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(endpoint, rtcp=True), sock=rtcp_sock
+        )
+        return endpoint
+
+    def attach(
+        self,
+        stream: MediaStream,
+        *,
+        remote_host: str,
+        remote_rtp_port: int,
+        remote_rtcp_port: int | None = None,
+        clock: MediaClock,
+    ) -> None:
+        """Run ``stream`` to the peer's ports, paced by ``clock``."""
+        if self.stream is not None:
+            raise MediaEndpointError(f"{self!r} already carries a stream")
+        if self._rtp is None:
+            raise MediaEndpointError(f"{self!r} is closed")
+        for port in (remote_rtp_port, remote_rtcp_port):
+            if port is not None and not 0 < port < 65536:
+                raise MediaEndpointError(f"remote media port {port} is not in 1-65535")
+        self.stream = stream
+        stream.wallclock_offset = time.time() - self.loop.time()
+        self._remote_rtp = (remote_host, remote_rtp_port)
+        rtcp_port = remote_rtp_port + 1 if remote_rtcp_port is None else remote_rtcp_port
+        self._remote_rtcp = (remote_host, rtcp_port)
+        self._clock = clock
+        clock.add(self)
+
+    def send(self, rtp: list[bytes], rtcp: list[bytes]) -> None:
+        """Write what the pacer says is due."""
+        transport = self._rtp
+        if transport is None:
+            return
+        remote = self._remote_rtp
+        for packet in rtp:
+            transport.sendto(packet, remote)
+        if rtcp and self._rtcp is not None:
+            for packet in rtcp:
+                self._rtcp.sendto(packet, self._remote_rtcp)
+
+    def datagram_received(self, data: bytes, addr: Any, rtcp: bool) -> None:
+        """One datagram on the RTP or RTCP socket."""
+        stream = self.stream
+        if stream is None:
+            self.unattached += 1
+            return
+        stream.receive_datagram(data, self.loop.time(), rtcp=rtcp)
+        if stream.has_events:
+            self._dispatch(stream)
+
+    def _dispatch(self, stream: MediaStream) -> None:
+        while (event := stream.next_event()) is not None:
+            self.events.append(event)
+            for waiter in list(self._waiters):
+                kind, future = waiter
+                if isinstance(event, kind) and not future.done():
+                    future.set_result(event)
+                    self._waiters.remove(waiter)
+
+    def wake(self) -> None:
+        """Tell the pacer the stream has an earlier deadline (after DTMF or a re-offer)."""
+        if self._clock is not None and self.stream is not None:
+            self._clock.wake(self)
+
+    async def wait_for(self, kind: type[E], *, timeout: float) -> E:
+        """The first event of type ``kind`` (already received or still to come)."""
+        for event in self.events:
+            if isinstance(event, kind):
+                return event
+        future: asyncio.Future[E] = self.loop.create_future()
+        entry = (kind, future)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise MediaTimeout(
+                f"no {kind.__name__} on {self.host}:{self.local_rtp_port} within {timeout:g} s"
+            ) from None
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def close(self) -> None:
+        """Send the final RTCP BYE, stop pacing and close both sockets."""
+        stream = self.stream
+        if stream is not None and self._rtcp is not None and self._remote_rtcp is not None:
+            for packet in stream.stop(self.loop.time()):
+                with contextlib.suppress(OSError):
+                    self._rtcp.sendto(packet, self._remote_rtcp)
+        if self._clock is not None:
+            self._clock.remove(self)
+            self._clock = None
+        for transport in (self._rtp, self._rtcp):
+            if transport is not None:
+                transport.close()
+        self._rtp = self._rtcp = None
+        for _, future in self._waiters:
+            if not future.done():
+                future.cancel()
+        self._waiters.clear()

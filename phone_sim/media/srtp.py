@@ -1,0 +1,169 @@
+"""SRTP and SRTCP for one call leg, over pylibsrtp (RFC 3711, RFC 4568 key material).
+
+The phone only ever uses ``AES_CM_128_HMAC_SHA1_80`` (PROTOCOL-NOTES §5). SDES hands each
+direction 30 bytes of key material: a 16-byte master key followed by a 14-byte master salt,
+which is exactly what libsrtp takes.
+
+What the peer sends may fail to authenticate (a stray unprotected RTCP packet, as baresip sends
+at the start and end of a call) or be a replay. Such packets are counted and dropped: the
+``unprotect_*`` methods return ``None`` and never raise, so a bad packet can never end a call.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import pylibsrtp
+
+from phone_sim.errors import UsageError
+
+#: The one crypto suite the D-Series firmware offers and accepts.
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+#: SDES key material per direction: 16-byte master key + 14-byte master salt.
+KEY_MATERIAL_LENGTH = 30
+#: Bytes SRTP adds to an RTP packet (the 80-bit tag).
+SRTP_AUTH_TAG_LENGTH = 10
+#: Bytes SRTCP adds to an RTCP packet (E flag + 31-bit index, then the 80-bit tag).
+SRTCP_TRAILER_LENGTH = 4 + 10
+#: libsrtp's working buffer is 1500 bytes including the trailer it appends.
+MAX_RTP_LENGTH = 1500 - pylibsrtp.SRTP_MAX_TRAILER_LEN
+MAX_RTCP_LENGTH = 1500 - pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
+
+# libsrtp status texts, as pylibsrtp raises them, sorted into what we count.
+_AUTH_FAILURES = frozenset({"authentication failure"})
+_REPLAY_FAILURES = frozenset(
+    {"replay check failed (bad index)", "replay check failed (index too old)"}
+)
+
+
+class SrtpKeyError(UsageError):
+    """The SRTP key material handed to the media layer is not usable."""
+
+
+class SrtpPacketError(UsageError):
+    """A packet we were asked to protect cannot be protected (too long, not bytes)."""
+
+
+@dataclass(slots=True)
+class SrtpCounters:
+    """What the unprotect side dropped, by reason. Mutable: the context updates it."""
+
+    #: RTP packets whose authentication tag did not verify.
+    rtp_auth_failures: int = 0
+    #: RTP packets rejected by the replay window (a repeat or too old).
+    rtp_replay_failures: int = 0
+    #: RTCP packets whose tag did not verify, including unprotected RTCP from the peer.
+    rtcp_auth_failures: int = 0
+    #: RTCP packets rejected by the replay window.
+    rtcp_replay_failures: int = 0
+    #: Packets libsrtp refused for any other reason (too short, malformed).
+    other_failures: int = 0
+
+    @property
+    def auth_failures(self) -> int:
+        """RTP and RTCP authentication failures together."""
+        return self.rtp_auth_failures + self.rtcp_auth_failures
+
+    @property
+    def replay_failures(self) -> int:
+        """RTP and RTCP replay failures together."""
+        return self.rtp_replay_failures + self.rtcp_replay_failures
+
+
+def check_key_material(key: bytes, *, what: str = "SRTP key material") -> bytes:
+    """Return ``key`` if it is 30 bytes of SDES key material; raise :class:`SrtpKeyError`."""
+    if not isinstance(key, bytes | bytearray):
+        raise SrtpKeyError(f"{what} must be bytes, not {type(key).__name__}")
+    if len(key) != KEY_MATERIAL_LENGTH:
+        raise SrtpKeyError(
+            f"{what} must be {KEY_MATERIAL_LENGTH} bytes (16-byte key + 14-byte salt) "
+            f"for {SUITE}, got {len(key)}"
+        )
+    return bytes(key)
+
+
+def _session(key: bytes, ssrc_type: int) -> pylibsrtp.Session:
+    policy = pylibsrtp.Policy(
+        key=key, ssrc_type=ssrc_type, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    )
+    return pylibsrtp.Session(policy)
+
+
+class SrtpContext:
+    """SRTP/SRTCP for one call leg: protect what we send, verify what we receive.
+
+    ``tx_key`` protects our packets (it is the key in *our* ``a=crypto`` line) and ``rx_key``
+    verifies the peer's (the key in *its* line). A context keeps its rollover counters and
+    replay windows for its whole life: a re-offer that keeps the keys must keep the context
+    (see :meth:`keys_equal`), a new key needs a new context.
+    """
+
+    __slots__ = ("_rx", "_rx_key", "_tx", "_tx_key", "counters")
+
+    def __init__(self, *, tx_key: bytes, rx_key: bytes) -> None:
+        self._tx_key = check_key_material(tx_key, what="SRTP transmit key material")
+        self._rx_key = check_key_material(rx_key, what="SRTP receive key material")
+        self._tx = _session(self._tx_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        self._rx = _session(self._rx_key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        self.counters = SrtpCounters()
+
+    def __repr__(self) -> str:
+        # Keys never reach a repr or a log line.
+        return f"<SrtpContext {SUITE} keys=<redacted> {self.counters!r}>"
+
+    def keys_equal(self, *, tx_key: bytes, rx_key: bytes) -> bool:
+        """Whether these keys are the ones this context was made with (constant time)."""
+        same_tx = hmac.compare_digest(self._tx_key, bytes(tx_key))
+        same_rx = hmac.compare_digest(self._rx_key, bytes(rx_key))
+        return same_tx and same_rx
+
+    def protect_rtp(self, packet: bytes) -> bytes:
+        """Encrypt and authenticate one RTP packet."""
+        try:
+            return self._tx.protect(packet)
+        except (ValueError, TypeError, pylibsrtp.Error) as exc:
+            raise SrtpPacketError(
+                f"cannot protect RTP packet of {len(packet)} bytes: {exc}"
+            ) from None
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        """Encrypt and authenticate one (compound) RTCP packet."""
+        try:
+            return self._tx.protect_rtcp(packet)
+        except (ValueError, TypeError, pylibsrtp.Error) as exc:
+            raise SrtpPacketError(
+                f"cannot protect RTCP packet of {len(packet)} bytes: {exc}"
+            ) from None
+
+    def unprotect_rtp(self, data: bytes) -> bytes | None:
+        """The RTP packet inside ``data``, or ``None`` if it failed (counted, dropped)."""
+        try:
+            return self._rx.unprotect(data)
+        except pylibsrtp.Error as exc:
+            reason = str(exc)
+            if reason in _AUTH_FAILURES:
+                self.counters.rtp_auth_failures += 1
+            elif reason in _REPLAY_FAILURES:
+                self.counters.rtp_replay_failures += 1
+            else:
+                self.counters.other_failures += 1
+        except (ValueError, TypeError):
+            self.counters.other_failures += 1
+        return None
+
+    def unprotect_rtcp(self, data: bytes) -> bytes | None:
+        """The RTCP packet inside ``data``, or ``None`` if it failed (counted, dropped)."""
+        try:
+            return self._rx.unprotect_rtcp(data)
+        except pylibsrtp.Error as exc:
+            reason = str(exc)
+            if reason in _AUTH_FAILURES:
+                self.counters.rtcp_auth_failures += 1
+            elif reason in _REPLAY_FAILURES:
+                self.counters.rtcp_replay_failures += 1
+            else:
+                self.counters.other_failures += 1
+        except (ValueError, TypeError):
+            self.counters.other_failures += 1
+        return None

@@ -1,0 +1,180 @@
+"""Real UDP on loopback: two media endpoints exchange SRTP and hear each other's tone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from phone_sim.media.aio import MediaClock, MediaEndpoint, MediaEndpointError, MediaTimeout
+from phone_sim.media.codecs import get_codec
+from phone_sim.media.sinks import ToneDetector
+from phone_sim.media.sources import tone
+from phone_sim.media.stream import DtmfReceived, MediaStream, RtcpByeReceived, ToneDetected
+
+
+async def call(
+    codec_name: str = "PCMU", *, srtp: bool = True, rtcp_interval: float = 0.3
+) -> tuple[MediaEndpoint, MediaEndpoint, MediaClock]:
+    codec = get_codec(codec_name)
+    key_a = key_b = None
+    if srtp:
+        key_a, key_b = os.urandom(30), os.urandom(30)
+    ep_a = await MediaEndpoint.open("127.0.0.1")
+    ep_b = await MediaEndpoint.open("127.0.0.1")
+    a = MediaStream(codec=codec, tx_key=key_a, rx_key=key_b, source=tone(codec, 1000),
+                    sinks=[ToneDetector(codec, 1633, sample_every=5)], rtcp_interval=rtcp_interval)
+    b = MediaStream(codec=codec, tx_key=key_b, rx_key=key_a, source=tone(codec, 1633),
+                    sinks=[ToneDetector(codec, 1000, sample_every=5)], rtcp_interval=rtcp_interval)
+    clock = MediaClock()
+    ep_a.attach(a, remote_host="127.0.0.1", remote_rtp_port=ep_b.local_rtp_port, clock=clock)
+    ep_b.attach(b, remote_host="127.0.0.1", remote_rtp_port=ep_a.local_rtp_port, clock=clock)
+    return ep_a, ep_b, clock
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "G722"])
+async def test_two_endpoints_hear_each_others_tone_over_srtp(codec: str) -> None:
+    ep_a, ep_b, clock = await call(codec)
+    try:
+        heard_by_a = await ep_a.wait_for(ToneDetected, timeout=3)
+        heard_by_b = await ep_b.wait_for(ToneDetected, timeout=3)
+        assert heard_by_a.frequency_hz == 1633
+        assert heard_by_b.frequency_hz == 1000
+        for _ in range(40):  # RTT needs an SR each way, then a report back
+            if all(ep.stream and ep.stream.rtt is not None for ep in (ep_a, ep_b)):
+                break
+            await asyncio.sleep(0.05)
+        for ep in (ep_a, ep_b):
+            assert ep.stream is not None
+            st = ep.stream.statistics()
+            assert st.packets_received >= 10
+            assert st.srtp_auth_failures == 0
+            assert st.rtcp_sr_received >= 1
+            assert st.rtt is not None and st.rtt < 0.05
+    finally:
+        ep_a.close()
+        await asyncio.sleep(0.05)
+        ep_b.close()
+        clock.close()
+    assert any(isinstance(e, RtcpByeReceived) for e in ep_b.events)
+
+
+async def test_dtmf_over_loopback() -> None:
+    ep_a, ep_b, clock = await call()
+    try:
+        assert ep_a.stream is not None
+        ep_a.stream.send_dtmf("42")
+        ep_a.wake()
+        await ep_b.wait_for(DtmfReceived, timeout=2)
+        await asyncio.sleep(0.4)
+        assert [e.digit for e in ep_b.events if isinstance(e, DtmfReceived)] == ["4", "2"]
+    finally:
+        ep_a.close()
+        ep_b.close()
+        clock.close()
+
+
+async def test_wait_for_times_out_with_a_clear_error() -> None:
+    ep = await MediaEndpoint.open("127.0.0.1")
+    try:
+        with pytest.raises(MediaTimeout, match=r"no ToneDetected on 127\.0\.0\.1:\d+ within 0"):
+            await ep.wait_for(ToneDetected, timeout=0.05)
+    finally:
+        ep.close()
+
+
+async def test_bad_ports_are_clear_errors() -> None:
+    with pytest.raises(MediaEndpointError, match="must be even"):
+        await MediaEndpoint.open("127.0.0.1", rtp_port=5001)
+    ep = await MediaEndpoint.open("127.0.0.1")
+    try:
+        with pytest.raises(MediaEndpointError, match=r"cannot bind RTP socket"):
+            await MediaEndpoint.open("127.0.0.1", rtp_port=ep.local_rtp_port)
+        with pytest.raises(MediaEndpointError, match="not in 1-65535"):
+            ep.attach(MediaStream(codec="PCMU"), remote_host="127.0.0.1", remote_rtp_port=0,
+                      clock=MediaClock())
+    finally:
+        ep.close()
+
+
+async def test_ipv6_loopback() -> None:
+    try:
+        ep_a = await MediaEndpoint.open("::1")
+    except MediaEndpointError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    ep_b = await MediaEndpoint.open("::1")
+    clock = MediaClock()
+    codec = get_codec("PCMU")
+    key_a, key_b = os.urandom(30), os.urandom(30)
+    ep_a.attach(MediaStream(codec=codec, tx_key=key_a, rx_key=key_b, source=tone(codec, 800)),
+                remote_host="::1", remote_rtp_port=ep_b.local_rtp_port, clock=clock)
+    ep_b.attach(MediaStream(codec=codec, tx_key=key_b, rx_key=key_a,
+                            sinks=[ToneDetector(codec, 800, sample_every=3)]),
+                remote_host="::1", remote_rtp_port=ep_a.local_rtp_port, clock=clock)
+    try:
+        await ep_b.wait_for(ToneDetected, timeout=3)
+    finally:
+        ep_a.close()
+        ep_b.close()
+        clock.close()
+
+
+def _tshark_payloads(pcap: Path, port: int) -> list[bytes]:
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y", f"udp.dstport == {port}", "-T", "fields",
+         "-e", "udp.payload"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    return [bytes.fromhex(line.replace(":", "")) for line in out.split() if line]
+
+
+@pytest.mark.peer
+async def test_capture_shows_srtp_not_rtp_on_the_wire() -> None:
+    if not shutil.which("tshark") or not shutil.which("dumpcap"):
+        pytest.skip("tshark/dumpcap is not installed")
+    codec = get_codec("PCMU")
+    plain_frames = set(tone(codec, 1000).frames)
+    ep_a = await MediaEndpoint.open("127.0.0.1")
+    ep_b = await MediaEndpoint.open("127.0.0.1")
+    ports = (ep_a.local_rtp_port, ep_b.local_rtp_port)
+    with tempfile.TemporaryDirectory() as tmp:
+        pcap = Path(tmp) / "media.pcap"
+        capture = subprocess.Popen(
+            ["dumpcap", "-q", "-i", "lo", "-f", f"udp port {ports[0]} or udp port {ports[1]}",
+             "-w", str(pcap)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 5
+            while not pcap.exists() and capture.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            if capture.poll() is not None or not pcap.exists():
+                err = capture.stderr.read().decode() if capture.stderr else ""
+                pytest.skip(f"cannot capture on lo here: {err.strip()[:200]}")
+            key_a, key_b = os.urandom(30), os.urandom(30)
+            clock = MediaClock()
+            ep_a.attach(MediaStream(codec=codec, tx_key=key_a, rx_key=key_b,
+                                    source=tone(codec, 1000)),
+                        remote_host="127.0.0.1", remote_rtp_port=ports[1], clock=clock)
+            ep_b.attach(MediaStream(codec=codec, tx_key=key_b, rx_key=key_a,
+                                    sinks=[ToneDetector(codec, 1000, sample_every=3)]),
+                        remote_host="127.0.0.1", remote_rtp_port=ports[0], clock=clock)
+            await ep_b.wait_for(ToneDetected, timeout=3)
+            await asyncio.sleep(0.8)
+        finally:
+            capture.terminate()
+            capture.wait(timeout=10)
+            ep_a.close()
+            ep_b.close()
+        payloads = _tshark_payloads(pcap, ports[1])
+    assert len(payloads) >= 10, "the capture saw too few packets to judge"
+    for datagram in payloads:
+        assert len(datagram) == 12 + 160 + 10  # header, payload, 80-bit tag
+        assert datagram[12:172] not in plain_frames  # the tone is not on the wire in clear

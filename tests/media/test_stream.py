@@ -1,0 +1,349 @@
+"""The sans-I/O media stream: two streams wired in memory on a fake clock."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import struct
+from collections.abc import Callable
+
+import pytest
+
+from phone_sim.media import payloads
+from phone_sim.media.codecs import get_codec
+from phone_sim.media.dtmf import DtmfError
+from phone_sim.media.sinks import ToneDetector
+from phone_sim.media.sources import tone
+from phone_sim.media.stream import (
+    DtmfReceived,
+    MediaStream,
+    MediaStreamError,
+    RtcpByeReceived,
+    ToneDetected,
+)
+
+Filter = Callable[[list[bytes]], list[bytes]]
+
+
+def make_pair(
+    codec: str = "PCMU",
+    *,
+    srtp: bool = True,
+    freq_a: float = 1000.0,
+    freq_b: float = 1633.0,
+    seed: int = 1,
+    rtcp_interval: float = 1.0,
+) -> tuple[MediaStream, MediaStream]:
+    c = get_codec(codec)
+    key_a = key_b = None
+    if srtp:
+        key_a, key_b = os.urandom(30), os.urandom(30)
+    a = MediaStream(
+        codec=c, tx_key=key_a, rx_key=key_b, source=tone(c, freq_a),
+        sinks=[ToneDetector(c, freq_b, sample_every=5)], rng=random.Random(seed),
+        rtcp_interval=rtcp_interval,
+    )
+    b = MediaStream(
+        codec=c, tx_key=key_b, rx_key=key_a, source=tone(c, freq_b),
+        sinks=[ToneDetector(c, freq_a, sample_every=5)], rng=random.Random(seed + 1),
+        rtcp_interval=rtcp_interval,
+    )
+    return a, b
+
+
+def run(
+    a: MediaStream,
+    b: MediaStream,
+    seconds: float,
+    *,
+    a_to_b: Filter = lambda p: p,
+    b_to_a: Filter = lambda p: p,
+    start: float = 0.0,
+    delay: float = 0.01,
+) -> float:
+    """Drive both streams on a fake clock; each batch of datagrams arrives ``delay`` later."""
+    if not a.started:
+        a.start(start)
+        b.start(start)
+    now = start
+    step = 0.005
+    in_flight: list[tuple[float, MediaStream, bytes]] = []
+    while now < start + seconds:
+        for src, dst, flt in ((a, b, a_to_b), (b, a, b_to_a)):
+            out = src.packets_to_send(now) + src.rtcp_to_send(now)
+            in_flight.extend((now + delay, dst, d) for d in flt(out))
+        due = [x for x in in_flight if x[0] <= now]
+        in_flight = [x for x in in_flight if x[0] > now]
+        for at, dst, data in due:
+            dst.receive_datagram(data, at)
+        now += step
+    return now
+
+
+def events(stream: MediaStream) -> list[object]:
+    out = []
+    while (event := stream.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA", "G722"])
+def test_each_side_detects_the_others_tone(codec: str) -> None:
+    a, b = make_pair(codec)
+    run(a, b, 2.0)
+    got_a, got_b = events(a), events(b)
+    assert any(isinstance(e, ToneDetected) and e.frequency_hz == 1633.0 for e in got_a)
+    assert any(isinstance(e, ToneDetected) and e.frequency_hz == 1000.0 for e in got_b)
+    for s in (a, b):
+        st = s.statistics()
+        assert st.packets_sent == 100
+        assert st.packets_received == 100
+        assert st.packets_lost == 0
+        assert st.srtp_auth_failures == 0
+        assert st.mos_received > 4.3
+
+
+def test_wrong_tone_is_not_detected() -> None:
+    a, b = make_pair(freq_a=1000.0, freq_b=1000.0)
+    b.sinks = [ToneDetector(b.codec, 1400.0, sample_every=5)]
+    run(a, b, 1.0)
+    assert not [e for e in events(b) if isinstance(e, ToneDetected)]
+
+
+def test_wrong_key_means_nothing_is_heard_and_failures_are_counted() -> None:
+    c = get_codec("PCMU")
+    a = MediaStream(codec=c, tx_key=os.urandom(30), rx_key=os.urandom(30), source=tone(c, 1000))
+    b = MediaStream(codec=c, tx_key=os.urandom(30), rx_key=os.urandom(30),
+                    sinks=[ToneDetector(c, 1000, sample_every=2)])
+    run(a, b, 1.0)
+    st = b.statistics()
+    assert st.packets_received == 0
+    assert st.srtp_auth_failures >= 50
+    assert not events(b)
+
+
+def test_statistics_under_injected_loss() -> None:
+    a, b = make_pair(rtcp_interval=100.0)
+    sent = [0]
+
+    def drop_every_tenth(packets: list[bytes]) -> list[bytes]:
+        kept = []
+        for p in packets:
+            sent[0] += 1
+            if sent[0] % 10 != 5:
+                kept.append(p)
+        return kept
+
+    run(a, b, 2.0, a_to_b=drop_every_tenth)
+    st = b.statistics()
+    assert st.packets_expected == 100
+    assert st.packets_lost == 10
+    assert st.packets_received == 90
+    assert st.reordered == 0 and st.duplicates == 0
+    assert st.mos_received < a.statistics().mos_received - 0.5
+
+
+def test_statistics_under_injected_reordering_and_duplication() -> None:
+    a, b = make_pair(rtcp_interval=100.0)
+    held: list[bytes] = []
+    count = [0]
+
+    def swap_pairs_and_duplicate(packets: list[bytes]) -> list[bytes]:
+        out = []
+        for p in packets:
+            count[0] += 1
+            if count[0] % 20 == 3:
+                held.append(p)  # send it after the next one
+                continue
+            out.append(p)
+            if held:
+                out.extend(held)
+                held.clear()
+        return out
+
+    run(a, b, 2.0, a_to_b=swap_pairs_and_duplicate)
+    st = b.statistics()
+    assert st.reordered == 5
+    assert st.packets_lost == 0
+    assert st.packets_received == 100
+
+
+def test_duplicates_are_counted_once_srtp_off() -> None:
+    # With SRTP the replay window drops the copy first; in plain RTP the stats see it.
+    a, b = make_pair(srtp=False, rtcp_interval=100.0)
+    run(a, b, 1.0, a_to_b=lambda ps: ps + ps[:1])
+    st = b.statistics()
+    assert st.duplicates == 50
+    assert st.packets_received == 50
+
+
+def test_replayed_srtp_is_counted_as_replay() -> None:
+    a, b = make_pair(rtcp_interval=100.0)
+    run(a, b, 1.0, a_to_b=lambda ps: ps + ps[:1])
+    st = b.statistics()
+    assert st.srtp_replay_failures == 50
+    assert st.duplicates == 0
+
+
+def test_jitter_is_zero_for_steady_arrival_and_grows_with_variation() -> None:
+    a, b = make_pair(rtcp_interval=100.0)
+    run(a, b, 1.0)
+    assert b.statistics().jitter < 0.0005
+    c, d = make_pair(rtcp_interval=100.0)
+    c.start(0.0)
+    d.start(0.0)
+    rng = random.Random(3)
+    now = 0.0
+    for _ in range(100):
+        for p in c.packets_to_send(now):
+            d.receive_datagram(p, now + rng.uniform(0, 0.02))
+        now += 0.02
+    assert 0.003 < d.statistics().jitter < 0.012
+
+
+def test_rtcp_reports_are_exchanged_and_rtt_measured() -> None:
+    a, b = make_pair(rtcp_interval=0.5)
+    run(a, b, 4.0, delay=0.02)
+    for s in (a, b):
+        st = s.statistics()
+        assert st.rtcp_sr_sent >= 3
+        assert st.rtcp_sr_received >= 3
+        assert st.rtt is not None
+        assert 0.035 < st.rtt < 0.05  # 2 x 20 ms, within the 5 ms stepping of the fake clock
+        assert st.remote is not None and st.remote.packets_lost == 0
+        assert st.mos_sent is not None
+
+
+def test_stray_unprotected_rtcp_does_not_end_the_call() -> None:
+    a, b = make_pair()
+    a.start(0.0)
+    b.start(0.0)
+    bye = struct.pack("!BBHI", 0x81, 203, 1, 0x1234)
+    b.receive_datagram(bye, 0.0, rtcp=True)
+    b.receive_datagram(b"\x80\xc8", 0.0)  # garbage that looks like RTCP
+    b.receive_datagram(b"", 0.0)
+    run(a, b, 1.0)
+    st = b.statistics()
+    assert st.srtp_auth_failures + st.malformed == 3
+    assert st.packets_received == 50
+    assert not [e for e in events(b) if isinstance(e, RtcpByeReceived)]
+
+
+def test_stop_sends_bye_the_peer_sees() -> None:
+    a, b = make_pair()
+    end = run(a, b, 0.5)
+    for data in a.stop(end):
+        b.receive_datagram(data, end, rtcp=True)
+    assert a.packets_to_send(end + 1) == []
+    byes = [e for e in events(b) if isinstance(e, RtcpByeReceived)]
+    assert [e.ssrc for e in byes] == [a.ssrc]
+
+
+def test_dtmf_digits_arrive_once_each_despite_loss_of_an_end_packet() -> None:
+    a, b = make_pair(rtcp_interval=100.0)
+    a.start(0.0)
+    b.start(0.0)
+    a.send_dtmf("1#9", duration_ms=100)
+    dropped = [0]
+
+    def drop_first_end(packets: list[bytes]) -> list[bytes]:
+        return packets  # SRTP: cannot look inside; loss tested in test_dtmf
+
+    run(a, b, 2.0, a_to_b=drop_first_end)
+    digits = [e for e in events(b) if isinstance(e, DtmfReceived)]
+    assert "".join(d.digit for d in digits) == "1#9"
+    assert all(d.duration_ms == 100 for d in digits)
+    assert dropped == [0]
+
+
+def test_plain_rtp_when_encryption_is_off() -> None:
+    a, _ = make_pair(srtp=False)
+    a.start(0.0)
+    packet = a.packets_to_send(0.0)[0]
+    assert packet[0] == 0x80 and packet[1] == 0
+    assert len(packet) == 12 + 160
+
+
+def test_keys_never_in_repr_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    a, b = make_pair()
+    keys = [os.urandom(30)]
+    c = MediaStream(codec="PCMU", tx_key=keys[0], rx_key=keys[0])
+    run(a, b, 0.5)
+    texts = [repr(c), repr(c.srtp), repr(c.statistics()), caplog.text]
+    for text in texts:
+        assert keys[0].hex() not in text
+        assert base64.b64encode(keys[0]).decode() not in text
+        assert repr(keys[0]) not in text
+
+
+def test_same_keys_keep_the_context_new_keys_replace_it() -> None:
+    k1, k2 = os.urandom(30), os.urandom(30)
+    s = MediaStream(codec="PCMU", tx_key=k1, rx_key=k2)
+    ctx = s.srtp
+    s.update(0.0, tx_key=k1, rx_key=k2)
+    assert s.srtp is ctx
+    s.update(0.0, tx_key=os.urandom(30), rx_key=k2)
+    assert s.srtp is not ctx
+
+
+def test_direction_controls_sending() -> None:
+    s = MediaStream(codec="PCMU", direction="recvonly")
+    s.start(0.0)
+    assert s.packets_to_send(1.0) == []
+    assert s.next_send_at == float("inf")
+    s.update(1.0, direction="sendrecv")
+    assert len(s.packets_to_send(1.0)) == 1
+    s.update(1.02, direction="inactive")
+    assert s.packets_to_send(2.0) == []
+    with pytest.raises(DtmfError, match="inactive"):
+        s.send_dtmf("1")
+
+
+def test_stall_skips_instead_of_bursting() -> None:
+    s = MediaStream(codec="PCMU", rng=random.Random(5))
+    s.start(0.0)
+    s.packets_to_send(0.0)
+    burst = s.packets_to_send(1.0)  # one second late
+    assert len(burst) == 3
+    assert s.skipped_packets == 47  # 50 slots in 0.02-1.0 s, 3 sent
+    assert s.next_send_at > 1.0
+
+
+def test_accepts_payload_table_entries() -> None:
+    s = MediaStream(codec=payloads.G722, payload_type=9)
+    assert s.codec.sample_rate == 16000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"codec": "G729"}, "G729"),
+        ({"codec": "PCMU", "ptime_ms": 25}, "ptime 25"),
+        ({"codec": "PCMU", "direction": "both"}, "direction 'both'"),
+        ({"codec": "PCMU", "tx_key": b"x" * 30}, "both SRTP keys"),
+        ({"codec": "PCMU", "tx_key": b"x" * 29, "rx_key": b"y" * 29}, "30 bytes"),
+        ({"codec": "PCMU", "payload_type": 200}, "payload type 200"),
+        ({"codec": "PCMU", "dtmf_payload_type": 0}, "share a payload type"),
+        ({"codec": "PCMU", "source": tone(get_codec("PCMA"), 440)}, "source is encoded"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(kwargs: dict[str, object], message: str) -> None:
+    from phone_sim.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        MediaStream(**kwargs)  # type: ignore[arg-type]
+
+
+def test_unknown_payload_types_and_malformed_rtp_are_counted() -> None:
+    s = MediaStream(codec="PCMU")
+    s.start(0.0)
+    s.receive_datagram(struct.pack("!BBHII", 0x80, 96, 1, 0, 7) + b"x", 0.0)
+    s.receive_datagram(b"\x40" + bytes(20), 0.0)  # version 1
+    s.receive_datagram(b"\x80\x00", 0.0)
+    st = s.statistics()
+    assert st.unknown_payload_type == 1
+    assert st.malformed == 2
+    assert MediaStreamError.__mro__[1].__name__ == "UsageError"
