@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from phone_sim.firmware import FirmwareProfile
 from phone_sim.tls.client import (
@@ -154,11 +154,16 @@ class _TlsPump(asyncio.Protocol):
         self.closing = False
         self._received_any = False
         self._app_lost = False
+        # Data or EOF that arrive before the application protocol is attached (e.g. in the
+        # same segment as the server's Finished) wait here.
+        self._early: list[bytes] = []
+        self._early_eof = False
+        self._early_lost: tuple[Exception | None] | None = None
 
     # socket side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.raw = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.raw = cast(asyncio.Transport, transport)
         self.engine.start()
         self._process()
 
@@ -220,8 +225,12 @@ class _TlsPump(asyncio.Protocol):
             elif isinstance(event, DataReceived):
                 if self.app is not None:
                     self.app.data_received(event.data)
+                else:
+                    self._early.append(event.data)
             elif isinstance(event, ConnectionClosed):
-                if self.app is not None and not self._app_lost:
+                if self.app is None:
+                    self._early_eof = True
+                elif not self._app_lost:
                     self.app.eof_received()
                 self.close()
         self.flush()
@@ -236,9 +245,32 @@ class _TlsPump(asyncio.Protocol):
             self.handshake.set_exception(error)
 
     def _lose_app(self, exc: Exception | None) -> None:
-        if self.app is not None and not self._app_lost:
+        if self.app is None:
+            self._early_lost = (exc,)
+        elif not self._app_lost:
             self._app_lost = True
             self.app.connection_lost(exc)
+
+    def attach(self, app: asyncio.Protocol) -> None:
+        """Give the application protocol the transport and anything that arrived early."""
+        self.app = app
+        app.connection_made(self.transport)
+        for data in self._early:
+            app.data_received(data)
+        self._early.clear()
+        if self._early_eof and not self._app_lost:
+            app.eof_received()
+        if self._early_lost is not None:
+            self._lose_app(self._early_lost[0])
+
+    # flow control of the socket transport, passed on to the application
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
 
     def close(self) -> None:
         if self.closing:
@@ -328,6 +360,5 @@ async def open_tls_connection(
         pump.close()
         raise TlsRefused(verdict)
     protocol = protocol_factory()
-    pump.app = protocol
-    protocol.connection_made(pump.transport)
+    pump.attach(protocol)
     return pump.transport, protocol, verdict

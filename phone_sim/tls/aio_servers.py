@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from phone_sim.errors import UsageError
 from phone_sim.tls.pki import CertKind, ServerCredential, TestPki
@@ -82,7 +83,8 @@ class _ServerProtocol(asyncio.Protocol):
     """TLS over memory BIOs, so a handshake failure still flushes the alert to the client
     (asyncio's own SSL transport aborts before sending it, and a real server does send it)."""
 
-    def __init__(self, ctx: ssl.SSLContext, owner: TlsTestServer) -> None:
+    def __init__(self, ctx: ssl.SSLContext, owner: TlsTestServer, greeting: bytes) -> None:
+        self._greeting = greeting
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = ctx.wrap_bio(self._incoming, self._outgoing, server_side=True)
@@ -91,8 +93,8 @@ class _ServerProtocol(asyncio.Protocol):
         self._handshaken = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._incoming.write(data)
@@ -101,6 +103,8 @@ class _ServerProtocol(asyncio.Protocol):
                 self._tls.do_handshake()
                 self._handshaken = True
                 self._owner.handshakes += 1
+                if self._greeting:
+                    self._tls.write(self._greeting)
             while True:
                 chunk = self._tls.read(65536)
                 if not chunk:
@@ -140,10 +144,12 @@ async def start_tls_server(
     min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1,
     max_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
     ciphers: str | None = None,
+    greeting: bytes = b"",
 ) -> TlsTestServer:
     """Serve ``credential`` (its whole ``chain`` is sent) on ``host`` and a free port.
 
     ``credential=None`` serves anonymous ciphers only (pass ``ciphers="aNULL:@SECLEVEL=0"``).
+    ``greeting`` is sent as soon as a handshake completes (then everything is echoed).
     """
     if host not in _LOOPBACK:
         raise UsageError(f"test servers listen on loopback only, not {host}")
@@ -152,7 +158,7 @@ async def start_tls_server(
     )
     loop = asyncio.get_running_loop()
     holder: list[TlsTestServer] = []
-    server = await loop.create_server(lambda: _ServerProtocol(ctx, holder[0]), host, 0)
+    server = await loop.create_server(lambda: _ServerProtocol(ctx, holder[0], greeting), host, 0)
     port = server.sockets[0].getsockname()[1]
     test_server = TlsTestServer(
         host=host, port=port, credential=credential, server=server, ssl_context=ctx

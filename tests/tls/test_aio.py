@@ -346,3 +346,54 @@ async def test_ipv6_loopback(pki: TestPki, trust: TrustStore) -> None:
 
 def test_no_tls_classes_exist() -> None:
     assert [c.id for c in FIRMWARE_CLASSES if not c.profile.tls_supported] == ["no-tls"]
+
+
+async def test_data_sent_right_after_the_handshake_is_not_lost(
+    pki: TestPki, trust: TrustStore
+) -> None:
+    # The server's first bytes can arrive with its Finished, before the protocol is attached.
+    server = await start_tls_server(pki.credentials[CertKind.GOOD], greeting=b"OPTIONS ping\r\n")
+    try:
+        for _ in range(5):
+            transport, protocol, _ = await open_tls_connection(
+                server.host,
+                server.port,
+                profile=profile_for("D65"),
+                trust=trust,
+                server_name=pki.server_name,
+                protocol_factory=Echo,
+            )
+            assert isinstance(protocol, Echo)
+            while bytes(protocol.received) != b"OPTIONS ping\r\n":
+                protocol.got.clear()
+                await asyncio.wait_for(protocol.got.wait(), 5)
+            transport.close()
+    finally:
+        await server.close()
+
+
+def test_transport_under_uvloop(pki: TestPki, trust: TrustStore) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> bytes:
+        server = await start_tls_server(pki.credentials[CertKind.GOOD])
+        try:
+            transport, protocol, verdict = await open_tls_connection(
+                server.host,
+                server.port,
+                profile=profile_for("D62"),
+                trust=trust,
+                server_name=pki.server_name,
+                protocol_factory=Echo,
+            )
+            assert verdict.connects and isinstance(protocol, Echo)
+            transport.write(b"ping")
+            await asyncio.wait_for(protocol.got.wait(), 5)
+            transport.close()
+            await asyncio.wait_for(protocol.lost, 5)
+            return bytes(protocol.received)
+        finally:
+            await server.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(run()) == b"ping"
