@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers.audio import tone_report, ulaw_decode, wav_tone_report, write_tone_wav
-from tests.peers.baresip import Baresip, BaresipAccount, _read_netstring
+from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport, _read_netstring
 from tests.peers.capture import UdpPacket, parse_rtp
 from tests.peers.kamailio import Kamailio
 from tests.peers.plugin import BaresipFactory, CaptureFactory
@@ -133,13 +133,19 @@ def _assert_srtp_without_tone(stream: list[bytes], tone: float) -> None:
 
 
 @pytest.mark.peer
-async def test_two_baresips_call_over_tls_with_mandatory_srtp(
+@pytest.mark.parametrize(
+    ("caller_transport", "callee_transport"), [("tls", "tls"), ("tls", "udp")],
+    ids=["tls-to-tls", "tls-to-udp"],
+)
+async def test_two_baresips_call_through_kamailio_with_mandatory_srtp(
     kamailio: Kamailio,
     baresip_factory: BaresipFactory,
     capture_factory: CaptureFactory,
+    caller_transport: BaresipTransport,
+    callee_transport: BaresipTransport,
 ) -> None:
-    caller = baresip_factory(kamailio, "101", tone_hz=TONE_A)
-    callee = baresip_factory(kamailio, "102", tone_hz=TONE_B)
+    caller = baresip_factory(kamailio, "101", tone_hz=TONE_A, transport=caller_transport)
+    callee = baresip_factory(kamailio, "102", tone_hz=TONE_B, transport=callee_transport)
     await asyncio.gather(caller.wait_registered(), callee.wait_registered())
     capture = await asyncio.to_thread(
         capture_factory, udp_ports=[*caller.rtp_ports, *callee.rtp_ports]
