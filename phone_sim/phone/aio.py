@@ -1,0 +1,528 @@
+"""The asyncio phone: SIP transports (UDP, TCP, TLS) around the sans-I/O registration core.
+
+::
+
+    async with Phone(profile, account, trust=trust) as phone:
+        await phone.register()          # the first attempt's outcome, or its error
+        async for event in phone.events():
+            ...
+
+One pump per phone: every input (bytes, a connection made or lost, the timer) is fed to
+:class:`~phone_sim.phone.registration.RegistrationCore` with ``now=loop.time()``; then what
+it wants sent is written, its transport commands are run, its events are dispatched, and one
+``loop.call_at()`` is armed at its ``get_timer()``. A phone holds one transport at a time and
+at most one timer handle. TLS contexts are shared per (profile, trust store):
+:func:`tls_context_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+from phone_sim.account import Account, SipHost, SipTransport
+from phone_sim.errors import PhoneSimError, UsageError
+from phone_sim.firmware import FirmwareProfile
+from phone_sim.phone.registration import (
+    CloseTransport,
+    OpenTransport,
+    PhoneEvent,
+    RegistrationCore,
+    RegistrationFailed,
+    RegistrationSettings,
+    RegistrationSucceeded,
+    RegistrationTimeout,
+    RegState,
+    SipTransportError,
+    Unregistered,
+)
+from phone_sim.sip.ua import Address
+from phone_sim.tls.aio import open_tls_connection
+from phone_sim.tls.client import TlsClientContext, TrustStore
+
+__all__ = ["Phone", "tls_context_for"]
+
+logger = logging.getLogger(__name__)
+
+_CONTEXTS: dict[tuple[FirmwareProfile, TrustStore | None], TlsClientContext] = {}
+
+
+def tls_context_for(profile: FirmwareProfile, trust: TrustStore | None = None) -> TlsClientContext:
+    """The shared TLS client context of *profile* with *trust* (built once per process)."""
+    key = (profile, trust)
+    context = _CONTEXTS.get(key)
+    if context is None:
+        context = _CONTEXTS[key] = TlsClientContext(profile, trust)
+    return context
+
+
+class _Stream(asyncio.Protocol):
+    """The phone's side of one TCP or TLS connection."""
+
+    __slots__ = ("phone", "transport")
+
+    def __init__(self, phone: Phone) -> None:
+        self.phone = phone
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.phone._stream_data(self, data)
+
+    def eof_received(self) -> bool:
+        return False  # close; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phone._stream_lost(self)
+
+
+class _Datagram(asyncio.DatagramProtocol):
+    """The phone's UDP socket."""
+
+    __slots__ = ("phone",)
+
+    def __init__(self, phone: Phone) -> None:
+        self.phone = phone
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.phone._datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("UDP error: %s", exc)
+
+
+def _route_address(family: int, remote: Address) -> str:
+    # The local address the kernel would use towards *remote*: connect() on a UDP socket
+    # sends nothing.
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(remote)
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1" if family == socket.AF_INET else "::1"
+
+
+class Phone:
+    """One emulated D-Series phone with one account, registering over UDP, TCP or TLS.
+
+    *profile* is the firmware (its User-Agent, digest algorithms and TLS policy); *account*
+    says who and where. *trust* is the phone's CA store for TLS (or pass a shared
+    *tls_context*). *settings* tunes timing (keep-alives, jitter for fleets). *local_host*
+    fixes the address UDP binds and advertises (default: the route towards the registrar).
+
+    Use it as an async context manager; leaving the block unregisters and closes.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_core",
+        "_gen",
+        "_last",
+        "_last_error",
+        "_local_host",
+        "_loop",
+        "_open_task",
+        "_queue",
+        "_registered",
+        "_stopped",
+        "_stream",
+        "_timer",
+        "_timer_at",
+        "_tls_context",
+        "_trust",
+        "_udp",
+        "_udp_local",
+        "_waiters",
+        "account",
+        "profile",
+    )
+
+    def __init__(
+        self,
+        profile: FirmwareProfile,
+        account: Account,
+        *,
+        trust: TrustStore | None = None,
+        tls_context: TlsClientContext | None = None,
+        settings: RegistrationSettings | None = None,
+        local_host: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.profile = profile
+        self.account = account
+        self._trust = trust
+        self._tls_context = tls_context
+        self._local_host = local_host
+        self._core = RegistrationCore(profile, account, settings=settings, rng=rng)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stream: _Stream | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._udp_local: Address | None = None
+        self._open_task: asyncio.Task[None] | None = None
+        self._gen = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._waiters: list[asyncio.Future[RegistrationSucceeded]] = []
+        self._registered: list[asyncio.Future[RegistrationSucceeded]] = []
+        self._stopped: asyncio.Future[Unregistered] | None = None
+        self._queue: asyncio.Queue[PhoneEvent] | None = None
+        self._last: RegistrationSucceeded | None = None
+        self._last_error: PhoneSimError | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Phone {self.account.username} {self._core.state.value} {self.host.label}>"
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> RegState:
+        """The registration state."""
+        return self._core.state
+
+    @property
+    def registered(self) -> bool:
+        """True while registered."""
+        return self._core.registered
+
+    @property
+    def host(self) -> SipHost:
+        """The registrar in use or being tried."""
+        return self._core.host
+
+    @property
+    def contact(self) -> str | None:
+        """The Contact URI registered, once a transport is open."""
+        return self._core.contact
+
+    @property
+    def last_error(self) -> PhoneSimError | None:
+        """The error of the last failed attempt, if any."""
+        return self._last_error
+
+    @property
+    def core(self) -> RegistrationCore:
+        """The sans-I/O core (for inspection)."""
+        return self._core
+
+    # -- API ------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Phone:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _now(self) -> float:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.time()
+
+    def start(self) -> None:
+        """Start registering in the background (idempotent)."""
+        if self._closed:
+            raise UsageError("the phone is closed")
+        now = self._now()
+        if self._core.state is RegState.IDLE:
+            self._core.start(now)
+            self._pump()
+
+    async def register(self, timeout: float | None = None) -> RegistrationSucceeded:
+        """Start registering and return when the first attempt succeeds.
+
+        Raises the first attempt's error (``TlsRefused`` with its bitmask,
+        :class:`AuthenticationRefused`, :class:`RegistrationRefused`,
+        :class:`RegistrationTimeout`, :class:`SipTransportError`); the phone keeps retrying in
+        the background until :meth:`unregister` or :meth:`close`.
+        """
+        self.start()
+        if self._core.registered and self._last is not None:
+            return self._last
+        assert self._loop is not None
+        future: asyncio.Future[RegistrationSucceeded] = self._loop.create_future()
+        self._waiters.append(future)
+        return await self._wait(future, timeout, "registration")
+
+    async def wait_registered(self, timeout: float | None = None) -> RegistrationSucceeded:
+        """Wait until registered, through any retries and failovers (starting if needed).
+
+        On *timeout* raises :class:`RegistrationTimeout` naming the last error seen.
+        """
+        self.start()
+        if self._core.registered and self._last is not None:
+            return self._last
+        assert self._loop is not None
+        future: asyncio.Future[RegistrationSucceeded] = self._loop.create_future()
+        self._registered.append(future)
+        return await self._wait(future, timeout, "registered state")
+
+    async def _wait(
+        self, future: asyncio.Future[RegistrationSucceeded], timeout: float | None, what: str
+    ) -> RegistrationSucceeded:
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            last = f"; last error: {self._last_error}" if self._last_error else ""
+            raise RegistrationTimeout(
+                f"no {what} with {self.host.label} within {timeout:g} s{last}"
+            ) from None
+
+    async def unregister(self) -> Unregistered:
+        """Remove the binding (REGISTER with Expires: 0) and stop; safe to call twice."""
+        if self._loop is None or self._core.state is RegState.IDLE:
+            self._closed = True
+            return Unregistered(host=None, confirmed=False)
+        if self._stopped is None:
+            self._stopped = self._loop.create_future()
+        if self._core.state is not RegState.STOPPED:
+            self._core.stop(self._now())
+            self._pump()
+        return await asyncio.shield(self._stopped)
+
+    async def close(self) -> None:
+        """Unregister if registered and release every socket and timer."""
+        try:
+            await self.unregister()
+        finally:
+            self._closed = True
+            self._teardown()
+
+    def events(self) -> AsyncIterator[PhoneEvent]:
+        """Events from now on, as they happen (one consumer)."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return self._iterate(self._queue)
+
+    @staticmethod
+    async def _iterate(queue: asyncio.Queue[PhoneEvent]) -> AsyncIterator[PhoneEvent]:
+        while True:
+            yield await queue.get()
+
+    # -- the pump -------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        core = self._core
+        for data, destination in core.datagrams_to_send():
+            self._write(data, destination)
+        while (command := core.next_command()) is not None:
+            if isinstance(command, OpenTransport):
+                self._gen += 1
+                assert self._loop is not None
+                self._open_task = self._loop.create_task(self._open(command, self._gen))
+            elif isinstance(command, CloseTransport):
+                self._close_transport(final=command.final)
+        while (event := core.next_event()) is not None:
+            self._dispatch(event)
+        self._arm()
+
+    def _write(self, data: bytes, destination: Address) -> None:
+        if self._stream is not None and self._stream.transport is not None:
+            if not self._stream.transport.is_closing():
+                self._stream.transport.write(data)
+        elif self._udp is not None and not self._udp.is_closing():
+            try:
+                self._udp.sendto(data, destination)
+            except OSError as exc:
+                logger.debug("UDP send to %s failed: %s", destination, exc)
+
+    def _arm(self) -> None:
+        at = self._core.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            assert self._loop is not None
+            self._timer = self._loop.call_at(at, self._on_timer, at)
+
+    def _on_timer(self, at: float) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._core.handle_timer(max(self._now(), at))
+        self._pump()
+
+    def _dispatch(self, event: PhoneEvent) -> None:
+        if isinstance(event, RegistrationSucceeded):
+            self._last = event
+            self._last_error = None
+            for waiters in (self._waiters, self._registered):
+                for future in waiters:
+                    if not future.done():
+                        future.set_result(event)
+                waiters.clear()
+        elif isinstance(event, RegistrationFailed):
+            self._last_error = event.error
+            for future in self._waiters:
+                if not future.done():
+                    future.set_exception(event.error)
+            self._waiters.clear()
+        elif isinstance(event, Unregistered):
+            if self._stopped is None:
+                assert self._loop is not None
+                self._stopped = self._loop.create_future()
+            if not self._stopped.done():
+                self._stopped.set_result(event)
+            error = self._last_error or SipTransportError("the phone stopped")
+            for waiters in (self._waiters, self._registered):
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(error)
+                waiters.clear()
+        if self._queue is not None:
+            self._queue.put_nowait(event)
+
+    # -- transports -------------------------------------------------------------------------
+
+    def _context(self) -> TlsClientContext:
+        if self._tls_context is None:
+            self._tls_context = tls_context_for(self.profile, self._trust)
+        return self._tls_context
+
+    async def _open(self, command: OpenTransport, gen: int) -> None:
+        host = command.host
+        port = host.effective_port
+        timeout = self._core.settings.register_timeout
+        loop = self._loop
+        assert loop is not None
+        stream: _Stream | None = None
+        local: Address | None = None
+        remote: Address | None = None
+        error: PhoneSimError | None = None
+        try:
+            if host.transport is SipTransport.UDP:
+                local, remote = await self._open_udp(host)
+            elif host.transport is SipTransport.TCP:
+                tcp = stream = _Stream(self)
+                try:
+                    async with asyncio.timeout(timeout):
+                        await loop.create_connection(lambda: tcp, host.server, port)
+                except OSError as exc:
+                    raise SipTransportError(
+                        f"cannot connect to {host.label}: {exc.strerror or exc}"
+                    ) from None
+                except TimeoutError:
+                    raise SipTransportError(
+                        f"no TCP answer from {host.label} within {timeout:g} s"
+                    ) from None
+            else:
+                made: list[_Stream] = []
+
+                def factory() -> _Stream:
+                    proto = _Stream(self)
+                    made.append(proto)
+                    return proto
+
+                await open_tls_connection(
+                    host.server, port, context=self._context(),
+                    server_name=command.server_name, protocol_factory=factory,
+                    connect_timeout=timeout, handshake_timeout=timeout,
+                )
+                stream = made[0]
+        except PhoneSimError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            if stream is not None and stream.transport is not None:
+                stream.transport.abort()
+            raise
+        if gen != self._gen or self._closed:
+            # A close or a newer open overtook this one.
+            if stream is not None and stream.transport is not None:
+                stream.transport.abort()
+            return
+        now = self._now()
+        if error is not None:
+            self._core.transport_failed(error, now)
+        elif stream is not None:
+            assert stream.transport is not None
+            sockname = stream.transport.get_extra_info("sockname")
+            peername = stream.transport.get_extra_info("peername")
+            self._stream = stream
+            local = (str(sockname[0]), int(sockname[1]))
+            remote = (str(peername[0]), int(peername[1]))
+            self._core.transport_opened(local, remote, now)
+        else:
+            assert local is not None and remote is not None
+            self._core.transport_opened(local, remote, now)
+        self._pump()
+
+    async def _open_udp(self, host: SipHost) -> tuple[Address, Address]:
+        loop = self._loop
+        assert loop is not None
+        port = host.effective_port
+        try:
+            infos = await loop.getaddrinfo(host.server, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise SipTransportError(
+                f"cannot resolve {host.server!r}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+        if not infos:
+            raise SipTransportError(f"cannot resolve {host.server!r}")
+        family, _, _, _, sockaddr = infos[0]
+        remote = (str(sockaddr[0]), int(sockaddr[1]))
+        if self._udp is None or self._udp.is_closing():
+            # Without local_host the socket listens on every address, as the phone does.
+            any_address = "0.0.0.0" if family == socket.AF_INET else "::"  # noqa: S104
+            bind = self._local_host or any_address
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Datagram(self), local_addr=(bind, 0), family=family
+                )
+            except OSError as exc:
+                raise SipTransportError(
+                    f"cannot open a UDP socket on {bind}: {exc.strerror or exc}"
+                ) from None
+            self._udp = transport
+            port_bound = int(transport.get_extra_info("sockname")[1])
+            advertised = self._local_host or _route_address(family, remote)
+            self._udp_local = (advertised, port_bound)
+        assert self._udp_local is not None
+        return self._udp_local, remote
+
+    def _close_transport(self, *, final: bool) -> None:
+        self._gen += 1
+        stream, self._stream = self._stream, None
+        if stream is not None and stream.transport is not None:
+            stream.transport.close()
+        if final:
+            if self._udp is not None:
+                self._udp.close()
+                self._udp = None
+            if self._open_task is not None and not self._open_task.done():
+                self._open_task.cancel()
+
+    def _stream_data(self, stream: _Stream, data: bytes) -> None:
+        if stream is not self._stream:
+            return
+        remote = self._core.remote
+        if remote is None:
+            return
+        self._core.receive_data(data, remote, self._now())
+        self._pump()
+
+    def _stream_lost(self, stream: _Stream) -> None:
+        if stream is not self._stream:
+            return
+        self._stream = None
+        self._core.transport_lost(self._now())
+        self._pump()
+
+    def _datagram(self, data: bytes, source: Address) -> None:
+        self._core.receive_data(data, source, self._now())
+        self._pump()
+
+    def _teardown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = None
+        self._close_transport(final=True)
