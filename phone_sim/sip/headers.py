@@ -106,6 +106,22 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+# Lookup keys (lower-case canonical names) by name as asked; bounded like any memo fed by
+# peers.
+_KEYS: dict[str, str] = {}
+_KEYS_SIZE = 1024
+
+
+def header_key(name: str) -> str:
+    """The lookup key of header ``name``: its canonical name in lower case."""
+    key = _KEYS.get(name)
+    if key is None:
+        key = canonical_name(name).lower()
+        if len(_KEYS) < _KEYS_SIZE:
+            _KEYS[name] = key
+    return key
+
+
 def is_token(text: str) -> bool:
     """Whether ``text`` is a non-empty RFC 3261 token."""
     return _TOKEN_RE.match(text) is not None
@@ -116,6 +132,9 @@ def split_commas(value: str) -> list[str]:
 
     Elements are stripped; empty elements are dropped (RFC 7230 7 list leniency).
     """
+    if "," not in value:
+        value = value.strip(_WS)
+        return [value] if value else []
     if '"' not in value and "<" not in value:
         return [p for p in (s.strip(_WS) for s in value.split(",")) if p]
     out: list[str] = []
@@ -174,11 +193,34 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_PARAM_RE = re.compile(
+    r"[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)"
+    r"(?:[ \t]*=[ \t]*(\"(?:[^\"\\]|\\[\s\S])*\"|[A-Za-z0-9\-.!%*_+`'~\[\]:]+))?"
+)
+
+
 def parse_params(text: str, what: str) -> Params:
     """Parse ``*( SEMI generic-param )`` with LWS around ``;`` and ``=`` (RFC 3261 25.1).
 
     Values are kept raw: a quoted-string value keeps its quotes.
     """
+    params: list[tuple[str, str | None]] = []
+    pos = 0
+    n = len(text)
+    match = _PARAM_RE.match
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            break
+        params.append((m[1], m[2]))
+        pos = m.end()
+    if pos == n or not text[pos:].strip(_WS):
+        return tuple(params)
+    # The slow path below names the problem precisely.
+    return _parse_params_slowly(text, what)
+
+
+def _parse_params_slowly(text: str, what: str) -> Params:
     params: list[tuple[str, str | None]] = []
     i = 0
     n = len(text)
@@ -473,6 +515,9 @@ def _check_value(name: str, value: str) -> str:
     return value
 
 
+_NONE: list[int] = []
+
+
 class Headers:
     """Ordered, case-insensitive multi-dict of SIP header fields (one entry per header line).
 
@@ -506,9 +551,14 @@ class Headers:
         if index is None:
             index = {}
             for i, (n, _) in enumerate(self._entries):
-                index.setdefault(n.lower(), []).append(i)
+                key = header_key(n)
+                found = index.get(key)
+                if found is None:
+                    index[key] = [i]
+                else:
+                    found.append(i)
             self._index = index
-        return index.get(canonical_name(name).lower(), [])
+        return index.get(header_key(name), _NONE)
 
     def lines(self, name: str) -> list[str]:
         """The raw values of every ``name`` line, in order, without comma splitting."""
@@ -518,7 +568,9 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``: list headers split on commas, others one per line."""
         lines = self.lines(name)
-        key = canonical_name(name).lower()
+        if not lines:
+            return lines
+        key = header_key(name)
         if key in LIST_HEADERS and not (key == "contact" and lines == ["*"]):
             out: list[str] = []
             for line in lines:
@@ -540,7 +592,7 @@ class Headers:
 
     def parsed(self, name: str, parser: Callable[[str], T]) -> list[T]:
         """``parser`` applied to each of :meth:`get_all`, cached until the headers change."""
-        key = canonical_name(name).lower()
+        key = header_key(name)
         cached = self._cache.get(key)
         if cached is not None and cached[0] == parser:
             return cached[1]  # type: ignore[no-any-return]
@@ -569,7 +621,7 @@ class Headers:
             raise HeaderValueError(f"bad header name {name!r}")
         canon = canonical_name(name)
         text = _check_value(canon, str(value))
-        positions = self._positions(name)
+        positions = self._positions(canon)
         if not positions:
             self._entries.append((canon, text))
         else:

@@ -102,6 +102,10 @@ def _parse_call_id(value: str) -> str:
     return value
 
 
+_parse_via = Via.parse
+_parse_cseq = CSeq.parse
+
+
 def _parse_contact(value: str) -> NameAddr:
     return NameAddr.parse(value, "Contact")
 
@@ -172,7 +176,7 @@ class SipMessage:
     @property
     def vias(self) -> list[Via]:
         """Every Via value, top first."""
-        return self.headers.parsed("Via", Via.parse)
+        return self.headers.parsed("Via", _parse_via)
 
     @property
     def top_via(self) -> Via:
@@ -190,7 +194,7 @@ class SipMessage:
     @property
     def cseq(self) -> CSeq:
         """The CSeq."""
-        return _required(self.headers.parsed("CSeq", CSeq.parse), "CSeq")
+        return _required(self.headers.parsed("CSeq", _parse_cseq), "CSeq")
 
     @property
     def from_(self) -> NameAddr:
@@ -275,14 +279,13 @@ class SipMessage:
     def _check(self, method: str | None = None) -> None:
         """Check the header fields the layers above rely on; cache their parsed values."""
         h = self.headers
-        h.parsed("Via", Via.parse)
-        for via in self.vias:
+        for via in h.parsed("Via", _parse_via):
             if via.protocol != "SIP" or via.version != "2.0":
                 raise SipParseError(f"Via with protocol {via.protocol}/{via.version}")
         h.parsed("From", _parse_name_addr_from)
         h.parsed("To", _parse_name_addr_to)
         h.parsed("Call-ID", _parse_call_id)
-        cseqs = h.parsed("CSeq", CSeq.parse)
+        cseqs = h.parsed("CSeq", _parse_cseq)
         if method is not None:
             for cseq in cseqs:
                 if cseq.method != method:
@@ -292,10 +295,8 @@ class SipMessage:
         h.parsed("Max-Forwards", parse_max_forwards)
         if not self.contact_is_wildcard:
             h.parsed("Contact", _parse_contact)
-        if "Route" in h:
-            h.parsed("Route", _parse_route)
-        if "Record-Route" in h:
-            h.parsed("Record-Route", _parse_record_route)
+        h.parsed("Route", _parse_route)
+        h.parsed("Record-Route", _parse_record_route)
         for date in h.lines("Date"):
             parse_date(date)
 
@@ -391,6 +392,10 @@ class SipResponse(SipMessage):
 
 # -- parsing -------------------------------------------------------------------------------
 
+# Header names as written -> canonical names. Bounded, so hostile peers cannot grow it.
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_SIZE = 512
+
 
 def _split_header_lines(head: bytes) -> tuple[str, list[tuple[str, str]]]:
     """Split a header section (start line + header lines, no final blank line) into the start
@@ -401,27 +406,32 @@ def _split_header_lines(head: bytes) -> tuple[str, list[tuple[str, str]]]:
             status=STATUS_MESSAGE_TOO_LARGE,
         )
     text = head.decode("utf-8", "surrogateescape")
+    crlf = text.count("\r\n")
+    if text.count("\r") != crlf or text.count("\n") != crlf:
+        raise SipParseError("bare CR or LF in the header section (lines end with CRLF)")
     lines = text.split("\r\n")
-    if len(lines) > MAX_HEADER_COUNT + 1 and sum(1 for x in lines if x[:1] not in (" ", "\t")) > (
-        MAX_HEADER_COUNT + 1
+    folded = "\r\n " in text or "\r\n\t" in text
+    if len(lines) > MAX_HEADER_COUNT + 1 and (
+        not folded or sum(1 for x in lines if x[:1] not in (" ", "\t")) > MAX_HEADER_COUNT + 1
     ):
         raise SipParseError(
             f"more than {MAX_HEADER_COUNT} header fields", status=STATUS_MESSAGE_TOO_LARGE
         )
+    # No line (and no unfolded value) can be longer than the whole section.
+    check_lengths = len(text) > MAX_LINE_LENGTH
+    if check_lengths:
+        for line in lines:
+            if len(line) > MAX_LINE_LENGTH:
+                raise SipParseError(
+                    f"line of {len(line)} characters exceeds {MAX_LINE_LENGTH}",
+                    status=STATUS_MESSAGE_TOO_LARGE,
+                )
     entries: list[tuple[str, str]] = []
     start = lines[0]
-    for line in lines:
-        if len(line) > MAX_LINE_LENGTH:
-            raise SipParseError(
-                f"line of {len(line)} characters exceeds {MAX_LINE_LENGTH}",
-                status=STATUS_MESSAGE_TOO_LARGE,
-            )
-        if "\r" in line or "\n" in line:
-            raise SipParseError("bare CR or LF in the header section (lines end with CRLF)")
     problem: str | None = None
+    names = _NAME_CACHE
     for line in lines[1:]:
-        first = line[:1]
-        if first in (" ", "\t"):
+        if folded and line[:1] in (" ", "\t"):
             # RFC 3261 7.3.1: a line starting with whitespace continues the previous one.
             if not entries:
                 problem = problem or "continuation line before the first header field"
@@ -430,24 +440,30 @@ def _split_header_lines(head: bytes) -> tuple[str, list[tuple[str, str]]]:
             more = line.strip(" \t")
             entries[-1] = (name, f"{value} {more}" if value and more else value or more)
             continue
-        name, colon, value = line.partition(":")
+        raw, colon, value = line.partition(":")
         if not colon:
             problem = problem or f"header line without a colon: {line[:60]!r}"
             continue
-        name = name.rstrip(" \t")
-        if not is_token(name):
-            problem = problem or f"bad header name {name[:60]!r}"
-            continue
-        entries.append((canonical_name(name), value.strip(" \t")))
+        canon = names.get(raw)
+        if canon is None:
+            stripped = raw.rstrip(" \t")
+            if not is_token(stripped):
+                problem = problem or f"bad header name {stripped[:60]!r}"
+                continue
+            canon = canonical_name(stripped)
+            if len(names) < _NAME_CACHE_SIZE:
+                names[raw] = canon
+        entries.append((canon, value.strip(" \t")))
     if problem is not None:
         # The lines that did parse still let the caller answer the request with a 400.
         raise SipParseError(problem, partial=_partial(start, entries))
-    for _, value in entries:
-        if len(value) > MAX_LINE_LENGTH:
-            raise SipParseError(
-                f"header value of {len(value)} characters exceeds {MAX_LINE_LENGTH}",
-                status=STATUS_MESSAGE_TOO_LARGE,
-            )
+    if check_lengths:
+        for _, value in entries:
+            if len(value) > MAX_LINE_LENGTH:
+                raise SipParseError(
+                    f"header value of {len(value)} characters exceeds {MAX_LINE_LENGTH}",
+                    status=STATUS_MESSAGE_TOO_LARGE,
+                )
     return start, entries
 
 

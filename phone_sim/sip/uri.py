@@ -32,6 +32,12 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
 _BAD_URI_CHAR_RE = re.compile(r'[\x00-\x20\x7f<>"\\^`{|}]')
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_\-.]*[A-Za-z0-9.])?\Z")
 _IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]\Z")
+_FAST_SIP_RE = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)(?::([A-Za-z0-9\-_.!~*'()&=+$,]*))?@)?"
+    r"([A-Za-z0-9](?:[A-Za-z0-9_\-.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)\Z"
+)
 _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _PERCENT_RE = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
@@ -146,6 +152,21 @@ class SipUri:
     @classmethod
     def parse(cls, text: str) -> SipUri:
         """Parse an absolute URI; raise :class:`SipParseError` naming what is wrong."""
+        m = _FAST_SIP_RE.match(text)
+        if m is not None:
+            # The common case (no escapes, no URI headers, lower-case scheme), in one regex
+            # that accepts a subset of what the general path below accepts.
+            port_text = m[5]
+            port = int(port_text) if port_text is not None else None
+            if port is None or port <= 65535:
+                ptext = m[6]
+                params: Params = ()
+                if ptext:
+                    params = tuple(
+                        (name, value if eq else None)
+                        for name, eq, value in (p.partition("=") for p in ptext[1:].split(";"))
+                    )
+                return cls(m[1], m[2], m[3], m[4], port, params)
         if not text:
             raise SipParseError("empty URI")
         bad = _BAD_URI_CHAR_RE.search(text)
