@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -107,9 +108,10 @@ def _hash(algorithm: str, data: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Parsing of auth-params (RFC 3261 §25.1, RFC 7235 §2.1)
 
-_TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-)
+_WS_RE = re.compile(r"[ \t\r\n]*")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 
 
 class _Scanner:
@@ -120,9 +122,9 @@ class _Scanner:
         self.pos = 0
 
     def skip_ws(self) -> None:
-        text = self.text
-        while self.pos < len(text) and text[self.pos] in " \t\r\n":
-            self.pos += 1
+        match = _WS_RE.match(self.text, self.pos)
+        assert match is not None  # the pattern matches the empty string
+        self.pos = match.end()
 
     def at_end(self) -> bool:
         self.skip_ws()
@@ -134,36 +136,22 @@ class _Scanner:
 
     def token(self) -> str:
         self.skip_ws()
-        start = self.pos
-        text = self.text
-        while self.pos < len(text) and text[self.pos] in _TOKEN_CHARS:
-            self.pos += 1
-        if self.pos == start:
-            where = text[start : start + 10]
-            raise DigestError(f"expected a token at offset {start} of challenge, got {where!r}")
-        return text[start : self.pos]
+        match = _TOKEN_RE.match(self.text, self.pos)
+        if match is None:
+            where = self.text[self.pos : self.pos + 10]
+            raise DigestError(f"expected a token at offset {self.pos} of challenge, got {where!r}")
+        self.pos = match.end()
+        return match.group()
 
     def value(self) -> str:
-        self.skip_ws()
         if self.peek() != '"':
             return self.token()
-        self.pos += 1
-        out: list[str] = []
-        text = self.text
-        while self.pos < len(text):
-            char = text[self.pos]
-            if char == "\\":
-                if self.pos + 1 >= len(text):
-                    break
-                out.append(text[self.pos + 1])
-                self.pos += 2
-                continue
-            if char == '"':
-                self.pos += 1
-                return "".join(out)
-            out.append(char)
-            self.pos += 1
-        raise DigestError("unterminated quoted string in digest parameters")
+        match = _QUOTED_RE.match(self.text, self.pos)
+        if match is None:
+            raise DigestError("unterminated quoted string in digest parameters")
+        self.pos = match.end()
+        inner = match.group(1)
+        return _ESCAPE_RE.sub(r"\1", inner) if "\\" in inner else inner
 
 
 def _parse_auth_list(text: str) -> list[tuple[str, dict[str, str]]]:

@@ -17,6 +17,7 @@ with a seeded one is reproducible.
 
 from __future__ import annotations
 
+import base64
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -73,15 +74,15 @@ PJSIP_BRANCH_PREFIX = MAGIC_COOKIE + "Pj"
 DEFAULT_MODEL = "D40"
 DEFAULT_FIRMWARE = "1_4_0_0_57389"
 
-# pjsip's pj_create_random_string alphabet for its unique strings when built without libuuid,
-# as on the phone's embedded Linux: 32 characters, letters, digits, '.' and '-'. [?] The
-# firmware's exact generator is not public (docs/sip-transactions.md).
-_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-"
-_UNIQUE_LENGTH = 32
+# [?] The firmware's exact generator is not public (docs/sip-transactions.md). pjsip built
+# without libuuid, as on an embedded phone, makes 32-character unique strings of letters,
+# digits, '.' and '-'; 24 random octets in base64 with those two extra characters give exactly
+# that (192 bits), at C speed.
+_UNIQUE_OCTETS = 24
 
 
-def _unique(rng: random.Random, length: int = _UNIQUE_LENGTH) -> str:
-    return "".join(rng.choice(_ALPHABET) for _ in range(length))
+def _unique(rng: random.Random) -> str:
+    return base64.b64encode(rng.randbytes(_UNIQUE_OCTETS), altchars=b".-").decode("ascii")
 
 
 def new_branch(rng: random.Random) -> str:
