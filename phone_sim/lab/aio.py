@@ -1,0 +1,540 @@
+"""The embedded lab on asyncio: a registrar listening on TLS, TCP and UDP.
+
+::
+
+    async with Lab(users={"101": "1234", "102": "1234"}) as lab:
+        lab.ports               # {"tls": 40123, "tcp": 40124, "udp": 40125}, bound on 127.0.0.1
+        lab.ca_file             # the PEM root CA a phone must trust
+        lab.server_name         # "lab.phone-sim.test": in the certificate, and the domain
+        ...                     # point phones at lab.host:lab.ports["tls"]
+        binding = await lab.wait_binding("101")
+        lab.bindings("101")     # the location table, for assertions
+
+Everything the lab decides is in :class:`~phone_sim.lab.registrar.Registrar` (sans-I/O); this
+module only owns sockets, the clock and one ``loop.call_at`` timer armed at the core's
+``get_timer()``. One ``SSL.Context`` serves every TLS connection; each connection is a
+:class:`~phone_sim.lab.tls.TlsServerConnection` over memory BIOs and a
+:class:`~phone_sim.sip.framer.StreamFramer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+from phone_sim.errors import UsageError
+from phone_sim.lab.registrar import (
+    Binding,
+    BindingAdded,
+    BindingRefreshed,
+    Flow,
+    LabUser,
+    Registrar,
+    RegistrarConfig,
+    RegistrarEvent,
+    UserTable,
+)
+from phone_sim.lab.tls import TlsAcceptError, TlsServerConnection, TlsServerContext
+from phone_sim.sip.framer import MessageRejected, StreamFramer
+from phone_sim.sip.limits import SipParseError
+from phone_sim.tls.pki import make_server_identity
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_SERVER_NAME", "DEFAULT_USERS", "Lab", "LabError"]
+
+DEFAULT_SERVER_NAME = "lab.phone-sim.test"
+#: The accounts a lab on loopback gets when none are given: 101-106, password 1234 (the
+#: vendor page's example). A lab listening elsewhere must be given its users.
+DEFAULT_USERS: Mapping[str, str] = {str(n): "1234" for n in range(101, 107)}
+TRANSPORTS = ("tls", "tcp", "udp")
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class LabError(UsageError):
+    """The lab cannot start as asked (a port in use, a bad address, a bad credential)."""
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP or TLS connection: TLS engine (if any) -> framer -> the registrar."""
+
+    __slots__ = ("_framer", "_hs_timer", "_lab", "_tls", "_transport", "flow", "transport_name")
+
+    def __init__(self, lab: Lab, transport_name: str, tls: TlsServerConnection | None) -> None:
+        self._lab = lab
+        self.transport_name = transport_name
+        self._tls = tls
+        self._framer = StreamFramer()
+        self._transport: asyncio.Transport | None = None
+        self._hs_timer: asyncio.TimerHandle | None = None
+        self.flow: Flow | None = None
+
+    # socket side
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        local = transport.get_extra_info("sockname") or ("?", 0)
+        lab = self._lab
+        self.flow = Flow(
+            id=next(lab._ids),
+            transport=self.transport_name,
+            remote=(str(peer[0]), int(peer[1])),
+            local=(str(local[0]), int(local[1])),
+        )
+        lab._connections[self.flow.id] = self
+        if self._tls is None:
+            lab.registrar.flow_opened(self.flow)
+        else:
+            # A client that never finishes its handshake must not hold the socket forever.
+            self._hs_timer = lab._loop.call_later(lab.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        flow = self.flow
+        assert flow is not None and self._transport is not None
+        lab = self._lab
+        tls = self._tls
+        if tls is not None:
+            was_open = tls.handshake_done
+            try:
+                data = tls.receive_data(data)
+            except TlsAcceptError as exc:
+                logger.warning("TLS from %s:%d dropped: %s", *flow.remote, exc)
+                lab.tls_failures += 1
+                self._write_raw(tls.data_to_send())  # the alert
+                self._transport.close()
+                return
+            if not was_open and tls.handshake_done:
+                if self._hs_timer is not None:
+                    self._hs_timer.cancel()
+                    self._hs_timer = None
+                lab.tls_handshakes += 1
+                lab.registrar.flow_opened(flow)
+            self._write_raw(tls.data_to_send())
+            if tls.closed and not data:
+                self._transport.close()
+                return
+        if not data:
+            return
+        now = lab._loop.time()
+        try:
+            events = self._framer.feed(data)
+        except SipParseError as exc:
+            # The stream cannot be delimited any more: answer what can be answered, then drop.
+            logger.info("SIP framing error from %s: %s", flow, exc)
+            lab.registrar.receive_message(MessageRejected(error=exc), flow, now)
+            lab._pump()
+            self.close()
+            return
+        registrar = lab.registrar
+        for event in events:
+            registrar.receive_message(event, flow, now)
+        lab._pump()
+        if tls is not None and tls.closed:
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._hs_timer is not None:
+            self._hs_timer.cancel()
+            self._hs_timer = None
+        flow = self.flow
+        if flow is None:
+            return
+        lab = self._lab
+        lab._connections.pop(flow.id, None)
+        lab.registrar.flow_closed(flow.id, lab._loop.time())
+        lab._pump()
+
+    # sending
+    def send(self, data: bytes) -> None:
+        if self._tls is not None:
+            self._tls.send(data)
+            data = self._tls.data_to_send()
+        self._write_raw(data)
+
+    def _write_raw(self, data: bytes) -> None:
+        transport = self._transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def close(self) -> None:
+        if self._tls is not None:
+            self._tls.close()
+            self._write_raw(self._tls.data_to_send())
+        if self._transport is not None:
+            self._transport.close()
+
+    def _handshake_timeout(self) -> None:
+        self._hs_timer = None
+        if self._tls is not None and not self._tls.handshake_done and self._transport:
+            assert self.flow is not None
+            logger.warning(
+                "TLS from %s:%d dropped: no handshake within %g s",
+                *self.flow.remote, self._lab.handshake_timeout,
+            )  # fmt: skip
+            self._lab.tls_failures += 1
+            self._transport.abort()
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """The UDP listener."""
+
+    def __init__(self, lab: Lab) -> None:
+        self._lab = lab
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = ("", 0)
+        self.flow_id = next(lab._ids)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's and the selector loop's UDP transports do not all subclass
+        # DatagramTransport, but all provide its methods.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sockname = transport.get_extra_info("sockname")
+        self.local = (str(sockname[0]), int(sockname[1]))
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        lab = self._lab
+        flow = Flow(
+            id=self.flow_id, transport="UDP", remote=(str(addr[0]), int(addr[1])), local=self.local
+        )
+        lab.registrar.receive_datagram(data, flow, lab._loop.time())
+        lab._pump()
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("UDP error: %s", exc)
+
+
+class Lab:
+    """The embedded lab: a registrar on TLS, TCP and UDP, with a generated certificate.
+
+    Use as ``async with Lab(...) as lab`` (or ``await lab.start()`` / ``await lab.close()``).
+    Port 0 picks a free port; ``lab.ports`` has the real ones once started. ``transports``
+    selects which listeners run.
+    """
+
+    def __init__(
+        self,
+        users: Mapping[str, str] | Iterable[LabUser] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        tls_port: int = 0,
+        tcp_port: int = 0,
+        udp_port: int = 0,
+        server_name: str = DEFAULT_SERVER_NAME,
+        transports: Iterable[str] = TRANSPORTS,
+        config: RegistrarConfig | None = None,
+        cert_chain_pem: bytes | None = None,
+        key_pem: bytes | None = None,
+        ca_pem: bytes | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        handshake_timeout: float = 10.0,
+        on_event: Callable[[RegistrarEvent], None] | None = None,
+    ) -> None:
+        """Prepare a lab; nothing listens before :meth:`start`.
+
+        ``users``: AOR user -> password, or :class:`LabUser` entries (with an ``authname``);
+        default :data:`DEFAULT_USERS`, allowed only on loopback. ``cert_chain_pem`` and
+        ``key_pem`` replace the generated certificate (``ca_pem`` is then what ``ca_file``
+        holds). ``state_dir`` keeps the CA file there instead of in a temporary directory
+        removed on close. ``config`` defaults to a :class:`RegistrarConfig` whose realm is
+        ``server_name``. ``on_event`` is called with every registrar event.
+        """
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                raise LabError(f"lab host must be an IP address, not {host!r}") from None
+        wanted = [t.lower() for t in transports]
+        unknown = [t for t in wanted if t not in TRANSPORTS]
+        if unknown or not wanted:
+            raise LabError(f"unknown lab transport(s) {unknown or wanted} (tls, tcp, udp)")
+        for name, port in (("tls", tls_port), ("tcp", tcp_port), ("udp", udp_port)):
+            if not 0 <= port < 65536:
+                raise LabError(f"{name} port {port} out of range")
+        if users is None:
+            if host not in _LOOPBACK:
+                raise LabError(
+                    f"a lab listening on {host} needs its own users: the default accounts "
+                    "have well-known passwords"
+                )
+            users = DEFAULT_USERS
+        if (cert_chain_pem is None) != (key_pem is None):
+            raise LabError("give both the certificate chain and its key, or neither")
+        if handshake_timeout <= 0:
+            raise LabError("handshake_timeout must be positive")
+        self.host = host
+        self.server_name = server_name
+        self.transports = tuple(t for t in TRANSPORTS if t in wanted)
+        self._requested = {"tls": tls_port, "tcp": tcp_port, "udp": udp_port}
+        self.users = UserTable(users)
+        self.config = config or RegistrarConfig(realm=server_name)
+        self.registrar = Registrar(self.users, self.config)
+        self.handshake_timeout = handshake_timeout
+        self._cert_chain_pem = cert_chain_pem
+        self._key_pem = key_pem
+        self.ca_pem: bytes = ca_pem or b""
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._tmp_dir: str | None = None
+        self.ca_file: Path | None = None
+        self.ports: dict[str, int] = {}
+        self.on_event = on_event
+        self.events: deque[RegistrarEvent] = deque(maxlen=10_000)
+        self.tls_handshakes = 0
+        self.tls_failures = 0
+        self._ids = itertools.count(1)
+        self._connections: dict[int, _Connection] = {}
+        self._servers: list[asyncio.Server] = []
+        self._udp: _Datagrams | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._waiters: list[tuple[Callable[[RegistrarEvent], bool], asyncio.Future[Any]]] = []
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._started = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Lab {self.host} {self.ports} server_name={self.server_name!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Lab:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Generate the certificate (unless given), write the CA file and start listening."""
+        if self._started:
+            raise LabError("the lab is already started")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
+        if "tls" in self.transports:
+            if self._cert_chain_pem is None or self._key_pem is None:
+                names = [self.server_name]
+                if self.host not in ("0.0.0.0", "::", "localhost"):  # noqa: S104
+                    names.append(self.host)
+                ca_pem, chain_pem, key_pem = await asyncio.to_thread(make_server_identity, names)
+                self.ca_pem = ca_pem
+            else:
+                chain_pem, key_pem = self._cert_chain_pem, self._key_pem
+            self._tls_context = TlsServerContext(chain_pem, key_pem)
+            self._write_ca_file()
+        loop = self._loop
+        for name in self.transports:
+            port = self._requested[name]
+            try:
+                if name == "udp":
+                    _transport, protocol = await loop.create_datagram_endpoint(
+                        lambda: _Datagrams(self), local_addr=(self.host, port)
+                    )
+                    assert isinstance(protocol, _Datagrams)
+                    self._udp = protocol
+                    self.ports["udp"] = protocol.local[1]
+                    continue
+                factory = self._tls_factory if name == "tls" else self._tcp_factory
+                server = await loop.create_server(
+                    factory, self.host, port, backlog=4096, reuse_address=True
+                )
+            except OSError as exc:
+                raise LabError(
+                    f"cannot listen for {name.upper()} on {self.host}:{port}: {exc.strerror or exc}"
+                ) from None
+            self._servers.append(server)
+            self.ports[name] = int(server.sockets[0].getsockname()[1])
+        logger.info("lab listening on %s: %s", self.host, self.ports)
+
+    def _write_ca_file(self) -> None:
+        if not self.ca_pem:
+            return
+        if self._state_dir is not None:
+            directory = self._state_dir
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LabError(f"cannot create {directory}: {exc.strerror}") from None
+        else:
+            self._tmp_dir = tempfile.mkdtemp(prefix="phone-sim-lab-")
+            directory = Path(self._tmp_dir)
+        path = directory / "ca.pem"
+        try:
+            path.write_bytes(self.ca_pem)
+        except OSError as exc:
+            raise LabError(f"cannot write the CA file {path}: {exc.strerror}") from None
+        self.ca_file = path
+
+    def _tls_factory(self) -> _Connection:
+        return _Connection(self, "TLS", self._tls_context.accept())
+
+    def _tcp_factory(self) -> _Connection:
+        return _Connection(self, "TCP", None)
+
+    async def close(self) -> None:
+        """Stop listening, close every connection (TLS with close_notify), remove temp files."""
+        if self._closed:
+            return
+        self._closed = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections.values()):
+            conn.close()
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await server.wait_closed()
+        for _predicate, future in self._waiters:
+            if not future.done():
+                future.set_exception(LabError("the lab closed"))
+        self._waiters.clear()
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
+
+    # -- the pump ----------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        registrar = self.registrar
+        for transmit in registrar.transmits_to_send():
+            if transmit.flow.reliable:
+                conn = self._connections.get(transmit.flow.id)
+                if conn is not None:
+                    conn.send(transmit.data)
+                else:
+                    logger.debug(
+                        "%s is closed: %d bytes not sent", transmit.flow, len(transmit.data)
+                    )
+            elif self._udp is not None and self._udp.transport is not None:
+                self._udp.transport.sendto(transmit.data, transmit.destination)
+        while (event := registrar.next_event()) is not None:
+            self.events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+            if self._waiters:
+                self._wake(event)
+        self._arm_timer()
+
+    def _wake(self, event: RegistrarEvent) -> None:
+        keep = []
+        for predicate, future in self._waiters:
+            if future.done():
+                continue
+            if predicate(event):
+                future.set_result(event)
+            else:
+                keep.append((predicate, future))
+        self._waiters = keep
+
+    def _arm_timer(self) -> None:
+        at = self.registrar.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None and not self._closed:
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.registrar.handle_timer(self._loop.time())
+        self._pump()
+
+    # -- what tests and tools use ------------------------------------------------------------
+
+    def bindings(self, aor: str) -> list[Binding]:
+        """The location table for ``aor`` (``sip:101@lab.phone-sim.test`` or ``101``)."""
+        return self.registrar.bindings(aor)
+
+    async def wait_binding(self, aor: str, *, timeout: float = 10.0) -> Binding:
+        """Wait until ``aor`` has a binding on a live flow (return at once if it has one)."""
+        for binding in self.bindings(aor):
+            if binding.flow_alive:
+                return binding
+
+        def added(event: RegistrarEvent) -> bool:
+            if not isinstance(event, BindingAdded | BindingRefreshed):
+                return False
+            b = event.binding
+            return b.aor == aor or b.aor.partition(":")[2].partition("@")[0] == aor
+
+        event = await self.wait_event(added, timeout=timeout)
+        assert isinstance(event, BindingAdded | BindingRefreshed)
+        return event.binding
+
+    async def wait_event(
+        self, predicate: Callable[[RegistrarEvent], bool], *, timeout: float = 10.0
+    ) -> RegistrarEvent:
+        """Wait for the next registrar event for which ``predicate`` is true."""
+        if self._closed or not self._started:
+            raise LabError("the lab is not running")
+        future: asyncio.Future[RegistrarEvent] = self._loop.create_future()
+        self._waiters.append((predicate, future))
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise LabError(f"no matching lab event within {timeout:g} s") from None
+        finally:
+            if not future.done():
+                future.cancel()
+
+    def uri(self, transport: str = "tls") -> str:
+        """The registrar's URI for ``transport``, e.g. ``sip:127.0.0.1:40123;transport=tls``."""
+        transport = transport.lower()
+        if transport not in self.ports:
+            raise LabError(f"the lab has no {transport} listener")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sip:{host}:{self.ports[transport]};transport={transport}"
+
+    def describe(self) -> dict[str, Any]:
+        """What a phone needs to know, as JSON-ready data (``phone-sim lab --json``)."""
+        return {
+            "host": self.host,
+            "server_name": self.server_name,
+            "domain": self.server_name,
+            "realm": self.config.realm,
+            "ports": dict(self.ports),
+            "transports": list(self.transports),
+            "ca_file": str(self.ca_file) if self.ca_file else None,
+            "users": [u.username for u in self.users.users()],
+            "pid": os.getpid(),
+        }
+
+    @property
+    def connections(self) -> int:
+        """Open TCP/TLS connections."""
+        return len(self._connections)

@@ -1,0 +1,263 @@
+"""The lab on real loopback sockets: TLS (the phone's own TLS client), TCP and UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+
+from phone_sim.firmware import FIRMWARE_CLASSES, profile_for
+from phone_sim.lab import (
+    BindingExpired,
+    FlowLost,
+    Lab,
+    LabError,
+    LabUser,
+    RegistrarConfig,
+)
+from phone_sim.sip.framer import KeepAlivePongReceived, StreamFramer
+from phone_sim.sip.message import SipResponse, parse_message
+from phone_sim.tls.aio import open_tls_connection
+from phone_sim.tls.client import TrustStore
+from tests.lab.sipclient import RegisterClient
+
+USERS = {"101": "1234", "102": "1234"}
+
+
+class Collector(asyncio.Protocol):
+    """Frames what the lab sends back into a queue."""
+
+    def __init__(self) -> None:
+        self.framer = StreamFramer()
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.framer.feed(data):
+            self.queue.put_nowait(event)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    async def ask(self, data: bytes) -> SipResponse:
+        assert self.transport is not None
+        self.transport.write(data)
+        async with asyncio.timeout(5):
+            event = await self.queue.get()
+        assert isinstance(event, SipResponse), event
+        return event
+
+
+async def tls_connect(lab: Lab, firmware: str = "2_9_2", model: str = "D65") -> Collector:
+    _transport, protocol, verdict = await open_tls_connection(
+        lab.host,
+        lab.ports["tls"],
+        profile=profile_for(model, firmware),
+        trust=TrustStore.from_pem(lab.ca_pem, public_roots=False),
+        server_name=lab.server_name,
+        protocol_factory=Collector,
+    )
+    assert verdict.connects, verdict
+    assert isinstance(protocol, Collector)
+    return protocol
+
+
+async def tcp_connect(lab: Lab) -> Collector:
+    loop = asyncio.get_running_loop()
+    _transport, protocol = await loop.create_connection(Collector, lab.host, lab.ports["tcp"])
+    return protocol
+
+
+async def register_stream(conn: Collector, phone: RegisterClient, **kwargs: object) -> SipResponse:
+    first = phone.take(bytes(await conn.ask(phone.register(**kwargs))))  # type: ignore[arg-type]
+    if first.status != 401:
+        return first
+    return phone.take(bytes(await conn.ask(phone.register(**kwargs))))  # type: ignore[arg-type]
+
+
+async def test_tls_registration_binds_to_the_connection() -> None:
+    async with Lab(USERS) as lab:
+        assert lab.ca_file is not None and lab.ca_file.read_bytes() == lab.ca_pem
+        conn = await tls_connect(lab)
+        phone = RegisterClient("101", "1234", domain=lab.server_name)
+        response = await register_stream(conn, phone)
+        assert response.status == 200
+        [binding] = lab.bindings("101")
+        assert binding.flow.transport == "TLS" and binding.flow_alive
+        assert binding.source == binding.flow.remote
+        assert await lab.wait_binding("101") == binding
+        assert lab.tls_handshakes == 1
+        # The connection goes away: the binding stays, unreachable (docs/lab.md).
+        assert conn.transport is not None
+        conn.transport.close()
+        lost = await lab.wait_event(lambda e: isinstance(e, FlowLost), timeout=5)
+        assert isinstance(lost, FlowLost) and lost.aors == (binding.aor,)
+        [binding] = lab.bindings("101")
+        assert not binding.flow_alive
+        ca_file = lab.ca_file
+    assert not ca_file.exists()  # the temporary directory is removed
+
+
+@pytest.mark.parametrize(
+    "klass", [c for c in FIRMWARE_CLASSES if c.profile.tls_supported], ids=lambda c: c.id
+)
+async def test_every_tls_firmware_connects(klass: object) -> None:
+    profile = klass.profile  # type: ignore[attr-defined]
+    async with Lab(USERS, transports=["tls"]) as lab:
+        conn = await tls_connect(lab, profile.firmware, profile.model.value)
+        options = (
+            f"OPTIONS sip:{lab.server_name} SIP/2.0\r\n"
+            "Via: SIP/2.0/TLS 127.0.0.1:5099;rport;branch=z9hG4bKPjopt\r\n"
+            f"From: <sip:101@{lab.server_name}>;tag=1\r\nTo: <sip:{lab.server_name}>\r\n"
+            "Call-ID: opt1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        assert (await conn.ask(options)).status == 200
+
+
+async def test_tcp_registration_and_keepalive_pong() -> None:
+    async with Lab(USERS, transports=["tcp"]) as lab:
+        assert lab.ca_file is None and "tls" not in lab.ports
+        conn = await tcp_connect(lab)
+        phone = RegisterClient("102", "1234", transport="TCP", domain=lab.server_name)
+        assert (await register_stream(conn, phone)).status == 200
+        assert conn.transport is not None
+        conn.transport.write(b"\r\n\r\n")  # RFC 5626 4.4.1 ping
+        async with asyncio.timeout(5):
+            assert isinstance(await conn.queue.get(), KeepAlivePongReceived)
+        assert lab.bindings("102")[0].flow.transport == "TCP"
+
+
+async def test_udp_registration() -> None:
+    async with Lab(USERS, transports=["udp"]) as lab:
+        loop = asyncio.get_running_loop()
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                received.put_nowait(data)
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Client, remote_addr=(lab.host, lab.ports["udp"])
+        )
+        try:
+            port = transport.get_extra_info("sockname")[1]
+            phone = RegisterClient(
+                "101", "1234", transport="UDP", domain=lab.server_name, local=("127.0.0.1", port)
+            )
+            for _ in range(2):
+                transport.sendto(phone.register())
+                async with asyncio.timeout(5):
+                    response = phone.take(await received.get())
+            assert response.status == 200
+            [binding] = lab.bindings("101")
+            assert binding.flow.transport == "UDP" and binding.source == ("127.0.0.1", port)
+        finally:
+            transport.close()
+
+
+async def test_binding_expires_on_the_loop_clock() -> None:
+    config = RegistrarConfig(realm="lab.phone-sim.test", min_expires=1)
+    async with Lab(USERS, transports=["tcp"], config=config) as lab:
+        conn = await tcp_connect(lab)
+        phone = RegisterClient("101", "1234", transport="TCP")
+        assert (await register_stream(conn, phone, expires=1)).status == 200
+        event = await lab.wait_event(lambda e: isinstance(e, BindingExpired), timeout=5)
+        assert isinstance(event, BindingExpired)
+        assert lab.bindings("101") == []
+
+
+async def test_not_tls_on_the_tls_port_is_dropped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="phone_sim.lab.aio")
+    async with Lab(USERS, transports=["tls"]) as lab:
+        reader, writer = await asyncio.open_connection(lab.host, lab.ports["tls"])
+        writer.write(b"REGISTER sip:lab SIP/2.0\r\n\r\n")
+        async with asyncio.timeout(5):
+            rest = await reader.read()  # the alert, then EOF
+        writer.close()
+        assert len(rest) < 64
+        assert lab.tls_failures == 1
+        assert "TLS handshake failed" in caplog.text
+        # the lab still works
+        conn = await tls_connect(lab)
+        phone = RegisterClient("101", "1234", domain=lab.server_name)
+        assert (await register_stream(conn, phone)).status == 200
+
+
+async def test_silent_tls_client_is_dropped_after_the_handshake_timeout() -> None:
+    async with Lab(USERS, transports=["tls"], handshake_timeout=0.2) as lab:
+        reader, writer = await asyncio.open_connection(lab.host, lab.ports["tls"])
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        writer.close()
+        assert lab.tls_failures == 1
+
+
+async def test_unframeable_stream_gets_400_then_close() -> None:
+    async with Lab(USERS, transports=["tcp"]) as lab:
+        conn = await tcp_connect(lab)
+        assert conn.transport is not None
+        conn.transport.write(
+            b"OPTIONS sip:lab SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:lab>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        )
+        async with asyncio.timeout(5):
+            response = await conn.queue.get()
+            await conn.lost
+        assert isinstance(response, SipResponse) and response.status == 400
+        assert "Content-Length" in response.reason
+
+
+async def test_users_with_authname_and_state_dir(tmp_path: Path) -> None:
+    users = [LabUser(username="201", password="pw", authname="a201")]
+    async with Lab(users, transports=["tls"], state_dir=tmp_path / "lab") as lab:
+        assert lab.ca_file == tmp_path / "lab" / "ca.pem"
+        conn = await tls_connect(lab)
+        phone = RegisterClient("201", "pw", authname="a201", domain=lab.server_name)
+        assert (await register_stream(conn, phone)).status == 200
+        info = lab.describe()
+        assert info["ports"] == lab.ports and info["users"] == ["201"]
+        assert lab.uri("tls") == f"sip:127.0.0.1:{lab.ports['tls']};transport=tls"
+    assert (tmp_path / "lab" / "ca.pem").exists()
+
+
+async def test_bad_settings_are_named() -> None:
+    with pytest.raises(LabError, match="IP address"):
+        Lab(USERS, host="lab.example")
+    with pytest.raises(LabError, match="needs its own users"):
+        Lab(host="0.0.0.0")
+    with pytest.raises(LabError, match="transport"):
+        Lab(USERS, transports=["sctp"])
+    with pytest.raises(LabError, match="out of range"):
+        Lab(USERS, tls_port=70000)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        lab = Lab(USERS, transports=["tcp"], tcp_port=port)
+        with pytest.raises(LabError, match=f"cannot listen for TCP on 127.0.0.1:{port}"):
+            await lab.start()
+    with pytest.raises(LabError, match="not running"):
+        await Lab(USERS).wait_event(lambda e: True)
+
+
+async def test_response_is_parseable_by_the_message_layer() -> None:
+    # Round trip through the real bytes: what the lab sends parses as it was built.
+    async with Lab(USERS, transports=["tcp"]) as lab:
+        conn = await tcp_connect(lab)
+        phone = RegisterClient("101", "1234", transport="TCP")
+        response = await register_stream(conn, phone)
+        assert parse_message(bytes(response)) == response
