@@ -31,7 +31,7 @@ from phone_sim.tls.aio import open_tls_connection
 from phone_sim.tls.aio_matrix import run_matrix
 from phone_sim.tls.client import KeyLogWriter, TlsClientContext, TrustStore
 from phone_sim.tls.crl import check_crl, load_crl
-from phone_sim.tls.flags import FLAG_INFO, CertVerifyFlag, decode_bitmask
+from phone_sim.tls.flags import FLAG_INFO, CertVerifyFlag, decode_bitmask, flag_names
 from phone_sim.tls.matrix import load_golden
 from phone_sim.tls.verdict import (
     NotTlsPeer,
@@ -352,7 +352,10 @@ def _render(verdict: TlsVerdict, host: str, port: int, *, verbose: bool) -> str:
     if verdict.tls_version:
         names = " | ".join(verdict.flags) if verdict.flags else "(no flag)"
         lines.append(f"bitmask: {verdict.bitmask_hex}  {names}")
-        lines.extend(_explain(verdict.bitmask))
+        for flag, info in verdict.explain():
+            lines.append(f"  {flag.name} (0x{flag.value:08x}): {info.meaning}")
+            lines.append(f"    cause: {info.cause}")
+            lines.append(f"    fix:   {info.fix}")
     if verbose and verdict.name_check is not None:
         nc = verdict.name_check
         lines.append(
@@ -368,8 +371,8 @@ def _render(verdict: TlsVerdict, host: str, port: int, *, verbose: bool) -> str:
             )
     if verdict.crl is not None:
         lines.append("CRL check (beyond the phone: the firmware never checks revocation):")
-        flag = "|".join(n for n in (f.name for f in CertVerifyFlag if verdict.crl.flag & f) if n)
-        lines.append(f"  {flag or 'not revoked'}: {verdict.crl.detail}")
+        crl_flags = "|".join(flag_names(verdict.crl.flag))
+        lines.append(f"  {crl_flags or 'not revoked'}: {verdict.crl.detail}")
     return "\n".join(lines)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
@@ -20,7 +21,7 @@ from cryptography import x509
 from phone_sim.errors import RemoteError
 from phone_sim.firmware import FirmwareProfile
 from phone_sim.tls._openssl import openssl_version
-from phone_sim.tls.flags import FLAG_INFO, CertVerifyFlag, flag_for_error, flag_names
+from phone_sim.tls.flags import FLAG_INFO, CertVerifyFlag, FlagInfo, flag_for_error, flag_names
 from phone_sim.tls.names import NameCheck
 
 __all__ = [
@@ -199,6 +200,53 @@ class TlsVerdict:
         """The mask as the phone writes it, ``0x40000022``."""
         return f"0x{int(self.bitmask):08x}"
 
+    def explain(self) -> list[tuple[CertVerifyFlag, FlagInfo]]:
+        """For each flag set, its meaning and a cause and fix specific to this connection."""
+        out: list[tuple[CertVerifyFlag, FlagInfo]] = []
+        for flag in CertVerifyFlag:
+            if self.bitmask & flag.value:
+                out.append((flag, self._specific(flag, FLAG_INFO[flag])))
+        return out
+
+    def _specific(self, flag: CertVerifyFlag, info: FlagInfo) -> FlagInfo:
+        nc = self.name_check
+        if flag is CertVerifyFlag.EIDENTITY_NOT_MATCH and nc is not None:
+            names = ", ".join(nc.identities) or "no name at all"
+            if nc.wildcard_refused:
+                if self.profile.has_wildcard_setting:
+                    fix = (
+                        f"use a certificate naming {nc.server_name} exactly, or set "
+                        "tls_allow_wildcard_certs=1 on this phone"
+                    )
+                else:
+                    first = "1_12_1" if self.profile.model.value == "D80" else "2_9_2"
+                    fix = (
+                        f"use a certificate naming {nc.server_name} exactly, or upgrade to "
+                        f"firmware >= {first} and enable tls_allow_wildcard_certs"
+                    )
+                return replace(
+                    info,
+                    cause=f"only a wildcard name matches ({names}); wildcards are forbidden by "
+                    "RFC 5922 §7.2 and this phone does not allow them",
+                    fix=fix,
+                )
+            return replace(
+                info,
+                cause=f"the phone is configured with {nc.server_name} but the certificate "
+                f"names {names}",
+                fix=f"issue the certificate with subjectAltName {_san_for(nc.server_name)}, "
+                "or configure the phone with a name the certificate carries",
+            )
+        if flag is CertVerifyFlag.EVALIDITY_PERIOD:
+            for error in self.errors:
+                if error.name in ("CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID"):
+                    return replace(
+                        info,
+                        cause=f"{error.message} at depth {error.depth} ({error.subject}), "
+                        "by the phone's clock",
+                    )
+        return info
+
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` object of ``tls-check``."""
         return {
@@ -227,14 +275,21 @@ class TlsVerdict:
                 for e in self.errors
             ],
             "causes": [
-                {"flag": f.name, "cause": FLAG_INFO[f].cause, "fix": FLAG_INFO[f].fix}
-                for f in CertVerifyFlag
-                if self.bitmask & f.value
+                {"flag": flag.name, "meaning": info.meaning, "cause": info.cause, "fix": info.fix}
+                for flag, info in self.explain()
             ],
             "chain": [c.to_json() for c in self.chain],
             "crl": self.crl.to_json() if self.crl else None,
             "openssl_version": openssl_version(),
         }
+
+
+def _san_for(name: str) -> str:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return f"DNS:{name}"
+    return f"IP:{name.strip('[]')}"
 
 
 def decide(

@@ -117,7 +117,9 @@ def test_wildcard_cause_names_the_rfc_and_the_setting(
     argv = _check(servers, pki, ca_file, CertKind.WILDCARD_SAN)
     code, out, _ = _run(capsys, *argv)
     assert code == 1
-    assert "RFC 5922 §7.2" in out and "tls_allow_wildcard_certs on firmware >= 2_9_2" in out
+    assert "RFC 5922 §7.2" in out and "set tls_allow_wildcard_certs=1 on this phone" in out
+    code, out, _ = _run(capsys, *argv, "--firmware", "2_9_1")
+    assert "upgrade to firmware >= 2_9_2 and enable tls_allow_wildcard_certs" in out
     code, out, _ = _run(capsys, *argv, "--allow-wildcard")
     assert code == 0, out
 

@@ -140,3 +140,79 @@ def test_repr_does_not_dump_certificates(pki: TestPki) -> None:
         certificates=[pki.credentials[CertKind.GOOD].leaf],
     )
     assert "certificates=" not in repr(v)
+
+
+def _name_check(
+    pki: TestPki, kind: CertKind, server: str, profile_allow: bool = False
+) -> NameCheck:
+    from phone_sim.tls.names import check_server_name
+
+    return check_server_name(pki.credentials[kind].leaf, server, allow_wildcard=profile_allow)
+
+
+def test_explain_names_the_configured_name_and_the_certificate_names(pki: TestPki) -> None:
+    v = decide(
+        profile_for("D65"),
+        server_name="pbx.phone-sim.test",
+        errors=[],
+        name_check=_name_check(pki, CertKind.OTHER_HOST, "pbx.phone-sim.test"),
+        tls_version="TLSv1.2",
+        cipher="c",
+    )
+    ((flag, info),) = v.explain()
+    assert flag is CertVerifyFlag.EIDENTITY_NOT_MATCH
+    assert (
+        "configured with pbx.phone-sim.test" in info.cause
+        and "DNS:other.phone-sim.test" in info.cause
+    )
+    assert "subjectAltName DNS:pbx.phone-sim.test" in info.fix
+    by_ip = decide(
+        profile_for("D65"),
+        server_name="192.0.2.1",
+        errors=[],
+        name_check=_name_check(pki, CertKind.GOOD, "192.0.2.1"),
+        tls_version="TLSv1.2",
+        cipher="c",
+    )
+    assert "subjectAltName IP:192.0.2.1" in by_ip.explain()[0][1].fix
+
+
+@pytest.mark.parametrize(
+    ("model", "fw", "fix"),
+    [
+        ("D65", "2_9_22", "set tls_allow_wildcard_certs=1 on this phone"),
+        ("D65", "2_9_0", "upgrade to firmware >= 2_9_2"),
+        ("D80", "1_12_0", "upgrade to firmware >= 1_12_1"),
+    ],
+)
+def test_explain_wildcard(pki: TestPki, model: str, fw: str, fix: str) -> None:
+    v = decide(
+        profile_for(model, fw),
+        server_name="pbx.phone-sim.test",
+        errors=[],
+        name_check=_name_check(pki, CertKind.WILDCARD_SAN, "pbx.phone-sim.test"),
+        tls_version="TLSv1.2",
+        cipher="c",
+    )
+    ((_, info),) = v.explain()
+    assert "RFC 5922 §7.2" in info.cause and fix in info.fix
+
+
+def test_explain_validity_names_the_certificate() -> None:
+    err = VerifyError(
+        code=10,
+        name="CERT_HAS_EXPIRED",
+        message="certificate has expired",
+        depth=1,
+        subject="CN=inter",
+    )
+    v = decide(
+        profile_for("D65"),
+        server_name="pbx",
+        errors=[err],
+        name_check=_name(True),
+        tls_version="TLSv1.2",
+        cipher="c",
+    )
+    ((_, info),) = v.explain()
+    assert info.cause == "certificate has expired at depth 1 (CN=inter), by the phone's clock"
