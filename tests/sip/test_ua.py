@@ -3,9 +3,12 @@ with retransmissions and timeouts, CANCEL, error answers. No sockets, a fake clo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -29,6 +32,9 @@ from phone_sim.sip.ua import (
     UserAgent,
 )
 from phone_sim.sip.uri import SipUri
+from tests.peers.certs import make_test_pki
+from tests.peers.kamailio import Kamailio
+from tests.peers.plugin import require
 from tests.sip.uapair import PHONE_ADDR, SERVER_ADDR, Registrar, UaPair, Wire
 
 AOR = NameAddr(SipUri("sip", "101", None, "127.0.0.1", 5060))
@@ -633,3 +639,153 @@ def test_mutated_messages_never_escape_as_exceptions(
         list(iter(ua.next_event, None))
         ua.datagrams_to_send()
         ua.handle_timer(100.0)
+
+
+# -- a real peer: Kamailio on 127.0.0.1 over UDP ----------------------------------------------
+
+
+class _UdpQueue(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait((data, addr))
+
+
+class _UdpPhone:
+    """The smallest asyncio pump around a UserAgent: one socket, one timer, events listed."""
+
+    def __init__(self, ua: UserAgent, transport: asyncio.DatagramTransport,
+                 protocol: _UdpQueue) -> None:
+        self.ua = ua
+        self.transport = transport
+        self.protocol = protocol
+        self.events: list[object] = []
+        self.received: list[bytes] = []
+
+    def flush(self) -> None:
+        for data, destination in self.ua.datagrams_to_send():
+            self.transport.sendto(data, destination)
+        self.events.extend(iter(self.ua.next_event, None))
+
+    async def run_until(self, done: Callable[[list[object]], bool], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        self.flush()
+        while not done(self.events):
+            now = loop.time()
+            if now >= end:
+                raise AssertionError(f"no outcome within {timeout} s: {self.events}")
+            deadline = min(end, self.ua.get_timer() or end)
+            try:
+                data, source = await asyncio.wait_for(
+                    self.protocol.queue.get(), max(0.0, deadline - now))
+            except TimeoutError:
+                self.ua.handle_timer(loop.time())
+            else:
+                self.received.append(data)
+                self.ua.receive_datagram(data, source, loop.time())
+            self.flush()
+
+
+@pytest.fixture
+async def kamailio_and_phone(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Kamailio, Callable[[str], Awaitable[_UdpPhone]]]]:
+    require("kamailio")
+    require("kamcmd")
+    kam = Kamailio(tmp_path / "kam", make_test_pki(tmp_path / "pki"))
+    kam.start()
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.DatagramTransport] = []
+
+    async def phone(password: str) -> _UdpPhone:
+        transport, protocol = await loop.create_datagram_endpoint(
+            _UdpQueue, local_addr=("127.0.0.1", 0))
+        transports.append(transport)
+        port = transport.get_extra_info("sockname")[1]
+        ua = UserAgent(UaConfig(
+            local_host="127.0.0.1", local_port=port, user="101",
+            credentials=(DigestCredentials("101", password),),
+            outbound_proxy=("127.0.0.1", kam.udp_port),
+        ))
+        return _UdpPhone(ua, transport, protocol)
+
+    try:
+        yield kam, phone
+    finally:
+        for transport in transports:
+            transport.close()
+        kam.close()
+
+
+def _final(handle: int) -> Callable[[list[object]], bool]:
+    def done(events: list[object]) -> bool:
+        return any(
+            getattr(e, "transaction", None) == handle and (
+                (isinstance(e, ResponseReceived) and e.response.status >= 200)
+                or isinstance(e, TransactionTimedOut | AuthenticationRejected))
+            for e in events)
+    return done
+
+
+@pytest.mark.peer
+async def test_register_with_kamailio_digest_and_signature(
+    kamailio_and_phone: tuple[Kamailio, Callable[[str], Awaitable[_UdpPhone]]],
+) -> None:
+    kam, make_phone = kamailio_and_phone
+    phone = await make_phone(kam.user("101").password)
+    aor = NameAddr(SipUri("sip", "101", None, kam.domain))
+    request = phone.ua.create_request(
+        "REGISTER", SipUri("sip", None, None, kam.domain), from_=aor,
+        headers=[("Expires", "60")])
+    handle = phone.ua.send_request(request, asyncio.get_running_loop().time())
+    await phone.run_until(_final(handle), 5.0)
+    finals = [e for e in phone.events if isinstance(e, ResponseReceived)]
+    assert [e.response.status for e in finals] == [200], phone.events
+    assert phone.ua.stats["auth_retries"] == 1
+    (binding,) = await kam.wait_bindings("101")
+    assert binding.user_agent == "Digium D40 1_4_0_0_57389"
+    assert binding.contact.endswith(";ob")
+
+
+@pytest.mark.peer
+async def test_kamailio_refuses_a_wrong_password_once(
+    kamailio_and_phone: tuple[Kamailio, Callable[[str], Awaitable[_UdpPhone]]],
+) -> None:
+    kam, make_phone = kamailio_and_phone
+    phone = await make_phone("not-the-password")
+    aor = NameAddr(SipUri("sip", "101", None, kam.domain))
+    handle = phone.ua.send_request(
+        phone.ua.create_request("REGISTER", SipUri("sip", None, None, kam.domain), from_=aor),
+        asyncio.get_running_loop().time())
+    await phone.run_until(_final(handle), 5.0)
+    (rejected,) = [e for e in phone.events if isinstance(e, AuthenticationRejected)]
+    assert "rejected the credentials of '101'" in rejected.reason
+    assert sum(d.startswith(b"SIP/2.0 401") for d in phone.received) == 2
+
+
+@pytest.mark.peer
+async def test_invite_through_kamailio_407_then_404_is_acked(
+    kamailio_and_phone: tuple[Kamailio, Callable[[str], Awaitable[_UdpPhone]]],
+) -> None:
+    kam, make_phone = kamailio_and_phone
+    phone = await make_phone(kam.user("101").password)
+    loop = asyncio.get_running_loop()
+    aor = NameAddr(SipUri("sip", "101", None, kam.domain))
+    callee = NameAddr(SipUri("sip", "102", None, kam.domain))
+    handle = phone.ua.send_request(
+        phone.ua.create_request("INVITE", callee.uri, from_=aor, to=callee), loop.time())
+    await phone.run_until(_final(handle), 5.0)
+    finals = [e.response.status for e in phone.events
+              if isinstance(e, ResponseReceived) and e.response.status >= 200]
+    assert finals == [404], phone.events
+    # Both the 407 and the 404 were ACKed by the transaction (same branch as their INVITE):
+    # Kamailio retransmits a final response every T1 until it sees the ACK.
+    await asyncio.sleep(1.2)
+    phone.flush()
+    assert sum(d.startswith(b"SIP/2.0 404") for d in phone.received) == 1
+    assert sum(d.startswith(b"SIP/2.0 407") for d in phone.received) == 1
+    while not phone.protocol.queue.empty():
+        data, _ = phone.protocol.queue.get_nowait()
+        assert not data.startswith((b"SIP/2.0 404", b"SIP/2.0 407")), "final retransmitted"
