@@ -20,7 +20,11 @@ from phone_sim import __version__
 from phone_sim.errors import PhoneSimError
 
 #: Modules that contribute sub-commands, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("phone_sim.cli.tls",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "phone_sim.cli.tls",
+    "phone_sim.cli.register",
+    "phone_sim.cli.lab",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

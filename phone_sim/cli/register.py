@@ -1,0 +1,202 @@
+"""``phone-sim register``: register one phone to a SIP server and report the outcome.
+
+Exit statuses: 0 registered (and, after Ctrl-C, cleanly unregistered); 1 refused (the phone's
+TLS policy with its bitmask, authentication, a 3xx-6xx); 2 usage error, network error or no
+answer. The password is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from typing import Any
+
+from phone_sim.account import Account, AccountError, SipHost, SipTransport, parse_server
+from phone_sim.errors import PhoneSimError
+from phone_sim.firmware import DEFAULT_MODEL, Model, newest_firmware, profile_for
+from phone_sim.phone import (
+    ConnectionDropped,
+    FailedOver,
+    Phone,
+    RegistrationFailed,
+    RegistrationRefused,
+    RegistrationSettings,
+    RegistrationSucceeded,
+    ReprovisionRequested,
+)
+from phone_sim.phone.registration import PhoneEvent
+from phone_sim.tls.client import TrustStore
+from phone_sim.tls.verdict import TlsError
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``register``."""
+    p = subparsers.add_parser(
+        "register",
+        help="register a phone to a SIP server over TLS, TCP or UDP",
+        description="Register one emulated D-Series phone to --server and report the outcome "
+        "(with the TLS bitmask when the phone refuses the server). Without --once it stays "
+        "registered, refreshing, until Ctrl-C, then unregisters. Exit 0 registered, 1 refused "
+        "(TLS policy, authentication, a 4xx/5xx/6xx), 2 usage error, network error or no answer.",
+    )
+    p.add_argument("--server", required=True, metavar="HOST[:PORT]",
+                   help="the registrar (default port 5061 for TLS, 5060 otherwise)")
+    p.add_argument("--transport", required=True, choices=["tls", "tcp", "udp"],
+                   help="SIP transport")
+    p.add_argument("--user", required=True, help="the SIP user (account username), e.g. 101")
+    p.add_argument("--password", required=True, help="the digest password (never printed)")
+    p.add_argument("--authname", help="the digest user name when it differs from --user")
+    p.add_argument("--domain", help="the SIP domain of From/To/Request-URI "
+                   "(default --servername, else the server host)")
+    p.add_argument("--servername", metavar="NAME",
+                   help="the server name configured on the phone: checked against the "
+                   "certificate and sent as SNI (default the server host)")
+    p.add_argument("--model", help=f"phone model (default {DEFAULT_MODEL.value})")
+    p.add_argument("--firmware", help="firmware version (default the newest known: "
+                   f"{newest_firmware(DEFAULT_MODEL)}, {newest_firmware(Model.D80)} on a D80)")
+    p.add_argument("--ca", action="append", default=[], metavar="FILE",
+                   help="private root CA (PEM) loaded onto the phone; repeatable")
+    p.add_argument("--expires", type=int, default=300, metavar="SECONDS",
+                   help="the registration period asked for (reregister, default 300)")
+    p.add_argument("--timeout", type=float, default=32.0, metavar="SECONDS",
+                   help="how long an attempt may take (default 32)")
+    p.add_argument("--once", action="store_true",
+                   help="register, report, unregister and exit")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+    p.set_defaults(func=run)
+
+
+def _build(args: argparse.Namespace) -> tuple[Phone, str]:
+    transport = SipTransport.parse(args.transport)
+    server, port = parse_server(args.server, transport)
+    if args.expires < 1:
+        raise AccountError("--expires must be at least 1 second")
+    if not args.timeout > 0:
+        raise AccountError("--timeout must be positive")
+    host = SipHost(server=server, port=port, transport=transport, reregister=args.expires)
+    account = Account(
+        username=args.user,
+        password=args.password,
+        authname=args.authname,
+        host_primary=host,
+        domain=args.domain,
+        server_name=args.servername,
+    )
+    model = args.model or DEFAULT_MODEL
+    profile = profile_for(model, args.firmware)
+    trust = TrustStore.from_files(args.ca) if args.ca else TrustStore()
+    settings = RegistrationSettings(register_timeout=args.timeout)
+    phone = Phone(profile, account, trust=trust, settings=settings)
+    aor = f"{account.username}@{account.domain_for(host)}"
+    return phone, aor
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``phone-sim register``."""
+    phone, aor = _build(args)
+    return asyncio.run(_main(phone, aor, args))
+
+
+def _emit(args: argparse.Namespace, text: str, obj: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(obj), flush=True)
+    else:
+        print(text, flush=True)
+
+
+def _error_json(error: PhoneSimError) -> dict[str, Any]:
+    obj: dict[str, Any] = {"error": str(error), "kind": type(error).__name__,
+                           "exit_code": error.exit_code}
+    if isinstance(error, RegistrationRefused):
+        obj["status"] = error.status
+    if isinstance(error, TlsError) and error.verdict is not None:
+        obj["tls"] = error.verdict.to_json()
+    return obj
+
+
+def _event_line(event: PhoneEvent) -> tuple[str, dict[str, Any]] | None:
+    if isinstance(event, RegistrationSucceeded) and event.refresh:
+        return (f"refreshed: expires {event.expires} s",
+                {"event": "refreshed", "expires": event.expires})
+    if isinstance(event, RegistrationSucceeded):
+        return (f"registered again with {event.host.label}: expires {event.expires} s",
+                {"event": "registered", "expires": event.expires, "server": event.host.label})
+    if isinstance(event, RegistrationFailed):
+        retry = "" if event.retry_at is None else " (retrying)"
+        return (f"registration failed: {event.error}{retry}",
+                {"event": "failed", **_error_json(event.error)})
+    if isinstance(event, ConnectionDropped):
+        return (f"connection to {event.host.label} lost; reconnecting",
+                {"event": "connection-dropped", "server": event.host.label})
+    if isinstance(event, FailedOver):
+        return (f"failing over from {event.from_host.label} to {event.to_host.label}",
+                {"event": "failover", "from": event.from_host.label,
+                 "to": event.to_host.label})
+    if isinstance(event, ReprovisionRequested):
+        return ("check-sync NOTIFY received (re-provision requested)",
+                {"event": "check-sync", "reboot": event.reboot})
+    return None
+
+
+async def _main(phone: Phone, aor: str, args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with phone:
+        events = phone.events()
+        register = asyncio.ensure_future(phone.register())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({register, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not register.done():
+            register.cancel()
+            _emit(args, "interrupted before the registration completed",
+                  {"result": "interrupted"})
+            return 2
+        stopped.cancel()
+        try:
+            done = register.result()
+        except PhoneSimError as exc:
+            if args.json:
+                print(json.dumps({"result": "failed", **_error_json(exc)}), flush=True)
+                return exc.exit_code
+            raise
+        _emit(
+            args,
+            f"registered {aor} with {done.host.label}: expires {done.expires} s, "
+            f"contact <{done.contact}>",
+            {"result": "registered", "aor": aor, "server": done.host.label,
+             "transport": str(done.host.transport), "expires": done.expires,
+             "contact": done.contact, "user_agent": phone.profile.user_agent},
+        )
+        if not args.once:
+            watcher = asyncio.ensure_future(_watch(events, args))
+            try:
+                await stop.wait()
+            finally:
+                watcher.cancel()
+        result = await phone.unregister()
+        if result.confirmed:
+            _emit(args, "unregistered", {"result": "unregistered"})
+            return 0
+        if result.host is None:
+            _emit(args, "not registered at shutdown; nothing to remove",
+                  {"result": "not-registered"})
+            return 0 if args.once else 2
+        print("phone-sim register: error: the registrar did not confirm the un-REGISTER",
+              file=sys.stderr)
+        return 2
+
+
+async def _watch(events: Any, args: argparse.Namespace) -> None:
+    async for event in events:
+        line = _event_line(event)
+        if line is not None:
+            _emit(args, *line)
