@@ -1,0 +1,255 @@
+"""``phone-sim lab``: run the embedded registrar and say how to point a phone at it.
+
+Exit statuses: 0 stopped cleanly (Ctrl-C, SIGTERM or ``--duration``), 2 a usage error (a bad
+option, a port in use). Passwords given with ``--user`` are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from phone_sim.errors import UsageError
+from phone_sim.lab.aio import DEFAULT_SERVER_NAME, DEFAULT_USERS, TRANSPORTS, Lab
+from phone_sim.lab.registrar import (
+    BindingAdded,
+    BindingExpired,
+    BindingRefreshed,
+    BindingRemoved,
+    FlowLost,
+    LabConfigError,
+    LabUser,
+    RegistrarConfig,
+    RegistrarEvent,
+    RegistrationRefused,
+)
+
+__all__ = ["add_parser", "event_json", "event_line"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``lab``."""
+    p = subparsers.add_parser(
+        "lab",
+        help="run the embedded registrar (TLS, TCP, UDP) with a generated certificate",
+        description="Run a SIP registrar on TLS, TCP and UDP with digest authentication and a "
+        "freshly generated certificate, print where it listens, the CA file a validating "
+        "phone must load, and example phone-sim and baresip settings, then show "
+        "registrations as they happen until Ctrl-C. Port 0 picks a free port.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--tls-port", type=_port, default=5061, help="TLS port (default 5061)")
+    p.add_argument("--tcp-port", type=_port, default=5060, help="TCP port (default 5060)")
+    p.add_argument("--udp-port", type=_port, default=5060, help="UDP port (default 5060)")
+    p.add_argument(
+        "--transport",
+        default="tls,tcp,udp",
+        help="comma-separated transports to listen on (default tls,tcp,udp)",
+    )
+    p.add_argument(
+        "--user",
+        action="append",
+        metavar="USER:PASSWORD[:AUTHNAME]",
+        help="an account (repeatable); default on loopback: 101-106 with password 1234",
+    )
+    p.add_argument(
+        "--server-name",
+        "--servername",
+        dest="server_name",
+        default=DEFAULT_SERVER_NAME,
+        help=f"name in the certificate, SIP domain and realm (default {DEFAULT_SERVER_NAME})",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="write ca.pem there and keep it (default: a temporary directory removed on exit)",
+    )
+    p.add_argument("--min-expires", type=int, default=60, help="shortest expiry (s); below: 423")
+    p.add_argument("--max-expires", type=int, default=3600, help="longest expiry granted (s)")
+    p.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop by itself after this long"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object when ready (host, ports, ca_file...), then one per event",
+    )
+    p.add_argument("--quiet", action="store_true", help="do not print registrations")
+    p.add_argument(
+        "--no-uvloop", action="store_true", help="use asyncio's own event loop instead of uvloop"
+    )
+    p.set_defaults(func=_lab)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number") from None
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError(f"port {value} out of range (0-65535)")
+    return value
+
+
+def _lab(args: argparse.Namespace) -> int:
+    users = [LabUser.parse(spec) for spec in args.user] if args.user else None
+    transports = [t.strip().lower() for t in args.transport.split(",") if t.strip()]
+    bad = [t for t in transports if t not in TRANSPORTS]
+    if bad or not transports:
+        raise UsageError(f"unknown transport {','.join(bad) or '(none)'}: use tls, tcp, udp")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    try:
+        config = RegistrarConfig(
+            realm=args.server_name,
+            min_expires=args.min_expires,
+            max_expires=args.max_expires,
+            default_expires=max(args.min_expires, min(3600, args.max_expires)),
+        )
+    except LabConfigError as exc:
+        raise UsageError(str(exc)) from None
+    printer: Callable[[RegistrarEvent], None] | None = None
+    if not args.quiet:
+        printer = _print_json_event if args.json else _print_event
+    lab = Lab(
+        users,
+        host=args.host,
+        tls_port=args.tls_port,
+        tcp_port=args.tcp_port,
+        udp_port=args.udp_port,
+        server_name=args.server_name,
+        transports=transports,
+        config=config,
+        state_dir=args.state_dir,
+        on_event=printer,
+    )
+    default_users = users is None
+    runner = _loop_factory(args.no_uvloop)
+    with asyncio.Runner(loop_factory=runner) as asyncio_runner:
+        asyncio_runner.run(_serve(lab, args, default_users))
+    return 0
+
+
+def _loop_factory(no_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if no_uvloop:
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(lab: Lab, args: argparse.Namespace, default_users: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        async with lab:
+            if args.json:
+                print(json.dumps({"ready": True, **lab.describe()}), flush=True)
+            else:
+                print(_banner(lab, default_users), flush=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(args.duration):
+                    await stop.wait()
+            stats = dict(lab.registrar.stats)
+            bindings = lab.registrar.binding_count
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+    if args.json:
+        print(json.dumps({"stopped": True, "bindings": bindings, "stats": stats}), flush=True)
+    else:
+        print(f"phone-sim lab stopped ({bindings} bindings dropped)", file=sys.stderr)
+
+
+def _banner(lab: Lab, default_users: bool) -> str:
+    host = f"[{lab.host}]" if ":" in lab.host else lab.host
+    lines = [f"phone-sim lab: registrar for {lab.server_name} on {lab.host}"]
+    for name in lab.transports:
+        lines.append(f"  {name.upper():4} {host}:{lab.ports[name]}")
+    if lab.ca_file is not None:
+        lines.append(f"  CA file (load it on validating phones): {lab.ca_file}")
+    names = [u.username for u in lab.users.users()]
+    shown = ", ".join(names[:10]) + (f" ... ({len(names)} users)" if len(names) > 10 else "")
+    lines.append(f"  users: {shown}" + (" (password 1234)" if default_users else ""))
+    user = names[0]
+    password = DEFAULT_USERS.get(user, "PASSWORD") if default_users else "PASSWORD"
+    transport = "tls" if "tls" in lab.ports else lab.transports[0]
+    port = lab.ports[transport]
+    lines.append("")
+    lines.append("Point a phone at it:")
+    register = (
+        f"  phone-sim register --server {host}:{port} --transport {transport} "
+        f"--user {user} --password {password} --domain {lab.server_name}"
+    )
+    if transport == "tls":
+        register += f" --servername {lab.server_name} --ca {lab.ca_file}"
+    lines.append(register)
+    lines.append(
+        f"  baresip accounts: <sip:{user}@{lab.server_name};transport={transport}>;"
+        f'auth_pass={password};outbound="sip:{host}:{port};transport={transport}"'
+    )
+    if transport == "tls":
+        lines.append(f"  baresip config:   sip_cafile {lab.ca_file}")
+    lines.append("Ctrl-C stops it.")
+    return "\n".join(lines)
+
+
+def event_json(event: RegistrarEvent) -> dict[str, Any]:
+    """One registrar event as JSON-ready data (``--json``); never a password."""
+    out: dict[str, Any] = {"event": type(event).__name__}
+    if isinstance(event, BindingAdded | BindingRefreshed | BindingRemoved | BindingExpired):
+        b = event.binding
+        out.update(
+            aor=b.aor,
+            contact=str(b.contact.uri),
+            transport=b.flow.transport.lower(),
+            source=f"{b.source[0]}:{b.source[1]}",
+            expires=b.expires,
+            user_agent=b.user_agent,
+        )
+    elif isinstance(event, FlowLost):
+        out.update(flow=str(event.flow), aors=list(event.aors))
+    elif isinstance(event, RegistrationRefused):
+        out.update(aor=event.aor, status=event.status, reason=event.reason, flow=str(event.flow))
+    return out
+
+
+def event_line(event: RegistrarEvent) -> str:
+    """One registrar event as a line of text."""
+    data = event_json(event)
+    name = data.pop("event")
+    if isinstance(event, BindingAdded | BindingRefreshed | BindingRemoved | BindingExpired):
+        verb = {
+            "BindingAdded": "registered",
+            "BindingRefreshed": "refreshed",
+            "BindingRemoved": "unregistered",
+            "BindingExpired": "expired",
+        }[name]
+        return (
+            f"{verb:12} {data['aor']} -> {data['contact']} via {data['transport']} "
+            f"from {data['source']} ({data['expires']} s)"
+        )
+    if isinstance(event, FlowLost):
+        return f"{'lost':12} {data['flow']} ({', '.join(data['aors'])} kept until expiry)"
+    assert isinstance(event, RegistrationRefused)
+    return f"{'refused':12} {data['aor']} from {data['flow']}: {data['status']} {data['reason']}"
+
+
+def _print_event(event: RegistrarEvent) -> None:
+    print(event_line(event), flush=True)
+
+
+def _print_json_event(event: RegistrarEvent) -> None:
+    print(json.dumps(event_json(event)), flush=True)

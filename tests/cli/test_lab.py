@@ -1,0 +1,129 @@
+"""``phone-sim lab``: options, the banner, the JSON protocol, and a real registration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+
+from phone_sim.cli import main
+from phone_sim.cli.lab import event_json, event_line
+from phone_sim.lab import BindingAdded, Flow, RegistrationRefused
+from phone_sim.lab.aio_process import LabProcess
+from phone_sim.lab.registrar import Binding
+from phone_sim.sip.headers import NameAddr
+from phone_sim.sip.message import SipResponse
+from tests.lab.sipclient import RegisterClient
+from tests.lab.test_aio import Collector
+
+FREE = ["--tls-port", "0", "--tcp-port", "0", "--udp-port", "0"]
+
+
+def test_banner_says_how_to_point_a_phone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", *FREE, "--duration", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "registrar for lab.phone-sim.test on 127.0.0.1" in out
+    for name in ("TLS", "TCP", "UDP"):
+        assert f"  {name}" in out
+    assert "CA file (load it on validating phones): /" in out
+    assert "phone-sim register --server 127.0.0.1:" in out
+    assert "--transport tls --user 101 --password 1234" in out
+    assert "baresip accounts: <sip:101@lab.phone-sim.test;transport=tls>" in out
+    assert "sip_cafile /" in out
+
+
+def test_given_passwords_are_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["lab", *FREE, "--duration", "0.2", "--user", "201:TopSecret9", "--user", "202:x:a2"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "TopSecret9" not in captured.out + captured.err
+    assert "users: 201, 202" in captured.out
+    assert "--password PASSWORD" in captured.out
+
+
+def test_json_ready_line_and_stop_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", *FREE, "--duration", "0.2", "--json", "--transport", "tcp,udp"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["ready"] is True
+    assert set(lines[0]["ports"]) == {"tcp", "udp"}
+    assert lines[0]["ca_file"] is None
+    assert lines[-1]["stopped"] is True and lines[-1]["bindings"] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--user", "101"], "expected USER:PASSWORD"),
+        (["--transport", "sctp"], "unknown transport sctp"),
+        (["--min-expires", "0"], "min_expires"),
+        (["--duration", "-1"], "--duration must be positive"),
+        (["--host", "0.0.0.0"], "needs its own users"),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["lab", *FREE, "--duration", "0.2", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        argv = ["lab", "--transport", "tcp", "--tcp-port", port, "--duration", "0.2"]
+        assert main(argv) == 2
+    assert f"cannot listen for TCP on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_bad_port_is_an_argparse_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["lab", "--tls-port", "70000"])
+    assert info.value.code == 2
+
+
+def test_event_lines_name_what_happened() -> None:
+    flow = Flow(id=3, transport="TLS", remote=("127.0.0.1", 4000), local=("127.0.0.1", 5061))
+    binding = Binding(
+        aor="sip:101@lab", contact=NameAddr.parse("<sip:101@127.0.0.1:5099>"),
+        expires_at=300.0, expires=300, call_id="c", cseq=1, flow=flow, flow_alive=True,
+        source=("127.0.0.1", 4000), user_agent="Digium D40 1_4_0_0_57389",
+    )  # fmt: skip
+    line = event_line(BindingAdded(binding=binding))
+    assert line.startswith("registered")
+    assert "sip:101@lab -> sip:101@127.0.0.1:5099 via tls from 127.0.0.1:4000 (300 s)" in line
+    refused = RegistrationRefused(aor="sip:101@lab", status=401, reason="wrong", flow=flow)
+    assert event_json(refused)["status"] == 401
+    assert "401 wrong" in event_line(refused)
+
+
+async def test_lab_process_takes_a_tls_registration_and_stops_on_sigint() -> None:
+    from phone_sim.firmware import profile_for
+    from phone_sim.tls.aio import open_tls_connection
+    from phone_sim.tls.client import TrustStore
+
+    async with LabProcess({"101": "1234"}) as lab:
+        assert lab.ca_file is not None and lab.ca_file.exists()
+        transport, protocol, verdict = await open_tls_connection(
+            lab.host,
+            lab.ports["tls"],
+            profile=profile_for("D65", "2_9_2"),
+            trust=TrustStore.from_pem(lab.ca_file.read_bytes(), public_roots=False),
+            server_name=lab.server_name,
+            protocol_factory=Collector,
+        )
+        assert verdict.connects
+        assert isinstance(protocol, Collector)
+        phone = RegisterClient("101", "1234", domain=lab.server_name)
+        first = phone.take(bytes(await protocol.ask(phone.register())))
+        assert first.status == 401
+        ok = await protocol.ask(phone.register())
+        assert isinstance(ok, SipResponse) and ok.status == 200
+        transport.close()
+        await asyncio.sleep(0)
+    assert lab.final is not None
+    assert lab.final["bindings"] == 1
+    assert lab.final["stats"]["registers"] == 2
