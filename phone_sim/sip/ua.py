@@ -327,6 +327,7 @@ class UserAgent:
         "_digest",
         "_events",
         "_handles",
+        "_merged",
         "_next_handle",
         "_outbox",
         "_rng",
@@ -358,6 +359,9 @@ class UserAgent:
         # INVITE server transactions in Accepted, by (Call-ID, From tag, To tag, CSeq): the
         # ACK for a 2xx has its own branch and is matched to them this way (RFC 3261 13.3.1.4).
         self._accepted: dict[tuple[str, str, str, int], Transaction] = {}
+        # Live requests without To tag by (From tag, Call-ID, CSeq): RFC 3261 8.2.2.2 merge
+        # detection for a request that forked back to us over two paths.
+        self._merged: dict[tuple[str, str, int, str], Transaction] = {}
         self._timers: list[tuple[float, int, Transaction]] = []
         self._next_handle = 1
         self._outbox: list[tuple[bytes, Address]] = []
@@ -693,6 +697,11 @@ class UserAgent:
             status, reason, to_tag=ctx.to_tag if status > 100 else None
         )
         h = response.headers
+        request = ctx.request
+        if request.method == "INVITE" and 100 < status < 300:
+            # RFC 3261 12.1.1: a response that creates a dialog copies the Record-Route.
+            for record_route in request.headers.lines("Record-Route"):
+                h.add("Record-Route", record_route)
         h.add("User-Agent", self.config.signature.user_agent)
         for name, value in headers:
             h.add(name, value)
@@ -767,7 +776,12 @@ class UserAgent:
         return via.host.lower() == c.local_host.lower() and port == c.local_port
 
     def _on_response(self, response: SipResponse, source: Address, now: float) -> None:
-        via = response.top_via
+        vias = response.vias
+        if len(vias) != 1:
+            # RFC 3261 8.1.3.3: a response for a UAC carries exactly our Via.
+            self._discard(f"response with {len(vias)} Via values", source)
+            return
+        via = vias[0]
         # RFC 3261 18.1.2: a response whose top Via is not ours is discarded.
         if not self._our_sent_by(via):
             self._discard(f"response with foreign Via sent-by {via.sent_by}", source)
@@ -985,7 +999,17 @@ class UserAgent:
             self._send(bytes(response), destination)
             self._discard("too many server transactions: 503", source)
             return
+        merge_key = self._merge_key(request)
+        if merge_key is not None:
+            other = self._merged.get(merge_key)
+            if other is not None and not other.terminated:
+                # RFC 3261 8.2.2.2: the same request over another path: 482 (Loop Detected).
+                tx, ctx = self._new_server_transaction(request, key, source, destination)
+                self._respond(tx, ctx, 482, now)
+                return
         tx, ctx = self._new_server_transaction(request, key, source, destination)
+        if merge_key is not None:
+            self._merged[merge_key] = tx
         sig = self.config.signature
         error = validate_request(
             request, allowed_methods=sig.allow, supported=sig.supported, to_tag=ctx.to_tag
@@ -1008,6 +1032,13 @@ class UserAgent:
             return
         self._events.append(RequestReceived(request=request, transaction=ctx.handle,
                                             source=source))
+
+    @staticmethod
+    def _merge_key(request: SipRequest) -> tuple[str, str, int, str] | None:
+        if request.to_tag is not None:
+            return None
+        cseq = request.cseq
+        return (request.from_tag or "", request.call_id, cseq.seq, cseq.method)
 
     @staticmethod
     def _ack_key(request: SipRequest, to_tag: str) -> tuple[str, str, str, int]:
@@ -1114,6 +1145,9 @@ class UserAgent:
             if self._handles.get(ctx.handle) is tx:
                 del self._handles[ctx.handle]
         elif isinstance(ctx, _ServerContext):
+            merge_key = self._merge_key(ctx.request)
+            if merge_key is not None and self._merged.get(merge_key) is tx:
+                del self._merged[merge_key]
             if tx.kind is TransactionKind.INVITE_SERVER:
                 ack_key = self._ack_key(ctx.request, ctx.to_tag)
                 if self._accepted.get(ack_key) is tx:

@@ -419,12 +419,15 @@ def test_cancel_of_unknown_invite_gets_481() -> None:
 # -- bad input ----------------------------------------------------------------------------------
 
 
-def _raw_request(method: str, extra: str = "", branch: str = "z9hG4bKabc") -> bytes:
+def _raw_request(
+    method: str, extra: str = "", branch: str = "z9hG4bKabc", call_id: str = "c"
+) -> bytes:
     return (
         f"{method} sip:101@127.0.0.1:5062 SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n"
         "From: <sip:pbx@127.0.0.1>;tag=a\r\nTo: <sip:101@127.0.0.1>\r\n"
-        f"Call-ID: c\r\nCSeq: 7 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 7 {method}\r\nMax-Forwards: 70\r\n{extra}"
+        "Content-Length: 0\r\n\r\n"
     ).encode()
 
 
@@ -496,7 +499,8 @@ def test_flood_guard_answers_503_without_state() -> None:
                             max_server_transactions=2, answer_options=False),
                    rng=random.Random(3))
     for i in range(3):
-        ua.receive_datagram(_raw_request("OPTIONS", branch=f"z9hG4bK{i}"), SERVER_ADDR, 0.0)
+        ua.receive_datagram(_raw_request("OPTIONS", branch=f"z9hG4bK{i}", call_id=f"c{i}"),
+                            SERVER_ADDR, 0.0)
     assert ua.transactions == 2
     ((data, _),) = ua.datagrams_to_send()
     assert data.startswith(b"SIP/2.0 503")
@@ -789,3 +793,48 @@ async def test_invite_through_kamailio_407_then_404_is_acked(
     while not phone.protocol.queue.empty():
         data, _ = phone.protocol.queue.get_nowait()
         assert not data.startswith((b"SIP/2.0 404", b"SIP/2.0 407")), "final retransmitted"
+
+
+def test_merged_request_over_a_second_path_gets_482() -> None:
+    pair = UaPair()
+    first = _raw_request("MESSAGE", branch="z9hG4bKpath1")
+    second = _raw_request("MESSAGE", branch="z9hG4bKpath2")
+    ua = UserAgent(UaConfig(local_host="127.0.0.1", local_port=5062,
+                            signature=PhoneSignature.for_phone(extra_methods=["MESSAGE"])))
+    ua.receive_datagram(first, SERVER_ADDR, 0.0)
+    assert not ua.datagrams_to_send()  # waits for the TU
+    assert _answer(ua, second).status == 482
+    del pair
+
+
+def test_response_with_two_vias_is_discarded() -> None:
+    pair = UaPair(on_server_request=lambda p, e: None)
+    handle = pair.phone.send_request(
+        pair.phone.create_request("OPTIONS", SERVER_URI, from_=AOR), 0.0)
+    ((data, _),) = pair.phone.datagrams_to_send()
+    request = parse_message(data)
+    response = request.create_response(200)  # type: ignore[union-attr]
+    response.headers.insert(0, "Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKother")
+    pair.phone.receive_datagram(bytes(response), SERVER_ADDR, 0.1)
+    (event,) = list(iter(pair.phone.next_event, None))
+    assert isinstance(event, MessageDiscarded) and "2 Via" in event.reason
+    del handle
+
+
+def test_dialog_creating_answer_copies_record_route_and_contact() -> None:
+    def answer(pair: UaPair, event: RequestReceived) -> None:
+        if event.request.method == "INVITE" and event.transaction is not None:
+            pair.server.respond(event.transaction, 200, pair.now)
+
+    pair = UaPair(on_server_request=answer)
+    target = NameAddr(SipUri("sip", "pbx", None, "127.0.0.1", 5060))
+    request = pair.phone.create_request(
+        "INVITE", target.uri, from_=AOR, to=target,
+        headers=[("Record-Route", "<sip:proxy.test;lr>")])
+    handle = pair.phone.send_request(request, 0.0)
+    pair.pump()
+    ok = responses(pair)[-1].response
+    assert ok.status == 200 and ok.headers.get("Record-Route") == "<sip:proxy.test;lr>"
+    assert ok.headers.get("Contact") == "<sip:pbx@127.0.0.1:5060;ob>"
+    ack = pair.phone.send_ack(handle, ok, pair.now)
+    assert [str(r) for r in ack.routes] == ["<sip:proxy.test;lr>"]
