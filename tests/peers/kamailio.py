@@ -77,8 +77,12 @@ class KamailioConfig:
     """Smaller requested expiries are raised to this."""
     max_expires: int = 300
     """Larger requested expiries are lowered to this."""
-    auth_requests: bool = True
-    """Challenge initial INVITE/MESSAGE/... too (407), as Asterisk does, not only REGISTER."""
+    auth_methods: tuple[str, ...] = ("INVITE", "SUBSCRIBE", "REFER", "PUBLISH")
+    """Initial requests challenged with 407, as Asterisk challenges a phone's INVITE.
+
+    Others (OPTIONS, NOTIFY, MESSAGE) are relayed unauthenticated, so that a test can send
+    them to a phone through Kamailio, as the PBX itself would. REGISTER is always challenged.
+    """
     tls_method: str = "TLSv1.2+"
     """The tls module ``method`` (``TLSv1.2+`` takes 1.2 and 1.3, refuses 1.1)."""
     tcp_connection_lifetime: int = 3605
@@ -89,6 +93,9 @@ class KamailioConfig:
     def __post_init__(self) -> None:
         if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
             raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
+        for method in self.auth_methods:
+            if not re.match(r"^[A-Z]{2,16}$", method) or method in ("ACK", "CANCEL", "REGISTER"):
+                raise ValueError(f"cannot challenge method {method!r}")
         if not re.match(r"^[A-Za-z0-9.-]+$", self.domain):
             raise ValueError(f"unsupported domain {self.domain!r}")
 
@@ -284,7 +291,9 @@ class Kamailio:
             "DEFAULT_EXPIRES": str(cfg.default_expires),
             "MIN_EXPIRES": str(cfg.min_expires),
             "MAX_EXPIRES": str(cfg.max_expires),
-            "AUTH_REQUESTS": "1" if cfg.auth_requests else "0",
+            "AUTH_METHODS": (
+                f'is_method("{"|".join(cfg.auth_methods)}")' if cfg.auth_methods else "0"
+            ),
             "USERS": _cfg_user_lines(cfg.users),
         }
         template = (FIXTURES / "kamailio.cfg.tmpl").read_text(encoding="utf-8")

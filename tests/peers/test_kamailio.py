@@ -54,6 +54,13 @@ def test_expires_must_be_ordered() -> None:
         KamailioConfig(min_expires=60, default_expires=30)
 
 
+def test_only_real_methods_can_be_challenged() -> None:
+    with pytest.raises(ValueError, match="ACK"):
+        KamailioConfig(auth_methods=("INVITE", "ACK"))
+    with pytest.raises(ValueError, match="invite"):
+        KamailioConfig(auth_methods=("invite",))
+
+
 @pytest.mark.peer
 def test_generated_config_passes_kamailio_check(tmp_path: Path, peer_pki: TestPki) -> None:
     require("kamailio")
@@ -64,6 +71,7 @@ def test_generated_config_passes_kamailio_check(tmp_path: Path, peer_pki: TestPk
     cfg = kam.cfg_path.read_text()
     assert f"listen=tls:127.0.0.1:{kam.tls_port}" in cfg
     assert '$sht(users=>auth201) = "pw-201";' in cfg
+    assert 'if (is_method("INVITE|SUBSCRIBE|REFER|PUBLISH")) {' in cfg
     assert "@@" not in cfg
     # Never a bare 127.0.0.1 alias (ACK/BYE would loop back: 477).
     assert 'alias="127.0.0.1' not in cfg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import pytest
 
 from tests.peers._process import PeerError
 from tests.peers.baresip import Baresip
-from tests.peers.kamailio import Kamailio, KamailioConfig
+from tests.peers.kamailio import Kamailio
 from tests.peers.plugin import BaresipFactory, KamailioFactory, require
+from tests.peers.ports import free_port
 from tests.peers.sipp import (
     SippResult,
     SippTransport,
@@ -169,8 +171,9 @@ async def test_malformed_request_gets_400_and_the_proxy_keeps_routing(
     kamailio_factory: KamailioFactory, baresip_factory: BaresipFactory, tmp_path: Path
 ) -> None:
     # Kamailio answers the broken From with 400 itself; the following OPTIONS for 101 is
-    # routed over baresip's own TLS connection and baresip answers 200.
-    kam = kamailio_factory(KamailioConfig(auth_requests=False))
+    # routed (unauthenticated, as from the PBX) over baresip's own TLS connection and
+    # baresip answers 200.
+    kam = kamailio_factory()
     phone = baresip_factory(kam, "101")
     await phone.wait_registered()
     await kam.wait_bindings("101")
@@ -183,3 +186,64 @@ async def test_malformed_request_gets_400_and_the_proxy_keeps_routing(
     assert result.received_statuses() == [400, 200]
     assert "400 Invalid From Header" in result.messages
     assert "Server: baresip" in result.messages.rsplit("SIP/2.0 200", 1)[1]
+
+
+@pytest.mark.peer
+async def test_notify_check_sync_reaches_the_phone_over_its_own_connection(
+    kamailio: Kamailio, baresip_factory: BaresipFactory, tmp_path: Path
+) -> None:
+    # baresip 1.0 refuses an out-of-dialog NOTIFY with 481 (a D-series phone answers 200 and
+    # re-provisions), so this proves the scenario and the route, not the phone's answer.
+    phone = baresip_factory(kamailio, "101")
+    await phone.wait_registered()
+    require("sipp")
+    result = await run_sipp(
+        "notify_check_sync", (kamailio.host, kamailio.udp_port), workdir=tmp_path,
+        service="101", timeout=5,
+    )
+    assert not result.ok
+    assert result.received_statuses() == [481]
+    (answer,) = result.received_messages()
+    assert "Server: baresip" in answer
+    assert "NOTIFY sip:101@" in result.messages and "Event: check-sync" in result.messages
+
+
+async def _run_100rel(target_port: int, tmp_path: Path, rel: str) -> SippResult:
+    return await run_sipp(
+        "invite_100rel", ("127.0.0.1", target_port), workdir=tmp_path / "uac", service="101",
+        keys={"profile": "RTP/SAVP", "crypto": sdes_crypto_line(), "rel": rel}, timeout=5,
+    )
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("rel", ["Require", "Supported"])
+async def test_prack_scenario_passes_against_a_reliable_answerer(tmp_path: Path, rel: str) -> None:
+    require("sipp")
+    uas_port = free_port()
+    uas = asyncio.create_task(
+        run_sipp("uas_100rel", ("127.0.0.1", 9), workdir=tmp_path / "uas",
+                 local_port=uas_port, service="101", timeout=6)
+    )
+    try:
+        uac = await _run_100rel(uas_port, tmp_path, rel)
+    finally:
+        answerer = await uas
+    uac.check()
+    answerer.check()
+    assert uac.received_statuses() == [180, 200, 200, 200]  # 180, PRACK 200, INVITE 200, BYE
+    prack = next(m for m in answerer.received_messages() if m.startswith("PRACK "))
+    assert "RAck: 1 1 INVITE" in prack
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("rel", ["Require", "Supported"])
+async def test_prack_scenario_fails_against_baresip_without_100rel(
+    auto_answer_phone: Baresip, tmp_path: Path, rel: str
+) -> None:
+    # The negative control: baresip 1.0 has no RFC 3262, so the scenario must fail on it.
+    result = await _run_100rel(auto_answer_phone.sip_port, tmp_path, rel)
+    assert not result.ok
+    if rel == "Require":
+        assert 420 in result.received_statuses()  # Bad Extension
+    else:
+        assert "RSeq: not found" in result.errors  # an unreliable 180
