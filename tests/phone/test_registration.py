@@ -1,0 +1,631 @@
+"""The sans-I/O registration core with a fake clock and an in-memory registrar.
+
+The registrar here answers REGISTER with a real digest challenge (the SIP core's
+``DigestServer``) and grants ``min(asked, max_expires)``; the network is a dict of which
+hosts are up. Addresses are from the documentation range and never touch a socket.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import pytest
+
+from phone_sim.account import Account, SipHost, SipTransport
+from phone_sim.errors import PhoneSimError
+from phone_sim.firmware import profile_for
+from phone_sim.phone.registration import (
+    AuthenticationRefused,
+    CloseTransport,
+    ConnectionDropped,
+    FailedOver,
+    MessageReceived,
+    OpenTransport,
+    PhoneEvent,
+    RegistrationCore,
+    RegistrationFailed,
+    RegistrationRefused,
+    RegistrationSettings,
+    RegistrationSucceeded,
+    RegistrationTimeout,
+    RegState,
+    ReprovisionRequested,
+    RequestAnswered,
+    SipTransportError,
+    Unregistered,
+)
+from phone_sim.sip.digest import DigestServer
+from phone_sim.sip.message import SipRequest, SipResponse, parse_message
+from phone_sim.sip.ua import Address
+
+E = TypeVar("E")
+
+PROFILE = profile_for("D65", "2_9_22")
+PRIMARY = "192.0.2.1"
+ALTERNATE = "192.0.2.2"
+PHONE_ADDR: Address = ("198.51.100.7", 40000)
+
+
+@dataclass
+class FakeRegistrar:
+    """A registrar that answers REGISTER (digest, then 200) and records what it saw."""
+
+    address: Address
+    passwords: dict[str, str] = field(default_factory=lambda: {"101": "secret"})
+    max_expires: int = 3600
+    min_expires: int | None = None
+    up: bool = True
+    answering: bool = True
+    refuse_with: int | None = None
+    seen: list[SipRequest] = field(default_factory=list)
+    bindings: dict[str, int] = field(default_factory=dict)
+    keepalives: int = 0
+    digest: DigestServer = field(default_factory=lambda: DigestServer("pbx.test"))
+
+    def handle(self, data: bytes, now: float) -> list[bytes]:
+        if data.strip(b"\r\n") == b"":
+            self.keepalives += 1
+            return []
+        message = parse_message(data)
+        if isinstance(message, SipResponse):
+            return []
+        self.seen.append(message)
+        if not self.answering:
+            return []
+        if self.refuse_with is not None:
+            return [bytes(message.create_response(self.refuse_with, to_tag="r"))]
+        auth = message.headers.get("Authorization")
+        verdict = (
+            self.digest.verify(auth, method="REGISTER", passwords=self.passwords, now=now)
+            if auth is not None
+            else None
+        )
+        if verdict is None or not verdict.ok:
+            challenge = self.digest.challenge(now)
+            return [bytes(message.create_response(
+                401, to_tag="r", headers=[("WWW-Authenticate", str(challenge))]))]
+        asked = message.expires if message.expires is not None else 3600
+        if self.min_expires is not None and 0 < asked < self.min_expires:
+            return [bytes(message.create_response(
+                423, to_tag="r", headers=[("Min-Expires", str(self.min_expires))]))]
+        contact = message.contacts[0]
+        granted = min(asked, self.max_expires)
+        if granted == 0:
+            self.bindings.pop(str(contact.uri), None)
+            return [bytes(message.create_response(200, to_tag="r"))]
+        self.bindings[str(contact.uri)] = granted
+        return [bytes(message.create_response(
+            200, to_tag="r",
+            headers=[("Contact", f"{contact};expires={granted}"), ("Expires", str(granted))]))]
+
+
+class Net:
+    """Drives a core: runs its commands, carries its datagrams, advances a fake clock."""
+
+    def __init__(self, core: RegistrationCore, *registrars: FakeRegistrar) -> None:
+        self.core = core
+        self.registrars = {r.address[0]: r for r in registrars}
+        self.now = 1000.0
+        self.events: list[PhoneEvent] = []
+        self.opened: list[str] = []
+        self.closed: list[CloseTransport] = []
+        self.to_phone: list[tuple[bytes, Address]] = []  # what the phone sent elsewhere
+
+    def registrar_for(self, host: SipHost) -> FakeRegistrar | None:
+        return self.registrars.get(host.server)
+
+    def pump(self) -> None:
+        core = self.core
+        for _ in range(100):
+            busy = False
+            while (command := core.next_command()) is not None:
+                busy = True
+                if isinstance(command, OpenTransport):
+                    self.opened.append(command.host.server)
+                    registrar = self.registrar_for(command.host)
+                    if registrar is None or not registrar.up:
+                        core.transport_failed(
+                            SipTransportError(f"connection refused by {command.host.label}"),
+                            self.now,
+                        )
+                    else:
+                        core.transport_opened(PHONE_ADDR, registrar.address, self.now)
+                else:
+                    self.closed.append(command)
+            for data, destination in core.datagrams_to_send():
+                busy = True
+                registrar = self.registrars.get(destination[0])
+                if registrar is None or registrar.address != destination:
+                    self.to_phone.append((data, destination))
+                    continue
+                if not registrar.up:
+                    continue
+                for reply in registrar.handle(data, self.now):
+                    core.receive_data(reply, registrar.address, self.now)
+            while (event := core.next_event()) is not None:
+                busy = True
+                self.events.append(event)
+            if not busy:
+                return
+        raise AssertionError("the core does not settle")
+
+    def run_until(self, t: float) -> None:
+        self.pump()
+        while True:
+            at = self.core.get_timer()
+            if at is None or at > t:
+                break
+            self.now = max(self.now, at)
+            self.core.handle_timer(self.now)
+            self.pump()
+        self.now = t
+
+    def advance(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def of(self, kind: type[E]) -> list[E]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def _account(
+    *, transport: SipTransport = SipTransport.UDP, password: str = "secret",
+    alternate: bool = False, reregister: int = 300, retry: float = 30.0, num_retries: int = 2,
+) -> Account:
+    def host(server: str) -> SipHost:
+        return SipHost(server=server, port=5060, transport=transport, reregister=reregister,
+                       retry=retry, num_retries=num_retries)
+
+    return Account(
+        username="101", password=password, host_primary=host(PRIMARY),
+        host_alternate=host(ALTERNATE) if alternate else None, domain="pbx.test",
+    )
+
+
+def _core(account: Account, **settings: float | bool) -> RegistrationCore:
+    return RegistrationCore(
+        PROFILE, account, settings=RegistrationSettings(**settings),  # type: ignore[arg-type]
+        rng=random.Random(7),
+    )
+
+
+def _net(account: Account, *, jitter: float = 0.0, **settings: float | bool) -> tuple[
+    Net, FakeRegistrar, FakeRegistrar
+]:
+    primary = FakeRegistrar((PRIMARY, 5060))
+    alternate = FakeRegistrar((ALTERNATE, 5060))
+    core = _core(account, jitter=jitter, **settings)
+    net = Net(core, primary, alternate)
+    core.start(net.now)
+    return net, primary, alternate
+
+
+# -- registering ------------------------------------------------------------------------------
+
+
+def test_registers_after_the_digest_challenge() -> None:
+    net, primary, _ = _net(_account())
+    net.pump()
+    assert net.core.state is RegState.REGISTERED
+    ok = net.of(RegistrationSucceeded)
+    assert len(ok) == 1 and ok[0].expires == 300 and not ok[0].refresh
+    first, second = primary.seen
+    assert "Authorization" not in first.headers and "Authorization" in second.headers
+    assert first.call_id == second.call_id
+    assert second.cseq.seq == first.cseq.seq + 1
+    assert first.headers.get("Expires") == "300"
+    assert str(first.uri) == "sip:pbx.test"
+    assert first.headers.get("User-Agent") == PROFILE.user_agent
+    assert list(primary.bindings) == [net.core.contact]
+
+
+def test_refreshes_before_expiry_with_same_call_id_and_higher_cseq() -> None:
+    net, primary, _ = _net(_account(reregister=60))
+    net.pump()
+    # Granted 60 s: refresh 5 s before expiry (pjsip's margin), i.e. at 55 s.
+    net.advance(54.9)
+    assert len(net.of(RegistrationSucceeded)) == 1
+    net.advance(0.2)
+    ok = net.of(RegistrationSucceeded)
+    assert [e.refresh for e in ok] == [False, True]
+    calls = {r.call_id for r in primary.seen}
+    assert len(calls) == 1
+    seqs = [r.cseq.seq for r in primary.seen]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_server_granted_expiry_rules_the_refresh() -> None:
+    account = _account(reregister=3600)
+    net, primary, _ = _net(account)
+    primary.max_expires = 120
+    net.pump()
+    assert net.of(RegistrationSucceeded)[0].expires == 120
+    net.advance(114.0)
+    assert len(net.of(RegistrationSucceeded)) == 1
+    net.advance(1.5)
+    assert len(net.of(RegistrationSucceeded)) == 2
+
+
+def test_short_expiry_refreshes_half_way() -> None:
+    net, _primary, _ = _net(_account(reregister=4))
+    net.pump()
+    net.advance(1.9)
+    assert len(net.of(RegistrationSucceeded)) == 1
+    net.advance(0.2)
+    assert len(net.of(RegistrationSucceeded)) == 2
+
+
+def test_interval_too_brief_is_retried_with_min_expires() -> None:
+    net, primary, _ = _net(_account(reregister=30))
+    primary.min_expires = 120
+    net.pump()
+    ok = net.of(RegistrationSucceeded)
+    assert ok and ok[0].expires == 120
+    assert [r.headers.get("Expires") for r in primary.seen][-1] == "120"
+
+
+def test_wrong_password_fails_with_authentication_refused_and_retries() -> None:
+    net, _primary, _ = _net(_account(password="wrong", retry=30.0, num_retries=5))
+    net.pump()
+    failed = net.of(RegistrationFailed)
+    assert len(failed) == 1
+    error = failed[0].error
+    assert isinstance(error, AuthenticationRefused) and error.status == 401
+    assert error.exit_code == 1
+    assert "wrong" not in str(error)
+    assert failed[0].retry_at == pytest.approx(net.now + 30.0)
+    assert net.core.state is RegState.WAITING
+    net.advance(30.0)
+    assert len(net.of(RegistrationFailed)) == 2
+
+
+def test_403_is_a_refusal_with_its_status() -> None:
+    net, primary, _ = _net(_account())
+    primary.refuse_with = 403
+    net.pump()
+    error = net.of(RegistrationFailed)[0].error
+    assert isinstance(error, RegistrationRefused) and error.status == 403
+
+
+def test_no_answer_times_out() -> None:
+    net, primary, _ = _net(_account(), register_timeout=8.0)
+    primary.answering = False
+    net.pump()
+    net.advance(8.5)
+    error = net.of(RegistrationFailed)[0].error
+    assert isinstance(error, RegistrationTimeout)
+    assert error.exit_code == 2
+    # UDP retransmitted the REGISTER (Timer E) while waiting.
+    assert len(primary.seen) >= 3
+
+
+# -- retry, failover, failback ------------------------------------------------------------------
+
+
+def test_retry_then_failover_after_num_retries_then_failback() -> None:
+    account = _account(alternate=True, retry=10.0, num_retries=2, reregister=100)
+    net, primary, _alternate = _net(account)
+    primary.up = False
+    net.pump()
+    # Attempt 1 fails at once; retries at +10 and +20; the third failure fails over.
+    assert net.opened == [PRIMARY]
+    net.advance(10.0)
+    assert net.opened == [PRIMARY, PRIMARY]
+    assert not net.of(FailedOver)
+    net.advance(10.0)
+    assert net.opened == [PRIMARY, PRIMARY, PRIMARY, ALTERNATE]
+    over = net.of(FailedOver)
+    assert len(over) == 1 and over[0].to_host.server == ALTERNATE
+    ok = net.of(RegistrationSucceeded)
+    assert ok[-1].host.server == ALTERNATE
+    # Registered on the alternate: the primary is probed at each half-period (50 s).
+    net.advance(49.0)
+    assert net.opened[-1] == ALTERNATE
+    net.advance(1.5)
+    assert net.opened[-2:] == [PRIMARY, ALTERNATE]  # probe failed, back to the alternate
+    assert net.core.registered_host is not None
+    assert net.core.registered_host.server == ALTERNATE
+    primary.up = True
+    net.advance(50.0)
+    assert net.core.registered_host.server == PRIMARY
+    assert net.of(RegistrationSucceeded)[-1].host.server == PRIMARY
+    # Back on the primary: ordinary refreshes, no more probing.
+    opened = len(net.opened)
+    net.advance(200.0)
+    assert len(net.opened) == opened
+
+
+def test_without_alternate_the_phone_keeps_retrying_the_primary() -> None:
+    net, primary, _ = _net(_account(retry=5.0, num_retries=1))
+    primary.up = False
+    net.pump()
+    net.advance(60.0)
+    assert set(net.opened) == {PRIMARY}
+    assert len(net.opened) == 13  # t=0, then every 5 s
+    assert not net.of(FailedOver)
+    primary.up = True
+    net.advance(5.0)
+    assert net.core.state is RegState.REGISTERED
+
+
+def test_jitter_spreads_retries_of_a_fleet() -> None:
+    retry_delays = []
+    for seed in range(20):
+        account = _account(retry=10.0)
+        core = RegistrationCore(PROFILE, account, rng=random.Random(seed),
+                                settings=RegistrationSettings(jitter=5.0))
+        net = Net(core, FakeRegistrar((PRIMARY, 5060), up=False))
+        core.start(net.now)
+        net.pump()
+        failed = net.of(RegistrationFailed)[0]
+        assert failed.retry_at is not None
+        retry_delays.append(failed.retry_at - net.now)
+    assert all(10.0 <= d <= 15.0 for d in retry_delays)
+    assert len({round(d, 3) for d in retry_delays}) == 20
+
+
+def test_without_jitter_the_retry_follows_the_profile_exactly() -> None:
+    net, primary, _ = _net(_account(retry=7.0))
+    primary.up = False
+    net.pump()
+    failed = net.of(RegistrationFailed)[0]
+    assert failed.retry_at == net.now + 7.0
+
+
+# -- connections ----------------------------------------------------------------------------------
+
+
+def test_dropped_connection_reconnects_and_reregisters_at_once() -> None:
+    net, _primary, _ = _net(_account(transport=SipTransport.TLS))
+    net.pump()
+    assert net.core.state is RegState.REGISTERED
+    net.core.transport_lost(net.now)
+    net.advance(0.0)
+    assert net.of(ConnectionDropped)
+    assert net.opened == [PRIMARY, PRIMARY]
+    assert net.core.state is RegState.REGISTERED
+    assert len(net.of(RegistrationSucceeded)) == 2
+
+
+def test_reconnect_failure_falls_back_to_the_retry_timer() -> None:
+    net, primary, _ = _net(_account(transport=SipTransport.TCP, retry=3.0))
+    net.pump()
+    primary.up = False
+    net.core.transport_lost(net.now)
+    net.advance(0.0)
+    failed = net.of(RegistrationFailed)
+    assert len(failed) == 1 and failed[0].retry_at == net.now + 3.0
+    primary.up = True
+    net.advance(3.0)
+    assert net.core.state is RegState.REGISTERED
+
+
+def test_stream_bytes_are_framed_in_any_chunking() -> None:
+    account = _account(transport=SipTransport.TLS)
+    core = _core(account)
+    primary = FakeRegistrar((PRIMARY, 5061))
+    core.start(0.0)
+    command = core.next_command()
+    assert isinstance(command, OpenTransport)
+    core.transport_opened(PHONE_ADDR, primary.address, 0.0)
+    for rounds in range(2):
+        (data, _), = core.datagrams_to_send()
+        for reply in primary.handle(data, 0.0):
+            for i in range(0, len(reply), 7):  # 7-byte pieces
+                core.receive_data(reply[i : i + 7], primary.address, 0.0)
+        del rounds
+    assert core.state is RegState.REGISTERED
+
+
+def test_a_framing_error_closes_and_reconnects() -> None:
+    net, primary, _ = _net(_account(transport=SipTransport.TCP))
+    net.pump()
+    net.core.receive_data(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", primary.address, net.now)
+    net.advance(0.0)
+    assert net.closed and not net.closed[0].final
+    assert net.of(ConnectionDropped)
+    assert net.core.state is RegState.REGISTERED
+    assert net.opened == [PRIMARY, PRIMARY]
+
+
+def test_keepalives_follow_the_transport() -> None:
+    net, primary, _ = _net(_account(transport=SipTransport.TCP, reregister=3600),
+                           stream_ka_interval=90.0)
+    net.pump()
+    net.advance(89.0)
+    assert primary.keepalives == 0
+    net.advance(2.0)
+    assert primary.keepalives == 1
+    net.advance(90.0)
+    assert primary.keepalives == 2
+
+    net, primary, _ = _net(_account(reregister=3600), udp_ka_interval=15.0)
+    net.pump()
+    net.advance(46.0)
+    assert primary.keepalives == 3
+
+
+def test_a_ping_on_the_stream_is_answered_with_a_pong() -> None:
+    net, primary, _ = _net(_account(transport=SipTransport.TLS))
+    net.pump()
+    net.core.receive_data(b"\r\n\r\n", primary.address, net.now)
+    assert net.core.datagrams_to_send() == [(b"\r\n", primary.address)]
+
+
+# -- unregistering ----------------------------------------------------------------------------
+
+
+def test_stop_unregisters_with_expires_zero() -> None:
+    net, primary, _ = _net(_account())
+    net.pump()
+    assert primary.bindings
+    net.core.stop(net.now)
+    net.pump()
+    assert primary.seen[-1].headers.get("Expires") == "0"
+    assert primary.bindings == {}
+    done = net.of(Unregistered)
+    assert done == [Unregistered(host=net.core.account.host_primary, confirmed=True)]
+    assert net.closed[-1].final
+    assert net.core.state is RegState.STOPPED
+    assert net.core.get_timer() is None
+
+
+def test_stop_gives_up_after_the_unregister_timeout() -> None:
+    net, primary, _ = _net(_account(), unregister_timeout=2.0)
+    net.pump()
+    primary.answering = False
+    net.core.stop(net.now)
+    net.advance(2.5)
+    assert net.of(Unregistered) == [
+        Unregistered(host=net.core.account.host_primary, confirmed=False)
+    ]
+
+
+def test_stop_while_not_registered_just_stops() -> None:
+    net, primary, _ = _net(_account())
+    primary.up = False
+    net.pump()
+    net.core.stop(net.now)
+    net.pump()
+    assert net.of(Unregistered) == [Unregistered(host=None, confirmed=False)]
+    assert net.core.get_timer() is None
+
+
+def test_start_twice_is_an_error() -> None:
+    net, _, _ = _net(_account())
+    with pytest.raises(PhoneSimError, match="start"):
+        net.core.start(net.now)
+
+
+# -- requests that arrive ---------------------------------------------------------------------
+
+_SERVER: Address = (PRIMARY, 5060)
+
+
+def _request(method: str, *, extra: str = "", body: bytes = b"", to_tag: str = "",
+             cseq: str | None = None) -> bytes:
+    headers = (
+        f"{method} sip:101@198.51.100.7:40000 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {PRIMARY}:5060;branch=z9hG4bK-{method.lower()}-1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:asterisk@pbx.test>;tag=srv\r\n"
+        f"To: <sip:101@pbx.test>{';tag=' + to_tag if to_tag else ''}\r\n"
+        f"Call-ID: call-{method.lower()}\r\n"
+        f"CSeq: {cseq or '1 ' + method}\r\n"
+        f"{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return headers.encode() + body
+
+
+def _answers(net: Net) -> list[SipResponse]:
+    out = []
+    for data, _ in net.core.datagrams_to_send():
+        message = parse_message(data)
+        assert isinstance(message, SipResponse)
+        out.append(message)
+    return out
+
+
+@pytest.fixture
+def registered() -> Net:
+    net, _, _ = _net(_account())
+    net.pump()
+    assert net.core.state is RegState.REGISTERED
+    net.events.clear()
+    return net
+
+
+def _deliver(net: Net, data: bytes) -> list[SipResponse]:
+    net.core.receive_data(data, _SERVER, net.now)
+    answers = _answers(net)
+    while (event := net.core.next_event()) is not None:
+        net.events.append(event)
+    return answers
+
+
+def test_options_gets_200_with_allow(registered: Net) -> None:
+    (answer,) = _deliver(registered, _request("OPTIONS"))
+    assert answer.status == 200
+    allow = answer.tokens("Allow")
+    assert "NOTIFY" in allow and "MESSAGE" in allow
+
+
+def test_check_sync_notify_gets_200_and_a_reprovision_event(registered: Net) -> None:
+    (answer,) = _deliver(registered, _request("NOTIFY", extra="Event: check-sync;reboot=true\r\n"))
+    assert answer.status == 200
+    assert registered.of(ReprovisionRequested) == [
+        ReprovisionRequested(source=_SERVER, reboot=True)
+    ]
+
+
+def test_other_notify_events_get_489(registered: Net) -> None:
+    (answer,) = _deliver(registered, _request("NOTIFY", extra="Event: dialog\r\n"))
+    assert answer.status == 489
+    assert not registered.of(ReprovisionRequested)
+
+
+def test_out_of_dialog_message_gets_200(registered: Net) -> None:
+    (answer,) = _deliver(registered, _request(
+        "MESSAGE", extra="Content-Type: text/plain\r\n", body=b"hello"))
+    assert answer.status == 200
+    (message,) = registered.of(MessageReceived)
+    assert message.body == b"hello" and message.content_type == "text/plain"
+
+
+def test_unknown_method_gets_405(registered: Net) -> None:
+    (answer,) = _deliver(registered, _request("SUBSCRIBE", extra="Event: presence\r\n"))
+    assert answer.status == 405
+    assert answer.headers.get("Allow")
+
+
+@pytest.mark.parametrize("method", ["BYE", "INFO", "NOTIFY"])
+def test_in_dialog_requests_for_no_dialog_get_481_or_405(registered: Net, method: str) -> None:
+    (answer,) = _deliver(registered, _request(method, to_tag="nodialog",
+                                              extra="Event: check-sync\r\n"))
+    assert answer.status == (405 if method == "INFO" else 481)
+
+
+def test_out_of_dialog_bye_gets_481(registered: Net) -> None:
+    (answer,) = _deliver(registered, _request("BYE"))
+    assert answer.status == 481
+
+
+def test_invite_is_declined_for_now(registered: Net) -> None:
+    answers = _deliver(registered, _request("INVITE"))
+    assert [a.status for a in answers] == [100, 480]
+    assert registered.of(RequestAnswered)[-1].status == 480
+
+
+def test_malformed_request_gets_400_and_the_phone_keeps_working(registered: Net) -> None:
+    registered.core.receive_data(
+        _request("OPTIONS", cseq="not-a-number OPTIONS"), _SERVER, registered.now
+    )
+    ((raw, destination),) = registered.core.datagrams_to_send()
+    assert raw.startswith(b"SIP/2.0 400 ") and destination == _SERVER
+    (again,) = _deliver(registered, _request("OPTIONS"))
+    assert again.status == 200
+    assert registered.core.state is RegState.REGISTERED
+
+
+def test_garbage_never_raises(registered: Net) -> None:
+    for junk in (b"\x00\xff garbage", b"INVITE\r\n\r\n", b"SIP/2.0 abc\r\n\r\n", b"\r\n"):
+        registered.core.receive_data(junk, _SERVER, registered.now)
+        registered.core.datagrams_to_send()
+    assert registered.core.state is RegState.REGISTERED
+
+
+def test_malformed_request_on_a_stream_gets_400() -> None:
+    net, primary, _ = _net(_account(transport=SipTransport.TCP))
+    net.pump()
+    net.core.receive_data(_request("OPTIONS", cseq="x OPTIONS"), primary.address, net.now)
+    ((raw, _),) = net.core.datagrams_to_send()
+    assert raw.startswith(b"SIP/2.0 400 ")
+    assert net.core.state is RegState.REGISTERED
+
+
+def test_password_is_not_in_any_repr() -> None:
+    account = _account(password="very-secret-pw")
+    core = _core(account)
+    assert "very-secret-pw" not in repr(account) + repr(core) + repr(account.host_primary)
