@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from phone_sim.errors import UsageError
+from phone_sim.sip.dialog import Dialog, DialogState
 from phone_sim.sip.digest import DigestCredentials
 from phone_sim.sip.headers import NameAddr
 from phone_sim.sip.message import SipResponse, parse_message
@@ -838,3 +839,33 @@ def test_dialog_creating_answer_copies_record_route_and_contact() -> None:
     assert ok.headers.get("Contact") == "<sip:pbx@127.0.0.1:5060;ob>"
     ack = pair.phone.send_ack(handle, ok, pair.now)
     assert [str(r) for r in ack.routes] == ["<sip:proxy.test;lr>"]
+
+
+def test_call_established_then_bye_in_the_dialog_both_sides() -> None:
+    server_dialogs: list[Dialog] = []
+
+    def callee(pair: UaPair, event: RequestReceived) -> None:
+        request = event.request
+        if request.method == "INVITE" and event.transaction is not None:
+            response = pair.server.respond(event.transaction, 200, pair.now)
+            server_dialogs.append(Dialog.from_uas(request, local_tag=response.to_tag or ""))
+        elif request.method == "BYE" and event.transaction is not None:
+            server_dialogs[0].receive_request(request)
+            pair.server.respond(event.transaction, 200, pair.now)
+
+    pair = UaPair(on_server_request=callee)
+    handle = invite(pair)
+    pair.pump()
+    ok = responses(pair)[-1]
+    dialog = Dialog.from_uac(ok.request, ok.response)
+    pair.phone.send_ack(handle, ok.response, pair.now, dialog=dialog)
+    pair.pump()
+    bye = dialog.create_request("BYE", user_agent=pair.phone.config.signature.user_agent)
+    bye_handle = pair.phone.send_request(bye, pair.now)
+    pair.pump()
+    (bye_ok,) = [r for r in responses(pair) if r.transaction == bye_handle]
+    dialog.receive_response(bye_ok.request, bye_ok.response)
+    assert dialog.state is DialogState.TERMINATED
+    assert server_dialogs[0].state is DialogState.TERMINATED
+    assert bye_ok.request.cseq.seq == ok.request.cseq.seq + 1
+    assert bye_ok.request.uri == SipUri("sip", "pbx", None, "127.0.0.1", 5060, (("ob", None),))
