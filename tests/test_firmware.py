@@ -182,3 +182,16 @@ def test_profile_is_frozen() -> None:
     p = profile_for("D65")
     with pytest.raises(AttributeError):
         p.validates_server = False  # type: ignore[misc]
+
+
+@given(
+    st.lists(st.integers(0, 99), min_size=2, max_size=4),
+    st.lists(st.integers(0, 99), min_size=2, max_size=4),
+)
+def test_ordering_is_numeric_on_padded_fields(a: list[int], b: list[int]) -> None:
+    va = FirmwareVersion.parse("_".join(map(str, a)))
+    vb = FirmwareVersion.parse("_".join(map(str, b)))
+    pa, pb = tuple(a + [0] * (4 - len(a))), tuple(b + [0] * (4 - len(b)))
+    assert (va < vb) is (pa < pb)
+    assert (va == vb) is (pa == pb)
+    assert (hash(va) == hash(vb)) or pa != pb

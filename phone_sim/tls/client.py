@@ -50,6 +50,7 @@ __all__ = [
     "HandshakeCompleted",
     "HandshakeFailed",
     "KeyLogWriter",
+    "ServerNameError",
     "TlsClientConnection",
     "TlsClientContext",
     "TlsEvent",
@@ -63,6 +64,10 @@ _PROTO = {
     TlsVersion.TLSv1_2: SSL.TLS1_2_VERSION,
     TlsVersion.TLSv1_3: SSL.TLS1_3_VERSION,
 }
+
+
+class ServerNameError(UsageError):
+    """A configured server name that cannot be a host name."""
 
 
 class TrustStoreError(UsageError):
@@ -266,8 +271,9 @@ class TlsClientConnection:
         self._conn = SSL.Connection(context.ssl_context, None)
         self._conn.set_app_data(self)
         self._conn.set_connect_state()
-        if _sni_allowed(server_name):
-            self._conn.set_tlsext_host_name(server_name.encode("idna"))
+        sni = _sni_bytes(server_name)
+        if sni is not None:
+            self._conn.set_tlsext_host_name(sni)
 
     # -- input -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -455,10 +461,20 @@ class TlsClientConnection:
         self._events.append(HandshakeCompleted(verdict=verdict))
 
 
-def _sni_allowed(name: str) -> bool:
-    # RFC 6066 §3: literal IP addresses are not sent as server names.
+def _sni_bytes(name: str) -> bytes | None:
+    """The SNI to send for ``name``, None for an IP literal (RFC 6066 §3: not sent)."""
+    if not name or len(name) > 253:
+        raise ServerNameError(f"server name {name!r} is not a valid host name")
     try:
         ipaddress.ip_address(name.strip("[]"))
     except ValueError:
-        return bool(name)
-    return False
+        pass
+    else:
+        return None
+    try:
+        # RFC 6066 §3: the host name without a trailing dot, A-labels for IDNs.
+        return name.rstrip(".").encode("idna")
+    except UnicodeError:
+        raise ServerNameError(
+            f"server name {name!r} is not a valid host name (empty or over-long label)"
+        ) from None

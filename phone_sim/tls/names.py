@@ -77,7 +77,7 @@ def check_server_name(
     cert: x509.Certificate, server_name: str, *, allow_wildcard: bool = False
 ) -> NameCheck:
     """Check ``cert`` against ``server_name`` the way the firmware's pjsip does."""
-    host = _normalise(server_name.strip("[]"))
+    host = _normalise(server_name.strip().strip("[]"))
     try:
         host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
     except ValueError:

@@ -214,6 +214,7 @@ def test_all_firmwares(
         (["tls-check", "h", "--ca", "/nonexistent/ca.pem"], "cannot read CA file"),
         (["tls-check", "h", "--crl", "/nonexistent/x.crl"], "cannot read CRL file"),
         (["tls-check", "h", "--timeout", "0"], "must be positive"),
+        (["tls-check", "127.0.0.1:1", "--servername", "a..b"], "is not a valid host name"),
         (["tls-error", "hello"], "is not a bitmask"),
         (["tls-error", "0x1ffffffff"], "wider than 32 bits"),
         (["tls-matrix", "--golden", "/nonexistent/golden.txt"], "cannot read the golden table"),

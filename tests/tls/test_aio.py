@@ -397,3 +397,17 @@ def test_transport_under_uvloop(pki: TestPki, trust: TrustStore) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(run()) == b"ping"
+
+
+def test_connect_errors_read_well() -> None:
+    from phone_sim.tls.aio import _connect_error
+
+    gai = _connect_error(
+        "nosuch.invalid", 5061, socket.gaierror(-2, "Name or service not known"), 10
+    )
+    assert str(gai) == "cannot resolve 'nosuch.invalid': Name or service not known"
+    late = _connect_error("192.0.2.1", 5061, TimeoutError(), 2.5)
+    assert str(late) == "no answer from 192.0.2.1:5061 within 2.5 s: host unreachable?"
+    other = _connect_error("h", 1, OSError(101, "Network is unreachable"), 1)
+    assert str(other) == "cannot connect to h:1: Network is unreachable"
+    assert gai.exit_code == late.exit_code == other.exit_code == 2

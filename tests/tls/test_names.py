@@ -10,6 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phone_sim.tls.names import check_server_name, sip_uri_host
 
@@ -121,3 +123,24 @@ def test_trailing_dot_is_ignored() -> None:
 )
 def test_sip_uri_host(uri: str, host: str | None) -> None:
     assert sip_uri_host(uri) == host
+
+
+_LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+
+
+@given(st.lists(_LABEL, min_size=2, max_size=4), st.booleans())
+def test_exact_names_always_match_and_wildcards_follow_the_setting(
+    labels: list[str], allow: bool
+) -> None:
+    host = ".".join(labels)
+    assert check_server_name(_cert(sans=[DNS(host.upper())]), host, allow_wildcard=allow).matched
+    wildcard = _cert(sans=[DNS("*." + ".".join(labels[1:]))])
+    assert check_server_name(wildcard, host, allow_wildcard=allow).matched is allow
+    deeper = "x." + host
+    assert not check_server_name(wildcard, deeper, allow_wildcard=True).matched
+
+
+@given(st.text(max_size=30))
+def test_any_configured_name_gives_a_verdict(name: str) -> None:
+    r = check_server_name(_cert("pbx.example.com", [DNS("pbx.example.com")]), name)
+    assert r.matched is (name.strip().strip("[]").rstrip(".").lower() == "pbx.example.com")
