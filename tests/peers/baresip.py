@@ -396,6 +396,36 @@ class Baresip:
         """Hang up the current call."""
         await self.command("hangup")
 
+    async def hold(self) -> None:
+        """Put the current call on hold (re-INVITE with ``a=sendonly``)."""
+        await self.command("hold")
+
+    async def resume(self) -> None:
+        """Resume the current call (re-INVITE with ``a=sendrecv``)."""
+        await self.command("resume")
+
+    async def send_dtmf(self, digits: str) -> None:
+        """Send DTMF digits on the current call (RFC 4733 events, ``sndcode`` per digit)."""
+        for digit in digits:
+            if digit not in "0123456789*#ABCD":
+                raise ValueError(f"not a DTMF digit: {digit!r}")
+            await self.command("sndcode", digit)
+
+    async def received_dtmf(self, count: int, *, timeout: float = 5.0, after: int = 0) -> str:
+        """Wait for ``count`` DTMF digits received (``CALL_DTMF_START`` events)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            digits = "".join(e.param for e in self._events[after:] if e.type == "CALL_DTMF_START")
+            if len(digits) >= count:
+                return digits
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise self._process.fail(f"only DTMF {digits!r} after {timeout} s")
+            index = len(self._events)
+            with contextlib.suppress(PeerError):
+                await self.wait_event("CALL_DTMF_START", timeout=remaining, after=index)
+
     def recordings(self, direction: Literal["dec", "enc"] = "dec") -> list[Path]:
         """WAV files ``sndfile`` wrote: ``dec`` is what the phone heard, ``enc`` what it sent."""
         return sorted(self.record_dir.glob(f"dump-*-{direction}.wav"))
