@@ -228,7 +228,8 @@ DEFAULT_MODEL = Model.D65
 # TLS 1.0 and 1.1 need security level 0 with a current OpenSSL; so do the anonymous and null
 # ciphers. Level 0 also lets SHA-1 signed certificates verify, which matches the OpenSSL
 # releases of the firmware's era (docs/tls.md). [?] The vendor's cipher lists are not public.
-_CIPHERS_WITH_ANON = "HIGH:MEDIUM:!RC4:!3DES:aNULL:eNULL:@SECLEVEL=0"
+# Anonymous and null suites go last: offered "also", after the authenticated ones.
+_CIPHERS_WITH_ANON = "HIGH:MEDIUM:!RC4:!3DES:-aNULL:-eNULL:aNULL:eNULL:@SECLEVEL=0"
 _CIPHERS = "HIGH:MEDIUM:!RC4:!3DES:!aNULL:!eNULL:@SECLEVEL=0"
 
 

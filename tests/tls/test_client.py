@@ -184,3 +184,17 @@ def test_context_sets_release_buffers_and_profile_bounds(trust: TrustStore) -> N
     context = TlsClientContext(profile_for("D65"), trust)
     # SSL_CTX_set_mode ORs its argument in and returns the resulting mode.
     assert context.ssl_context.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
+
+
+def test_anon_and_null_suites_are_offered_last_and_only_before_2_3_9() -> None:
+    from OpenSSL import SSL
+
+    def suites(fw: str) -> list[str]:
+        context = TlsClientContext(profile_for("D65", fw), TrustStore(public_roots=False))
+        return list(SSL.Connection(context.ssl_context, None).get_cipher_list())
+
+    old = suites("2_2_0_4_5a54ff2")
+    anon = [i for i, c in enumerate(old) if c.startswith(("ADH-", "AECDH-")) or "NULL" in c]
+    authenticated = [i for i, c in enumerate(old) if c.startswith(("ECDHE-ECDSA-", "ECDHE-RSA-"))]
+    assert anon and max(authenticated) < min(anon)
+    assert not [c for c in suites("2_3_9") if c.startswith(("ADH-", "AECDH-")) or "NULL" in c]
