@@ -977,3 +977,54 @@ def test_baresip_accepts_the_phones_offer_and_its_answer_is_taken(tmp_path: Path
     assert negotiated.srtp is not None
     assert negotiated.srtp.tx_key == crypto_of(offer).key_salt
     assert negotiated.srtp.rx_key != negotiated.srtp.tx_key
+
+
+# --- the contract with the media layer: NegotiatedAudio drives MediaStream ---------------
+
+
+def _stream(negotiated: NegotiatedAudio) -> object:
+    from phone_sim.media.stream import MediaStream
+
+    assert negotiated.srtp is not None
+    return MediaStream(
+        codec=negotiated.codec,
+        payload_type=negotiated.payload_type,
+        ptime_ms=negotiated.ptime_ms,
+        direction=negotiated.direction,
+        dtmf_payload_type=negotiated.dtmf_payload_type,
+        tx_key=negotiated.srtp.tx_key,
+        rx_key=negotiated.srtp.rx_key,
+    )
+
+
+def test_negotiated_keys_carry_srtp_between_two_media_streams() -> None:
+    from phone_sim.media.stream import MediaStream
+
+    pair = Pair()
+    caller_side, callee_side = pair.exchange(pair.caller.create_offer())
+    caller, callee = _stream(caller_side), _stream(callee_side)
+    assert isinstance(caller, MediaStream) and isinstance(callee, MediaStream)
+    caller.start(0.0)
+    callee.start(0.0)
+    for tick in range(1, 11):
+        now = tick * 0.02
+        for packet in caller.packets_to_send(now):
+            # SRTP: 12-byte header, 160 bytes of PCMU, the 10-byte _80 tag; silence (0xff in
+            # mu-law) does not show through the cipher
+            assert len(packet) == 12 + 160 + 10
+            assert b"\xff" * 8 not in packet[12:]
+            callee.receive_datagram(packet, now)
+    stats = callee.statistics()
+    assert stats.packets_received >= 9
+    assert stats.srtp_auth_failures == 0
+    # a hold re-offer keeps the keys, so the media layer keeps its SRTP context
+    context = callee.srtp
+    _, held = pair.exchange(pair.caller.hold())
+    assert held.srtp is not None and not held.rx_key_changed
+    callee.update(0.3, direction=held.direction, tx_key=held.srtp.tx_key, rx_key=held.srtp.rx_key)
+    assert callee.srtp is context
+    # a re-key is a new context
+    _, rekeyed = pair.exchange(pair.caller.create_offer(rekey=True))
+    assert rekeyed.srtp is not None and rekeyed.rx_key_changed
+    callee.update(0.4, tx_key=rekeyed.srtp.tx_key, rx_key=rekeyed.srtp.rx_key)
+    assert callee.srtp is not context
