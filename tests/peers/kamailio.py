@@ -89,8 +89,16 @@ class KamailioConfig:
     """Seconds an idle TCP/TLS connection is kept."""
     debug: int = 2
     """Kamailio log level (2 info, 3 debug)."""
+    max_connections: int = 4096
+    """``tcp_max_connections`` and ``tls_max_connections`` (load tests hold one per phone)."""
+    shm_mb: int = 128
+    """Shared memory (``-m``); TLS connections live there, roughly 50-60 KB each."""
+    children: int = 2
+    """UDP worker processes per socket and TCP/TLS workers (``children``, ``tcp_children``)."""
 
     def __post_init__(self) -> None:
+        if self.max_connections < 16 or self.shm_mb < 16 or not 1 <= self.children <= 64:
+            raise ValueError("need max_connections >= 16, shm_mb >= 16, 1 <= children <= 64")
         if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
             raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
         for method in self.auth_methods:
@@ -122,6 +130,11 @@ class Binding:
     """Its CSeq number."""
     tcpconn_id: int
     """Kamailio's id of the TCP/TLS connection the phone registered on (-1 for UDP)."""
+
+
+def make_users(count: int, *, first: int = 1000) -> tuple[SipUser, ...]:
+    """``count`` TEST-ONLY accounts ``first``, ``first+1``, ... with password ``pw-<user>``."""
+    return tuple(SipUser(user=str(n), password=f"pw-{n}") for n in range(first, first + count))
 
 
 def _cfg_user_lines(users: Iterable[SipUser]) -> str:
@@ -227,7 +240,7 @@ class Kamailio:
                 "-DD", "-E",
                 "-Y", str(self.run_dir),
                 "-w", str(self.cfg_dir),
-                "-m", "64", "-M", "8",
+                "-m", str(self.config.shm_mb), "-M", "8",
             ],
             cwd=workdir,
             log_path=workdir / "kamailio.log",
@@ -282,6 +295,9 @@ class Kamailio:
         cfg = self.config
         values = {
             "DEBUG": str(cfg.debug),
+            "MAX_CONNECTIONS": str(cfg.max_connections),
+            "OPEN_FILES": str(2 * cfg.max_connections + 256),
+            "CHILDREN": str(cfg.children),
             "UDP_PORT": str(self.udp_port),
             "TCP_PORT": str(self.tcp_port),
             "TLS_PORT": str(self.tls_port),
@@ -424,6 +440,10 @@ class Kamailio:
     def bindings(self, aor: str) -> list[Binding]:
         """The contacts bound to ``aor`` now."""
         return [b for b in self.ul_dump() if b.aor == aor]
+
+    async def arestart(self, timeout: float = 15.0) -> None:
+        """:meth:`restart` without blocking the event loop (phones in it keep running)."""
+        await asyncio.to_thread(self.restart, timeout)
 
     async def wait_bindings(
         self,

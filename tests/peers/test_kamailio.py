@@ -72,6 +72,7 @@ def test_generated_config_passes_kamailio_check(tmp_path: Path, peer_pki: TestPk
     assert f"listen=tls:127.0.0.1:{kam.tls_port}" in cfg
     assert '$sht(users=>auth201) = "pw-201";' in cfg
     assert 'if (is_method("INVITE|SUBSCRIBE|REFER|PUBLISH")) {' in cfg
+    assert "tls_max_connections=4096" in cfg
     assert "@@" not in cfg
     # Never a bare 127.0.0.1 alias (ACK/BYE would loop back: 477).
     assert 'alias="127.0.0.1' not in cfg
@@ -120,7 +121,7 @@ async def test_restart_keeps_ports_and_empties_the_location_table(
     ports = (kamailio.udp_port, kamailio.tcp_port, kamailio.tls_port)
     old_pid = kamailio.process.pid
 
-    kamailio.restart()
+    await kamailio.arestart()
 
     assert kamailio.process.pid != old_pid
     assert (kamailio.udp_port, kamailio.tcp_port, kamailio.tls_port) == ports

@@ -10,7 +10,7 @@ import pytest
 
 from tests.peers._process import PeerError
 from tests.peers.baresip import Baresip
-from tests.peers.kamailio import Kamailio
+from tests.peers.kamailio import Kamailio, KamailioConfig, make_users
 from tests.peers.plugin import BaresipFactory, KamailioFactory, require
 from tests.peers.ports import free_port
 from tests.peers.sipp import (
@@ -247,3 +247,19 @@ async def test_prack_scenario_fails_against_baresip_without_100rel(
         assert 420 in result.received_statuses()  # Bad Extension
     else:
         assert "RSeq: not found" in result.errors  # an unreliable 180
+
+
+@pytest.mark.peer
+async def test_many_distinct_users_register_over_tcp(
+    kamailio_factory: KamailioFactory, tmp_path: Path
+) -> None:
+    require("sipp")
+    users = make_users(40)
+    kam = kamailio_factory(KamailioConfig(users=users))
+    result = await run_sipp(
+        "register", (kam.host, kam.tcp_port), workdir=tmp_path, transport="tcp",
+        inject=[[u.user, auth_field(u.user, u.password), kam.domain, "60"] for u in users],
+        calls=len(users), rate=100, timeout=15,
+    )
+    result.check()
+    assert sorted(b.aor for b in kam.ul_dump()) == sorted(u.user for u in users)
