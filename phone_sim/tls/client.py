@@ -455,6 +455,9 @@ class TlsClientConnection:
             certificates=certificates,
         )
         self.verdict = verdict
+        # The verify callback is done; drop the Connection -> engine back-reference so that an
+        # idle connection is freed by reference counting, not by the cycle collector.
+        self._conn.set_app_data(None)
         if not verdict.connects:
             # pjsip completes the handshake, then a validating client closes the connection.
             self.close()
