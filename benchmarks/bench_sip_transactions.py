@@ -14,7 +14,8 @@ printed:
 The baseline, measured in the same run, is ``parse_message`` + ``bytes()`` of the same
 REGISTER: every flow is given as a multiple of that cost per message on the wire. Memory per
 live client transaction (the Transaction, its context, the request and its wire bytes) is
-measured with ``tracemalloc`` over ``--count`` outstanding OPTIONS. Nothing is asserted.
+measured with ``tracemalloc`` over ``--count`` outstanding OPTIONS, and so is the memory of
+an idle ``UserAgent`` (one per phone in a fleet). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -186,6 +187,24 @@ def memory_per_transaction(count: int) -> float:
     return total / count
 
 
+def memory_per_user_agent(count: int) -> float:
+    signature = PhoneSignature()
+    credentials = (DigestCredentials("101", "1234"),)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    agents = [
+        UserAgent(UaConfig(local_host="127.0.0.1", local_port=10000 + i, user=str(i),
+                           signature=signature, credentials=credentials),
+                  rng=random.Random(i))
+        for i in range(count)
+    ]
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    total = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    del agents
+    return total / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -213,6 +232,9 @@ def main() -> None:
     size = memory_per_transaction(args.count)
     print(f"memory per live OPTIONS client transaction: {size:,.0f} bytes "
           f"(over {args.count} outstanding)")
+    per_ua = memory_per_user_agent(args.count)
+    print(f"memory per idle UserAgent (one phone, own Random): {per_ua:,.0f} bytes "
+          f"(over {args.count})")
 
 
 if __name__ == "__main__":
