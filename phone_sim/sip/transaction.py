@@ -156,7 +156,8 @@ _ICT: _Table = {
     (S.COMPLETED, I.RECV_FINAL): (S.COMPLETED, A.SEND_ACK | A.ABSORBED),
     (S.COMPLETED, I.RECV_1XX): (S.COMPLETED, A.ABSORBED),
     (S.COMPLETED, I.RECV_2XX): (S.COMPLETED, A.ABSORBED),
-    (S.COMPLETED, I.TRANSPORT_ERROR): (S.TERMINATED, A.TRANSPORT_FAILED),
+    # The TU already has the final response; a failed ACK only ends the transaction.
+    (S.COMPLETED, I.TRANSPORT_ERROR): (S.TERMINATED, A.NONE),
     (S.COMPLETED, I.TIMER_D): (S.TERMINATED, A.NONE),
     # RFC 6026 7.2: 2xx retransmissions go to the TU (which ACKs them); the rest is absorbed.
     (S.ACCEPTED, I.RECV_2XX): (S.ACCEPTED, A.PASS_UP),

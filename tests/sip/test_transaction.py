@@ -298,3 +298,14 @@ def test_server_key_rfc2543_fallback() -> None:
     # Linear white space in the Via does not change the key.
     assert _skey(branch=None, top_via="SIP/2.0/UDP  h") == _skey(branch=None,
                                                                   top_via="SIP/2.0/UDP h")
+
+
+def test_ict_transport_error_after_final_only_terminates() -> None:
+    tx = _tx(K.INVITE_CLIENT)
+    tx.start(0.0)
+    tx.feed(I.RECV_FINAL, 0.1)
+    assert tx.feed(I.TRANSPORT_ERROR, 0.2) == A.NONE
+    assert tx.terminated and tx.get_timer() is None
+    calling = _tx(K.INVITE_CLIENT)
+    calling.start(0.0)
+    assert calling.feed(I.TRANSPORT_ERROR, 0.1) == A.TRANSPORT_FAILED
