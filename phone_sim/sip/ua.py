@@ -306,6 +306,11 @@ def _send_input(status: int) -> TxInput:
 
 
 def _uri_destination(uri: SipUri, transport: str) -> Address:
+    if uri.scheme not in ("sip", "sips") or not uri.host:
+        raise UsageError(
+            f"cannot send to {uri}: not a sip:/sips: URI with a host "
+            "(give a destination or an outbound proxy)"
+        )
     default = 5061 if uri.is_secure else _DEFAULT_PORTS[transport]
     return (uri.host_address, uri.port or default)
 

@@ -533,6 +533,9 @@ def test_api_misuse_is_a_usage_error() -> None:
     pair.server.respond(event.transaction, 200, pair.now)
     with pytest.raises(UsageError, match="cannot send 486 now"):
         pair.server.respond(event.transaction, 486, pair.now)
+    tel = pair.phone.create_request("OPTIONS", SipUri.parse("tel:+15551234"), from_=AOR)
+    with pytest.raises(UsageError, match="not a sip:/sips: URI"):
+        pair.phone.send_request(tel, 0.0)
     with pytest.raises(UsageError, match="unknown SIP transport"):
         UaConfig(local_host="h", local_port=1, transport="SCTP")
 
