@@ -502,6 +502,7 @@ class RegistrationCore:
             transport=host.transport.value.upper(),
             user=self.account.username,
             signature=self._signature,
+            answer_options=False,  # answered here, so that RequestAnswered reports it
             credentials=(
                 DigestCredentials(
                     username=self.account.auth_username, password=self.account.password
@@ -870,6 +871,7 @@ class RegistrationCore:
             return  # an ACK: nothing to do without calls
         method = request.method
         status = 405
+        headers: list[tuple[str, str]] = []
         if request.to_tag is not None:
             status = 481  # RFC 3261 12.2.2: no such dialog
         elif method == "NOTIFY":
@@ -882,6 +884,13 @@ class RegistrationCore:
                 )
             else:
                 status = 489  # RFC 6665 8.2.2: Bad Event
+        elif method == "OPTIONS":
+            # RFC 3261 11.2: 200 with what the phone supports.
+            status = 200
+            sig = self._signature
+            headers = [("Allow", sig.allow_header), ("Accept", ", ".join(sig.accept))]
+            if sig.supported:
+                headers.append(("Supported", ", ".join(sig.supported)))
         elif method == "MESSAGE":
             status = 200
             self._events.append(MessageReceived(
@@ -893,7 +902,7 @@ class RegistrationCore:
         elif method in ("BYE", "CANCEL"):
             status = 481
         try:
-            ua.respond(handle, status, now)
+            ua.respond(handle, status, now, headers=headers)
         except PhoneSimError as exc:
             logger.debug("could not answer %s: %s", method, exc)
             return

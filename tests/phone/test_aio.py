@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -11,15 +12,20 @@ from phone_sim.firmware import profile_for
 from phone_sim.phone import (
     AuthenticationRefused,
     ConnectionDropped,
+    MessageReceived,
     Phone,
+    PhoneEvent,
     RegistrationSettings,
     RegistrationSucceeded,
+    ReprovisionRequested,
+    RequestAnswered,
 )
 from phone_sim.tls.client import TrustStore
 from phone_sim.tls.verdict import TlsRefused
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio, KamailioConfig
-from tests.peers.plugin import KamailioFactory
+from tests.peers.plugin import KamailioFactory, require
+from tests.peers.sipp import run_sipp
 
 pytestmark = pytest.mark.peer
 
@@ -190,3 +196,74 @@ async def test_old_firmware_connects_despite_the_bad_certificate(kamailio: Kamai
     async with Phone(old, account, trust=TrustStore(), settings=FAST) as phone:
         done = await phone.register(timeout=10)
         assert done.expires == 60
+
+
+# -- requests that arrive on the phone's connection (SIPp as the PBX) -------------------------
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "fixtures" / "phone"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=str)
+async def test_options_through_kamailio_reaches_the_phone_on_its_connection(
+    kamailio: Kamailio, peer_pki: TestPki, tmp_path: Path, transport: SipTransport
+) -> None:
+    require("sipp")
+    account = _account(kamailio, transport)
+    async with Phone(PROFILE, account, trust=_trust(peer_pki), settings=FAST,
+                     local_host="127.0.0.1") as phone:
+        await phone.register(timeout=10)
+        await kamailio.wait_bindings("101")
+        events = phone.events()
+        # SIPp talks to Kamailio over TCP; Kamailio relays over the phone's own connection.
+        result = await run_sipp("options", ("127.0.0.1", kamailio.tcp_port), workdir=tmp_path,
+                                transport="tcp", service="101", timeout=10)
+        assert result.ok, result.describe()
+        assert result.received_statuses()[-1] == 200
+        options = result.received_messages()[-1]
+        assert f"User-Agent: {PROFILE.user_agent}" in options
+        answered = await anext(events)
+        assert isinstance(answered, RequestAnswered)
+        assert (answered.method, answered.status) == ("OPTIONS", 200)
+
+
+@pytest.mark.parametrize("transport", [SipTransport.TLS, SipTransport.UDP], ids=str)
+async def test_check_sync_message_and_info_through_kamailio(
+    kamailio: Kamailio, peer_pki: TestPki, tmp_path: Path, transport: SipTransport
+) -> None:
+    require("sipp")
+    account = _account(kamailio, transport)
+    async with Phone(PROFILE, account, trust=_trust(peer_pki), settings=FAST,
+                     local_host="127.0.0.1") as phone:
+        await phone.register(timeout=10)
+        await kamailio.wait_bindings("101")
+        events = phone.events()
+        result = await run_sipp(SCENARIOS / "check_sync.xml", ("127.0.0.1", kamailio.udp_port),
+                                workdir=tmp_path, transport="udp", service="101", timeout=10)
+        assert result.ok, result.describe()
+        assert result.received_statuses() == [200, 200, 405]
+        seen: list[PhoneEvent] = []
+        async with asyncio.timeout(2):
+            while len(seen) < 4:
+                seen.append(await anext(events))
+        kinds = [type(e) for e in seen]
+        assert ReprovisionRequested in kinds and MessageReceived in kinds
+        message = next(e for e in seen if isinstance(e, MessageReceived))
+        assert message.body.strip() == b"hello phone"
+        assert phone.registered
+
+
+async def test_sipp_malformed_request_gets_400_then_options_200_over_udp(
+    kamailio: Kamailio, tmp_path: Path
+) -> None:
+    require("sipp")
+    account = _account(kamailio, SipTransport.UDP)
+    async with Phone(PROFILE, account, settings=FAST, local_host="127.0.0.1") as phone:
+        await phone.register(timeout=10)
+        assert phone.contact is not None
+        port = int(phone.contact.rsplit(":", 1)[1].split(";")[0])
+        # Straight to the phone's socket: Kamailio's sanity checks would drop the bad one.
+        result = await run_sipp("malformed_request", ("127.0.0.1", port), workdir=tmp_path,
+                                transport="udp", service="101", timeout=10)
+        assert result.ok, result.describe()
+        assert result.received_statuses() == [400, 200]
+        assert phone.registered
