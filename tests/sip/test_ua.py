@@ -872,3 +872,29 @@ def test_call_established_then_bye_in_the_dialog_both_sides() -> None:
     assert server_dialogs[0].state is DialogState.TERMINATED
     assert bye_ok.request.cseq.seq == ok.request.cseq.seq + 1
     assert bye_ok.request.uri == SipUri("sip", "pbx", None, "127.0.0.1", 5060, (("ob", None),))
+
+
+def test_rfc2543_invite_and_its_ack_are_matched_by_the_to_tag() -> None:
+    ua = UserAgent(UaConfig(local_host="127.0.0.1", local_port=5062), rng=random.Random(5))
+    invite_data = _raw_request("INVITE", branch="old-style-1") .replace(
+        b"Max-Forwards", b"Contact: <sip:pbx@127.0.0.1:5060>\r\nMax-Forwards")
+    ua.receive_datagram(invite_data, SERVER_ADDR, 0.0)
+    assert parse_message(ua.datagrams_to_send()[0][0]).status == 100  # type: ignore[union-attr]
+    (event,) = list(iter(ua.next_event, None))
+    assert isinstance(event, RequestReceived) and event.transaction is not None
+    busy = ua.respond(event.transaction, 486, 0.0)
+    ua.datagrams_to_send()
+    ack = (invite_data.replace(b"INVITE sip", b"ACK sip").replace(b"7 INVITE", b"7 ACK")
+           .replace(b"To: <sip:101@127.0.0.1>", f"To: <sip:101@127.0.0.1>;tag={busy.to_tag}"
+                    .encode()))
+    wrong_tag = ack.replace(busy.to_tag.encode(), b"other")  # type: ignore[union-attr]
+    ua.receive_datagram(wrong_tag, SERVER_ADDR, 0.1)
+    # An ACK with another To tag is not ours: it goes up as an ACK without transaction.
+    (stray,) = list(iter(ua.next_event, None))
+    assert isinstance(stray, RequestReceived) and stray.transaction is None
+    ua.receive_datagram(ack, SERVER_ADDR, 0.2)
+    assert not list(iter(ua.next_event, None))
+    ua.handle_timer(10.0)
+    assert not ua.datagrams_to_send()  # Confirmed: no 486 retransmission at Timer G
+    ua.handle_timer(20.0)
+    assert ua.transactions == 0
