@@ -448,7 +448,7 @@ class _NonceState:
 class DigestClient:
     """Answers digest challenges for one account, keeping nonce counts per realm.
 
-    ``algorithms`` is what the phone profile allows; MD5 alone unless the profile says so.
+    ``algorithms`` is what the phone profile allows on top of MD5, which is always answered.
     ``cnonce_factory`` makes client nonces (tests pass a deterministic one).
     """
 
@@ -464,9 +464,8 @@ class DigestClient:
         if isinstance(credentials, DigestCredentials):
             credentials = [credentials]
         self._credentials: tuple[DigestCredentials, ...] = tuple(credentials)
-        self._algorithms = frozenset(canonical_algorithm(a) for a in algorithms)
-        if not self._algorithms:
-            raise UsageError("the digest client needs at least one algorithm")
+        # MD5 is always answered (every D-Series firmware does); the profile adds others.
+        self._algorithms = frozenset(canonical_algorithm(a) for a in algorithms) | {"MD5"}
         self._cnonce_factory = cnonce_factory or (lambda: secrets.token_hex(16))
         self._nonces: dict[tuple[bool, str], _NonceState] = {}
 

@@ -305,3 +305,10 @@ def test_attempt_is_frozen() -> None:
     attempt = AuthAttempt(headers=(), realms=frozenset())
     with pytest.raises(AttributeError):
         attempt.preemptive = True  # type: ignore[misc]
+
+
+def test_md5_is_always_answered() -> None:
+    client = _client(algorithms=("SHA-256",))
+    assert client.algorithms == {"MD5", "SHA-256"}
+    with pytest.raises(DigestError, match="unknown digest algorithm"):
+        DigestClient(DigestCredentials("u", "p"), algorithms=("ROT13",))
