@@ -145,17 +145,22 @@ async def start_tls_server(
     max_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
     ciphers: str | None = None,
     greeting: bytes = b"",
+    client_ca_pem: bytes | None = None,
 ) -> TlsTestServer:
     """Serve ``credential`` (its whole ``chain`` is sent) on ``host`` and a free port.
 
     ``credential=None`` serves anonymous ciphers only (pass ``ciphers="aNULL:@SECLEVEL=0"``).
     ``greeting`` is sent as soon as a handshake completes (then everything is echoed).
+    ``client_ca_pem`` makes the server require a client certificate from that CA.
     """
     if host not in _LOOPBACK:
         raise UsageError(f"test servers listen on loopback only, not {host}")
     ctx = server_ssl_context(
         credential, min_version=min_version, max_version=max_version, ciphers=ciphers
     )
+    if client_ca_pem is not None:
+        ctx.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
+        ctx.verify_mode = ssl.CERT_REQUIRED
     loop = asyncio.get_running_loop()
     holder: list[TlsTestServer] = []
     server = await loop.create_server(lambda: _ServerProtocol(ctx, holder[0], greeting), host, 0)

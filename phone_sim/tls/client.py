@@ -423,6 +423,17 @@ class TlsClientConnection:
                 f"{offered} and the server accepts none of them ({text})"
             )
             return TlsVersionMismatch(reason, verdict=self._failed(reason))
+        got_certificate = self._conn.get_peer_certificate() is not None
+        if got_certificate and (
+            "handshake failure" in lowered or "certificate required" in lowered
+        ):
+            # The suites were agreed (the server sent its certificate), then it gave up: the
+            # usual cause is a server that requires a client certificate.
+            reason = (
+                "the server aborted the handshake after sending its certificate; it probably "
+                f"requires a client certificate, which a D-Series phone never presents ({text})"
+            )
+            return TlsHandshakeError(reason, verdict=self._failed(reason))
         if any(r in lowered for r in _CIPHER_REASONS) or "handshake failure" in lowered:
             anon = "with" if self.profile.anon_ciphers_offered else "without"
             reason = (

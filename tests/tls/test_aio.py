@@ -19,6 +19,7 @@ from phone_sim.tls.pki import CertKind, TestPki
 from phone_sim.tls.verdict import (
     NotTlsPeer,
     TlsConnectError,
+    TlsHandshakeError,
     TlsNoSharedCipher,
     TlsNotSupported,
     TlsRefused,
@@ -411,3 +412,25 @@ def test_connect_errors_read_well() -> None:
     other = _connect_error("h", 1, OSError(101, "Network is unreachable"), 1)
     assert str(other) == "cannot connect to h:1: Network is unreachable"
     assert gai.exit_code == late.exit_code == other.exit_code == 2
+
+
+@pytest.mark.parametrize("top", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_1])
+async def test_server_requiring_a_client_certificate(
+    top: ssl.TLSVersion, pki: TestPki, trust: TrustStore
+) -> None:
+    server = await start_tls_server(
+        pki.credentials[CertKind.GOOD], max_version=top, client_ca_pem=pki.trust_pem()
+    )
+    try:
+        with pytest.raises(TlsHandshakeError, match="requires a client certificate") as info:
+            await open_tls_connection(
+                server.host,
+                server.port,
+                profile=profile_for("D65"),
+                trust=trust,
+                server_name=pki.server_name,
+            )
+        assert not isinstance(info.value, TlsNoSharedCipher)
+        assert info.value.exit_code == 1
+    finally:
+        await server.close()
