@@ -465,7 +465,11 @@ class DigestClient:
             credentials = [credentials]
         self._credentials: tuple[DigestCredentials, ...] = tuple(credentials)
         # MD5 is always answered (every D-Series firmware does); the profile adds others.
-        self._algorithms = frozenset(canonical_algorithm(a) for a in algorithms) | {"MD5"}
+        try:
+            allowed = frozenset(canonical_algorithm(a) for a in algorithms)
+        except DigestError as exc:
+            raise UsageError(f"digest client: {exc}") from None
+        self._algorithms = allowed | {"MD5"}
         self._cnonce_factory = cnonce_factory or (lambda: secrets.token_hex(16))
         self._nonces: dict[tuple[bool, str], _NonceState] = {}
 

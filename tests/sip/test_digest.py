@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from phone_sim.errors import UsageError
 from phone_sim.sip.digest import (
     AuthAttempt,
     AuthenticationFailed,
@@ -310,5 +311,5 @@ def test_attempt_is_frozen() -> None:
 def test_md5_is_always_answered() -> None:
     client = _client(algorithms=("SHA-256",))
     assert client.algorithms == {"MD5", "SHA-256"}
-    with pytest.raises(DigestError, match="unknown digest algorithm"):
+    with pytest.raises(UsageError, match="unknown digest algorithm"):
         DigestClient(DigestCredentials("u", "p"), algorithms=("ROT13",))
