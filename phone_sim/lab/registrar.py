@@ -668,13 +668,13 @@ class Registrar:
                 self.stats["retransmissions"] += 1
                 self._out.append(cached)
                 return
-        self._stamp_received(request, flow.remote)
+        via = _stamped_via(original, flow.remote)
         tag = secrets.token_hex(6)
-        error = validate_request(request, allowed_methods=ALLOWED_METHODS, accept={}, to_tag=tag)
+        error = self._validate(request, tag)
         if error is not None:
             if request.method == "REGISTER":
                 self._refused(request, error.status, error.reason, flow)
-            self._send_response(request, error, flow, txkey, now)
+            self._send_response(request, error, flow, txkey, now, via)
             return
         if request.method == "ACK":
             return  # RFC 3261 17.2.3: an ACK to our non-2xx needs nothing (no INVITE here)
@@ -689,7 +689,7 @@ class Registrar:
                     ("Accept-Encoding", "identity"),
                 ],
             )
-            self._send_response(request, response, flow, txkey, now)
+            self._send_response(request, response, flow, txkey, now, via)
             return
         self.stats["registers"] += 1
         try:
@@ -698,7 +698,28 @@ class Registrar:
             response = request.create_response(
                 refusal.status, refusal.reason, to_tag=tag, headers=refusal.headers
             )
-        self._send_response(request, response, flow, txkey, now)
+        self._send_response(request, response, flow, txkey, now, via)
+
+    @staticmethod
+    def _validate(request: SipRequest, tag: str) -> SipResponse | None:
+        # The common case, a REGISTER or OPTIONS to a sip: URI without Require, needs only the
+        # mandatory header fields once each, which the accessors check (they raise on a
+        # missing or repeated one); anything else goes through the full RFC 3261 8.2 checks.
+        if (
+            request.method in ("REGISTER", "OPTIONS")
+            and "Require" not in request.headers
+            and request.uri.scheme in ("sip", "sips")
+        ):
+            try:
+                request.from_  # noqa: B018
+                request.to  # noqa: B018
+                request.call_id  # noqa: B018
+                request.cseq  # noqa: B018
+            except SipParseError:
+                pass
+            else:
+                return None
+        return validate_request(request, allowed_methods=ALLOWED_METHODS, accept={}, to_tag=tag)
 
     # -- RFC 3261 10.3 -----------------------------------------------------------------------
 
@@ -927,33 +948,25 @@ class Registrar:
 
     # -- sending -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _stamp_received(request: SipRequest, source: Address) -> None:
-        # RFC 3261 18.2.1 and RFC 3581 4: note where the request really came from.
-        via = request.top_via
-        new = via
-        src_host, src_port = source
-        if via.host.strip("[]").lower() != src_host.lower():
-            new = new.with_param("received", src_host)
-        if via.rport is True:
-            new = new.with_param("rport", str(src_port))
-            if new.received is None:
-                new = new.with_param("received", src_host)
-        if new is not via:
-            request.headers.pop_first("Via")
-            request.headers.insert(0, "Via", new)
-
-    def _send_response(
+    def _send_response(  # noqa: PLR0917 - internal; the transaction's facts
         self,
         request: SipRequest,
         response: SipResponse,
         flow: Flow,
         txkey: tuple[str, ...] | None,
         now: float,
+        via: Via | None = None,
     ) -> None:
+        if via is not None:
+            # The request's top Via with received/rport, in the response only: the request's
+            # parsed header caches stay valid.
+            response.headers.pop_first("Via")
+            response.headers.insert(0, "Via", via)
         response.headers.add("Server", self.config.server_header)
         transmit = Transmit(
-            flow=flow, destination=_response_destination(request, flow), data=bytes(response)
+            flow=flow,
+            destination=_response_destination(request, flow, via),
+            data=bytes(response),
         )
         self._out.append(transmit)
         if txkey is not None and not flow.reliable:
@@ -961,17 +974,34 @@ class Registrar:
             self._udp_expiry.append((now + TIMER_J, txkey))
 
 
-def _response_destination(request: SipRequest, flow: Flow) -> Address:
+def _stamped_via(via: Via, source: Address) -> Via | None:
+    """The top Via as the response carries it (RFC 3261 18.2.1, RFC 3581 4): ``received``
+    when the source differs from sent-by, ``rport`` filled in; ``None`` when unchanged."""
+    new = via
+    src_host, src_port = source
+    if via.host.strip("[]").lower() != src_host.lower():
+        new = new.with_param("received", src_host)
+    if via.rport is True:
+        new = new.with_param("rport", str(src_port))
+        if new.received is None:
+            new = new.with_param("received", src_host)
+    return None if new is via else new
+
+
+def _response_destination(request: SipRequest, flow: Flow, via: Via | None) -> Address:
     # RFC 3261 18.2.2 with RFC 3581 4: a connection answers on itself; UDP goes to received
-    # (or the source) and to rport, else to the sent-by port.
+    # (the source) and to rport, else to the sent-by port.
     if flow.reliable:
         return flow.remote
-    try:
-        via: Via = request.top_via
-    except SipParseError:
-        return flow.remote
+    if via is None:
+        try:
+            via = request.top_via
+        except SipParseError:
+            return flow.remote
     rport = via.rport
-    if isinstance(rport, int) and not isinstance(rport, bool):
+    if rport is True:
+        return flow.remote
+    if isinstance(rport, int):
         return (flow.remote[0], rport)
     return (flow.remote[0], via.port or 5060)
 

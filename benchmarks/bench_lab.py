@@ -1,0 +1,290 @@
+"""The embedded registrar under load: distinct phones registering over TLS, each on its own
+connection, against ``phone-sim lab`` in another process.
+
+Prints figures and ratios measured in the same run; asserts nothing.
+
+    .venv/bin/python benchmarks/bench_lab.py [--phones 1000] [--concurrency 50]
+
+Figures:
+- the registrar core alone (sans-I/O, no sockets): microseconds per REGISTER round
+  (challenge + authenticated REGISTER) and rounds per second: the "cheap per message" check;
+- the floor: new TLS handshakes per second against the lab's TLS port, with no SIP;
+- registrations per second: new TLS connection + REGISTER/401/REGISTER/200 per phone, and
+  the ratio to the floor;
+- the lab process's CPU time per registration and its RSS growth per connected phone.
+
+Both processes share this machine's cores, so the client's own TLS and digest work is part
+of what is measured, as it is in a real load test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import secrets
+import statistics
+import time
+from pathlib import Path
+
+from phone_sim.firmware import profile_for
+from phone_sim.lab.aio_process import LabProcess
+from phone_sim.lab.registrar import Flow, Registrar, RegistrarConfig
+from phone_sim.sip.digest import DigestChallenge, DigestResponse, compute_response
+from phone_sim.sip.framer import StreamFramer
+from phone_sim.sip.message import SipResponse, parse_message
+from phone_sim.tls.aio import open_tls_connection
+from phone_sim.tls.client import TlsClientContext, TrustStore
+
+DOMAIN = "lab.phone-sim.test"
+
+
+def _raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _register(user: str, call_id: str, cseq: int, port: int, auth: str | None) -> bytes:
+    lines = [
+        f"REGISTER sip:{DOMAIN} SIP/2.0",
+        f"Via: SIP/2.0/TLS 127.0.0.1:{port};rport;branch=z9hG4bKPj{secrets.token_hex(8)}",
+        "Max-Forwards: 70",
+        f"From: <sip:{user}@{DOMAIN}>;tag={call_id[:8]}",
+        f"To: <sip:{user}@{DOMAIN}>",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} REGISTER",
+        "User-Agent: Digium D65 2_9_22",
+        f"Contact: <sip:{user}@127.0.0.1:{port};transport=tls;ob>",
+        "Expires: 300",
+    ]
+    if auth:
+        lines.append(f"Authorization: {auth}")
+    return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def _answer(challenge: DigestChallenge, user: str, password: str) -> str:
+    cnonce = secrets.token_hex(8)
+    uri = f"sip:{DOMAIN}"
+    digest = compute_response(
+        algorithm=challenge.algorithm, username=user, realm=challenge.realm, password=password,
+        nonce=challenge.nonce, method="REGISTER", uri=uri, qop="auth", nc=1, cnonce=cnonce,
+    )  # fmt: skip
+    return str(
+        DigestResponse(
+            username=user, realm=challenge.realm, nonce=challenge.nonce, uri=uri,
+            response=digest, algorithm=challenge.algorithm, cnonce=cnonce, qop="auth", nc=1,
+        )
+    )  # fmt: skip
+
+
+def _challenge(response: SipResponse) -> DigestChallenge:
+    value = response.headers.get("WWW-Authenticate")
+    assert value is not None
+    return DigestChallenge.parse(value)[0]
+
+
+# -- the core alone -------------------------------------------------------------------------
+
+
+def bench_core(rounds: int) -> float:
+    users = {f"u{i:05d}": "pw" for i in range(rounds)}
+    reg = Registrar(users, RegistrarConfig(realm=DOMAIN))
+    framer = StreamFramer()
+    start = time.perf_counter()
+    for i, user in enumerate(users):
+        flow = Flow(id=i, transport="TLS", remote=("127.0.0.1", 10000 + i % 50000),
+                    local=("127.0.0.1", 5061))  # fmt: skip
+        reg.flow_opened(flow)
+        call_id = f"c{i}"
+        for event in framer.feed(_register(user, call_id, 1, 5099, None)):
+            reg.receive_message(event, flow, 0.0)
+        [out] = reg.transmits_to_send()
+        challenge = _challenge(parse_message(out.data))  # type: ignore[arg-type]
+        auth = _answer(challenge, user, "pw")
+        for event in framer.feed(_register(user, call_id, 2, 5099, auth)):
+            reg.receive_message(event, flow, 0.0)
+        [out] = reg.transmits_to_send()
+        while reg.next_event() is not None:
+            pass
+    elapsed = time.perf_counter() - start
+    assert reg.binding_count == rounds
+    return elapsed / rounds
+
+
+def bench_parse_baseline(rounds: int) -> float:
+    """What the SIP layer costs for the same traffic without the registrar: frame and parse
+    the two REGISTERs, parse the two responses (as a client would), serialize them."""
+    reg = Registrar({"u": "pw"}, RegistrarConfig(realm=DOMAIN))
+    flow = Flow(id=1, transport="TLS", remote=("127.0.0.1", 1), local=("127.0.0.1", 5061))
+    reg.flow_opened(flow)
+    framer = StreamFramer()
+    first = _register("u", "c", 1, 5099, None)
+    for event in framer.feed(first):
+        reg.receive_message(event, flow, 0.0)
+    challenge_bytes = reg.transmits_to_send()[0].data
+    challenge = parse_message(challenge_bytes)
+    assert isinstance(challenge, SipResponse)
+    second = _register("u", "c", 2, 5099, _answer(_challenge(challenge), "u", "pw"))
+    for event in framer.feed(second):
+        reg.receive_message(event, flow, 0.0)
+    ok_bytes = reg.transmits_to_send()[0].data
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for data in (first, second):
+            [message] = framer.feed(data)
+            bytes(message)  # type: ignore[arg-type]
+        for data in (challenge_bytes, ok_bytes):
+            bytes(parse_message(data))
+    return (time.perf_counter() - start) / rounds
+
+
+# -- against the lab process ----------------------------------------------------------------
+
+
+class _Phone(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.framer = StreamFramer()
+        self.waiter: asyncio.Future[SipResponse] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.framer.feed(data):
+            if isinstance(event, SipResponse) and self.waiter and not self.waiter.done():
+                self.waiter.set_result(event)
+
+    async def ask(self, data: bytes) -> SipResponse:
+        self.waiter = asyncio.get_running_loop().create_future()
+        assert self.transport is not None
+        self.transport.write(data)
+        return await asyncio.wait_for(self.waiter, 10)
+
+
+async def _connect(lab: LabProcess, context: TlsClientContext) -> tuple[asyncio.Transport, _Phone]:
+    transport, protocol, _ = await open_tls_connection(
+        lab.host, lab.ports["tls"], context=context, server_name=lab.server_name,
+        protocol_factory=_Phone,
+    )  # fmt: skip
+    assert isinstance(protocol, _Phone)
+    return transport, protocol
+
+
+async def _run(n: int, concurrency: int, work: object) -> tuple[float, list[object]]:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    results: list[object] = []
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            results.append(await work(i))  # type: ignore[operator]
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, results
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def bench_lab(phones: int, concurrency: int) -> None:
+    users = {f"u{i:05d}": "pw" for i in range(phones)}
+    async with LabProcess(users, transports=["tls"]) as lab:
+        assert lab.ca_file is not None and lab.pid is not None
+        trust = TrustStore.from_pem(lab.ca_file.read_bytes(), public_roots=False)
+        context = TlsClientContext(profile_for("D65", "2_9_2"), trust)
+
+        async def handshake(_i: int) -> object:
+            transport, _ = await _connect(lab, context)
+            transport.close()
+            return None
+
+        await _run(min(100, phones), concurrency, handshake)  # warm-up
+        floor_time, _ = await _run(phones, concurrency, handshake)
+        floor = phones / floor_time
+
+        held: list[asyncio.Transport] = []
+        latencies: list[float] = []
+        names = list(users)
+
+        async def register(i: int) -> object:
+            t0 = time.perf_counter()
+            transport, phone = await _connect(lab, context)
+            user, call_id = names[i], secrets.token_hex(8)
+            first = await phone.ask(_register(user, call_id, 1, 5099, None))
+            assert first.status == 401, first
+            ok = await phone.ask(
+                _register(user, call_id, 2, 5099, _answer(_challenge(first), user, "pw"))
+            )
+            assert ok.status == 200, ok
+            latencies.append(time.perf_counter() - t0)
+            held.append(transport)
+            return None
+
+        await asyncio.sleep(0.5)
+        rss_before = _rss_kb(lab.pid)
+        cpu_before = _cpu_seconds(lab.pid)
+        reg_time, _ = await _run(phones, concurrency, register)
+        cpu_used = _cpu_seconds(lab.pid) - cpu_before
+        await asyncio.sleep(0.5)
+        rss_after = _rss_kb(lab.pid)
+        rate = phones / reg_time
+        print(f"  TLS handshakes, no SIP (floor):  {floor:8.0f} /s  ({phones} connections)")
+        print(
+            f"  TLS registrations (new conn + REGISTER/401/REGISTER/200): {rate:8.0f} /s  "
+            f"= {rate / floor:.2f} x the floor"
+        )
+        print(f"  registration latency median:    {statistics.median(latencies) * 1000:8.2f} ms")
+        print(f"  lab CPU per registration:       {cpu_used / phones * 1e6:8.0f} us")
+        print(
+            f"  lab RSS growth per registered connected phone: "
+            f"{(rss_after - rss_before) / phones:6.1f} KB  ({phones} phones held)"
+        )
+        for transport in held:
+            transport.close()
+        await asyncio.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phones", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--core-rounds", type=int, default=5000)
+    parser.add_argument("--no-uvloop", action="store_true")
+    args = parser.parse_args()
+    limit = _raise_nofile()
+    print(f"bench_lab: {os.cpu_count()} CPUs, RLIMIT_NOFILE {limit}")
+    base = bench_parse_baseline(args.core_rounds)
+    per = bench_core(args.core_rounds)
+    print(f"  baseline, frame+parse+serialize the round's 4 messages: {base * 1e6:8.1f} us")
+    print(
+        f"  registrar core alone: {per * 1e6:8.1f} us per REGISTER round (challenge + auth, "
+        f"incl. the test client's digest), {1 / per:8.0f} rounds/s ({args.core_rounds} AORs) "
+        f"= {per / base:.2f} x the baseline"
+    )
+    factory = None
+    if not args.no_uvloop:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(bench_lab(args.phones, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
