@@ -353,3 +353,19 @@ def test_parse_target(text: str, expected: tuple[str, int]) -> None:
 def test_parse_target_refuses(text: str) -> None:
     with pytest.raises(UsageError):
         parse_target(text)
+
+
+def test_tls_matrix_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "tls-matrix", "--json")
+    obj = json.loads(out)
+    assert code == 0 and obj["ok"] is True and obj["mismatches"] == 0
+    assert len(obj["cells"]) == 162
+    cell = next(
+        c for c in obj["cells"] if c["kind"] == "unknown-ca-root-sent" and c["class"] == "2_9_0"
+    )
+    assert cell == {
+        "kind": "unknown-ca-root-sent",
+        "class": "2_9_0",
+        "observed": "fail:0x2",
+        "golden": "fail:0x2",
+    }
