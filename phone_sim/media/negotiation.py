@@ -30,6 +30,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
+from functools import cached_property
 
 from phone_sim.errors import ProtocolError, UsageError
 from phone_sim.media.payloads import (
@@ -164,9 +165,14 @@ class LocalAudio:
 
     def __post_init__(self) -> None:
         try:
-            ipaddress.ip_address(self.host)
+            address = ipaddress.ip_address(self.host)
         except ValueError:
             raise LocalAudioError(f"local RTP host {self.host!r} is not an IP address") from None
+        if address.is_unspecified or address.is_multicast:
+            raise LocalAudioError(
+                f"local RTP host {self.host} cannot be written in SDP: give the address the "
+                "peer sends to"
+            )
         for name, port in (("RTP", self.rtp_port), ("RTCP", self.rtcp_port)):
             if port is not None and not 1 <= port <= 65535:
                 raise LocalAudioError(f"local {name} port {port} is not in 1-65535")
@@ -181,7 +187,7 @@ class LocalAudio:
         if not isinstance(self.media_encryption, MediaEncryption):
             raise LocalAudioError(f"media encryption {self.media_encryption!r} is not none/sdes")
 
-    @property
+    @cached_property
     def addr_type(self) -> str:
         """``IP4`` or ``IP6``, from :attr:`host`."""
         return "IP6" if ipaddress.ip_address(self.host).version == 6 else "IP4"

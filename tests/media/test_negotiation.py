@@ -441,6 +441,15 @@ def test_extra_media_lines_are_declined_with_port_zero() -> None:
     assert negotiated.codec is G722
 
 
+def test_first_acceptable_audio_line_is_answered_the_others_get_port_zero() -> None:
+    plain = "m=audio 20000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    body = _offer(("m=audio 13316", plain + "m=audio 13316"))
+    answer, negotiated = make().receive_offer(body)
+    assert [(m.port, m.proto) for m in answer.media] == [(0, "RTP/AVP"), (4000, "RTP/SAVP")]
+    assert negotiated.remote_rtp_port == 13316
+    assert sdp.parse(bytes(answer)) == answer
+
+
 # --- media encryption off ------------------------------------------------------------------
 
 
@@ -705,6 +714,8 @@ def test_ptime(pairs: tuple[tuple[str, str], ...], ptime: int) -> None:
     ("kwargs", "message"),
     [
         ({"host": "phone.local"}, "is not an IP address"),
+        ({"host": "0.0.0.0"}, "cannot be written in SDP"),
+        ({"host": "::"}, "cannot be written in SDP"),
         ({"rtp_port": 0}, "RTP port 0"),
         ({"rtcp_port": 70000}, "RTCP port 70000"),
         ({"codecs": ()}, "no codec"),
