@@ -318,6 +318,22 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str, what: str = "name-addr") -> NameAddr:
         """Parse ``[display-name] <uri> *(;param)`` or ``addr-spec *(;param)``."""
+        m = _NAME_ADDR_FAST_RE.match(text)
+        if m is not None:
+            # The common ``["name"] <uri>`` shape in one regex; the general path below
+            # accepts a superset and names problems precisely.
+            quoted, tokens, uri_text = m.groups()
+            if quoted is not None:
+                display: str | None = unquote(f'"{quoted}"') if "\\" in quoted else quoted
+            elif tokens is not None:
+                display = " ".join(tokens.split())
+            else:
+                display = None
+            return cls(SipUri.parse(uri_text), display, parse_params(text[m.end() :], what))
+        return cls._parse_general(text, what)
+
+    @classmethod
+    def _parse_general(cls, text: str, what: str = "name-addr") -> NameAddr:
         text = text.strip(_WS)
         if not text:
             raise SipParseError(f"empty {what}")
@@ -401,6 +417,11 @@ class NameAddr:
         return f"{name}<{self.uri}>{format_params(self.params)}"
 
 
+_NAME_ADDR_FAST_RE = re.compile(
+    r'[ \t]*(?:"((?:[^"\\]|\\[\s\S])*)"[ \t]*'
+    r"|([A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*)[ \t]*)?"
+    r"<([^<>]*)>"
+)
 _VIA_SENT_RE = re.compile(
     r"([^\s/]+)[ \t]*/[ \t]*([^\s/]+)[ \t]*/[ \t]*([^\s/;]+)[ \t]+([^\s;]+)[ \t]*"
 )
@@ -546,19 +567,40 @@ class Headers:
 
     # -- lookup -----------------------------------------------------------------------------
 
+    def _build_index(self) -> dict[str, list[int]]:
+        index: dict[str, list[int]] = {}
+        for i, (n, _) in enumerate(self._entries):
+            key = _KEYS.get(n) or header_key(n)
+            found = index.get(key)
+            if found is None:
+                index[key] = [i]
+            else:
+                found.append(i)
+        self._index = index
+        return index
+
     def _positions(self, name: str) -> list[int]:
         index = self._index
         if index is None:
-            index = {}
-            for i, (n, _) in enumerate(self._entries):
-                key = header_key(n)
-                found = index.get(key)
-                if found is None:
-                    index[key] = [i]
-                else:
-                    found.append(i)
-            self._index = index
+            index = self._build_index()
         return index.get(header_key(name), _NONE)
+
+    def _values(self, key: str) -> list[str]:
+        """Like :meth:`get_all`, by lookup key."""
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        positions = index.get(key)
+        if positions is None:
+            return []
+        entries = self._entries
+        lines = [entries[i][1] for i in positions]
+        if key in LIST_HEADERS and not (key == "contact" and lines == ["*"]):
+            out: list[str] = []
+            for line in lines:
+                out.extend(split_commas(line))
+            return out
+        return lines
 
     def lines(self, name: str) -> list[str]:
         """The raw values of every ``name`` line, in order, without comma splitting."""
@@ -567,16 +609,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``: list headers split on commas, others one per line."""
-        lines = self.lines(name)
-        if not lines:
-            return lines
-        key = header_key(name)
-        if key in LIST_HEADERS and not (key == "contact" and lines == ["*"]):
-            out: list[str] = []
-            for line in lines:
-                out.extend(split_commas(line))
-            return out
-        return lines
+        return self._values(header_key(name))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name`` (the first list element for list headers)."""
@@ -592,11 +625,11 @@ class Headers:
 
     def parsed(self, name: str, parser: Callable[[str], T]) -> list[T]:
         """``parser`` applied to each of :meth:`get_all`, cached until the headers change."""
-        key = header_key(name)
+        key = _KEYS.get(name) or header_key(name)
         cached = self._cache.get(key)
         if cached is not None and cached[0] == parser:
             return cached[1]  # type: ignore[no-any-return]
-        values = [parser(v) for v in self.get_all(name)]
+        values = [parser(v) for v in self._values(key)]
         self._cache[key] = (parser, values)
         return values
 

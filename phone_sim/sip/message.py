@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, TypeVar
 
 from phone_sim.sip.headers import (
@@ -60,6 +60,7 @@ __all__ = [
 
 SIP_VERSION = "SIP/2.0"
 T = TypeVar("T")
+M = TypeVar("M", bound="SipMessage")
 
 #: RFC 3261 21 (and RFC 3262, 3265, 3329, 4028, 6665) default reason phrases.
 REASON_PHRASES: dict[int, str] = {
@@ -142,6 +143,10 @@ class SipMessage:
     def start_line(self) -> str:
         """The request or status line, without CRLF."""
         raise NotImplementedError
+
+    def copy(self: M) -> M:
+        """A copy with its own Headers (to change before sending it again)."""
+        return replace(self, headers=self.headers.copy())  # type: ignore[type-var]
 
     # -- serialization ----------------------------------------------------------------------
 

@@ -69,6 +69,9 @@ def escape(text: str, allowed: frozenset[str]) -> str:
 
 Params = tuple[tuple[str, str | None], ...]
 
+#: RFC 3261 19.1.4: parameters that must match when either URI carries them.
+_STRICT_PARAMS = frozenset({"user", "ttl", "method", "maddr", "transport"})
+
 
 def _find_param(params: Params, name: str) -> tuple[bool, str | None]:
     low = name.lower()
@@ -167,6 +170,10 @@ class SipUri:
                         for name, eq, value in (p.partition("=") for p in ptext[1:].split(";"))
                     )
                 return cls(m[1], m[2], m[3], m[4], port, params)
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> SipUri:
         if not text:
             raise SipParseError("empty URI")
         bad = _BAD_URI_CHAR_RE.search(text)
@@ -240,6 +247,39 @@ class SipUri:
         """A copy without parameter ``name``."""
         low = name.lower()
         return replace(self, params=tuple(p for p in self.params if p[0].lower() != low))
+
+    def equivalent(self, other: SipUri) -> bool:
+        """URI comparison of RFC 3261 19.1.4 (``==`` compares the fields exactly).
+
+        User and password compare case-sensitively (after unescaping), the host
+        case-insensitively; a default port never equals an explicit one; ``user``, ``ttl``,
+        ``method``, ``maddr`` and ``transport`` must match when either URI has them; other
+        parameters only when both have them; URI headers must all match.
+        """
+        if self.opaque is not None or other.opaque is not None:
+            return (self.scheme, self.opaque) == (other.scheme, other.opaque)
+        if (self.scheme, self.user, self.password, self.port) != (
+            other.scheme,
+            other.user,
+            other.password,
+            other.port,
+        ):
+            return False
+        if self.host.lower() != other.host.lower():
+            return False
+        mine = {k.lower(): v for k, v in self.params}
+        theirs = {k.lower(): v for k, v in other.params}
+        for name in mine.keys() | theirs.keys():
+            in_both = name in mine and name in theirs
+            if name in _STRICT_PARAMS and not in_both:
+                return False
+            if in_both:
+                a, b = mine[name], theirs[name]
+                if (a is None) != (b is None) or (a or "").lower() != (b or "").lower():
+                    return False
+        return {(k.lower(), v) for k, v in self.headers} == {
+            (k.lower(), v) for k, v in other.headers
+        }
 
     @property
     def transport(self) -> str | None:

@@ -194,3 +194,41 @@ def built_uris(draw: st.DrawFn) -> SipUri:
 @given(built_uris())
 def test_built_uris_round_trip(uri: SipUri) -> None:
     assert SipUri.parse(str(uri)) == uri
+
+
+@FUZZ
+@given(st.text(alphabet="abAZ09:@;=?&%[].-_!~*'()+$,/", max_size=40))
+def test_uri_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    text = "sip:" + text
+    try:
+        general: SipUri | SipParseError = SipUri._parse_general(text)
+    except SipParseError as exc:
+        general = exc
+    try:
+        fast = SipUri.parse(text)
+    except SipParseError:
+        assert isinstance(general, SipParseError)
+        return
+    assert fast == general
+
+
+@FUZZ
+@given(
+    st.text(alphabet='ab "\\<>\t;=,:@x', max_size=12),
+    st.sampled_from(["<sip:a@b>", "<sip:a@b;lr>", "sip:a@b", "<sips:[::1]:5>", "<x>", ""]),
+    st.text(alphabet=' ;=ab"\\', max_size=10),
+)
+def test_name_addr_fast_path_agrees_with_the_general_parser(
+    display: str, uri: str, params: str
+) -> None:
+    text = display + uri + params
+    try:
+        general: NameAddr | SipParseError = NameAddr._parse_general(text)
+    except SipParseError as exc:
+        general = exc
+    try:
+        fast = NameAddr.parse(text)
+    except SipParseError:
+        assert isinstance(general, SipParseError)
+        return
+    assert fast == general

@@ -399,3 +399,13 @@ def test_bytearray_and_memoryview_inputs() -> None:
     assert parse_message(memoryview(REGISTER)) == parse_message(REGISTER)
     with pytest.raises(SipParseError, match="bytes"):
         parse_message(REGISTER.decode())  # type: ignore[arg-type]
+
+
+def test_copy_has_independent_headers() -> None:
+    msg = parse_message(REGISTER)
+    assert isinstance(msg, SipRequest)
+    twin = msg.copy()
+    assert twin == msg and twin is not msg
+    twin.headers.set("CSeq", CSeq(2, "REGISTER"))
+    assert msg.cseq.seq == 1 and twin.cseq.seq == 2
+    assert isinstance(twin, SipRequest)

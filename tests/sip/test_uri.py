@@ -109,3 +109,44 @@ def test_escape_helpers() -> None:
     assert unescape("%C3%A9") == "é"
     assert unescape("%FF") == "\udcff"  # invalid UTF-8 kept octet for octet
     assert escape(unescape("%FF"), USER_CHARS) == "%FF"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"),
+        ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+        ("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;newparam=5"),
+        (
+            "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+            "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com",
+        ),
+        (
+            "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+            "sip:alice@atlanta.com?priority=urgent&subject=project%20x",
+        ),
+    ],
+)
+def test_rfc3261_equivalent_uris(a: str, b: str) -> None:
+    # RFC 3261 19.1.4, the examples of equivalent URIs.
+    assert SipUri.parse(a).equivalent(SipUri.parse(b))
+    assert SipUri.parse(b).equivalent(SipUri.parse(a))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com:6000;transport=tcp"),
+        ("sip:carol@chicago.com", "sip:carol@chicago.com?Subject=next%20meeting"),
+        ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),
+        ("sip:a@h;lr", "sip:a@h;lr=on"),
+        ("sip:a@h", "sips:a@h"),
+        ("urn:x", "urn:y"),
+    ],
+)
+def test_rfc3261_different_uris(a: str, b: str) -> None:
+    assert not SipUri.parse(a).equivalent(SipUri.parse(b))
+    assert not SipUri.parse(b).equivalent(SipUri.parse(a))
