@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phone_sim.errors import UsageError
 from phone_sim.sip.dialog import Dialog, DialogError, DialogId, DialogState
@@ -152,3 +154,30 @@ def test_dialog_creation_errors() -> None:
     assert info.value.status == 400
     dialog = Dialog.from_uac(_req(INVITE), _resp(OK))
     assert "call-1" in repr(dialog)
+
+
+hosts = st.lists(
+    st.tuples(st.sampled_from(["a.test", "proxy.test", "p9.test"]), st.booleans()), max_size=5
+)
+
+
+@given(routes=hosts)
+def test_route_set_properties(routes: list[tuple[str, bool]]) -> None:
+    record_route = "".join(
+        f"Record-Route: <sip:{host}{';lr' if loose else ''}>\r\n" for host, loose in routes
+    ).encode()
+    response = _resp(OK.replace(
+        b"Record-Route: <sips:p2.example.com;lr>\r\nRecord-Route: <sips:p1.example.com;lr>\r\n",
+        record_route))
+    dialog = Dialog.from_uac(_req(INVITE), response)
+    expected = [f"sip:{h}{';lr' if loose else ''}" for h, loose in reversed(routes)]
+    assert [str(r.uri) for r in dialog.route_set] == expected
+    bye = dialog.create_request("BYE")
+    sent = [str(r.uri) for r in bye.routes]
+    if not expected or expected[0].endswith(";lr"):
+        assert str(bye.uri) == str(dialog.remote_target) and sent == expected
+    else:
+        # Strict routing: the first hop is the Request-URI, the target ends the Route list.
+        assert str(bye.uri) == expected[0]
+        assert sent == [*expected[1:], str(dialog.remote_target)]
+    assert bye.cseq.seq == 315
