@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +57,7 @@ __all__ = [
     "TlsEvent",
     "TrustStore",
     "TrustStoreError",
+    "shared_client_context",
 ]
 
 _PROTO = {
@@ -181,6 +183,18 @@ class TlsClientContext:
     def connect(self, server_name: str) -> TlsClientConnection:
         """A new connection engine to the server configured as ``server_name``."""
         return TlsClientConnection(self, server_name)
+
+
+@functools.lru_cache(maxsize=64)
+def shared_client_context(
+    profile: FirmwareProfile, trust: TrustStore | None = None, *, at: dt.datetime | None = None
+) -> TlsClientContext:
+    """The one :class:`TlsClientContext` for (profile, trust, at), built on first use.
+
+    For fleets: a thousand phones of the same firmware share one context (and one copy of the
+    public roots). Contexts with a key-log callback are not cached; build those directly.
+    """
+    return TlsClientContext(profile, trust, at=at)
 
 
 def _verify_callback(

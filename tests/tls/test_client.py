@@ -202,3 +202,12 @@ def test_anon_and_null_suites_are_offered_last_and_only_before_2_3_9() -> None:
     ]
     assert anon and max(authenticated) < min(anon)
     assert not [c for c in suites("2_3_9") if c.startswith(("ADH-", "AECDH-")) or "NULL" in c]
+
+
+def test_shared_client_context_is_built_once_per_profile(trust: TrustStore) -> None:
+    from phone_sim.tls.client import shared_client_context
+
+    a = shared_client_context(profile_for("D65", "2_9_22"), trust)
+    assert shared_client_context(profile_for("D65", "2_9_22"), trust) is a
+    assert shared_client_context(profile_for("D62", "2_9_22"), trust) is not a
+    assert shared_client_context(profile_for("D65", "2_9_22", allow_wildcard=True), trust) is not a
