@@ -254,6 +254,8 @@ def stamp_via(
     pjsip writes ``rport`` before ``branch`` (RFC 3581 asks for a response to the source port).
     Returns the Via.
     """
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # RFC 3261 25.1: an IPv6 sent-by is an IPv6reference
     via = Via(transport.upper(), host, port, (("rport", None), ("branch", branch)))
     request.headers.insert(0, "Via", via)
     return via

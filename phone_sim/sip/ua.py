@@ -778,7 +778,9 @@ class UserAgent:
     def _our_sent_by(self, via: Via) -> bool:
         c = self.config
         port = via.port or _DEFAULT_PORTS[c.transport.upper()]
-        return via.host.lower() == c.local_host.lower() and port == c.local_port
+        return via.host.strip("[]").lower() == c.local_host.strip("[]").lower() and (
+            port == c.local_port
+        )
 
     def _on_response(self, response: SipResponse, source: Address, now: float) -> None:
         vias = response.vias

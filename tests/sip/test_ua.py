@@ -898,3 +898,19 @@ def test_rfc2543_invite_and_its_ack_are_matched_by_the_to_tag() -> None:
     assert not ua.datagrams_to_send()  # Confirmed: no 486 retransmission at Timer G
     ua.handle_timer(20.0)
     assert ua.transactions == 0
+
+
+def test_ipv6_loopback_via_contact_and_matching() -> None:
+    ua = UserAgent(UaConfig(local_host="::1", local_port=5062, user="101"),
+                   rng=random.Random(9))
+    request = ua.create_request("OPTIONS", SipUri.parse("sip:[::1]:5060"), from_=AOR)
+    handle = ua.send_request(request, 0.0)
+    ((data, destination),) = ua.datagrams_to_send()
+    assert destination == ("::1", 5060)
+    sent = parse_message(data)
+    assert sent.top_via.sent_by == "[::1]:5062"
+    assert str(ua.contact) == "<sip:101@[::1]:5062;ob>"
+    response = sent.create_response(200, to_tag="t")  # type: ignore[union-attr]
+    ua.receive_datagram(bytes(response), ("::1", 5060), 0.1)
+    (event,) = list(iter(ua.next_event, None))
+    assert isinstance(event, ResponseReceived) and event.transaction == handle
