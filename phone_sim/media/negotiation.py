@@ -184,6 +184,10 @@ class LocalAudio:
             raise LocalAudioError("the account lists a codec twice")
         if not 10 <= self.ptime_ms <= MAX_PTIME_MS or self.ptime_ms % 10:
             raise LocalAudioError(f"ptime {self.ptime_ms} ms is not a multiple of 10 in 10-120")
+        if not self.session_name or any(c in self.session_name for c in "\r\n\x00"):
+            raise LocalAudioError("the SDP session name must be one non-empty line")
+        if not self.username or any(c.isspace() or c == "\x00" for c in self.username):
+            raise LocalAudioError(f"the o= user name {self.username!r} must have no spaces")
         if not isinstance(self.media_encryption, MediaEncryption):
             raise LocalAudioError(f"media encryption {self.media_encryption!r} is not none/sdes")
 

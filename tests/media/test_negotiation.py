@@ -722,6 +722,8 @@ def test_ptime(pairs: tuple[tuple[str, str], ...], ptime: int) -> None:
         ({"codecs": (PCMU, PCMU)}, "twice"),
         ({"codecs": (TELEPHONE_EVENT,)}, "not an audio codec"),
         ({"ptime_ms": 25}, "ptime 25"),
+        ({"session_name": "digphn\r\na=evil"}, "one non-empty line"),
+        ({"username": "a b"}, "must have no spaces"),
         ({"media_encryption": "srtp"}, "is not none/sdes"),
     ],
 )
