@@ -462,14 +462,24 @@ class TlsClientConnection:
         return TlsHandshakeError(reason, verdict=self._failed(reason))
 
     def _judge(self) -> None:
-        chain = self._conn.get_peer_cert_chain(as_cryptography=True) or []
-        leaf = self._conn.get_peer_certificate(as_cryptography=True)
+        try:
+            chain = self._conn.get_peer_cert_chain(as_cryptography=True) or []
+            leaf = self._conn.get_peer_certificate(as_cryptography=True)
+            name_check = (
+                check_server_name(
+                    leaf, self.server_name, allow_wildcard=self.profile.allow_wildcard
+                )
+                if leaf is not None
+                else None
+            )
+        except ValueError as exc:
+            # OpenSSL parsed it, but cryptography (stricter) cannot: report, do not crash.
+            self._conn.set_app_data(None)
+            self.close()
+            reason = f"the server's certificate cannot be analysed: {exc}"
+            self._fail(TlsHandshakeError(reason, verdict=self._failed(reason)))
+            return
         certificates: Sequence[x509.Certificate] = list(chain) or ([leaf] if leaf else [])
-        name_check = (
-            check_server_name(leaf, self.server_name, allow_wildcard=self.profile.allow_wildcard)
-            if leaf is not None
-            else None
-        )
         verdict = decide(
             self.profile,
             server_name=self.server_name,

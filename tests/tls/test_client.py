@@ -211,3 +211,20 @@ def test_shared_client_context_is_built_once_per_profile(trust: TrustStore) -> N
     assert shared_client_context(profile_for("D65", "2_9_22"), trust) is a
     assert shared_client_context(profile_for("D62", "2_9_22"), trust) is not a
     assert shared_client_context(profile_for("D65", "2_9_22", allow_wildcard=True), trust) is not a
+
+
+def test_a_certificate_cryptography_cannot_read_is_reported(
+    pki: TestPki, trust: TrustStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phone_sim.tls import client as client_module
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise ValueError("invalid extension encoding")
+
+    monkeypatch.setattr(client_module, "check_server_name", broken)
+    client = TlsClientContext(profile_for("D65"), trust).connect(pki.server_name)
+    events = _handshake(client, _server(pki, CertKind.GOOD))
+    (event,) = events
+    assert isinstance(event, HandshakeFailed) and isinstance(event.error, TlsHandshakeError)
+    assert "cannot be analysed: invalid extension encoding" in str(event.error)
+    assert not client.is_open
