@@ -261,3 +261,21 @@ async def test_response_is_parseable_by_the_message_layer() -> None:
         phone = RegisterClient("101", "1234", transport="TCP")
         response = await register_stream(conn, phone)
         assert parse_message(bytes(response)) == response
+
+
+async def test_ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    async with Lab(USERS, host="::1", transports=["tls", "tcp"]) as lab:
+        assert lab.uri("tcp") == f"sip:[::1]:{lab.ports['tcp']};transport=tcp"
+        loop = asyncio.get_running_loop()
+        _t, conn = await loop.create_connection(Collector, "::1", lab.ports["tcp"])
+        phone = RegisterClient("101", "1234", transport="TCP", local=("[::1]", 5099))
+        assert (await register_stream(conn, phone)).status == 200
+        assert lab.bindings("101")[0].source[0] == "::1"
+        tls = await tls_connect(lab)
+        phone2 = RegisterClient("102", "1234", local=("[::1]", 5098))
+        assert (await register_stream(tls, phone2)).status == 200

@@ -21,7 +21,8 @@ from phone_sim.lab.registrar import (
     RegistrationRefused,
     UserTable,
 )
-from phone_sim.sip.framer import KeepAlivePingReceived, StreamFramer
+from phone_sim.sip.framer import KeepAlivePingReceived, MessageRejected, StreamFramer
+from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipResponse, parse_message
 from tests.lab.sipclient import RegisterClient
 
@@ -493,3 +494,35 @@ def test_user_specs_and_secrets_stay_out_of_repr() -> None:
 def test_bad_config_is_named(config: dict[str, object], match: str) -> None:
     with pytest.raises(LabConfigError, match=match):
         RegistrarConfig(**config)  # type: ignore[arg-type]
+
+
+_VALID = RegisterClient("101", "1234").register()
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.just(_VALID),
+            st.just(b"\r\n\r\n"),
+            st.binary(max_size=80),
+            st.builds(lambda n: _VALID[:n], st.integers(0, len(_VALID))),
+        ),
+        max_size=8,
+    ),
+    st.integers(1, 64),
+)
+def test_random_streams_never_raise(parts: list[bytes], chunk: int) -> None:
+    """What the asyncio shell does with a connection's bytes, fed arbitrary streams."""
+    reg = make()
+    framer = StreamFramer()
+    data = b"".join(parts)
+    for i in range(0, len(data), chunk):
+        try:
+            framed = framer.feed(data[i : i + chunk])
+        except SipParseError as exc:
+            reg.receive_message(MessageRejected(error=exc), TLS1, 0.0)
+            break
+        for event in framed:
+            reg.receive_message(event, TLS1, 0.0)
+    for t in reg.transmits_to_send():
+        assert t.data == b"\r\n" or t.data.startswith(b"SIP/2.0 ")
