@@ -6,6 +6,8 @@ import ssl
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phone_sim.firmware import profile_for
 from phone_sim.tls.aio_servers import server_ssl_context
@@ -228,3 +230,21 @@ def test_a_certificate_cryptography_cannot_read_is_reported(
     assert isinstance(event, HandshakeFailed) and isinstance(event.error, TlsHandshakeError)
     assert "cannot be analysed: invalid extension encoding" in str(event.error)
     assert not client.is_open
+
+
+@settings(max_examples=100)
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=4))
+def test_any_bytes_from_the_peer_give_events_not_exceptions(chunks: list[bytes]) -> None:
+    client = _FUZZ_CONTEXT.connect("pbx.example.com")
+    client.start()
+    client.data_to_send()
+    for chunk in chunks:
+        client.receive_data(chunk)
+        client.data_to_send()
+    client.receive_eof()
+    events = _events(client)
+    assert all(isinstance(e, HandshakeFailed | ConnectionClosed) for e in events)
+    assert sum(isinstance(e, HandshakeFailed) for e in events) <= 1
+
+
+_FUZZ_CONTEXT = TlsClientContext(profile_for("D65"), TrustStore(public_roots=False))
