@@ -118,6 +118,19 @@ class MediaEncryption(StrEnum):
     SDES = "sdes"
     """``RTP/SAVP`` keyed by SDES, and nothing else."""
 
+    @classmethod
+    def from_config(cls, value: str | None) -> MediaEncryption:
+        """The setting from a config value: ``sdes``, or empty/absent/``none``/``no`` for off.
+
+        DPMA writes ``media_encryption="sdes"`` on ``host_primary`` (PROTOCOL-NOTES §3, §4).
+        """
+        text = (value or "").strip().lower()
+        if text in ("", "none", "no", "off", "0"):
+            return cls.NONE
+        if text == "sdes":
+            return cls.SDES
+        raise LocalAudioError(f"media_encryption {value!r} is not supported (sdes or none)")
+
 
 class NegotiationError(ProtocolError):
     """The peer's SDP cannot be accepted: answer ``status`` (488) with :meth:`warning`."""

@@ -734,6 +734,25 @@ def test_local_audio_validation(kwargs: dict[str, object], message: str) -> None
     assert isinstance(info.value, UsageError)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("sdes", MediaEncryption.SDES),
+        (" SDES ", MediaEncryption.SDES),
+        ("", MediaEncryption.NONE),
+        (None, MediaEncryption.NONE),
+        ("none", MediaEncryption.NONE),
+    ],
+)
+def test_media_encryption_from_config(value: str | None, expected: MediaEncryption) -> None:
+    assert MediaEncryption.from_config(value) is expected
+
+
+def test_media_encryption_from_config_refuses_what_the_phone_lacks() -> None:
+    with pytest.raises(LocalAudioError, match="'dtls' is not supported"):
+        MediaEncryption.from_config("dtls")
+
+
 def test_direction_algebra() -> None:
     for direction in Direction:
         assert direction.reversed().reversed() is direction
