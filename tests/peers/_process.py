@@ -39,6 +39,21 @@ def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of processes in group ``pgid`` that are still running (zombies excluded)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        fields = text[text.rindex(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
 class PeerProcess:
     """One peer process with its output in a log file; use :meth:`start` and :meth:`stop`."""
 
@@ -102,6 +117,9 @@ class PeerProcess:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout)
+            deadline = time.monotonic() + timeout
+            while live_group_members(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
         finally:
             RUNNING.discard(self)
 
@@ -120,4 +138,7 @@ class PeerProcess:
 
 RUNNING: set[PeerProcess] = set()
 
-__all__ = ["LOOPBACK", "RUNNING", "PeerError", "PeerMissing", "PeerProcess", "tail", "which"]
+__all__ = [
+    "LOOPBACK", "RUNNING", "PeerError", "PeerMissing", "PeerProcess", "live_group_members",
+    "tail", "which",
+]

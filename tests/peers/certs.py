@@ -79,6 +79,92 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
+BadCertKind = Literal["expired", "not_yet_valid", "wrong_name", "self_signed", "untrusted_ca"]
+BAD_CERT_KINDS: tuple[BadCertKind, ...] = (
+    "expired", "not_yet_valid", "wrong_name", "self_signed", "untrusted_ca",
+)
+
+
+def _server_cert(
+    *,
+    subject_key: PrivateKey,
+    issuer_name: x509.Name,
+    issuer_key: PrivateKey,
+    server_name: str,
+    ip_addresses: tuple[str, ...],
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+) -> x509.Certificate:
+    san: list[x509.GeneralName] = [x509.DNSName(server_name)]
+    san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(server_name))
+        .issuer_name(issuer_name)
+        .public_key(subject_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def make_bad_server_pki(pki: TestPki, kind: BadCertKind, directory: Path) -> TestPki:
+    """A copy of ``pki`` whose server certificate is wrong in one way (TEST-ONLY).
+
+    The CA stays ``pki.ca``, the one clients trust, so exactly one thing fails:
+    ``expired`` (notAfter in the past), ``not_yet_valid`` (notBefore in the future),
+    ``wrong_name`` (for ``wrong.<server_name>``, no IP), ``self_signed`` (the leaf signs
+    itself), ``untrusted_ca`` (issued by another CA nobody trusts).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
+    if not isinstance(ca_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise TypeError("test CA key must be RSA or EC")
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    key = _new_key("ec")
+    issuer_name, issuer_key = ca_cert.subject, ca_key
+    server_name = pki.server_name
+    ips: tuple[str, ...] = ("127.0.0.1",)
+    not_before, not_after = now - day, now + 30 * day
+    if kind == "expired":
+        not_before, not_after = now - 60 * day, now - day
+    elif kind == "not_yet_valid":
+        not_before, not_after = now + day, now + 60 * day
+    elif kind == "wrong_name":
+        server_name, ips = f"wrong.{pki.server_name}", ()
+    elif kind == "self_signed":
+        issuer_name, issuer_key = _name(pki.server_name), key
+    elif kind == "untrusted_ca":
+        issuer_key = _new_key("ec")
+        issuer_name = _name(f"{_TEST_ONLY} untrusted CA")
+    else:
+        raise ValueError(f"unknown bad certificate kind {kind!r}")
+    cert = _server_cert(
+        subject_key=key, issuer_name=issuer_name, issuer_key=issuer_key,
+        server_name=server_name, ip_addresses=ips, not_before=not_before, not_after=not_after,
+    )
+    return TestPki(
+        ca=pki.ca,
+        server=_write(directory, f"test-only-server-{kind}", cert, key),
+        server_name=pki.server_name,
+        directory=directory,
+    )
+
+
 def make_test_pki(
     directory: Path,
     *,
@@ -123,28 +209,10 @@ def make_test_pki(
     )
 
     server_key = _new_key(key_type)
-    san: list[x509.GeneralName] = [x509.DNSName(server_name)]
-    san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(server_name))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
+    server_cert = _server_cert(
+        subject_key=server_key, issuer_name=ca_name, issuer_key=ca_key,
+        server_name=server_name, ip_addresses=ip_addresses,
+        not_before=not_before, not_after=not_after,
     )
 
     return TestPki(

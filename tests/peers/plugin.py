@@ -74,13 +74,16 @@ KamailioFactory = Callable[..., Kamailio]
 def kamailio_factory(
     tmp_path: Path, peer_pki: TestPki, peer_tracker: list[PeerProcess]
 ) -> Iterator[KamailioFactory]:
-    """``kamailio_factory(config=None, **ports)`` starts a Kamailio; all stop at teardown."""
+    """``kamailio_factory(config=None, pki=None, **ports)`` starts a Kamailio; all stop at
+    teardown. ``pki`` replaces the certificate it serves (see ``make_bad_server_pki``)."""
     require("kamailio")
     require("kamcmd")
     started: list[Kamailio] = []
 
-    def factory(config: KamailioConfig | None = None, **ports: int) -> Kamailio:
-        kam = Kamailio(tmp_path / f"kamailio{len(started)}", peer_pki, config, **ports)
+    def factory(
+        config: KamailioConfig | None = None, pki: TestPki | None = None, **ports: int
+    ) -> Kamailio:
+        kam = Kamailio(tmp_path / f"kamailio{len(started)}", pki or peer_pki, config, **ports)
         started.append(kam)
         peer_tracker.append(kam.process)
         kam.start()

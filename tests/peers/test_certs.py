@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import ssl
 import stat
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from tests.peers.certs import make_test_pki
+from tests.peers.certs import (
+    BAD_CERT_KINDS,
+    BadCertKind,
+    TestPki,
+    make_bad_server_pki,
+    make_test_pki,
+)
+
+# OpenSSL X509_V_ERR_* codes a verifying client reports for each bad certificate.
+EXPECTED_VERIFY_ERROR: dict[str, int] = {
+    "expired": 10,  # CERT_HAS_EXPIRED
+    "not_yet_valid": 9,  # CERT_NOT_YET_VALID
+    "wrong_name": 62,  # HOSTNAME_MISMATCH
+    "self_signed": 18,  # DEPTH_ZERO_SELF_SIGNED_CERT
+    "untrusted_ca": 20,  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+}
 
 
 @pytest.mark.parametrize("key_type", ["rsa", "ec"])
@@ -29,10 +45,7 @@ def test_server_certificate_names_the_host_and_loopback(tmp_path: Path, key_type
     assert stat.S_IMODE(pki.server.key.stat().st_mode) == 0o600
 
 
-def test_python_ssl_verifies_the_chain_and_name(tmp_path: Path) -> None:
-    import ssl
-
-    pki = make_test_pki(tmp_path, key_type="ec")
+def _memory_handshake(pki: TestPki) -> ssl.SSLObject:
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(pki.server.cert, pki.server.key)
     client_ctx = ssl.create_default_context(cafile=str(pki.ca.cert))
@@ -41,14 +54,38 @@ def test_python_ssl_verifies_the_chain_and_name(tmp_path: Path) -> None:
     client = client_ctx.wrap_bio(client_in, client_out, server_hostname=pki.server_name)
     server = server_ctx.wrap_bio(server_in, server_out, server_side=True)
     for _ in range(10):
-        for side in (client, server):
-            with contextlib.suppress(ssl.SSLWantReadError):
-                side.do_handshake()
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client.do_handshake()
         server_in.write(client_out.read())
+        with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLError):
+            server.do_handshake()
         client_in.write(server_out.read())
+    return client
+
+
+def _handshake_error(pki: TestPki) -> int | None:
+    try:
+        _memory_handshake(pki)
+    except ssl.SSLCertVerificationError as exc:
+        return exc.verify_code
+    return None
+
+
+def test_python_ssl_verifies_the_chain_and_name(tmp_path: Path) -> None:
+    pki = make_test_pki(tmp_path, key_type="ec")
+    client = _memory_handshake(pki)
     assert client.version() in ("TLSv1.3", "TLSv1.2")
     peer = client.getpeercert()
     assert peer is not None
-    assert peer["subjectAltName"] == (
-        ("DNS", "pbx.test"), ("IP Address", "127.0.0.1")
-    )
+    assert peer["subjectAltName"] == (("DNS", "pbx.test"), ("IP Address", "127.0.0.1"))
+
+
+@pytest.mark.parametrize("kind", BAD_CERT_KINDS)
+def test_each_bad_server_certificate_fails_verification_for_its_reason(
+    tmp_path: Path, kind: BadCertKind
+) -> None:
+    pki = make_test_pki(tmp_path / "good", key_type="ec")
+    bad = make_bad_server_pki(pki, kind, tmp_path / "bad")
+    assert bad.ca == pki.ca
+    assert _handshake_error(pki) is None
+    assert _handshake_error(bad) == EXPECTED_VERIFY_ERROR[kind]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from pathlib import Path
 
 import pytest
 
-from tests.peers.certs import TestPki
+from tests.peers._process import live_group_members
+from tests.peers.certs import BAD_CERT_KINDS, BadCertKind, TestPki, make_bad_server_pki
 from tests.peers.kamailio import (
     FIXTURES,
     Kamailio,
@@ -102,6 +102,20 @@ def test_tls_port_presents_the_test_certificate_and_refuses_tls_1_1(
         _tls_version(kamailio, peer_pki, ssl.TLSVersion.TLSv1_1)
 
 
+@pytest.mark.peer
+@pytest.mark.parametrize("kind", BAD_CERT_KINDS)
+def test_kamailio_serves_a_bad_certificate_on_request(
+    kamailio_factory: KamailioFactory, peer_pki: TestPki, tmp_path: Path, kind: BadCertKind
+) -> None:
+    kam = kamailio_factory(pki=make_bad_server_pki(peer_pki, kind, tmp_path / kind))
+    with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        _tls_version(kam, peer_pki, ssl.TLSVersion.TLSv1_3)
+    assert caught.value.verify_code == {
+        "expired": 10, "not_yet_valid": 9, "wrong_name": 62, "self_signed": 18,
+        "untrusted_ca": 20,
+    }[kind]
+
+
 async def _register(kam: Kamailio, tmp_path: Path, user: str, expires: int = 30) -> None:
     sip_user = kam.user(user)
     result = await run_sipp(
@@ -138,8 +152,7 @@ def test_stop_leaves_no_process_and_frees_the_ports(kamailio_factory: KamailioFa
     assert pid is not None
     kam.stop()
     assert not kam.running
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)  # the whole session (main process and workers) is gone
+    assert live_group_members(pid) == []  # the whole session (main and workers) is gone
     for kind, port in ((socket.SOCK_DGRAM, kam.udp_port), (socket.SOCK_STREAM, kam.tls_port)):
         with socket.socket(socket.AF_INET, kind) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
