@@ -86,7 +86,10 @@ LIST_HEADERS = frozenset(
         "Call-Info", "Contact", "Content-Encoding", "Content-Language", "Error-Info",
         "In-Reply-To", "Path", "P-Asserted-Identity", "Proxy-Require", "Reason",
         "Record-Route", "Require", "Route", "Service-Route", "Supported", "Unsupported", "Via",
-        "Warning",
+        "Warning", "Accept-Contact", "Reject-Contact", "Request-Disposition", "Security-Client",
+        "Security-Server", "Security-Verify", "Resource-Priority", "Accept-Resource-Priority",
+        "P-Associated-URI", "History-Info", "Diversion", "Permission-Missing", "Trigger-Consent",
+        "Policy-Contact",
     )
 )  # fmt: skip
 

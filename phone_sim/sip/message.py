@@ -25,6 +25,7 @@ from phone_sim.sip.headers import (
     CSeq,
     Headers,
     HeaderValue,
+    HeaderValueError,
     NameAddr,
     Via,
     canonical_name,
@@ -88,6 +89,7 @@ REASON_PHRASES: dict[int, str] = {
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z", re.IGNORECASE)
 _STATUS_RE = re.compile(r"[1-6]\d\d\Z")
 _CALL_ID_BAD_RE = re.compile(r"[\s]")
+_START_LINE_BAD_RE = re.compile(r"[\s]")
 
 
 def _required(values: list[T], name: str) -> T:
@@ -323,7 +325,10 @@ class SipRequest(SipMessage):
 
     def start_line(self) -> str:
         """``Method SP Request-URI SP SIP/2.0``."""
-        return f"{self.method} {self.uri} {SIP_VERSION}"
+        uri = str(self.uri)
+        if not is_token(self.method) or _START_LINE_BAD_RE.search(uri):
+            raise HeaderValueError(f"cannot send request line {self.method!r} {uri!r}")
+        return f"{self.method} {uri} {SIP_VERSION}"
 
     def create_response(
         self,
@@ -376,6 +381,8 @@ class SipResponse(SipMessage):
 
     def start_line(self) -> str:
         """``SIP/2.0 SP Status-Code SP Reason-Phrase``."""
+        if not 100 <= self.status <= 699 or "\r" in self.reason or "\n" in self.reason:
+            raise HeaderValueError(f"cannot send status line {self.status} {self.reason!r}")
         return f"{SIP_VERSION} {self.status} {self.reason}"
 
     @property

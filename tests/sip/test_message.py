@@ -409,3 +409,36 @@ def test_copy_has_independent_headers() -> None:
     twin.headers.set("CSeq", CSeq(2, "REGISTER"))
     assert msg.cseq.seq == 1 and twin.cseq.seq == 2
     assert isinstance(twin, SipRequest)
+
+
+def test_unsendable_start_lines_are_refused() -> None:
+    from phone_sim.sip import HeaderValueError
+
+    with pytest.raises(HeaderValueError):
+        bytes(SipResponse(200, "OK\r\nVia: evil"))
+    with pytest.raises(HeaderValueError):
+        bytes(SipResponse(1000, "Big"))
+    with pytest.raises(HeaderValueError):
+        bytes(SipRequest("INV ITE", SipUri(host="h")))
+    with pytest.raises(HeaderValueError):
+        bytes(SipRequest("INVITE", SipUri(host="h x")))
+    with pytest.raises(HeaderValueError):
+        bytes(SipRequest("INVITE", SipUri(scheme="urn", opaque="a\r\nb")))
+
+
+def test_pjsip_contact_with_instance_id() -> None:
+    contact = (
+        b"Contact: <sip:101@192.0.2.10:5061;transport=TLS;ob>;+sip.ice;reg-id=1;"
+        b'+sip.instance="<urn:uuid:00000000-0000-0000-0000-00001234abcd>", '
+        b"<sip:101@198.51.100.7:40312;transport=TLS>;expires=120;q=0.5"
+    )
+    msg = parse_message(
+        REGISTER.replace(b'Contact: "101" <sip:101@192.0.2.10:5061;transport=TLS;ob>', contact)
+    )
+    first, second = msg.contacts
+    assert first.uri.has_param("ob")
+    assert first.has_param("+sip.ice")
+    assert first.param("reg-id") == "1"
+    assert first.param("+sip.instance") == '"<urn:uuid:00000000-0000-0000-0000-00001234abcd>"'
+    assert second.expires == 120 and second.param("q") == "0.5"
+    assert bytes(parse_message(bytes(msg))) == bytes(msg)
