@@ -227,24 +227,38 @@ class Baresip:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
-        """Write the config, start baresip, and wait until its ctrl_tcp port accepts."""
+        """Write the config, start baresip, and wait until its ctrl_tcp port accepts.
+
+        This blocks; in a test whose event loop runs a server or phone, use :meth:`astart`.
+        """
         self.write_config()
         self._process.start()
         deadline = time.monotonic() + timeout
-        while True:
-            if not self._process.running:
-                raise self._process.fail(
-                    f"exited with status {self._process.returncode} while starting"
-                )
-            try:
-                with socket.create_connection((LOOPBACK, self.ctrl_port), timeout=0.5):
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self._process.stop()
-                raise self._process.fail(f"ctrl_tcp port {self.ctrl_port} silent after {timeout} s")
+        while not self._ctrl_accepts(deadline, timeout):
             time.sleep(0.05)
+
+    async def astart(self, timeout: float = 10.0) -> None:
+        """:meth:`start` without blocking the event loop."""
+        self.write_config()
+        self._process.start()
+        deadline = time.monotonic() + timeout
+        while not self._ctrl_accepts(deadline, timeout):
+            await asyncio.sleep(0.05)
+
+    def _ctrl_accepts(self, deadline: float, timeout: float) -> bool:
+        if not self._process.running:
+            raise self._process.fail(
+                f"exited with status {self._process.returncode} while starting"
+            )
+        try:
+            with socket.create_connection((LOOPBACK, self.ctrl_port), timeout=0.2):
+                return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            self._process.stop()
+            raise self._process.fail(f"ctrl_tcp port {self.ctrl_port} silent after {timeout} s")
+        return False
 
     async def aclose(self) -> None:
         """Close the control connection and stop baresip."""

@@ -11,6 +11,7 @@ import pytest
 from tests.peers.audio import tone_report, ulaw_decode, wav_tone_report, write_tone_wav
 from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport, _read_netstring
 from tests.peers.capture import UdpPacket, parse_rtp
+from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
 from tests.peers.plugin import BaresipFactory, CaptureFactory
 
@@ -81,6 +82,33 @@ async def test_baresip_registers_over_tls(
     assert binding.received is not None and binding.received.endswith(";transport=tls")
     assert f"127.0.0.1:{phone.sip_tls_port};transport=tls" in binding.contact
     assert binding.expires <= 60
+
+
+@pytest.mark.peer
+async def test_astart_keeps_the_event_loop_running(
+    kamailio: Kamailio, peer_pki: TestPki, tmp_path: Path
+) -> None:
+    wav = write_tone_wav(tmp_path / "t.wav", TONE_A, 1.0)
+    phone = Baresip(tmp_path / "b", _account(
+        user="103", password=kamailio.user("103").password, proxy=kamailio.uri("tls"),
+    ), source_wav=wav, ca_file=peer_pki.ca.cert)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        await phone.astart()
+        await phone.wait_registered()
+    finally:
+        task.cancel()
+        await phone.aclose()
+    assert ticks >= 3  # the loop kept running while baresip started
+    assert not phone.running
 
 
 @pytest.mark.peer
