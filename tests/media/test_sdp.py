@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phone_sim.errors import ProtocolError
@@ -280,3 +280,66 @@ def test_mutated_fixtures_only_raise_sdp_parse_error(
 def test_truncated_fixtures_only_raise_sdp_parse_error(path: Path, cut: int) -> None:
     data = path.read_bytes()
     _check(data[: cut % (len(data) + 1)])
+
+
+# --- Hypothesis: every session built from valid parts survives serialize -> parse --------
+
+TOKENS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._+!",
+    min_size=1,
+    max_size=12,
+)
+_PRINTABLE = [chr(c) for c in range(0x20, 0x7F)] + ["é", "ü", "€", "\t", "\x7f"]
+TEXT = st.text(alphabet=st.sampled_from(_PRINTABLE), max_size=20)
+WORD = st.text(
+    alphabet=st.sampled_from([c for c in _PRINTABLE if not c.isspace()]), min_size=1, max_size=12
+)
+NUMBER = st.integers(min_value=0, max_value=2**64)
+CONNECTIONS = st.builds(SdpConnection, addr_type=st.sampled_from(["IP4", "IP6"]), address=WORD)
+ATTRIBUTES = st.builds(SdpAttribute, name=TOKENS, value=st.none() | TEXT)
+BANDWIDTHS = st.builds(sdp.SdpBandwidth, bwtype=TOKENS, bandwidth=NUMBER)
+MEDIA = st.builds(
+    SdpMedia,
+    media=TOKENS,
+    port=st.integers(min_value=0, max_value=65535),
+    port_count=st.none() | st.integers(min_value=1, max_value=99),
+    proto=st.sampled_from(["RTP/AVP", "RTP/SAVP", "UDP/TLS/RTP/SAVPF", "udp"]),
+    formats=st.lists(TOKENS, min_size=1, max_size=5).map(tuple),
+    information=st.none() | TEXT,
+    connections=st.lists(CONNECTIONS, min_size=1, max_size=2).map(tuple),
+    bandwidths=st.lists(BANDWIDTHS, max_size=2).map(tuple),
+    key=st.none() | TEXT,
+    attributes=st.lists(ATTRIBUTES, max_size=4).map(tuple),
+)
+SESSIONS = st.builds(
+    SdpSession,
+    origin=st.builds(
+        SdpOrigin, username=WORD, session_id=NUMBER, session_version=NUMBER, address=WORD
+    ),
+    session_name=TEXT,
+    information=st.none() | TEXT,
+    uri=st.none() | TEXT,
+    emails=st.lists(TEXT, max_size=2).map(tuple),
+    phones=st.lists(TEXT, max_size=2).map(tuple),
+    connection=st.none() | CONNECTIONS,
+    bandwidths=st.lists(BANDWIDTHS, max_size=2).map(tuple),
+    timings=st.lists(
+        st.builds(
+            sdp.SdpTiming, start=NUMBER, stop=NUMBER, repeats=st.lists(TEXT, max_size=2).map(tuple)
+        ),
+        min_size=1,
+        max_size=2,
+    ).map(tuple),
+    time_zones=st.none() | TEXT,
+    key=st.none() | TEXT,
+    attributes=st.lists(ATTRIBUTES, max_size=4).map(tuple),
+    media=st.lists(MEDIA, max_size=2).map(tuple),
+)
+
+
+@settings(max_examples=100)  # each example is a whole session; 100 keep this under 3 s
+@given(SESSIONS)
+def test_built_sessions_round_trip(session: SdpSession) -> None:
+    data = bytes(session)
+    assert sdp.parse(data) == session
+    assert bytes(sdp.parse(data)) == data
