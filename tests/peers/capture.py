@@ -8,6 +8,7 @@ stream carried on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.peers._process import LOOPBACK, PeerError, PeerProcess, which
+from tests.peers.audio import tone_report, ulaw_decode
 from tests.peers.ports import free_port
 
 _PROBE = b"phone-sim capture probe"
@@ -74,6 +76,63 @@ def parse_rtp(data: bytes) -> RtpView | None:
         ssrc=int.from_bytes(data[8:12], "big"),
         header_length=length,
         body=data[length:],
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SrtpWireReport:
+    """What one direction of a captured audio stream looked like on the wire."""
+
+    rtp_packets: int
+    """Datagrams with an RTP header (RTCP excluded)."""
+    srtp_sized: int
+    """Of those, bodies of exactly ``payload_len + auth_tag_len`` bytes."""
+    clear_tone_packets: int
+    """Packets whose first ``payload_len`` body bytes decode (PCMU) to the tone: plain RTP."""
+    payload_types: frozenset[int]
+    """The payload types seen."""
+
+    @property
+    def looks_like_srtp(self) -> bool:
+        """Every RTP packet is SRTP-sized and none carries the tone in clear."""
+        return (
+            self.rtp_packets > 0
+            and self.srtp_sized == self.rtp_packets
+            and self.clear_tone_packets == 0
+        )
+
+
+def srtp_wire_report(
+    packets: Iterable[UdpPacket],
+    *,
+    src_port: int,
+    dst_port: int,
+    tone_hz: float,
+    payload_len: int = 160,
+    auth_tag_len: int = 10,
+) -> SrtpWireReport:
+    """Classify the PCMU stream ``src_port -> dst_port``: SRTP-sized? tone in the clear?
+
+    ``payload_len`` is 160 for 20 ms of PCMU; ``auth_tag_len`` 10 for HMAC-SHA1-80, 4 for _32.
+    """
+    rtp = srtp = clear = 0
+    types: set[int] = set()
+    for packet in packets:
+        if packet.src[1] != src_port or packet.dst[1] != dst_port:
+            continue
+        view = parse_rtp(packet.payload)
+        if view is None:
+            continue
+        rtp += 1
+        types.add(view.payload_type)
+        if len(view.body) == payload_len + auth_tag_len:
+            srtp += 1
+        samples = ulaw_decode(view.body[:payload_len])
+        if tone_report(samples, tone_hz, 8000, window=len(samples) / 8000).present:
+            clear += 1
+    return SrtpWireReport(
+        rtp_packets=rtp, srtp_sized=srtp, clear_tone_packets=clear,
+        payload_types=frozenset(types),
     )
 
 
@@ -152,6 +211,10 @@ class Capture:
                 self._sync(time.monotonic() + timeout, timeout)
             finally:
                 self._process.stop(timeout=5.0, sig=signal.SIGINT)
+
+    async def astop(self, timeout: float = 10.0) -> None:
+        """:meth:`stop` in a thread, so phones in the event loop keep running."""
+        await asyncio.to_thread(self.stop, timeout)
 
     def __enter__(self) -> Capture:
         self.start()

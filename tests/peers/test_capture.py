@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 
 import pytest
 
-from tests.peers.capture import bpf_filter, parse_rtp
+from tests.peers.audio import tone_samples, ulaw_encode
+from tests.peers.capture import UdpPacket, bpf_filter, parse_rtp, srtp_wire_report
 from tests.peers.plugin import CaptureFactory
 from tests.peers.ports import free_port
 
@@ -44,6 +46,32 @@ def test_parse_rtp_skips_csrcs_and_extension() -> None:
 )
 def test_parse_rtp_refuses_what_is_not_rtp(data: bytes) -> None:
     assert parse_rtp(data) is None
+
+
+def _packet(src: int, dst: int, payload: bytes) -> UdpPacket:
+    return UdpPacket(time=0.0, src=("127.0.0.1", src), dst=("127.0.0.1", dst), payload=payload)
+
+
+def test_wire_report_tells_plain_rtp_from_srtp() -> None:
+    tone = ulaw_encode(tone_samples(1004, 0.02))
+    plain = [_packet(4000, 5000, _rtp(body=tone)) for _ in range(3)]
+    noise = bytes(random.Random(1).randrange(256) for _ in range(170))
+    srtp = [_packet(4000, 5000, _rtp(body=noise)) for _ in range(3)]
+    rtcp = [_packet(4001, 5001, b"\x81\xc9" + b"\0" * 30)]
+    other_way = [_packet(5000, 4000, _rtp(body=tone))]
+
+    clear = srtp_wire_report(plain + rtcp + other_way, src_port=4000, dst_port=5000,
+                             tone_hz=1004)
+    assert (clear.rtp_packets, clear.srtp_sized, clear.clear_tone_packets) == (3, 0, 3)
+    assert not clear.looks_like_srtp
+
+    secure = srtp_wire_report(srtp + rtcp, src_port=4000, dst_port=5000, tone_hz=1004)
+    assert (secure.rtp_packets, secure.srtp_sized, secure.clear_tone_packets) == (3, 3, 0)
+    assert secure.payload_types == {0}
+    assert secure.looks_like_srtp
+
+    empty = srtp_wire_report([], src_port=4000, dst_port=5000, tone_hz=1004)
+    assert not empty.looks_like_srtp
 
 
 def test_filter_names_only_the_given_ports() -> None:
