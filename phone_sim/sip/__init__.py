@@ -9,6 +9,7 @@ See ``docs/sip-messages.md``.
 from __future__ import annotations
 
 from phone_sim.sip.framer import (
+    FramingError,
     KeepAlivePingReceived,
     KeepAlivePongReceived,
     MessageRejected,
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_LINE_LENGTH",
     "REASON_PHRASES",
     "CSeq",
+    "FramingError",
     "HeaderValueError",
     "Headers",
     "KeepAlivePingReceived",

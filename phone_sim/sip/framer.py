@@ -7,6 +7,8 @@ limits cannot be delimited, so the framer raises :class:`SipParseError` and stay
 transport drops the connection). A message that is well delimited but malformed inside (a bad
 To, a CSeq mismatch) does not desynchronise the stream; it comes out as
 :class:`MessageRejected`, so the transaction layer can answer it with its ``status``.
+A framing error raises :class:`FramingError`, whose ``events`` keeps what the same call
+completed before the error.
 
 Keep-alives between messages: ``CRLFCRLF`` is a ping (:class:`KeepAlivePingReceived`; answer
 with one CRLF) and a lone ``CRLF`` is a pong (:class:`KeepAlivePongReceived`). A CRLF that
@@ -26,6 +28,7 @@ from phone_sim.sip.limits import (
     SipParseError,
 )
 from phone_sim.sip.message import (
+    SipMessage,
     SipRequest,
     SipResponse,
     _build,
@@ -36,6 +39,7 @@ from phone_sim.sip.message import (
 
 __all__ = [
     "FramerEvent",
+    "FramingError",
     "KeepAlivePingReceived",
     "KeepAlivePongReceived",
     "MessageRejected",
@@ -65,6 +69,26 @@ class MessageRejected:
 FramerEvent = (
     SipRequest | SipResponse | KeepAlivePingReceived | KeepAlivePongReceived | MessageRejected
 )
+
+
+class FramingError(SipParseError):
+    """The stream can no longer be delimited; the connection must be dropped.
+
+    ``events`` holds what the same :meth:`StreamFramer.feed` call completed before the error
+    (a valid message followed by garbage in one segment is not lost).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = 400,
+        partial: SipMessage | None = None,
+        events: list[FramerEvent],
+    ) -> None:
+        super().__init__(message, status=status, partial=partial)
+        self.events = events
+
 
 _PING = KeepAlivePingReceived()
 _PONG = KeepAlivePongReceived()
@@ -100,22 +124,27 @@ class StreamFramer:
     def feed(self, data: bytes) -> list[FramerEvent]:
         """Add received octets; return the messages and keep-alives completed, in order.
 
-        Raises :class:`SipParseError` on a framing error, then on every later call.
+        Raises :class:`FramingError` (a :class:`SipParseError`) on a framing error, with the
+        events completed before it in ``error.events``; then on every later call.
         """
         if self._error is not None:
-            raise SipParseError(f"stream closed after a framing error: {self._error}", status=None)
+            raise FramingError(
+                f"stream closed after a framing error: {self._error}", status=None, events=[]
+            )
+        events: list[FramerEvent] = []
         try:
-            return self._feed(data)
+            self._feed(data, events)
         except SipParseError as exc:
-            self._error = exc
             self._buf.clear()
             self._pending = None
-            raise
+            error = FramingError(str(exc), status=exc.status, partial=exc.partial, events=events)
+            self._error = error
+            raise error from None
+        return events
 
-    def _feed(self, data: bytes) -> list[FramerEvent]:
+    def _feed(self, data: bytes, events: list[FramerEvent]) -> None:
         buf = self._buf
         buf += data
-        events: list[FramerEvent] = []
         while buf:
             if self._pending is None:
                 if buf[0] == 0x0D:
@@ -155,7 +184,7 @@ class StreamFramer:
                     if exc.partial is None or exc.status != 400:
                         raise
                     head_error = exc
-                    start, entries = exc.partial.start_line(), exc.partial.headers.items()
+                    start, entries = "", exc.partial.headers.items()
                 length = content_length(entries)
                 if length is None:
                     raise SipParseError(
@@ -180,4 +209,3 @@ class StreamFramer:
                 events.append(_build(start, entries, body))
             except SipParseError as exc:
                 events.append(MessageRejected(error=exc))
-        return events

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from phone_sim.sip import (
+    FramingError,
     KeepAlivePingReceived,
     KeepAlivePongReceived,
     MessageRejected,
@@ -166,3 +167,17 @@ def test_large_body_arriving_slowly() -> None:
     events = feed_all(framer, msg, 1000)
     assert len(events) == 1
     assert isinstance(events[0], SipResponse) and events[0].body == body
+
+
+def test_framing_error_keeps_the_events_completed_before_it() -> None:
+    framer = StreamFramer()
+    garbage = OPTIONS.replace(b"Content-Length: 0\r\n", b"")
+    with pytest.raises(FramingError) as info:
+        framer.feed(OPTIONS + b"\r\n\r\n" + OK + garbage)
+    assert info.value.events == [parse_message(OPTIONS), KeepAlivePingReceived(), parse_message(OK)]
+    assert isinstance(info.value, SipParseError)
+    assert "Content-Length" in str(info.value)
+    assert framer.closed
+    with pytest.raises(FramingError) as later:
+        framer.feed(OPTIONS)
+    assert later.value.events == []

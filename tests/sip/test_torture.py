@@ -17,7 +17,7 @@ from phone_sim.sip import (
     parse_message,
     validate_request,
 )
-from phone_sim.sip.framer import MessageRejected
+from phone_sim.sip.framer import FramingError, KeepAlivePongReceived, MessageRejected
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "rfc4475"
 
@@ -273,3 +273,36 @@ def test_valid_messages_through_the_framer(name: str) -> None:
         len(events) == 1 and not isinstance(events[0], MessageRejected) and bytes(events[0]) == wire
     )
     assert framer.buffered == 0
+
+
+@pytest.mark.parametrize("name", ["regaut01", "cparam01", "escnull", "dblreq"])
+def test_registers_are_acceptable_to_a_registrar(name: str) -> None:
+    # RFC 4475 calls these acceptable; only a phone's lack of a registrar makes them 405.
+    req = parse_message(load(name))
+    assert isinstance(req, SipRequest)
+    assert validate_request(req, allowed_methods=("REGISTER",)) is None
+
+
+@pytest.mark.parametrize("name", sorted([*VALID, *INVALID]))
+def test_raw_torture_message_on_a_stream(name: str) -> None:
+    # On a stream each message is either delivered, rejected alone, or ends the connection
+    # (when it cannot be delimited); nothing else escapes, nothing hangs.
+    data = load(name)
+    framer = StreamFramer()
+    try:
+        events = framer.feed(data)
+    except FramingError as exc:
+        assert framer.closed
+        events = exc.events
+    if name == "dblreq":
+        # Both requests are delimited and delivered; the octets beyond the INVITE's
+        # Content-Length then read as a message without one, which ends the stream.
+        assert [type(e) for e in events] == [SipRequest, KeepAlivePongReceived, SipRequest]
+        assert framer.closed
+        return
+    assert len(events) <= 1
+    for event in events:
+        if isinstance(event, MessageRejected):
+            assert name in INVALID
+        else:
+            assert name in VALID
