@@ -226,6 +226,7 @@ class Kamailio:
         self.cfg_dir = workdir / "cfg"
         # A unix socket path must stay short (108 bytes), so it lives in a short /tmp dir.
         self.run_dir = Path("/tmp") / f"kam-{uuid.uuid4().hex[:10]}"
+        self._ports_chosen = not (udp_port or tcp_port or tls_port)
         self.udp_port = udp_port or free_port()
         self.tcp_port = tcp_port or free_port()
         self.tls_port = tls_port or free_port()
@@ -334,15 +335,28 @@ class Kamailio:
             raise PeerError(f"kamailio -c rejected the config:\n{result.stdout}{result.stderr}")
 
     def start(self, timeout: float = 15.0) -> None:
-        """Write the config, start Kamailio and wait until UDP, TCP and TLS answer."""
-        self.write_config()
-        self.ctl_socket.unlink(missing_ok=True)
-        self._process.start()
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self._process.stop()
-            raise
+        """Write the config, start Kamailio and wait until UDP, TCP and TLS answer.
+
+        If another process grabbed one of the harness-chosen ports in the meantime (other test
+        runs share the machine), it picks new ports and tries again, twice at most.
+        """
+        for attempt in range(3):
+            self.write_config()
+            self.ctl_socket.unlink(missing_ok=True)
+            log_offset = len(self._process.log_text())
+            self._process.start()
+            try:
+                self._wait_ready(timeout)
+                return
+            except PeerError:
+                self._process.stop()
+                lost_race = "Address already in use" in self._process.log_text()[log_offset:]
+                if not (lost_race and self._ports_chosen and attempt < 2):
+                    raise
+                self.udp_port, self.tcp_port, self.tls_port = free_port(), free_port(), free_port()
+            except BaseException:
+                self._process.stop()
+                raise
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop Kamailio and every worker it forked."""
@@ -360,6 +374,7 @@ class Kamailio:
     def restart(self, timeout: float = 15.0) -> None:
         """Stop and start again on the same ports (the location table starts empty)."""
         self.stop()
+        self._ports_chosen = False  # phones know these ports now: never move them
         self.start(timeout)
 
     def __enter__(self) -> Kamailio:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers._process import live_group_members
+from tests.peers._process import PeerError, live_group_members
 from tests.peers.certs import BAD_CERT_KINDS, BadCertKind, TestPki, make_bad_server_pki
 from tests.peers.kamailio import (
     FIXTURES,
@@ -174,3 +174,32 @@ def test_a_broken_config_fails_fast_with_the_log(tmp_path: Path, peer_pki: TestP
     assert not kam.running
     assert "missing.crt" in kam.log_text()
     kam.close()
+
+
+@pytest.mark.peer
+def test_a_port_taken_meanwhile_is_replaced(peer_pki: TestPki, tmp_path: Path) -> None:
+    require("kamailio")
+    kam = Kamailio(tmp_path, peer_pki)
+    taken = kam.udp_port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", taken))  # another test run got there first
+        try:
+            kam.start()
+            assert kam.udp_port != taken
+            assert kam.running
+            assert "Address already in use" in kam.log_text()
+        finally:
+            kam.close()
+
+
+@pytest.mark.peer
+def test_fixed_ports_are_never_moved(peer_pki: TestPki, tmp_path: Path) -> None:
+    require("kamailio")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        port = squatter.getsockname()[1]
+        kam = Kamailio(tmp_path, peer_pki, udp_port=port)
+        with pytest.raises(PeerError, match="while starting"):
+            kam.start()
+        kam.close()
+    assert kam.udp_port == port

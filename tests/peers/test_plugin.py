@@ -45,3 +45,8 @@ def test_a_failing_test_stops_its_peers_and_reports_their_log(tmp_path: Path) ->
     log_section = result.stdout.split("peer log: kamailio", 1)[1]
     assert "ksr_tls_fill_missing" in log_section  # Kamailio's own start-up lines
     assert live_group_members(int(pid_file.read_text())) == []
+
+
+def test_a_missing_binary_skips_with_its_name() -> None:
+    with pytest.raises(pytest.skip.Exception, match="no-such-peer-binary is not installed"):
+        require("no-such-peer-binary")
