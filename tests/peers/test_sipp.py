@@ -10,7 +10,7 @@ import pytest
 
 from tests.peers._process import PeerError
 from tests.peers.baresip import Baresip
-from tests.peers.kamailio import Kamailio, KamailioConfig, make_users
+from tests.peers.kamailio import Kamailio, KamailioConfig, SipUser, make_users
 from tests.peers.plugin import BaresipFactory, KamailioFactory, require
 from tests.peers.ports import free_port
 from tests.peers.sipp import (
@@ -263,3 +263,26 @@ async def test_many_distinct_users_register_over_tcp(
     )
     result.check()
     assert sorted(b.aor for b in kam.ul_dump()) == sorted(u.user for u in users)
+
+
+@pytest.mark.peer
+async def test_a_distinct_auth_name_registers_only_its_own_user(
+    kamailio_factory: KamailioFactory, tmp_path: Path
+) -> None:
+    require("sipp")
+    kam = kamailio_factory(KamailioConfig(users=(
+        SipUser(user="201", password="pw-201", authname="auth201"),
+        SipUser(user="202", password="pw-202"),
+    )))
+
+    async def register(user: str, authname: str, password: str) -> SippResult:
+        return await run_sipp(
+            "register", (kam.host, kam.udp_port), workdir=tmp_path / f"{user}-{authname}",
+            inject=[[user, auth_field(authname, password), kam.domain, "30"]], timeout=4,
+        )
+
+    (await register("201", "auth201", "pw-201")).check()
+    assert [b.aor for b in kam.ul_dump()] == ["201"]
+    stolen = await register("202", "auth201", "pw-201")  # right password, wrong user
+    assert stolen.received_statuses()[:2] == [401, 403]
+    assert [b.aor for b in kam.ul_dump()] == ["201"]
