@@ -896,12 +896,7 @@ def test_random_call_flows_keep_the_invariants(actions: list[str]) -> None:
 # --- a real peer: baresip 1.0 answers the phone's offer ------------------------------------
 
 
-def _baresip_answer(tmp_path: Path, offer: bytes) -> tuple[bytes, str]:
-    """INVITE a baresip on 127.0.0.1 with ``offer`` over plain UDP; its 200's body and log.
-
-    Only silence is retried (a peer that did not start, e.g. a port taken meanwhile by
-    another test on the machine): any SIP answer, 200 or not, is final.
-    """
+def _baresip_files(tmp_path: Path) -> None:
     import shutil
 
     if shutil.which("baresip") is None:
@@ -914,6 +909,43 @@ def _baresip_answer(tmp_path: Path, offer: bytes) -> tuple[bytes, str]:
     (tmp_path / "accounts").write_text(
         "<sip:100@127.0.0.1>;regint=0;mediaenc=srtp-mand;answermode=auto;audio_codecs=PCMU\n"
     )
+
+
+def _start_baresip(
+    tmp_path: Path, sip_port: int, log: object, *commands: str
+) -> subprocess.Popen[bytes]:
+    (tmp_path / "config").write_text(
+        f"sip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n"
+        "dns_server 127.0.0.1:53\nmodule_path /usr/lib/baresip/modules\n"
+        "module g711.so\nmodule srtp.so\nmodule aufile.so\nmodule account.so\n"
+        "module menu.so\n"
+        f"audio_player aufile,{tmp_path / 'heard.wav'}\n"
+        f"audio_source aufile,{tmp_path / 'silence.wav'}\n"
+    )
+    extra = [arg for command in commands for arg in ("-e", command)]
+    return subprocess.Popen(
+        ["baresip", "-f", str(tmp_path), "-t", "20", *extra],
+        stdout=log,  # type: ignore[arg-type]
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _baresip_answer(tmp_path: Path, offer: bytes) -> tuple[bytes, str]:
+    """INVITE a baresip on 127.0.0.1 with ``offer`` over plain UDP; its 200's body and log.
+
+    Only silence is retried (a peer that did not start, e.g. a port taken meanwhile by
+    another test on the machine): any SIP answer, 200 or not, is final.
+    """
+    _baresip_files(tmp_path)
     failures: list[str] = []
     for attempt in range(3):
         response, log = _baresip_call(tmp_path, offer, attempt)
@@ -929,18 +961,9 @@ def _baresip_call(tmp_path: Path, offer: bytes, attempt: int) -> tuple[bytes, st
     from tests.peers.ports import free_port
 
     sip_port = free_port()
-    (tmp_path / "config").write_text(
-        f"sip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n"
-        "dns_server 127.0.0.1:53\nmodule_path /usr/lib/baresip/modules\n"
-        "module g711.so\nmodule srtp.so\nmodule aufile.so\nmodule account.so\n"
-        f"audio_player aufile,{tmp_path / 'heard.wav'}\n"
-        f"audio_source aufile,{tmp_path / 'silence.wav'}\n"
-    )
     log_path = tmp_path / f"baresip-{attempt}.log"
     log = log_path.open("wb")
-    process = subprocess.Popen(
-        ["baresip", "-f", str(tmp_path), "-t", "20"], stdout=log, stderr=subprocess.STDOUT
-    )
+    process = _start_baresip(tmp_path, sip_port, log)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     response = b""
     try:
@@ -987,12 +1010,7 @@ def _baresip_call(tmp_path: Path, offer: bytes, attempt: int) -> tuple[bytes, st
             response = b""  # provisional only: treat as silence and retry
     finally:
         sock.close()
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
         log.close()
     return response, log_path.read_text(errors="replace")
 
@@ -1060,3 +1078,75 @@ def test_negotiated_keys_carry_srtp_between_two_media_streams() -> None:
     assert rekeyed.srtp is not None and rekeyed.rx_key_changed
     callee.update(0.4, tx_key=rekeyed.srtp.tx_key, rx_key=rekeyed.srtp.rx_key)
     assert callee.srtp is not context
+
+
+def _header(message: bytes, name: str) -> str:
+    match = re.search(rb"\r\n" + name.encode() + rb": ([^\r]*)", message, re.IGNORECASE)
+    assert match is not None, f"no {name} in {message[:300]!r}"
+    return match.group(1).decode()
+
+
+@pytest.mark.peer
+def test_baresip_offers_and_accepts_the_phones_answer(tmp_path: Path) -> None:
+    from tests.peers.ports import free_port
+
+    _baresip_files(tmp_path)
+    phone = OfferAnswer(LocalAudio(host="127.0.0.1", rtp_port=47002))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    port = sock.getsockname()[1]
+    sip_port = free_port()
+    log_path = tmp_path / "baresip-dial.log"
+    log = log_path.open("wb")
+    process = _start_baresip(tmp_path, sip_port, log, f"/dial sip:102@127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 10
+        invite = b""
+        while time.monotonic() < deadline and not invite.startswith(b"INVITE "):
+            try:
+                invite, source = sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+        assert invite.startswith(b"INVITE "), log_path.read_text(errors="replace")[-1500:]
+        answer, negotiated = phone.receive_offer(invite.split(b"\r\n\r\n", 1)[1])
+        body = bytes(answer)
+        to = _header(invite, "To") + ";tag=phone-sim"
+        common = (
+            f"Via: {_header(invite, 'Via')}\r\nFrom: {_header(invite, 'From')}\r\nTo: {to}\r\n"
+            f"Call-ID: {_header(invite, 'Call-ID')}\r\n"
+        )
+        ok = (
+            f"SIP/2.0 200 OK\r\n{common}CSeq: {_header(invite, 'CSeq')}\r\n"
+            f"Contact: <sip:102@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        acked = False
+        while time.monotonic() < deadline and not acked:
+            sock.sendto(ok, source)  # RFC 3261 13.3.1.4: the 200 is resent until the ACK
+            try:
+                acked = sock.recvfrom(65535)[0].startswith(b"ACK ")
+            except TimeoutError:
+                continue
+        assert acked
+        time.sleep(0.3)
+        contact = re.search(r"<([^>]+)>", _header(invite, "Contact"))
+        assert contact is not None
+        bye = (
+            f"BYE {contact.group(1)} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKPj-meda-bye;rport\r\n"
+            f"From: {to}\r\nTo: {_header(invite, 'From')}\r\n"
+            f"Call-ID: {_header(invite, 'Call-ID')}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        sock.sendto(bye.encode(), source)
+        time.sleep(0.2)
+    finally:
+        sock.close()
+        _stop(process)
+        log.close()
+    text = log_path.read_text(errors="replace")
+    assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in text
+    assert negotiated.srtp is not None
+    assert negotiated.codec is PCMU
+    assert negotiated.srtp.rx_key == crypto_of(sdp.parse(invite.split(b"\r\n\r\n", 1)[1])).key_salt
