@@ -90,6 +90,11 @@ _VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z", re.IGNORECASE)
 _STATUS_RE = re.compile(r"[1-6]\d\d\Z")
 _CALL_ID_BAD_RE = re.compile(r"[\s]")
 _START_LINE_BAD_RE = re.compile(r"[\s]")
+_PASSWORD_IN_LINE_RE = re.compile(r"(sips?:[^:@;?\s]*:)[^@\s]*@", re.IGNORECASE)
+
+
+def _mask_password(text: str) -> str:
+    return _PASSWORD_IN_LINE_RE.sub(r"\1***@", text)
 
 
 def _required(values: list[T], name: str) -> T:
@@ -501,7 +506,8 @@ def _build(start: str, entries: list[tuple[str, str]], body: bytes) -> SipReques
     parts = start.split(" ")
     if len(parts) != 3:
         raise SipParseError(
-            f"bad request line {start[:80]!r}: Method SP Request-URI SP SIP-Version expected",
+            f"bad request line {_mask_password(start)[:80]!r}:"
+            " Method SP Request-URI SP SIP-Version expected",
             partial=_partial(start, entries),
         )
     method, uri_text, version = parts

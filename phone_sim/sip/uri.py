@@ -42,12 +42,22 @@ _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _PERCENT_RE = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 
+_PASSWORD_RE = re.compile(r"\A(sips?:[^:@;?]*:)[^@]*@", re.IGNORECASE)
+
+
+def _shown(text: str) -> str:
+    """``text`` for an error message: password masked, at most 100 characters."""
+    text = _PASSWORD_RE.sub(r"\1***@", text)
+    return repr(text if len(text) <= 100 else text[:100] + "...")
+
+
 def unescape(text: str, what: str = "URI") -> str:
     """Decode ``%XX`` escapes (as UTF-8 octets; invalid UTF-8 is kept byte for byte)."""
     if "%" not in text:
         return text
     if _ESCAPE_RE.search(text):
-        raise SipParseError(f"bad %-escape in {what} {text!r}")
+        shown = "" if what == "password" else f" {_shown(text)}"
+        raise SipParseError(f"bad %-escape in {what}{shown}")
     return _PERCENT_RE.sub(
         lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8", "surrogateescape"),
         text,
@@ -102,7 +112,7 @@ def check_host(host: str, what: str = "host") -> str:
 def parse_port(text: str, what: str = "port") -> int:
     """Parse a port number (0-65535)."""
     if not text.isdigit() or not text.isascii() or len(text) > 5 or int(text) > 65535:
-        raise SipParseError(f"bad {what} {text!r}")
+        raise SipParseError(f"bad {what} {_shown(text)}")
     return int(text)
 
 
@@ -111,17 +121,17 @@ def split_hostport(text: str, what: str = "hostport") -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise SipParseError(f"unterminated IPv6 reference in {what} {text!r}")
+            raise SipParseError(f"unterminated IPv6 reference in {what} {_shown(text)}")
         host, rest = text[: end + 1], text[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise SipParseError(f"junk after IPv6 reference in {what} {text!r}")
+            raise SipParseError(f"junk after IPv6 reference in {what} {_shown(text)}")
         port_text = rest[1:] if rest else None
     else:
         host, colon, port_text_ = text.partition(":")
         port_text = port_text_ if colon else None
     check_host(host, what)
     return host, (
-        parse_port(port_text, f"port in {what} {text!r}") if port_text is not None else None
+        parse_port(port_text, f"port in {what} {_shown(text)}") if port_text is not None else None
     )
 
 
@@ -178,20 +188,20 @@ class SipUri:
             raise SipParseError("empty URI")
         bad = _BAD_URI_CHAR_RE.search(text)
         if bad:
-            raise SipParseError(f"illegal character {bad.group(0)!r} in URI {text!r}")
+            raise SipParseError(f"illegal character {bad.group(0)!r} in URI {_shown(text)}")
         scheme, colon, rest = text.partition(":")
         if not colon or not _SCHEME_RE.match(scheme):
-            raise SipParseError(f"URI without a valid scheme: {text!r}")
+            raise SipParseError(f"URI without a valid scheme: {_shown(text)}")
         scheme = scheme.lower()
         if scheme in ("sip", "sips"):
             return cls._parse_sip(scheme, rest, text)
         if scheme == "tel":
             number, _, ptext = rest.partition(";")
             if not number:
-                raise SipParseError(f"tel URI without a number: {text!r}")
+                raise SipParseError(f"tel URI without a number: {_shown(text)}")
             return cls(scheme="tel", user=unescape(number), params=_parse_uri_params(ptext, text))
         if not rest:
-            raise SipParseError(f"empty URI after scheme: {text!r}")
+            raise SipParseError(f"empty URI after scheme: {_shown(text)}")
         return cls(scheme=scheme, opaque=rest)
 
     @classmethod
@@ -202,26 +212,26 @@ class SipUri:
         if at >= 0:
             userinfo, rest = rest[:at], rest[at + 1 :]
             if "@" in rest:
-                raise SipParseError(f"more than one '@' in URI {text!r}")
+                raise SipParseError(f"more than one '@' in URI {_shown(text)}")
             u, colon, p = userinfo.partition(":")
             if not u:
-                raise SipParseError(f"empty user part in URI {text!r}")
+                raise SipParseError(f"empty user part in URI {_shown(text)}")
             user = unescape(u, "user part")
             password = unescape(p, "password") if colon else None
         rest, qmark, htext = rest.partition("?")
         hostport, semi, ptext = rest.partition(";")
-        host, port = split_hostport(hostport, f"URI {text!r}")
+        host, port = split_hostport(hostport, f"URI {_shown(text)}")
         headers: tuple[tuple[str, str], ...] = ()
         if qmark:
             items = []
             for item in htext.split("&"):
                 name, eq, value = item.partition("=")
                 if not name or not eq:
-                    raise SipParseError(f"bad URI header {item!r} in {text!r}")
+                    raise SipParseError(f"bad URI header {item!r} in {_shown(text)}")
                 items.append((unescape(name), unescape(value)))
             headers = tuple(items)
         if semi and not ptext:
-            raise SipParseError(f"empty parameter in URI {text!r}")
+            raise SipParseError(f"empty parameter in URI {_shown(text)}")
         params = _parse_uri_params(ptext, text)
         return cls(scheme, user, password, host, port, params, headers)
 
@@ -339,9 +349,9 @@ def _parse_uri_params(ptext: str, text: str) -> Params:
     for item in ptext.split(";"):
         name, eq, value = item.partition("=")
         if not name:
-            raise SipParseError(f"empty parameter in URI {text!r}")
+            raise SipParseError(f"empty parameter in URI {_shown(text)}")
         if eq and not value:
-            raise SipParseError(f"parameter {name!r} with empty value in URI {text!r}")
+            raise SipParseError(f"parameter {name!r} with empty value in URI {_shown(text)}")
         params.append(
             (unescape(name, "URI parameter"), unescape(value, "URI parameter") if eq else None)
         )

@@ -442,3 +442,9 @@ def test_pjsip_contact_with_instance_id() -> None:
     assert first.param("+sip.instance") == '"<urn:uuid:00000000-0000-0000-0000-00001234abcd>"'
     assert second.expires == 120 and second.param("q") == "0.5"
     assert bytes(parse_message(bytes(msg))) == bytes(msg)
+
+
+def test_request_line_error_masks_a_password() -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_message(b"OPTIONS sip:u:hunter2@h  SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+    assert "hunter2" not in str(info.value) and "***" in str(info.value)

@@ -150,3 +150,18 @@ def test_rfc3261_equivalent_uris(a: str, b: str) -> None:
 def test_rfc3261_different_uris(a: str, b: str) -> None:
     assert not SipUri.parse(a).equivalent(SipUri.parse(b))
     assert not SipUri.parse(b).equivalent(SipUri.parse(a))
+
+
+@pytest.mark.parametrize(
+    "text", ["sip:alice:hunter2@h:99999", "sip:alice:hunt%zzer2@h", "sip:alice:hunter2@h;;"]
+)
+def test_errors_never_show_the_password(text: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        SipUri.parse(text)
+    assert "hunter2" not in str(info.value) and "hunt%zz" not in str(info.value)
+
+
+def test_errors_are_short() -> None:
+    with pytest.raises(SipParseError) as info:
+        SipUri.parse("sip:a@h:1;" + "x" * 5000 + ";;")
+    assert len(str(info.value)) < 200
