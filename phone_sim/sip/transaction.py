@@ -328,6 +328,7 @@ class Transaction:
         "response_to_tag",
         "retransmissions",
         "retransmit_at",
+        "scheduled_at",
         "state",
         "timeout_at",
         "timers",
@@ -362,6 +363,8 @@ class Transaction:
         self.retransmissions = 0
         self.absorbed = 0
         self.acked = False
+        #: The deadline the owner last queued for this transaction (its bookkeeping).
+        self.scheduled_at: float | None = None
 
     def __repr__(self) -> str:
         return f"<Transaction {self.kind.value} {self.state.value} key={self.key!r}>"

@@ -405,6 +405,8 @@ class UserAgent:
             if tx.get_timer() == at and not tx.terminated:
                 return at
             heapq.heappop(timers)
+            if tx.scheduled_at == at:
+                tx.scheduled_at = None
         return None
 
     def handle_timer(self, now: float) -> None:
@@ -412,6 +414,8 @@ class UserAgent:
         timers = self._timers
         while timers and timers[0][0] <= now:
             at, _, tx = heapq.heappop(timers)
+            if tx.scheduled_at == at:
+                tx.scheduled_at = None
             if tx.terminated or tx.get_timer() != at:
                 continue  # stale entry: the transaction moved on
             state = tx.state
@@ -426,7 +430,10 @@ class UserAgent:
 
     def _schedule(self, tx: Transaction) -> None:
         at = tx.get_timer()
-        if at is not None:
+        # One heap entry per distinct deadline: duplicates a peer provokes (retransmitted
+        # responses) do not grow the heap.
+        if at is not None and at != tx.scheduled_at:
+            tx.scheduled_at = at
             heapq.heappush(self._timers, (at, id(tx), tx))
 
     def _send(self, data: bytes, destination: Address) -> None:

@@ -914,3 +914,16 @@ def test_ipv6_loopback_via_contact_and_matching() -> None:
     ua.receive_datagram(bytes(response), ("::1", 5060), 0.1)
     (event,) = list(iter(ua.next_event, None))
     assert isinstance(event, ResponseReceived) and event.transaction == handle
+
+
+def test_retransmitted_responses_do_not_grow_the_timer_heap() -> None:
+    pair = UaPair(on_server_request=lambda p, e: None)
+    pair.phone.send_request(pair.phone.create_request("OPTIONS", SERVER_URI, from_=AOR), 0.0)
+    ((data, _),) = pair.phone.datagrams_to_send()
+    response = parse_message(data).create_response(200, to_tag="t")  # type: ignore[union-attr]
+    for i in range(1000):
+        pair.phone.receive_datagram(bytes(response), SERVER_ADDR, 0.1 + i * 1e-6)
+    assert len(pair.phone._timers) <= 3
+    assert pair.phone.stats["absorbed"] == 999
+    pair.phone.handle_timer(10.0)
+    assert pair.phone.transactions == 0 and pair.phone.get_timer() is None
