@@ -45,7 +45,7 @@ _BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _LIFETIME_RE = re.compile(r"(2\^)([0-9]{1,2})|()([0-9]{1,20})")
 _MKI_RE = re.compile(r"([0-9]{1,20}):([0-9]{1,3})")
 _INLINE_RE = re.compile(r"(inline:)[^|;\s\"]*", re.IGNORECASE)
-_KEY_LINE_RE = re.compile(r"^(k=).*?$", re.MULTILINE)
+_KEY_LINE_RE = re.compile(r"^(k=)[^\r\n]*", re.MULTILINE)
 
 REDACTED = "<redacted>"
 """What :func:`redact` writes in place of a key."""

@@ -142,7 +142,7 @@ def test_redact_hides_every_inline_key_and_k_line() -> None:
     assert B64 not in redacted
     assert "hunter2" not in redacted
     assert "inline:<redacted>|2^31" in redacted
-    assert "k=<redacted>" in redacted
+    assert "k=<redacted>\r\n" in redacted
     assert sdes.redact_bytes(text.encode() + b"\xff") == redacted + "\ufffd"
 
 
