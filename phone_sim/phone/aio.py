@@ -434,6 +434,8 @@ class Phone:
             if stream is not None and stream.transport is not None:
                 stream.transport.abort()
             raise
+        if gen == self._gen:
+            self._open_task = None  # a finished task would hold its coroutine's memory
         if gen != self._gen or self._closed:
             # A close or a newer open overtook this one.
             if stream is not None and stream.transport is not None:
