@@ -28,7 +28,7 @@ _FIELDS = ("frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport",
 
 @dataclass(frozen=True, kw_only=True)
 class UdpPacket:
-    """One captured UDP datagram."""
+    """One captured UDP datagram (or TCP segment, from :meth:`Capture.tcp_segments`)."""
 
     time: float
     """Capture time (epoch seconds)."""
@@ -225,15 +225,25 @@ class Capture:
 
     def udp_packets(self) -> list[UdpPacket]:
         """Every UDP datagram in the capture, in order (call after :meth:`stop`)."""
+        return [p for p in self._read("udp") if p.dst[1] != self.probe_port]
+
+    def tcp_segments(self) -> list[UdpPacket]:
+        """Every TCP segment with a payload, in order (call after :meth:`stop`).
+
+        Segments are not reassembled; enough to check that a TLS port carries no plain SIP.
+        """
+        return [p for p in self._read("tcp") if p.payload]
+
+    def _read(self, proto: str) -> list[UdpPacket]:
         if self._process.running:
             raise PeerError("stop the capture before reading it")
         if not self.pcap.exists():
             raise self._process.fail(f"no capture file {self.pcap}")
         fields: list[str] = []
         for name in _FIELDS:
-            fields += ["-e", name]
+            fields += ["-e", name.replace("udp.", f"{proto}.")]
         result = subprocess.run(
-            [self.tshark, "-n", "-r", str(self.pcap), "-Y", "udp", "-T", "fields",
+            [self.tshark, "-n", "-r", str(self.pcap), "-Y", proto, "-T", "fields",
              "-E", "separator=\t", *fields],
             capture_output=True, text=True, timeout=60, check=False,
             env={**os.environ, "LC_ALL": "C"},
@@ -244,8 +254,6 @@ class Capture:
         for line in result.stdout.splitlines():
             cols = line.split("\t")
             if len(cols) != len(_FIELDS) or not cols[2]:
-                continue
-            if int(cols[4]) == self.probe_port:
                 continue
             packets.append(
                 UdpPacket(

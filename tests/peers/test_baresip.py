@@ -157,7 +157,8 @@ async def test_two_baresips_call_through_kamailio_with_mandatory_srtp(
     callee = baresip_factory(kamailio, "102", tone_hz=TONE_B, transport=callee_transport)
     await asyncio.gather(caller.wait_registered(), callee.wait_registered())
     capture = await asyncio.to_thread(
-        capture_factory, udp_ports=[*caller.rtp_ports, *callee.rtp_ports]
+        capture_factory, udp_ports=[*caller.rtp_ports, *callee.rtp_ports],
+        tcp_ports=[kamailio.tls_port],
     )
 
     await caller.dial("102")
@@ -193,6 +194,12 @@ async def test_two_baresips_call_through_kamailio_with_mandatory_srtp(
         assert wire.payload_types == {0}  # PCMU
         # 160 bytes of 20 ms PCMU plus the 10-byte HMAC-SHA1-80 tag, and no tone in clear.
         assert wire.looks_like_srtp, wire
+
+    # The signalling on Kamailio's TLS port is TLS application data, never plain SIP.
+    segments = capture.tcp_segments()
+    assert len(segments) >= 4  # INVITE, 100, 180, 200, ACK, BYE, 200 at least through 101
+    assert any(s.payload[:3] == b"\x17\x03\x03" for s in segments)  # TLS application data
+    assert not any(b"SIP/2.0" in s.payload or b"INVITE sip:" in s.payload for s in segments)
 
 
 @pytest.mark.peer

@@ -98,3 +98,4 @@ def test_capture_sees_every_datagram_on_its_ports_only(
     assert [p.payload for p in packets] == [b"watched-%d" % i for i in range(5)]
     assert {p.src for p in packets} == {("127.0.0.1", source)}
     assert {p.dst for p in packets} == {("127.0.0.1", watched)}
+    assert capture.tcp_segments() == []
