@@ -750,13 +750,9 @@ def _choose_crypto(media: SdpMedia) -> CryptoAttribute:
             chosen = chosen or attribute
         else:
             reasons.append(f"crypto {attribute.tag}: {reason}")
-    if chosen is not None:
-        return chosen
-    return _decline_crypto(reasons)
-
-
-def _decline_crypto(reasons: list[str]) -> CryptoAttribute:
-    raise NegotiationError("no acceptable crypto line: " + "; ".join(reasons))
+    if chosen is None:
+        raise NegotiationError("no acceptable crypto line: " + "; ".join(reasons))
+    return chosen
 
 
 def _rtpmaps(media: SdpMedia) -> dict[int, PayloadFormat | None]:
