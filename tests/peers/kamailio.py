@@ -271,7 +271,8 @@ class Kamailio:
         for user in self.config.users:
             if user.user == name:
                 return user
-        raise KeyError(name)
+        known = ", ".join(u.user for u in self.config.users[:10])
+        raise KeyError(f"no user {name!r} in this Kamailio's table ({known})")
 
     # -- lifecycle -------------------------------------------------------------------------
 

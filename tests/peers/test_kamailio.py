@@ -49,6 +49,14 @@ def test_user_table_refuses_what_the_cfg_cannot_hold() -> None:
     assert "secret" not in repr(SipUser(user="101", password="secret"))
 
 
+def test_unknown_user_is_named(peer_pki: TestPki, tmp_path: Path) -> None:
+    require("kamailio")
+    kam = Kamailio(tmp_path, peer_pki)
+    assert kam.user("102").password == "test-secret-102"
+    with pytest.raises(KeyError, match=r"no user '999'.*101, 102, 103"):
+        kam.user("999")
+
+
 def test_expires_must_be_ordered() -> None:
     with pytest.raises(ValueError, match="expires"):
         KamailioConfig(min_expires=60, default_expires=30)
