@@ -212,3 +212,67 @@ def test_parsed_cache_is_invalidated() -> None:
     assert h.parsed("CSeq", CSeq.parse)[0] is h.parsed("cseq", CSeq.parse)[0]
     h.set("CSeq", CSeq(2, "INVITE"))
     assert h.parsed("CSeq", CSeq.parse) == [CSeq(2, "INVITE")]
+
+
+# -- model-based: Headers against a plain list of (canonical name, value) lines -----------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NAMES = ["Via", "v", "VIA", "Contact", "m", "Subject", "s", "X-Thing", "x-thing", "CSeq", "cseq"]
+VALUES = st.sampled_from(["a", "b, c", "SIP/2.0/UDP h", '"x, y" <sip:a@b>', "", "1 INVITE"])
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from(NAMES), VALUES),
+        st.tuples(st.just("set"), st.sampled_from(NAMES), VALUES),
+        st.tuples(st.just("remove"), st.sampled_from(NAMES), st.just("")),
+        st.tuples(st.just("insert"), st.sampled_from(NAMES), VALUES),
+        st.tuples(st.just("pop_first"), st.sampled_from(NAMES), st.just("")),
+    ),
+    max_size=25,
+)
+
+
+@given(OPS)
+def test_headers_behave_like_a_list_of_lines(ops: list[tuple[str, str, str]]) -> None:
+    h = Headers()
+    model: list[tuple[str, str]] = []
+    for op, name, value in ops:
+        canon = canonical_name(name)
+        same = [i for i, (n, _) in enumerate(model) if n.lower() == canon.lower()]
+        if op == "add":
+            h.add(name, value)
+            model.append((canon, value))
+        elif op == "set":
+            h.set(name, value)
+            if same:
+                model[same[0]] = (canon, value)
+                model = [e for i, e in enumerate(model) if i not in same[1:]]
+            else:
+                model.append((canon, value))
+        elif op == "remove":
+            assert h.remove(name) == len(same)
+            model = [e for e in model if e[0].lower() != canon.lower()]
+        elif op == "insert":
+            h.insert(0, name, value)
+            model.insert(0, (canon, value))
+        else:
+            popped = h.pop_first(name)
+            if not same:
+                assert popped is None
+            else:
+                i = same[0]
+                elements = (
+                    split_commas(model[i][1]) if canon in ("Via", "Contact") else [model[i][1]]
+                )
+                assert popped == (elements[0] if elements else model[i][1])
+                if len(elements) > 1:
+                    model[i] = (model[i][0], ", ".join(elements[1:]))
+                else:
+                    del model[i]
+        assert h.items() == model
+        for probe in NAMES:
+            lines = [v for n, v in model if n.lower() == canonical_name(probe).lower()]
+            assert h.lines(probe) == lines
+            assert h.count(probe) == len(lines)
+            assert (probe in h) == bool(lines)
