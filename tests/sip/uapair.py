@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from phone_sim.sip.digest import DigestCredentials, DigestServer
 from phone_sim.sip.message import SipRequest, parse_message
@@ -187,8 +187,3 @@ class Registrar:
             event.transaction, 401, pair.now,
             headers=[("WWW-Authenticate", str(self.digest.challenge(pair.now, stale=stale)))],
         )
-
-
-def with_timers(pair: UaPair, **changes: float) -> TimerSettings:
-    """A copy of the pair's timer settings with some values changed."""
-    return replace(pair.timers, **changes)
