@@ -481,9 +481,12 @@ class RegistrationCore:
         if self._state in (RegState.STOPPED, RegState.UNREGISTERING):
             return
         self._clear_timers()
-        host = self._registered_host
-        if host is not None and self._ua is not None and self._remote is not None:
-            # Abandon any REGISTER in flight; the un-REGISTER supersedes it.
+        in_flight = self._state is RegState.REGISTERING
+        if (self._registered_host is not None or in_flight) and (
+            self._ua is not None and self._remote is not None
+        ):
+            # Abandon any REGISTER in flight; the un-REGISTER supersedes it (and removes a
+            # binding the registrar may be creating right now).
             self._set_state(RegState.UNREGISTERING)
             self._send_register(now, expires=0)
             self._unreg_deadline = now + self.settings.unregister_timeout
@@ -500,8 +503,11 @@ class RegistrationCore:
         host = self.host
         self._remote = remote
         self._framer = StreamFramer() if host.transport.reliable else None
+        local_host = local[0]
+        if ":" in local_host and not local_host.startswith("["):
+            local_host = f"[{local_host}]"  # RFC 3261 25.1: an IPv6 reference in Via/Contact
         config = UaConfig(
-            local_host=local[0],
+            local_host=local_host,
             local_port=local[1],
             transport=host.transport.value.upper(),
             user=self.account.username,
@@ -736,7 +742,7 @@ class RegistrationCore:
             return
         self._cseq = max(self._cseq, request.cseq.seq + 1)
         if self._state is RegState.UNREGISTERING:
-            self._finish(confirmed=200 <= status < 300, host=self._registered_host)
+            self._finish(confirmed=200 <= status < 300, host=self._registered_host or self.host)
             return
         host = self.host
         if 200 <= status < 300:

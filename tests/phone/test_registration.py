@@ -629,3 +629,29 @@ def test_password_is_not_in_any_repr() -> None:
     account = _account(password="very-secret-pw")
     core = _core(account)
     assert "very-secret-pw" not in repr(account) + repr(core) + repr(account.host_primary)
+
+
+def test_stop_during_the_first_register_still_unregisters() -> None:
+    net, primary, _ = _net(_account())
+    primary.answering = False
+    net.pump()
+    assert net.core.state is RegState.REGISTERING
+    primary.answering = True
+    net.core.stop(net.now)
+    net.pump()
+    assert primary.seen[-1].headers.get("Expires") == "0"
+    (done,) = net.of(Unregistered)
+    assert done.confirmed
+    assert net.core.get_timer() is None
+
+
+def test_ipv6_local_address_is_bracketed_in_contact_and_via() -> None:
+    core = _core(_account())
+    core.start(0.0)
+    core.next_command()
+    core.transport_opened(("2001:db8::7", 5060), (PRIMARY, 5060), 0.0)
+    ((data, _),) = core.datagrams_to_send()
+    request = parse_message(data)
+    assert isinstance(request, SipRequest)
+    assert request.top_via.host == "[2001:db8::7]"
+    assert core.contact == "sip:101@[2001:db8::7]:5060;ob"
