@@ -85,19 +85,31 @@ class MediaClock:
         self._handle = None
         self._armed_at = float("inf")
         for endpoint, rtp, rtcp in self.pacer.poll(self.loop.time()):
-            endpoint.send(rtp, rtcp)
+            transport = endpoint._rtp
+            if transport is None:
+                continue
+            if len(rtp) == 1 and not rtcp:  # the usual case, without the loops
+                transport.sendto(rtp[0], endpoint._remote_rtp)
+            elif rtp or rtcp:
+                endpoint.send(rtp, rtcp)
         self._arm()
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    __slots__ = ("endpoint", "rtcp")
-
     def __init__(self, endpoint: MediaEndpoint, *, rtcp: bool) -> None:
         self.endpoint = endpoint
         self.rtcp = rtcp
+        self.stream: MediaStream | None = None
+        self.time = endpoint.loop.time
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.endpoint.datagram_received(data, addr, self.rtcp)
+        stream = self.stream
+        if stream is None:
+            self.endpoint.unattached += 1
+            return
+        stream.receive_datagram(data, self.time(), rtcp=self.rtcp)
+        if stream.has_events:
+            self.endpoint._dispatch(stream)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable on loopback when the peer has gone: count, keep going.
@@ -131,6 +143,7 @@ class MediaEndpoint:
         self._remote_rtp: tuple[str, int] | None = None
         self._remote_rtcp: tuple[str, int] | None = None
         self._clock: MediaClock | None = None
+        self._protocols: tuple[_Protocol, ...] = ()
         self._waiters: list[tuple[type[Any], asyncio.Future[Any]]] = []
         #: Every event the stream produced, in order.
         self.events: list[MediaEvent] = []
@@ -174,12 +187,13 @@ class MediaEndpoint:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         endpoint.local_rtp_port = port
         endpoint.local_rtcp_port = port + 1
-        endpoint._rtp, _ = await loop.create_datagram_endpoint(
+        endpoint._rtp, rtp_protocol = await loop.create_datagram_endpoint(
             lambda: _Protocol(endpoint, rtcp=False), sock=rtp_sock
         )
-        endpoint._rtcp, _ = await loop.create_datagram_endpoint(
+        endpoint._rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
             lambda: _Protocol(endpoint, rtcp=True), sock=rtcp_sock
         )
+        endpoint._protocols = (rtp_protocol, rtcp_protocol)
         return endpoint
 
     def attach(
@@ -200,6 +214,8 @@ class MediaEndpoint:
             if port is not None and not 0 < port < 65536:
                 raise MediaEndpointError(f"remote media port {port} is not in 1-65535")
         self.stream = stream
+        for protocol in self._protocols:
+            protocol.stream = stream
         stream.wallclock_offset = time.time() - self.loop.time()
         self._remote_rtp = (remote_host, remote_rtp_port)
         rtcp_port = remote_rtp_port + 1 if remote_rtcp_port is None else remote_rtcp_port
@@ -263,6 +279,8 @@ class MediaEndpoint:
 
     def close(self) -> None:
         """Send the final RTCP BYE, stop pacing and close both sockets."""
+        for protocol in self._protocols:
+            protocol.stream = None
         stream = self.stream
         if stream is not None and self._rtcp is not None and self._remote_rtcp is not None:
             for packet in stream.stop(self.loop.time()):

@@ -7,7 +7,9 @@ so timestamps advance by ``clock_rate * ptime``, not by the number of samples.
 
 from __future__ import annotations
 
+import array
 import fractions
+import sys
 from dataclasses import dataclass
 
 import av
@@ -123,12 +125,46 @@ class AudioEncoder:
         return b"".join(payloads)
 
 
+_G711_TABLES: dict[str, tuple[int, ...]] = {}
+
+
+def g711_table(codec: AudioCodec) -> tuple[int, ...]:
+    """The 256 linear samples of a G.711 codec, decoded once through aiortc's decoder.
+
+    G.711 is a stateless byte-to-sample map, so a sampled packet can be decoded by lookup:
+    about 5 µs for 160 bytes instead of about 50 µs through PyAV's packet machinery.
+    """
+    table = _G711_TABLES.get(codec.name)
+    if table is None:
+        pcm = AudioDecoder(codec).decode(bytes(range(256)))
+        table = _G711_TABLES[codec.name] = tuple(_to_samples(pcm))
+    return table
+
+
+def _to_samples(pcm: bytes) -> array.array[int]:
+    samples = array.array("h")
+    samples.frombytes(pcm)
+    if sys.byteorder != "little":
+        samples.byteswap()
+    return samples
+
+
 class AudioDecoder:
     """Decode RTP payloads into PCM (s16le mono at the codec's sample rate)."""
 
     def __init__(self, codec: AudioCodec) -> None:
         self.codec = codec
         self._decoder = _DECODERS[codec.name]()
+        self._table = _G711_TABLES.get(codec.name) if codec.name != "G722" else None
+
+    def decode_samples(self, payload: bytes, timestamp: int = 0) -> array.array[int]:
+        """The samples in one payload, as native 16-bit integers (for analysis)."""
+        table = self._table
+        if table is None and self.codec.name != "G722":
+            table = self._table = g711_table(self.codec)
+        if table is not None:
+            return array.array("h", [table[byte] for byte in payload])
+        return _to_samples(self.decode(payload, timestamp))
 
     def decode(self, payload: bytes, timestamp: int = 0) -> bytes:
         """The PCM in one payload; an empty payload gives no PCM."""

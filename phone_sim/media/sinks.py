@@ -158,19 +158,19 @@ class ToneDetector:
         return self._sampled(payload, timestamp, now)
 
     def _sampled(self, payload: bytes, timestamp: int, now: float) -> SinkEvent | None:
+        # One decoder for the detector's life: creating one costs more than decoding.
         if self._decoder is None:
             self._decoder = self.codec.decoder()
-        pcm = self._decoder.decode(payload, timestamp)
+        samples = self._decoder.decode_samples(payload, timestamp)
         if self._countdown > 0:  # a warm-up packet
             self._countdown -= 1
             return None
-        self._decoder = None
         self._countdown = self.sample_every - 1
-        return self.analyse(pcm, now)
+        return self.analyse(samples, now)
 
-    def analyse(self, pcm: bytes, now: float) -> SinkEvent | None:
-        """Check one block of decoded PCM and update the detection state."""
-        ratio, level = goertzel(_samples(pcm), self.frequency_hz, self.codec.sample_rate)
+    def analyse(self, samples: array.array[int], now: float) -> SinkEvent | None:
+        """Check one block of decoded samples and update the detection state."""
+        ratio, level = goertzel(samples, self.frequency_hz, self.codec.sample_rate)
         self.windows_checked += 1
         self.last_ratio, self.last_level_dbov = ratio, level
         hit = ratio >= self.threshold and level >= self.min_level_dbov

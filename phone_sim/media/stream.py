@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -171,7 +171,11 @@ class MediaStream:
         self.direction = direction
         if (tx_key is None) != (rx_key is None):
             raise MediaStreamError("give both SRTP keys (tx and rx) or neither for plain RTP")
-        self.srtp = SrtpContext(tx_key=tx_key, rx_key=rx_key) if tx_key and rx_key else None
+        self._protect: Callable[[bytes], bytes] | None = None
+        self._unprotect: Callable[[bytes], bytes | None] | None = None
+        self._srtp: SrtpContext | None = None
+        if tx_key is not None and rx_key is not None:
+            self.srtp = SrtpContext(tx_key=tx_key, rx_key=rx_key)
         if source is None:
             source = silence(self.codec, ptime_ms)
         elif source.codec != self.codec or source.ptime_ms != ptime_ms:
@@ -232,6 +236,18 @@ class MediaStream:
     def _check_direction(direction: str) -> None:
         if direction not in DIRECTIONS:
             raise MediaStreamError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+
+    @property
+    def srtp(self) -> SrtpContext | None:
+        """The SRTP context, or ``None`` for plain RTP."""
+        return self._srtp
+
+    @srtp.setter
+    def srtp(self, context: SrtpContext | None) -> None:
+        self._srtp = context
+        # Bound methods, looked up once: the hot path calls them 50 times a second.
+        self._protect = context.protect_rtp if context is not None else None
+        self._unprotect = context.unprotect_rtp if context is not None else None
 
     @property
     def started(self) -> bool:
@@ -338,7 +354,26 @@ class MediaStream:
         if now < at:
             return []
         ptime = self._ptime
-        slot = self._slot
+        slot = self._slot + 1
+        next_at = self._t0 + slot * ptime
+        if next_at > now and not self._dtmf_slots:
+            # The hot path: exactly one audio packet, built inline.
+            self._slot = slot
+            self.next_send_at = next_at
+            payload = self.source.next_payload()
+            seq = self._seq
+            ts = self._ts
+            packet = RTP_HEADER.pack(0x80, self.payload_type, seq, ts, self.ssrc) + payload
+            if self._protect is not None:
+                packet = self._protect(packet)
+            self._seq = (seq + 1) & 0xFFFF
+            self._ts = (ts + self._ts_step) & 0xFFFFFFFF
+            sent = self.sent
+            sent.packets_sent += 1
+            sent.octets_sent += len(payload)
+            self._sent_since_report = True
+            return [packet]
+        slot -= 1
         late = int((now - at) / ptime)
         if late >= MAX_BURST:
             # A stall: skip the audio we could not send in time instead of bursting it.
@@ -378,8 +413,8 @@ class MediaStream:
             payload = self.source.next_payload()
         packet = RTP_HEADER.pack(0x80, pt | 0x80 if marker else pt, self._seq, ts, self.ssrc)
         packet += payload
-        if self.srtp is not None:
-            packet = self.srtp.protect_rtp(packet)
+        if self._protect is not None:
+            packet = self._protect(packet)
         self._seq = (self._seq + 1) & 0xFFFF
         self._ts = (self._ts + self._ts_step) & 0xFFFFFFFF
         sent = self.sent
@@ -461,9 +496,9 @@ class MediaStream:
         if rtcp:
             self._receive_rtcp(data, now)
             return
-        srtp = self.srtp
-        if srtp is not None:
-            plain = srtp.unprotect_rtp(data)
+        unprotect = self._unprotect
+        if unprotect is not None:
+            plain = unprotect(data)
             if plain is None:
                 return
             data = plain

@@ -1,0 +1,273 @@
+"""How many SRTP calls one core carries, and how close that is to the physical floor.
+
+A call is two media endpoints in this process exchanging 20 ms packets both ways: two SRTP
+streams, 100 packets a second, each with its own RTP and RTCP sockets on 127.0.0.1. Every
+stream sends a pre-encoded tone and samples what it hears with a Goertzel detector.
+
+For each N it prints the CPU time per call-second, the ratio to the floor, loss and p99 send
+lateness; then the largest N with no loss and p99 lateness under 5 ms. The floor is measured
+in the same run: raw pylibsrtp protect + unprotect of the same packets, plus raw UDP send and
+receive of them through the same (uvloop) event loop with a handler that does nothing.
+
+    .venv/bin/python benchmarks/bench_media_calls.py                 # the sweep, ~2 minutes
+    .venv/bin/python benchmarks/bench_media_calls.py --calls 200 --profile   # where time goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import resource
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pylibsrtp
+from aiortc.rtp import RtpPacket as AiortcRtpPacket
+
+from phone_sim.media.aio import MediaClock, MediaEndpoint
+from phone_sim.media.codecs import get_codec
+from phone_sim.media.sinks import ToneDetector
+from phone_sim.media.sources import tone
+from phone_sim.media.stream import MediaStream
+
+PAYLOAD = bytes(range(160))
+HEADER = struct.Struct("!BBHII")
+
+
+def raise_nofile() -> int:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def pin_one_core() -> str:
+    if hasattr(os, "sched_setaffinity"):
+        cpu = sorted(os.sched_getaffinity(0))[-1]
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to CPU {cpu}"
+    return "not pinned"
+
+
+def per_op(fn, n: int, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
+    """Median CPU seconds per call of ``fn`` over ``repeat`` runs of ``n`` calls."""
+    runs = []
+    for _ in range(repeat):
+        start = time.process_time()
+        for _ in range(n):
+            fn()
+        runs.append((time.process_time() - start) / n)
+    return statistics.median(runs)
+
+
+def step_costs() -> dict[str, float]:
+    """Cost of each hot-path step, in seconds per packet."""
+    key = os.urandom(30)
+    tx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    rx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    n = 50_000
+    plain = [HEADER.pack(0x80, 0, i & 0xFFFF, i * 160, 1234) + PAYLOAD for i in range(n)]
+    it = iter(plain)
+    protect = per_op(lambda: tx.protect(next(it)), n, repeat=1)
+    protected = [tx.protect(HEADER.pack(0x80, 0, i & 0xFFFF, i * 160, 4321) + PAYLOAD)
+                 for i in range(n)]
+    it2 = iter(protected)
+    unprotect = per_op(lambda: rx.unprotect(next(it2)), n, repeat=1)
+    packet = AiortcRtpPacket(payload_type=0, sequence_number=1, timestamp=160, ssrc=1,
+                             payload=PAYLOAD)
+    raw = packet.serialize()
+    return {
+        "pylibsrtp protect": protect,
+        "pylibsrtp unprotect": unprotect,
+        "aiortc RtpPacket.serialize": per_op(packet.serialize, 100_000),
+        "aiortc RtpPacket.parse": per_op(lambda: AiortcRtpPacket.parse(raw), 100_000),
+        "struct header pack + payload": per_op(
+            lambda: HEADER.pack(0x80, 0, 1, 160, 1) + PAYLOAD, 100_000),
+        "struct header unpack_from": per_op(lambda: HEADER.unpack_from(raw), 100_000),
+    }
+
+
+def stream_costs() -> dict[str, float]:
+    """Our sans-I/O stream per packet, SRTP included (no sockets)."""
+    codec = get_codec("PCMU")
+    ka, kb = os.urandom(30), os.urandom(30)
+    a = MediaStream(codec=codec, tx_key=ka, rx_key=kb, source=tone(codec, 1000))
+    b = MediaStream(codec=codec, tx_key=kb, rx_key=ka, sinks=[ToneDetector(codec, 1000)])
+    a.start(0.0)
+    b.start(0.0)
+    n = 50_000
+    slot = [0]
+
+    def send() -> bytes:
+        slot[0] += 1
+        return a.packets_to_send(slot[0] * 0.02)[0]
+
+    packets: list[bytes] = []
+    send_cost = per_op(lambda: packets.append(send()), n, repeat=1)
+    it = iter(packets)
+    receive_cost = per_op(lambda: b.receive_datagram(next(it), 1.0, rtcp=False), n, repeat=1)
+    assert b.received.packets_received == n
+    return {"MediaStream send (incl. protect)": send_cost,
+            "MediaStream receive (incl. unprotect)": receive_cost}
+
+
+class _Null(asyncio.DatagramProtocol):
+    count = 0
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        _Null.count += 1
+
+
+async def udp_floor(pairs: int = 50, packets: int = 200_000) -> float:
+    """CPU seconds per packet to send and receive one 182-byte datagram through this loop."""
+    loop = asyncio.get_running_loop()
+    senders = []
+    receivers = []
+    for _ in range(pairs):
+        recv_t, _ = await loop.create_datagram_endpoint(_Null, local_addr=("127.0.0.1", 0))
+        send_t, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        senders.append(send_t)
+        receivers.append(recv_t.get_extra_info("sockname"))
+    datagram = bytes(182)
+    _Null.count = 0
+    start = time.process_time()
+    sent = 0
+    while sent < packets:
+        for send_t, addr in zip(senders, receivers, strict=True):
+            send_t.sendto(datagram, addr)
+        sent += pairs
+        await asyncio.sleep(0)
+    deadline = loop.time() + 2
+    while _Null.count < sent and loop.time() < deadline:
+        await asyncio.sleep(0.001)
+    cpu = time.process_time() - start
+    for t in senders:
+        t.close()
+    received = _Null.count
+    if received < sent * 0.99:
+        print(f"  (floor run lost {sent - received} of {sent} datagrams)")
+    return cpu / received
+
+
+async def run_calls(n: int, seconds: float, warmup: float, profile: bool) -> dict[str, float]:
+    codec = get_codec("PCMU")
+    clock = MediaClock()
+    endpoints: list[MediaEndpoint] = []
+    for i in range(n):
+        ka, kb = os.urandom(30), os.urandom(30)
+        ea = await MediaEndpoint.open("127.0.0.1", rcvbuf=1 << 20)
+        eb = await MediaEndpoint.open("127.0.0.1", rcvbuf=1 << 20)
+        fa, fb = 1000.0 + i % 7 * 100, 1650.0
+        sa = MediaStream(codec=codec, tx_key=ka, rx_key=kb, source=tone(codec, fa),
+                         sinks=[ToneDetector(codec, fb, sample_every=50)])
+        sb = MediaStream(codec=codec, tx_key=kb, rx_key=ka, source=tone(codec, fb),
+                         sinks=[ToneDetector(codec, fa, sample_every=50)])
+        ea.attach(sa, remote_host="127.0.0.1", remote_rtp_port=eb.local_rtp_port, clock=clock)
+        eb.attach(sb, remote_host="127.0.0.1", remote_rtp_port=ea.local_rtp_port, clock=clock)
+        endpoints += [ea, eb]
+    await asyncio.sleep(warmup)
+    clock.pacer.reset_lateness()
+    profiler = cProfile.Profile() if profile else None
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
+    if profiler:
+        profiler.enable()
+    await asyncio.sleep(seconds)
+    if profiler:
+        profiler.disable()
+    cpu = time.process_time() - start_cpu
+    wall = time.perf_counter() - start_wall
+    p99 = clock.pacer.lateness_percentile(0.99)
+    max_late = clock.pacer.max_lateness
+    clock.close()  # stop sending, let what is in flight land
+    await asyncio.sleep(0.2)
+    sent = sum(e.stream.statistics().packets_sent for e in endpoints if e.stream)
+    received = sum(e.stream.statistics().packets_received for e in endpoints if e.stream)
+    skipped = sum(e.stream.skipped_packets for e in endpoints if e.stream)
+    failures = sum(e.stream.statistics().srtp_auth_failures for e in endpoints if e.stream)
+    heard = sum(1 for e in endpoints if e.stream and e.stream.sinks
+                and getattr(e.stream.sinks[0], "detected", False))
+    for e in endpoints:
+        e.close()
+    await asyncio.sleep(0.05)
+    if profiler:
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(18)
+    return {
+        "cpu_per_call_second": cpu / (n * wall),
+        "cpu_share": cpu / wall,
+        "loss": (sent - received) / sent if sent else 0.0,
+        "lost": sent - received,
+        "skipped": skipped,
+        "p99": p99,
+        "max_late": max_late,
+        "auth_failures": failures,
+        "heard": heard / (2 * n),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    pinned = pin_one_core() if args.pin else "one thread, not pinned"
+    print(f"phone-sim media benchmark: {pinned}, RLIMIT_NOFILE={raise_nofile()}, "
+          f"loop={type(asyncio.get_running_loop()).__module__}")
+    print("\nStep costs (CPU µs per packet, 172-byte PCMU RTP):")
+    costs = step_costs()
+    costs.update(stream_costs())
+    for name, value in costs.items():
+        print(f"  {name:40s} {value * 1e6:7.2f}")
+    crypto = costs["pylibsrtp protect"] + costs["pylibsrtp unprotect"]
+    aiortc = costs["aiortc RtpPacket.serialize"] + costs["aiortc RtpPacket.parse"]
+    light = costs["struct header pack + payload"] + costs["struct header unpack_from"]
+    print(f"  aiortc header codec / crypto = {aiortc / crypto:.2f}; "
+          f"light header codec / crypto = {light / crypto:.2f}")
+    udp = await udp_floor()
+    floor_packet = crypto + udp
+    floor_call_second = 100 * floor_packet
+    print(f"\nFloor per packet: crypto {crypto * 1e6:.2f} µs + UDP send/receive "
+          f"{udp * 1e6:.2f} µs = {floor_packet * 1e6:.2f} µs; per call-second "
+          f"{floor_call_second * 1e3:.2f} ms (= {1 / floor_call_second:.0f} calls per core)")
+    sweep = [args.calls] if args.calls else [int(x) for x in args.sweep.split(",")]
+    print(f"\n{'calls':>6} {'cpu ms/call-s':>13} {'ratio':>6} {'core %':>7} {'loss':>8} "
+          f"{'skipped':>7} {'p99 late ms':>11} {'max ms':>7} {'heard':>6}")
+    best = 0
+    for n in sweep:
+        r = await run_calls(n, args.seconds, args.warmup, args.profile)
+        ratio = r["cpu_per_call_second"] / floor_call_second
+        ok = r["lost"] == 0 and r["skipped"] == 0 and r["p99"] < 0.005
+        print(f"{n:6d} {r['cpu_per_call_second'] * 1e3:13.3f} {ratio:6.2f} "
+              f"{r['cpu_share'] * 100:6.1f}% {r['loss'] * 100:7.3f}% {r['skipped']:7.0f} "
+              f"{r['p99'] * 1e3:11.1f} {r['max_late'] * 1e3:7.1f} {r['heard'] * 100:5.0f}%"
+              f"{'' if ok else '  <- over'}", flush=True)
+        if ok:
+            best = max(best, n)
+        elif not args.calls and r["cpu_share"] > 1.0:
+            break
+    print(f"\nLargest N with no loss and p99 send lateness < 5 ms: {best}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sweep", default="50,100,200,300,400,500,600",
+                        help="comma-separated call counts")
+    parser.add_argument("--calls", type=int, help="run one N only")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per N")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
+    parser.add_argument("--profile", action="store_true", help="cProfile the measured part")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin to one CPU (only on an otherwise idle machine)")
+    parser.add_argument("--no-uvloop", action="store_true", help="use the stock event loop")
+    arguments = parser.parse_args()
+    if arguments.no_uvloop:
+        asyncio.run(main(arguments))
+    else:
+        import uvloop
+
+        uvloop.run(main(arguments))
