@@ -1,0 +1,1382 @@
+"""The sans-I/O INVITE session: one call, as the UAC or the UAS, on top of the UA core.
+
+A :class:`CallSession` drives a shared :class:`~phone_sim.sip.ua.UserAgent` (the phone's) and
+an :class:`~phone_sim.media.negotiation.OfferAnswer`. It takes the UA events that belong to
+its Call-ID (:meth:`CallSession.handle_event`), API calls (``answer``, ``reject``,
+``hangup``, ``hold``, ``resume``, ``refresh``) and timers (:meth:`handle_timer`), and hands
+back :class:`CallEvent` values and one deadline (:meth:`get_timer`). It does no I/O and
+reads no clock; what it sends leaves through the UA's ``datagrams_to_send()``.
+
+:class:`CallRouter` holds the sessions of one phone: it routes UA events to them by Call-ID
+and turns a new INVITE into an incoming session (:class:`CallReceived`).
+
+What it implements (the phone's pjsip behaviour, PROTOCOL-NOTES §5/§7):
+
+- RFC 3261 13-15: INVITE, 1xx/2xx, ACK, CANCEL, BYE, 486/603 rejects; 401/407 are answered
+  by the UA core; a 2xx without ACK (Timer L) and a failed answer end the call with BYE;
+- RFC 3262: reliable provisional responses (``Require: 100rel`` + ``RSeq``) are PRACKed; as
+  UAS the phone sends its 180 reliably when the caller requires (or, optionally, supports)
+  100rel, retransmits it until the PRACK, and answers PRACK;
+- RFC 4028: ``Session-Expires: 1800`` and ``Min-SE: 90`` on the INVITE, the refresher
+  refreshes at half the interval (UPDATE when the peer allows it, re-INVITE otherwise), the
+  other side sends BYE when the session expires, 422 is answered by retrying with the
+  peer's Min-SE, a too-small interval is answered 422;
+- RFC 3264: offers and answers in INVITE/200/ACK, re-INVITE and UPDATE, hold and resume, 488
+  with a Warning when the offer is not acceptable (the call goes on after a refused
+  re-offer), 491 on glare with the RFC 3261 14.1 retry delay.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from phone_sim.errors import ProtocolError, UsageError
+from phone_sim.media.negotiation import (
+    LocalAudio,
+    NegotiatedAudio,
+    NegotiationError,
+    OfferAnswer,
+    OfferAnswerState,
+)
+from phone_sim.sip.dialog import Dialog, DialogError, DialogState
+from phone_sim.sip.headers import HeaderValue, NameAddr, parse_delta_seconds, parse_params
+from phone_sim.sip.limits import SipParseError
+from phone_sim.sip.message import SipRequest, SipResponse
+from phone_sim.sip.signature import PhoneSignature, new_call_id, new_tag, trimmed_allow
+from phone_sim.sip.ua import (
+    Address,
+    AuthenticationRejected,
+    RequestCancelled,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTimedOut,
+    TransportFailed,
+    UaEvent,
+    UserAgent,
+)
+from phone_sim.sip.uri import SipUri
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CALL_METHODS",
+    "CALL_OPTION_TAGS",
+    "CallConfig",
+    "CallEnded",
+    "CallError",
+    "CallEstablished",
+    "CallEvent",
+    "CallReceived",
+    "CallRinging",
+    "CallRouter",
+    "CallSession",
+    "CallState",
+    "MediaNegotiated",
+    "ReofferFailed",
+    "SessionRefreshed",
+    "call_signature",
+]
+
+#: Methods the call layer handles beyond the UA core's (the D40 allows both).
+CALL_METHODS: tuple[str, ...] = ("PRACK", "UPDATE")
+#: Option tags the call layer implements (RFC 3262, RFC 4028).
+CALL_OPTION_TAGS: tuple[str, ...] = ("100rel", "timer")
+
+SDP = "application/sdp"
+#: RFC 4028 4: the smallest Session-Expires anyone may ask for.
+MIN_SE_FLOOR = 90
+
+
+def call_signature(signature: PhoneSignature) -> PhoneSignature:
+    """*signature* with PRACK/UPDATE in Allow and ``100rel, timer`` in Supported: what a phone
+    whose UA carries calls advertises (the D40 sends ``replaces, 100rel, timer, norefersub``;
+    only the implemented tags are added)."""
+    allow = trimmed_allow(set(signature.allow) | set(CALL_METHODS))
+    supported = tuple(signature.supported) + tuple(
+        tag for tag in CALL_OPTION_TAGS if tag not in signature.supported
+    )
+    return replace(signature, allow=allow, supported=supported)
+
+
+class CallError(ProtocolError):
+    """A call could not go on (the status is the SIP status involved, if any)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallConfig:
+    """How the phone's calls behave."""
+
+    session_expires: int = 1800
+    """RFC 4028 Session-Expires the phone asks for (the firmware's 1800 s)."""
+    min_se: int = 90
+    """RFC 4028 Min-SE: shorter intervals are refused with 422 (the firmware's 90 s)."""
+    session_timers: bool = True
+    """Use RFC 4028 session timers (needs ``timer`` in the UA's Supported)."""
+    reliable_provisional: bool = True
+    """PRACK reliable 1xx and send reliable 180 when the caller requires 100rel (needs
+    ``100rel`` in the UA's Supported)."""
+    prefer_100rel: bool = False
+    """Also send the 180 reliably when the caller only supports 100rel (pjsip's default is
+    to do so only when required)."""
+    refresh_method: str = "auto"
+    """``auto`` (UPDATE when the peer allows it, else re-INVITE), ``UPDATE`` or ``INVITE``."""
+
+    def __post_init__(self) -> None:
+        if self.min_se < MIN_SE_FLOOR:
+            raise UsageError(f"Min-SE {self.min_se} is below RFC 4028's floor of 90 s")
+        if self.session_expires < self.min_se:
+            raise UsageError(
+                f"Session-Expires {self.session_expires} is below Min-SE {self.min_se}"
+            )
+        if self.refresh_method not in ("auto", "UPDATE", "INVITE"):
+            raise UsageError(
+                f"refresh method {self.refresh_method!r} is not auto, UPDATE or INVITE"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRinging:
+    """The callee is alerting (a 180/183 arrived)."""
+
+    status: int
+    """The provisional status (180, 181, 182, 183)."""
+    reason: str
+    """Its reason phrase."""
+    reliable: bool
+    """Whether it was sent reliably (RFC 3262) and PRACKed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaNegotiated:
+    """An offer/answer exchange completed: the media stream follows this."""
+
+    audio: NegotiatedAudio
+    """Remote address, codec, direction and SRTP keys (keys are hidden from repr)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEstablished:
+    """The call is up: 2xx received (UAC) or ACK received (UAS)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded:
+    """The call is over, for whatever reason."""
+
+    reason: str
+    """Why, in words."""
+    status: int | None = None
+    """The SIP status that ended it (486, 487, 488...), if one did."""
+    by_peer: bool = False
+    """True when the peer ended it (BYE, CANCEL, a rejection)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReofferFailed:
+    """A re-INVITE/UPDATE of ours was refused; the previous media stays."""
+
+    status: int
+    """The final status (488, 491...)."""
+    reason: str
+    """The reason phrase or Warning text."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRefreshed:
+    """An RFC 4028 refresh succeeded (ours or the peer's)."""
+
+    interval: int
+    """The session interval now in force."""
+    refresher: str
+    """``"local"`` or ``"remote"``: who refreshes next."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallReceived:
+    """A new INVITE arrived and its offer is acceptable: the phone is ringing."""
+
+    session: CallSession
+    """The session to answer or reject."""
+
+
+CallEvent = (
+    CallRinging | MediaNegotiated | CallEstablished | CallEnded | ReofferFailed
+    | SessionRefreshed
+)
+
+
+class CallState(enum.Enum):
+    """Where the call stands (RFC 3261 13; dialog states in 12)."""
+
+    CALLING = "calling"
+    """UAC: INVITE sent, no response with a To tag yet."""
+    EARLY = "early"
+    """UAC: a provisional response with a To tag arrived."""
+    INCOMING = "incoming"
+    """UAS: INVITE received and accepted for ringing, not answered yet."""
+    ANSWERED = "answered"
+    """UAS: 200 sent, waiting for the ACK."""
+    CONFIRMED = "confirmed"
+    """Both sides agree the call is up."""
+    TERMINATED = "terminated"
+    """Over."""
+
+
+class _In(enum.Enum):
+    PROVISIONAL = "provisional"
+    SUCCESS = "2xx"
+    FAILURE = "failure"
+    ANSWER = "answer"
+    REJECT = "reject"
+    ACK = "ack"
+    END = "end"
+
+
+_S = CallState
+# One table for the call's life; pairs not listed are errors (ignored ones are listed).
+_TRANSITIONS: dict[tuple[CallState, _In], CallState] = {
+    (_S.CALLING, _In.PROVISIONAL): _S.EARLY,
+    (_S.EARLY, _In.PROVISIONAL): _S.EARLY,
+    (_S.CALLING, _In.SUCCESS): _S.CONFIRMED,
+    (_S.EARLY, _In.SUCCESS): _S.CONFIRMED,
+    (_S.CONFIRMED, _In.SUCCESS): _S.CONFIRMED,  # a 2xx retransmission, or a second fork
+    (_S.CALLING, _In.FAILURE): _S.TERMINATED,
+    (_S.EARLY, _In.FAILURE): _S.TERMINATED,
+    (_S.INCOMING, _In.ANSWER): _S.ANSWERED,
+    (_S.INCOMING, _In.REJECT): _S.TERMINATED,
+    (_S.ANSWERED, _In.ACK): _S.CONFIRMED,
+    (_S.CONFIRMED, _In.ACK): _S.CONFIRMED,  # the ACK of a re-INVITE
+    (_S.CALLING, _In.END): _S.TERMINATED,
+    (_S.EARLY, _In.END): _S.TERMINATED,
+    (_S.INCOMING, _In.END): _S.TERMINATED,
+    (_S.ANSWERED, _In.END): _S.TERMINATED,
+    (_S.CONFIRMED, _In.END): _S.TERMINATED,
+    (_S.TERMINATED, _In.END): _S.TERMINATED,
+    (_S.TERMINATED, _In.PROVISIONAL): _S.TERMINATED,  # late responses after a CANCEL
+    (_S.TERMINATED, _In.FAILURE): _S.TERMINATED,
+    (_S.TERMINATED, _In.ACK): _S.TERMINATED,
+}
+
+
+def _session_expires(message: SipRequest | SipResponse) -> tuple[int, str | None] | None:
+    """``Session-Expires`` (or its compact form ``x``) as (seconds, refresher)."""
+    value = message.headers.get("Session-Expires") or message.headers.get("x")
+    if value is None:
+        return None
+    head, _, rest = value.partition(";")
+    seconds = parse_delta_seconds(head, "Session-Expires")
+    refresher = None
+    for name, param in parse_params(";" + rest if rest else "", "Session-Expires"):
+        if name.lower() == "refresher" and param is not None:
+            refresher = param.lower()
+    if refresher not in (None, "uac", "uas"):
+        raise SipParseError(f"Session-Expires refresher {refresher!r} is not uac or uas")
+    return seconds, refresher
+
+
+def _min_se(message: SipRequest | SipResponse) -> int | None:
+    value = message.headers.get("Min-SE")
+    if value is None:
+        return None
+    return parse_delta_seconds(value.partition(";")[0], "Min-SE")
+
+
+def _has_tag(message: SipRequest | SipResponse, header: str, tag: str) -> bool:
+    return any(t.lower() == tag for t in message.tokens(header))
+
+
+def _warning_text(response: SipResponse) -> str:
+    warning = response.headers.get("Warning")
+    return f"{response.status} {response.reason}" + (f" ({warning})" if warning else "")
+
+
+# --------------------------------------------------------------------------------------------
+# One call
+
+
+class CallSession:
+    """One INVITE session (UAC or UAS) on a shared :class:`UserAgent`.
+
+    Build it with :meth:`outgoing` (places the call at once) or let :class:`CallRouter`
+    build it for an incoming INVITE. Feed it the UA events of its Call-ID and its timers.
+    """
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        *,
+        config: CallConfig,
+        outgoing: bool,
+        call_id: str,
+        local: LocalAudio | None,
+        destination: Address | None = None,
+        rng: random.Random | None = None,
+        key_factory: Callable[[], bytes] | None = None,
+    ) -> None:
+        self.ua = ua
+        self.config = config
+        self.outgoing = outgoing
+        self.call_id = call_id
+        self.destination = destination
+        self.state = CallState.CALLING if outgoing else CallState.INCOMING
+        self.dialog: Dialog | None = None
+        #: The INVITE that started the call (as last sent, after an auth retry).
+        self.invite: SipRequest | None = None
+        #: The last final status of the initial INVITE.
+        self.final_status: int | None = None
+        self._rng = rng or random.Random()
+        self._key_factory = key_factory
+        self._local = local
+        self.oa: OfferAnswer | None = self._new_oa(local) if local is not None else None
+        self._events: deque[CallEvent] = deque()
+        self._invite_handle: int | None = None
+        self._cancel_requested = False
+        # UAC 100rel: RSeq values already PRACKed, per remote tag (RFC 3262 4).
+        self._prack_rseq: dict[str, int] = {}
+        self._early_answer: bytes | None = None
+        # UAS 100rel.
+        self._reliable = False
+        self._rseq = self._rng.randint(1, 2**31 - 1)
+        self._unacked_1xx: tuple[int, str] | None = None  # (rseq, status and reason)
+        self._retx_at: float | None = None
+        self._retx_interval = 0.0
+        self._retx_deadline = 0.0
+        self._offer_in_invite = False
+        self._answer_from_ack = False
+        # In-dialog transactions of ours: handle -> purpose.
+        self._client: dict[int, str] = {}
+        self._reinvite_handle: int | None = None
+        self._reinvite_kind = ""
+        self._bye_handle: int | None = None
+        self._retry_at: float | None = None
+        self._retry_kind = ""
+        self._peer_allow: set[str] = set()
+        self._peer_timer = False
+        # RFC 4028.
+        self.session_interval: int | None = None
+        self.refresher_local = False
+        self._refresh_at: float | None = None
+        self._expire_at: float | None = None
+        self._se_request = config.session_expires
+        self._min_se = config.min_se
+        self._timers_on = config.session_timers and "timer" in ua.config.signature.supported
+        self._prack_on = (
+            config.reliable_provisional and "100rel" in ua.config.signature.supported
+        )
+        self._pending_timer_start = False
+        self._answer_error = ""
+        self._ended: CallEnded | None = None
+
+    def __repr__(self) -> str:
+        role = "UAC" if self.outgoing else "UAS"
+        return f"<CallSession {role} {self.call_id} {self.state.value}>"
+
+    def _new_oa(self, local: LocalAudio) -> OfferAnswer:
+        if self._key_factory is not None:
+            return OfferAnswer(local, key_factory=self._key_factory)
+        return OfferAnswer(local)
+
+    # -- output ------------------------------------------------------------------------------
+
+    def next_event(self) -> CallEvent | None:
+        """The next thing that happened, or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of this call (reliable 1xx, refresh, expiry, 491 retry)."""
+        times = [t for t in (self._retx_at, self._refresh_at, self._expire_at, self._retry_at)
+                 if t is not None]
+        return min(times) if times else None
+
+    @property
+    def ended(self) -> CallEnded | None:
+        """How the call ended, once it has."""
+        return self._ended
+
+    @property
+    def negotiated(self) -> NegotiatedAudio | None:
+        """The media agreed so far."""
+        return self.oa.negotiated if self.oa is not None else None
+
+    @property
+    def remote_offer(self) -> bytes:
+        """The SDP body of the incoming INVITE (empty when it had none)."""
+        return self.invite.body if self.invite is not None and not self.outgoing else b""
+
+    def _set_state(self, event: _In) -> None:
+        try:
+            new = _TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise UsageError(
+                f"call {self.call_id}: cannot {event.value} in state {self.state.value}"
+            ) from None
+        if new is not self.state:
+            logger.debug("call %s: %s -> %s", self.call_id, self.state.value, new.value)
+            self.state = new
+
+    def _end(self, reason: str, *, status: int | None = None, by_peer: bool = False) -> None:
+        if self._ended is not None:
+            return
+        self._set_state(_In.END)
+        self._retx_at = self._refresh_at = self._expire_at = self._retry_at = None
+        self._ended = CallEnded(reason=reason, status=status, by_peer=by_peer)
+        self._events.append(self._ended)
+
+    # -- placing a call ---------------------------------------------------------------------
+
+    @classmethod
+    def outgoing_call(
+        cls,
+        ua: UserAgent,
+        target: SipUri,
+        now: float,
+        *,
+        from_: NameAddr,
+        local: LocalAudio,
+        config: CallConfig | None = None,
+        to: NameAddr | None = None,
+        destination: Address | None = None,
+        routes: Iterable[NameAddr] = (),
+        rng: random.Random | None = None,
+        key_factory: Callable[[], bytes] | None = None,
+    ) -> CallSession:
+        """Place a call to *target*: the INVITE (with the phone's SDES offer) goes at once."""
+        rng = rng or random.Random()
+        call_id = new_call_id(rng)
+        session = cls(
+            ua, config=config or CallConfig(), outgoing=True, call_id=call_id, local=local,
+            destination=destination, rng=rng, key_factory=key_factory,
+        )
+        assert session.oa is not None
+        body = bytes(session.oa.create_offer())
+        invite = ua.create_request(
+            "INVITE", target, from_=from_.with_tag(new_tag(rng)) if from_.tag is None else from_,
+            to=to or NameAddr(target), call_id=call_id, headers=session._timer_headers(),
+            body=body, content_type=SDP, routes=tuple(routes),
+        )
+        session._send_invite(invite, now)
+        return session
+
+    def _timer_headers(self) -> list[tuple[str, HeaderValue]]:
+        if not self._timers_on:
+            return []
+        # RFC 4028 7.1: the UAC asks for its interval and states its Min-SE; pjsip leaves the
+        # refresher to the UAS.
+        return [("Session-Expires", str(self._se_request)), ("Min-SE", str(self._min_se))]
+
+    def _send_invite(self, invite: SipRequest, now: float) -> None:
+        self.invite = invite
+        self._invite_handle = self.ua.send_request(invite, now, destination=self.destination)
+
+    def cancel(self, now: float) -> None:
+        """Give up an outgoing call that has no final answer yet (RFC 3261 9.1)."""
+        if not self.outgoing or self.state not in (CallState.CALLING, CallState.EARLY):
+            raise UsageError(f"call {self.call_id} is {self.state.value}: nothing to cancel")
+        self._cancel_requested = True
+        assert self._invite_handle is not None
+        self.ua.cancel(self._invite_handle, now)
+
+    # -- answering a call --------------------------------------------------------------------
+
+    def _receive_invite(self, event: RequestReceived, now: float) -> bool:
+        """Check a new INVITE; answer the refusals itself. True when the phone rings."""
+        request = event.request
+        handle = event.transaction
+        assert handle is not None
+        self.invite = request
+        self._invite_handle = handle
+        self._peer_allow = {m.upper() for m in request.tokens("Allow")}
+        self._peer_timer = _has_tag(request, "Supported", "timer") or _has_tag(
+            request, "Require", "timer"
+        )
+        try:
+            Dialog.from_uas(request, local_tag="probe")
+            se = _session_expires(request)
+            peer_min_se = _min_se(request)
+        except (DialogError, SipParseError) as exc:
+            self._refuse(400, str(exc), now)
+            return False
+        if self._timers_on and se is not None and se[0] < self._min_se:
+            # RFC 4028 8.1: an interval below our Min-SE is refused with 422 and our Min-SE.
+            self._refuse(422, f"Session-Expires {se[0]} below Min-SE", now,
+                         headers=[("Min-SE", str(self._min_se))])
+            return False
+        if peer_min_se is not None:
+            self._min_se = max(self._min_se, peer_min_se)
+        if request.body:
+            if request.media_type != SDP:
+                self._refuse(415, f"body type {request.media_type} is not SDP", now,
+                             headers=[("Accept", SDP)])
+                return False
+            self._offer_in_invite = True
+            # Decide now, as the firmware does: the offer is checked before ringing. The
+            # answer itself is built at answer() time with the real media port.
+            probe = self._new_oa(self._local or _PROBE_AUDIO)
+            try:
+                probe.receive_offer(request.body)
+            except NegotiationError as exc:
+                self._refuse(exc.status or 488, exc.reason, now,
+                             headers=[("Warning", exc.warning(self.ua.config.local_host))])
+                return False
+            except ProtocolError as exc:  # SdpParseError: malformed body, 400
+                self._refuse(exc.status or 400, str(exc), now)
+                return False
+        if self._prack_on and (
+            _has_tag(request, "Require", "100rel")
+            or (self.config.prefer_100rel and _has_tag(request, "Supported", "100rel"))
+        ):
+            self._reliable = True
+        return True
+
+    def _refuse(
+        self,
+        status: int,
+        why: str,
+        now: float,
+        *,
+        headers: Iterable[tuple[str, HeaderValue]] = (),
+    ) -> None:
+        logger.info("call %s refused with %d: %s", self.call_id, status, why)
+        assert self._invite_handle is not None
+        self.final_status = status
+        self.ua.respond(self._invite_handle, status, now, headers=headers)
+        self._end(f"refused with {status}: {why}", status=status)
+
+    def ring(self, now: float, *, status: int = 180) -> None:
+        """Send 180 Ringing (or 183); reliably when 100rel is in use (RFC 3262 3)."""
+        if self.outgoing or self.state is not CallState.INCOMING:
+            raise UsageError(f"call {self.call_id} is {self.state.value}: cannot ring")
+        if not 101 <= status <= 199:
+            raise UsageError(f"{status} is not a provisional status")
+        assert self._invite_handle is not None and self.invite is not None
+        if self._reliable:
+            if self._unacked_1xx is not None:
+                return  # RFC 3262 3: one unacknowledged reliable 1xx at a time
+            self._rseq += 1
+            self._unacked_1xx = (self._rseq, str(status))
+            self._send_reliable(now)
+            t1 = self.ua.config.timers.t1
+            self._retx_interval = t1
+            self._retx_deadline = now + 64 * t1
+            if not self.ua.config.reliable:
+                self._retx_at = now + t1
+            else:
+                self._retx_at = self._retx_deadline
+        else:
+            response = self.ua.respond(self._invite_handle, status, now,
+                                       headers=self._capability_headers())
+            self._ensure_uas_dialog(response, final=False)
+
+    def _send_reliable(self, now: float) -> None:
+        assert self._unacked_1xx is not None and self._invite_handle is not None
+        rseq, status = self._unacked_1xx
+        response = self.ua.respond(
+            self._invite_handle, int(status), now,
+            headers=[("Require", "100rel"), ("RSeq", str(rseq)), *self._capability_headers()],
+        )
+        self._ensure_uas_dialog(response, final=False)
+
+    def _capability_headers(self) -> list[tuple[str, HeaderValue]]:
+        sig = self.ua.config.signature
+        headers: list[tuple[str, HeaderValue]] = [("Allow", sig.allow_header)]
+        if sig.supported:
+            headers.append(("Supported", ", ".join(sig.supported)))
+        return headers
+
+    def _ensure_uas_dialog(self, response: SipResponse, *, final: bool) -> None:
+        if self.dialog is None:
+            assert self.invite is not None and response.to_tag is not None
+            self.dialog = Dialog.from_uas(
+                self.invite, local_tag=response.to_tag, final=final,
+                secure_transport=self.ua.config.transport.upper() == "TLS",
+            )
+        elif final and self.dialog.state is DialogState.EARLY:
+            self.dialog.state = DialogState.CONFIRMED
+
+    def answer(self, now: float, *, local: LocalAudio | None = None) -> None:
+        """Answer with 200 OK: the SDP answer to the INVITE's offer, or the phone's offer
+        when the INVITE had none (the answer then comes in the ACK)."""
+        if self.outgoing or self.state is not CallState.INCOMING:
+            raise UsageError(f"call {self.call_id} is {self.state.value}: cannot answer")
+        local = local or self._local
+        if local is None:
+            raise UsageError("answering needs the phone's media address (LocalAudio)")
+        assert self._invite_handle is not None and self.invite is not None
+        self.oa = self._new_oa(local)
+        negotiated: NegotiatedAudio | None = None
+        if self._offer_in_invite:
+            try:
+                answer, negotiated = self.oa.receive_offer(self.invite.body)
+            except NegotiationError as exc:  # cannot happen after the probe, but be safe
+                self._refuse(exc.status or 488, exc.reason, now,
+                             headers=[("Warning", exc.warning(self.ua.config.local_host))])
+                return
+            body = bytes(answer)
+        else:
+            body = bytes(self.oa.create_offer())
+            self._answer_from_ack = True
+        headers = [*self._capability_headers(), *self._uas_timer_headers(self.invite)]
+        self._unacked_1xx = None
+        self._retx_at = None
+        response = self.ua.respond(self._invite_handle, 200, now, headers=headers, body=body,
+                                   content_type=SDP)
+        self.final_status = 200
+        self._ensure_uas_dialog(response, final=True)
+        self._set_state(_In.ANSWER)
+        if negotiated is not None:
+            self._events.append(MediaNegotiated(audio=negotiated))
+
+    def reject(self, now: float, status: int = 486) -> None:
+        """Refuse the incoming call: 486 Busy Here, 603 Decline, 480..."""
+        if self.outgoing or self.state is not CallState.INCOMING:
+            raise UsageError(f"call {self.call_id} is {self.state.value}: cannot reject")
+        if not 300 <= status <= 699:
+            raise UsageError(f"{status} is not a rejection status (300-699)")
+        assert self._invite_handle is not None
+        self._retx_at = None
+        self.final_status = status
+        self.ua.respond(self._invite_handle, status, now)
+        self._set_state(_In.REJECT)
+        self._retx_at = self._refresh_at = self._expire_at = self._retry_at = None
+        self._ended = CallEnded(reason=f"rejected with {status}", status=status)
+        self._events.append(self._ended)
+
+    def _uas_timer_headers(self, request: SipRequest) -> list[tuple[str, HeaderValue]]:
+        """RFC 4028 9: the interval and refresher of a 2xx to a session refresh request."""
+        if not self._timers_on:
+            return []
+        try:
+            se = _session_expires(request)
+        except SipParseError:
+            se = None
+        if se is None and not self._peer_timer:
+            self._stop_session_timer()
+            return []
+        interval = se[0] if se is not None else self.session_interval or self._se_request
+        interval = max(interval, self._min_se)
+        asked = se[1] if se is not None else None
+        # 9: the UAS picks uac when the UAC supports timer and did not choose.
+        refresher = asked or ("uac" if self._peer_timer else "uas")
+        # We are the UAS of this request: we refresh when the refresher is "uas".
+        self._start_session_timer(interval, local=refresher == "uas")
+        headers: list[tuple[str, HeaderValue]] = [
+            ("Session-Expires", f"{interval};refresher={refresher}")
+        ]
+        if self._peer_timer:
+            headers.append(("Require", "timer"))
+        return headers
+
+    # -- session timers ------------------------------------------------------------------------
+
+    def _start_session_timer(self, interval: int, *, local: bool, now: float | None = None) -> None:
+        self.session_interval = interval
+        self.refresher_local = local
+        self._pending_timer_start = True
+        if now is not None:
+            self._arm_session_timer(now)
+
+    def _arm_session_timer(self, now: float) -> None:
+        interval = self.session_interval
+        if interval is None:
+            return
+        self._pending_timer_start = False
+        if self.refresher_local:
+            # RFC 4028 10: the refresher refreshes at half the interval.
+            self._refresh_at = now + interval / 2
+            self._expire_at = None
+        else:
+            # RFC 4028 10: the other side sends BYE at interval - min(32, interval/3).
+            self._refresh_at = None
+            self._expire_at = now + interval - min(32, interval / 3)
+        self._events.append(SessionRefreshed(
+            interval=interval, refresher="local" if self.refresher_local else "remote"))
+
+    def _stop_session_timer(self) -> None:
+        self.session_interval = None
+        self._refresh_at = self._expire_at = None
+        self._pending_timer_start = False
+
+    def _uac_timer_from_response(self, response: SipResponse, now: float) -> None:
+        """RFC 4028 7.2: the 2xx to our (re-)INVITE/UPDATE says interval and refresher."""
+        if not self._timers_on:
+            return
+        try:
+            se = _session_expires(response)
+        except SipParseError:
+            se = None
+        if se is None:
+            self._stop_session_timer()  # 7.2: no Session-Expires, no session timer
+            return
+        interval, refresher = se
+        self._start_session_timer(interval, local=refresher in (None, "uac"), now=now)
+
+    # -- in-dialog requests of ours -----------------------------------------------------------
+
+    def _dialog_request(
+        self,
+        method: str,
+        *,
+        headers: Iterable[tuple[str, HeaderValue]] = (),
+        body: bytes = b"",
+    ) -> SipRequest:
+        assert self.dialog is not None
+        sig = self.ua.config.signature
+        extra: list[tuple[str, HeaderValue]] = list(headers)
+        contact = None
+        if method in ("INVITE", "UPDATE"):
+            contact = self.ua.contact
+            extra += self._capability_headers()
+        return self.dialog.create_request(
+            method, contact=contact, headers=extra, body=body,
+            content_type=SDP if body else None, max_forwards=sig.max_forwards,
+            user_agent=sig.user_agent,
+        )
+
+    def _send(self, request: SipRequest, now: float, purpose: str) -> int:
+        handle = self.ua.send_request(request, now)
+        self._client[handle] = purpose
+        return handle
+
+    def hold(self, now: float) -> None:
+        """Put the call on hold: a re-INVITE with ``sendonly`` (``inactive`` if held)."""
+        self._reoffer(now, "hold")
+
+    def resume(self, now: float) -> None:
+        """Take the call off hold: a re-INVITE with ``sendrecv``."""
+        self._reoffer(now, "resume")
+
+    def refresh(self, now: float) -> None:
+        """Refresh the session now (RFC 4028): UPDATE without SDP or a re-INVITE."""
+        self._refresh(now)
+
+    def _check_confirmed(self, what: str) -> None:
+        if self.state is not CallState.CONFIRMED or self.dialog is None:
+            raise UsageError(f"call {self.call_id} is {self.state.value}: cannot {what}")
+        if self._reinvite_handle is not None:
+            raise UsageError(f"call {self.call_id}: a re-INVITE is already in progress")
+
+    def _reoffer(self, now: float, kind: str) -> None:
+        self._check_confirmed(kind)
+        assert self.oa is not None
+        if self.oa.state is not OfferAnswerState.STABLE:
+            raise UsageError(f"call {self.call_id}: media negotiation is not finished")
+        if kind == "hold":
+            offer = self.oa.hold()
+        elif kind == "resume":
+            offer = self.oa.resume()
+        else:
+            offer = self.oa.create_offer()
+        request = self._dialog_request("INVITE", headers=self._refresh_headers(),
+                                       body=bytes(offer))
+        self._reinvite_handle = self._send(request, now, "reinvite")
+        self._reinvite_kind = kind
+
+    def _refresh_headers(self) -> list[tuple[str, HeaderValue]]:
+        if not self._timers_on or self.session_interval is None:
+            return []
+        # We send the refresh, so from this request's view we (uac) refresh next.
+        refresher = "uac" if self.refresher_local else "uas"
+        return [("Session-Expires", f"{self.session_interval};refresher={refresher}"),
+                ("Min-SE", str(self._min_se))]
+
+    def _refresh(self, now: float) -> None:
+        self._check_confirmed("refresh")
+        method = self.config.refresh_method
+        if method == "auto":
+            method = "UPDATE" if "UPDATE" in self._peer_allow else "INVITE"
+        if method == "UPDATE":
+            request = self._dialog_request("UPDATE", headers=self._refresh_headers())
+            self._reinvite_handle = self._send(request, now, "update")
+            self._reinvite_kind = "refresh"
+        else:
+            self._reoffer(now, "refresh")
+
+    def hangup(self, now: float) -> None:
+        """End the call: CANCEL before an answer, BYE after; 603 for an unanswered
+        incoming call."""
+        if self.state is CallState.TERMINATED:
+            return
+        if self.state in (CallState.CALLING, CallState.EARLY):
+            self.cancel(now)
+            return
+        if self.state is CallState.INCOMING:
+            self.reject(now, 603)
+            return
+        self._send_bye(now, "hung up")
+
+    def _send_bye(self, now: float, reason: str, *, status: int | None = None) -> None:
+        if self.dialog is None or self.dialog.state is DialogState.TERMINATED:
+            self._end(reason, status=status)
+            return
+        request = self._dialog_request("BYE")
+        self._bye_handle = self._send(request, now, "bye")
+        self._end(reason, status=status)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        """Fire whatever is due at *now*."""
+        if self._retx_at is not None and now >= self._retx_at:
+            if self._unacked_1xx is None or self.state is not CallState.INCOMING:
+                self._retx_at = None
+            elif now >= self._retx_deadline:
+                # RFC 3262 3: no PRACK within 64*T1: reject the INVITE with a 5xx.
+                self._retx_at = None
+                self._unacked_1xx = None
+                self._refuse(504, "no PRACK for the reliable provisional response", now)
+            else:
+                self._send_reliable(now)
+                self._retx_interval = min(self._retx_interval * 2, self.ua.config.timers.t2 * 4)
+                self._retx_at = min(now + self._retx_interval, self._retx_deadline)
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            if self.state is CallState.CONFIRMED and self._reinvite_handle is None:
+                if self._retry_kind == "refresh":
+                    self._refresh(now)
+                else:
+                    self._reoffer(now, self._retry_kind)
+        if self._refresh_at is not None and now >= self._refresh_at:
+            self._refresh_at = None
+            if self.state is CallState.CONFIRMED and self._reinvite_handle is None:
+                self._refresh(now)
+            elif self.state is CallState.CONFIRMED:
+                self._refresh_at = now + 1.0  # a re-INVITE is out; it refreshes too
+        if self._expire_at is not None and now >= self._expire_at:
+            self._expire_at = None
+            if self.state in (CallState.CONFIRMED, CallState.ANSWERED):
+                # RFC 4028 10: no refresh arrived in time: end the session with BYE.
+                self._send_bye(now, "session expired (RFC 4028)", status=408)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def handle_event(self, event: UaEvent, now: float) -> None:
+        """Take one UA event of this call."""
+        if isinstance(event, ResponseReceived):
+            if event.transaction == self._invite_handle and self.outgoing:
+                self._on_invite_response(event, now)
+            elif event.transaction in self._client:
+                self._on_dialog_response(event, now)
+        elif isinstance(event, RequestReceived):
+            self._on_request(event, now)
+        elif isinstance(event, RequestCancelled):
+            if event.transaction == self._invite_handle and self.state is CallState.INCOMING:
+                self._retx_at = None
+                self.final_status = 487
+                self._end("cancelled by the caller", status=487, by_peer=True)
+        elif isinstance(event, AuthenticationRejected):
+            if event.transaction == self._invite_handle:
+                self._end(f"authentication failed: {event.reason}",
+                          status=event.response.status)
+            elif self._client.pop(event.transaction, None) is not None:
+                self._dialog_failed(event.transaction, event.response.status,
+                                    event.reason, now)
+        elif isinstance(event, TransactionTimedOut | TransportFailed):
+            what = "no answer" if isinstance(event, TransactionTimedOut) else "transport failed"
+            if event.transaction == self._invite_handle:
+                if self.outgoing and self.state in (CallState.CALLING, CallState.EARLY):
+                    self._end(f"{what} to INVITE", status=408)
+                elif not self.outgoing and self.state is CallState.ANSWERED:
+                    # RFC 3261 13.3.1.4: no ACK for our 2xx: end the session with BYE.
+                    self._send_bye(now, "no ACK for the 200 OK", status=408)
+            elif event.transaction in self._client:
+                self._client.pop(event.transaction)
+                self._dialog_failed(event.transaction, 408, what, now)
+
+    def _on_invite_response(self, event: ResponseReceived, now: float) -> None:
+        response = event.response
+        invite = event.request
+        self.invite = invite
+        status = response.status
+        if status == 100:
+            return
+        if status < 200:
+            self._on_provisional(invite, response, now)
+        elif status < 300:
+            self._on_success(event, now)
+        else:
+            self._on_failure(invite, response, now)
+
+    def _on_provisional(self, invite: SipRequest, response: SipResponse, now: float) -> None:
+        if self.state is CallState.TERMINATED or response.to_tag is None:
+            return
+        reliable = self._prack_on and _has_tag(response, "Require", "100rel")
+        if self.dialog is None or self.dialog.id.remote_tag != response.to_tag:
+            try:
+                self.dialog = Dialog.from_uac(
+                    invite, response,
+                    secure_transport=self.ua.config.transport.upper() == "TLS")
+            except (DialogError, UsageError) as exc:
+                logger.info("call %s: unusable %d: %s", self.call_id, response.status, exc)
+                return
+        else:
+            try:
+                self.dialog.receive_response(invite, response)
+            except DialogError:
+                return
+        if reliable:
+            # RFC 3262 4: PRACK each new RSeq once, in order; a retransmission is ignored.
+            try:
+                rseq = int(response.headers.get("RSeq") or "")
+            except ValueError:
+                logger.info("call %s: reliable %d without a usable RSeq", self.call_id,
+                            response.status)
+                reliable = False
+            else:
+                last = self._prack_rseq.get(response.to_tag)
+                if last is not None and rseq <= last:
+                    return
+                if last is not None and rseq != last + 1:
+                    return  # 4: out of order; wait for the retransmission of the missing one
+                self._prack_rseq[response.to_tag] = rseq
+                prack = self._dialog_request(
+                    "PRACK", headers=[("RAck", f"{rseq} {invite.cseq.seq} INVITE")])
+                self._send(prack, now, "prack")
+        if response.body and response.media_type == SDP:
+            self._take_answer(response.body, now)
+        self._set_state(_In.PROVISIONAL)
+        self._events.append(CallRinging(status=response.status, reason=response.reason,
+                                        reliable=reliable))
+
+    def _take_answer(self, body: bytes, now: float) -> bool:
+        """The SDP answer to our offer (from a 18x or the 2xx): take it once."""
+        assert self.oa is not None
+        if self.oa.state not in (OfferAnswerState.OFFER_SENT, OfferAnswerState.REOFFER_SENT):
+            if self._early_answer is not None and body != self._early_answer:
+                logger.info("call %s: a second, different answer is ignored", self.call_id)
+            return True
+        try:
+            negotiated = self.oa.receive_answer(body)
+        except ProtocolError as exc:
+            logger.info("call %s: unusable answer: %s", self.call_id, exc)
+            self._answer_error = str(exc)
+            return False
+        self._early_answer = body
+        self._events.append(MediaNegotiated(audio=negotiated))
+        return True
+
+    def _on_success(self, event: ResponseReceived, now: float) -> None:
+        response = event.response
+        invite = event.request
+        previous = self.dialog
+        try:
+            dialog = Dialog.from_uac(
+                invite, response, secure_transport=self.ua.config.transport.upper() == "TLS")
+        except (DialogError, UsageError) as exc:
+            # Unusable 2xx (no Contact...): ACK cannot be routed; we can only give up.
+            logger.info("call %s: unusable 2xx: %s", self.call_id, exc)
+            if self.state is not CallState.TERMINATED:
+                self._end(f"unusable 200 OK: {exc}", status=response.status)
+            return
+        if previous is not None and previous.id == dialog.id and previous.local_cseq:
+            # Keep the CSeq of PRACKs sent in the early dialog.
+            dialog.local_cseq = max(previous.local_cseq, dialog.local_cseq or 0)
+        if self.state is CallState.CONFIRMED and self.dialog is not None and (
+            self.dialog.id != dialog.id
+        ):
+            # RFC 3261 13.2.2.4: a second fork answered: ACK it and hang that one up.
+            self.ua.send_ack(event.transaction, response, now, dialog=dialog)
+            bye = dialog.create_request("BYE", user_agent=self.ua.config.signature.user_agent)
+            self.ua.send_request(bye, now)
+            return
+        self.dialog = dialog
+        self.final_status = response.status
+        self._peer_allow = {m.upper() for m in response.tokens("Allow")}
+        self.ua.send_ack(event.transaction, response, now, dialog=dialog)
+        if self.state is CallState.TERMINATED:
+            # Answered after we cancelled or gave up: RFC 3261 15: ACK then BYE.
+            bye = dialog.create_request("BYE", user_agent=self.ua.config.signature.user_agent)
+            self._send(bye, now, "bye")
+            return
+        if response.body and response.media_type == SDP:
+            ok = self._take_answer(response.body, now)
+        else:
+            ok = self.oa is not None and self.oa.state is OfferAnswerState.STABLE
+            self._answer_error = "the 200 OK carries no SDP answer"
+        self._set_state(_In.SUCCESS)
+        if not ok:
+            self._send_bye(now, f"unusable answer: {self._answer_error}", status=488)
+            return
+        self._events.append(CallEstablished())
+        self._uac_timer_from_response(response, now)
+
+    def _on_failure(self, invite: SipRequest, response: SipResponse, now: float) -> None:
+        status = response.status
+        if self.state is CallState.TERMINATED:
+            return
+        if status == 422 and self._timers_on:
+            # RFC 4028 7.4: retry with the peer's Min-SE, same Call-ID and tags, CSeq + 1.
+            try:
+                peer_min = _min_se(response)
+            except SipParseError:
+                peer_min = None
+            if peer_min is not None and peer_min > self._se_request and not self._cancel_requested:
+                self._min_se = max(self._min_se, peer_min)
+                self._se_request = peer_min
+                headers = invite.headers.copy()
+                headers.remove("Via")
+                for name in ("Session-Expires", "Min-SE", "x"):
+                    headers.remove(name)
+                content_type = headers.lines("Content-Type")
+                headers.remove("Content-Type")
+                headers.set("CSeq", f"{invite.cseq.seq + 1} INVITE")
+                for name, value in self._timer_headers():
+                    headers.add(name, value)
+                for value in content_type:
+                    headers.add("Content-Type", value)
+                retry = SipRequest("INVITE", invite.uri, headers, invite.body)
+                self._send_invite(retry, now)
+                return
+        self.final_status = status
+        if self.oa is not None and self.oa.state is OfferAnswerState.OFFER_SENT:
+            self.oa.offer_rejected()
+        if status == 487 and self._cancel_requested:
+            self._end("cancelled", status=487)
+        else:
+            self._end(f"call failed: {_warning_text(response)}", status=status, by_peer=True)
+
+    def _on_dialog_response(self, event: ResponseReceived, now: float) -> None:
+        handle = event.transaction
+        response = event.response
+        status = response.status
+        if status < 200:
+            return
+        purpose = self._client.pop(handle)
+        if purpose in ("reinvite", "update") and handle == self._reinvite_handle:
+            if 200 <= status < 300:
+                self._reinvite_handle = None
+                assert self.dialog is not None
+                self.dialog.receive_response(event.request, response)
+                if purpose == "reinvite":
+                    self.ua.send_ack(handle, response, now, dialog=self.dialog)
+                if purpose == "reinvite" and response.body and response.media_type == SDP:
+                    if not self._take_answer(response.body, now):
+                        self._send_bye(now, f"unusable answer: {self._answer_error}",
+                                       status=488)
+                        return
+                elif purpose == "reinvite" and self.oa is not None and self.oa.state in (
+                    OfferAnswerState.REOFFER_SENT,
+                ):
+                    self.oa.offer_rejected()
+                self._uac_timer_from_response(response, now)
+            else:
+                self._dialog_failed(handle, status, _warning_text(response), now,
+                                    response=response)
+        # BYE and PRACK answers change nothing: the call ended or goes on either way.
+
+    def _dialog_failed(
+        self,
+        handle: int,
+        status: int,
+        reason: str,
+        now: float,
+        *,
+        response: SipResponse | None = None,
+    ) -> None:
+        if handle == self._bye_handle:
+            return
+        if handle != self._reinvite_handle:
+            return
+        kind = self._reinvite_kind
+        self._reinvite_handle = None
+        if self.oa is not None and self.oa.state is OfferAnswerState.REOFFER_SENT:
+            self.oa.offer_rejected()
+        if status in (408, 481):
+            # RFC 3261 14.1 / 12.2.1.2: the dialog is gone.
+            self._send_bye(now, f"re-INVITE failed: {reason}", status=status)
+            return
+        if status == 422 and response is not None and self.session_interval is not None:
+            try:
+                peer_min = _min_se(response)
+            except SipParseError:
+                peer_min = None
+            if peer_min is not None and peer_min > self.session_interval:
+                self._min_se = max(self._min_se, peer_min)
+                self.session_interval = peer_min
+                self._retry_at, self._retry_kind = now, kind
+                return
+        if status == 491:
+            # RFC 3261 14.1: retry after 2.1-4 s if we own the Call-ID, else 0-2 s.
+            delay = self._rng.uniform(2.1, 4.0) if self.outgoing else self._rng.uniform(0, 2.0)
+            self._retry_at, self._retry_kind = now + delay, kind
+        elif kind == "refresh" and status in (405, 501) and self.config.refresh_method == "auto":
+            self._peer_allow.discard("UPDATE")
+            self._retry_at, self._retry_kind = now, "refresh"
+        self._events.append(ReofferFailed(status=status, reason=reason))
+
+    # -- requests from the peer ---------------------------------------------------------------
+
+    def _on_request(self, event: RequestReceived, now: float) -> None:
+        request = event.request
+        method = request.method
+        handle = event.transaction
+        if method == "ACK":
+            self._on_ack(request, now)
+            return
+        if handle is None:
+            return
+        dialog = self.dialog
+        if dialog is None or not dialog.matches(request, local_is_from=False):
+            self.ua.respond(handle, 481, now)
+            return
+        try:
+            dialog.receive_request(request)
+        except DialogError as exc:
+            self.ua.respond(handle, exc.status or 500, now)
+            return
+        if method == "BYE":
+            self.ua.respond(handle, 200, now)
+            self._retx_at = None
+            self._end("hung up by the peer", by_peer=True)
+        elif method == "PRACK":
+            self._on_prack(request, handle, now)
+        elif method in ("INVITE", "UPDATE"):
+            self._on_reoffer(request, handle, now)
+        elif method == "INFO":
+            self.ua.respond(handle, 200, now)
+        else:
+            self.ua.respond(handle, 405, now,
+                            headers=[("Allow", self.ua.config.signature.allow_header)])
+
+    def _on_ack(self, request: SipRequest, now: float) -> None:
+        if self.dialog is None or not self.dialog.matches(request, local_is_from=False):
+            return
+        if self.state is CallState.TERMINATED:
+            return
+        first = self.state is CallState.ANSWERED
+        self._set_state(_In.ACK)
+        if self._answer_from_ack:
+            self._answer_from_ack = False
+            assert self.oa is not None
+            if not request.body:
+                self.oa.offer_rejected()
+                self._send_bye(now, "the ACK carries no SDP answer", status=488)
+                return
+            if not self._take_answer(request.body, now):
+                self._send_bye(now, f"unusable answer in ACK: {self._answer_error}",
+                               status=488)
+                return
+        if first:
+            if self.session_interval is not None and self._pending_timer_start:
+                self._arm_session_timer(now)
+            self._events.append(CallEstablished())
+        elif self.session_interval is not None and self._pending_timer_start:
+            self._arm_session_timer(now)
+
+    def _on_prack(self, request: SipRequest, handle: int, now: float) -> None:
+        # RFC 3262 3: the RAck must match the unacknowledged reliable 1xx.
+        rack = (request.headers.get("RAck") or "").split()
+        pending = self._unacked_1xx
+        invite = self.invite
+        if (
+            pending is None
+            or invite is None
+            or len(rack) != 3
+            or rack[0] != str(pending[0])
+            or rack[1] != str(invite.cseq.seq)
+            or rack[2].upper() != "INVITE"
+        ):
+            self.ua.respond(handle, 481, now)
+            return
+        self._unacked_1xx = None
+        self._retx_at = None
+        self.ua.respond(handle, 200, now)
+
+    def _on_reoffer(self, request: SipRequest, handle: int, now: float) -> None:
+        method = request.method
+        if self.state not in (CallState.CONFIRMED, CallState.ANSWERED) and (
+            method == "INVITE" or request.body
+        ):
+            self.ua.respond(handle, 491 if method == "INVITE" else 500, now)
+            return
+        if method == "INVITE" and self._reinvite_handle is not None:
+            self.ua.respond(handle, 491, now)  # RFC 3261 14.2: glare
+            return
+        if self._timers_on:
+            try:
+                se = _session_expires(request)
+            except SipParseError as exc:
+                self.ua.respond(handle, 400, now, reason=f"Bad Session-Expires ({exc})"[:80])
+                return
+            if se is not None and se[0] < self._min_se:
+                self.ua.respond(handle, 422, now, headers=[("Min-SE", str(self._min_se))])
+                return
+        self._peer_timer = self._peer_timer or _has_tag(request, "Supported", "timer")
+        assert self.oa is not None
+        body = b""
+        negotiated: NegotiatedAudio | None = None
+        offer_in_200 = False
+        if request.body:
+            try:
+                answer, negotiated = self.oa.receive_offer(request.body)
+            except NegotiationError as exc:
+                # The call goes on with the old media (RFC 3261 14.2).
+                self.ua.respond(handle, exc.status or 488, now, headers=[
+                    ("Warning", exc.warning(self.ua.config.local_host))])
+                return
+            except ProtocolError as exc:
+                self.ua.respond(handle, exc.status or 400, now)
+                return
+            body = bytes(answer)
+        elif method == "INVITE":
+            if self.oa.state is not OfferAnswerState.STABLE:
+                self.ua.respond(handle, 491, now)
+                return
+            body = bytes(self.oa.create_offer())
+            offer_in_200 = True
+        headers = [*self._capability_headers(), *self._uas_timer_headers(request)]
+        self.ua.respond(handle, 200, now, headers=headers, body=body,
+                        content_type=SDP if body else None,
+                        contact=True)
+        if offer_in_200:
+            self._answer_from_ack = True
+        if negotiated is not None:
+            self._events.append(MediaNegotiated(audio=negotiated))
+        if self.session_interval is not None and self._pending_timer_start and (
+            method == "UPDATE" or not offer_in_200
+        ):
+            self._arm_session_timer(now)
+
+
+#: A stand-in LocalAudio for deciding 488 before the media port is known.
+_PROBE_AUDIO = LocalAudio(host="127.0.0.1", rtp_port=9)
+
+
+# --------------------------------------------------------------------------------------------
+# All calls of one phone
+
+
+class CallRouter:
+    """The calls of one phone, on the phone's :class:`UserAgent`.
+
+    Feed it every UA event (:meth:`handle_event` returns whether it took it); it creates a
+    :class:`CallSession` for each acceptable new INVITE (:class:`CallReceived` from
+    :meth:`next_event`) and refuses the others itself (488 + Warning, 400, 415, 420, 422).
+    ``local`` is the :class:`LocalAudio` template (the phone's media host); the adapter
+    passes the real port to :meth:`CallSession.answer`.
+    """
+
+    def __init__(
+        self,
+        ua: UserAgent | None = None,
+        *,
+        config: CallConfig | None = None,
+        local: LocalAudio | None = None,
+        destination: Address | None = None,
+        rng: random.Random | None = None,
+        key_factory: Callable[[], bytes] | None = None,
+    ) -> None:
+        self.ua = ua
+        self.config = config or CallConfig()
+        self.local = local
+        self.destination = destination
+        self._rng = rng or random.Random()
+        self._key_factory = key_factory
+        self.sessions: dict[str, CallSession] = {}
+        self._events: deque[CallReceived] = deque()
+        #: Incoming INVITEs refused before ringing, per status.
+        self.refused: dict[int, int] = {}
+
+    def attach(self, ua: UserAgent, *, destination: Address | None = None) -> None:
+        """Use *ua* from now on (the phone made a new transport); live calls are dropped."""
+        for session in list(self.sessions.values()):
+            session._end("the phone's SIP transport was replaced", status=503)
+        self.ua = ua
+        self.destination = destination
+
+    def dial(
+        self,
+        target: SipUri,
+        now: float,
+        *,
+        from_: NameAddr,
+        local: LocalAudio,
+        to: NameAddr | None = None,
+    ) -> CallSession:
+        """Place a call to *target* from *from_*; the INVITE goes at once."""
+        if self.ua is None:
+            raise UsageError("the phone has no SIP transport yet: register first")
+        session = CallSession.outgoing_call(
+            self.ua, target, now, from_=from_, local=local, config=self.config, to=to,
+            destination=self.destination, rng=random.Random(self._rng.random()),
+            key_factory=self._key_factory,
+        )
+        self.sessions[session.call_id] = session
+        return session
+
+    def next_event(self) -> CallReceived | None:
+        """The next new incoming call, or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline over all calls."""
+        times = [t for s in self.sessions.values() if (t := s.get_timer()) is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every call's due timers."""
+        for session in list(self.sessions.values()):
+            at = session.get_timer()
+            if at is not None and at <= now:
+                session.handle_timer(now)
+
+    def reap(self) -> list[CallSession]:
+        """Forget ended calls with nothing left to report; returns them."""
+        gone = [s for s in self.sessions.values()
+                if s.state is CallState.TERMINATED and not s._events and not s._client]
+        for session in gone:
+            del self.sessions[session.call_id]
+        return gone
+
+    def handle_event(self, event: UaEvent, now: float) -> bool:
+        """Route one UA event; False when it is not about a call (registration, OPTIONS...)."""
+        if isinstance(event, RequestReceived):
+            request = event.request
+            session = self.sessions.get(request.call_id)
+            if session is not None:
+                if request.method == "INVITE" and request.to_tag is None:
+                    if event.transaction is not None:
+                        # A new INVITE reusing a live Call-ID (RFC 3261 8.2.2.2 merged).
+                        self.ua_respond(event.transaction, 482, now)
+                    return True
+                session.handle_event(event, now)
+                return True
+            if request.method == "INVITE" and request.to_tag is None:
+                self._incoming(event, now)
+                return True
+            return False
+        request_of = getattr(event, "request", None)
+        if request_of is None:
+            return False
+        session = self.sessions.get(request_of.call_id)
+        if session is None:
+            return False
+        session.handle_event(event, now)
+        return True
+
+    def ua_respond(self, transaction: int, status: int, now: float) -> None:
+        """Answer a request directly (used for refusals outside any call)."""
+        assert self.ua is not None
+        self.ua.respond(transaction, status, now)
+
+    def _incoming(self, event: RequestReceived, now: float) -> None:
+        assert self.ua is not None
+        session = CallSession(
+            self.ua, config=self.config, outgoing=False, call_id=event.request.call_id,
+            local=self.local, rng=random.Random(self._rng.random()),
+            key_factory=self._key_factory,
+        )
+        if session._receive_invite(event, now):
+            self.sessions[session.call_id] = session
+            self._events.append(CallReceived(session=session))
+        else:
+            status = session.final_status or 0
+            self.refused[status] = self.refused.get(status, 0) + 1
