@@ -425,6 +425,11 @@ _NAME_ADDR_FAST_RE = re.compile(
     r"|([A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*)[ \t]*)?"
     r"<([^<>]*)>"
 )
+_VIA_FAST_RE = re.compile(
+    r"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
+    r"([A-Za-z0-9](?:[A-Za-z0-9_\-.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::([0-9]{1,5}))?(?=[ \t;]|\Z)"
+)
 _VIA_SENT_RE = re.compile(
     r"([^\s/]+)[ \t]*/[ \t]*([^\s/]+)[ \t]*/[ \t]*([^\s/;]+)[ \t]+([^\s;]+)[ \t]*"
 )
@@ -449,6 +454,19 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one Via value (no commas)."""
+        m = _VIA_FAST_RE.match(text)
+        if m is not None:
+            # ``SIP/2.0/<transport> host[:port]`` in one regex; the general path accepts a
+            # superset and names problems precisely.
+            transport, host, port_text = m.groups()
+            port = int(port_text) if port_text is not None else None
+            if port is None or port <= 65535:
+                params = parse_params(text[m.end() :], "Via")
+                return cls(transport.upper(), host, port, params)
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> Via:
         m = _VIA_SENT_RE.match(text.strip(_WS))
         if not m:
             raise SipParseError(f"bad Via {text[:80]!r}")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from phone_sim.sip.headers import (
     CSeq,
@@ -136,6 +136,21 @@ def _parse_record_route(value: str) -> NameAddr:
 
 def _parse_content_length(value: str) -> int:
     return parse_int(value, "Content-Length", 2**63)
+
+
+#: Header fields parse_message() checks (and caches), by lookup key.
+_EAGER_PARSERS: dict[str, Callable[[str], Any]] = {
+    "via": _parse_via,
+    "from": _parse_name_addr_from,
+    "to": _parse_name_addr_to,
+    "call-id": _parse_call_id,
+    "cseq": _parse_cseq,
+    "max-forwards": parse_max_forwards,
+    "contact": _parse_contact,
+    "route": _parse_route,
+    "record-route": _parse_record_route,
+    "date": parse_date,
+}
 
 
 class SipMessage:
@@ -291,26 +306,25 @@ class SipMessage:
     def _check(self, method: str | None = None) -> None:
         """Check the header fields the layers above rely on; cache their parsed values."""
         h = self.headers
-        for via in h.parsed("Via", _parse_via):
-            if via.protocol != "SIP" or via.version != "2.0":
-                raise SipParseError(f"Via with protocol {via.protocol}/{via.version}")
-        h.parsed("From", _parse_name_addr_from)
-        h.parsed("To", _parse_name_addr_to)
-        h.parsed("Call-ID", _parse_call_id)
-        cseqs = h.parsed("CSeq", _parse_cseq)
-        if method is not None:
-            for cseq in cseqs:
-                if cseq.method != method:
-                    raise SipParseError(
-                        f"CSeq method {cseq.method!r} does not match the request method {method!r}"
-                    )
-        h.parsed("Max-Forwards", parse_max_forwards)
-        if not self.contact_is_wildcard:
-            h.parsed("Contact", _parse_contact)
-        h.parsed("Route", _parse_route)
-        h.parsed("Record-Route", _parse_record_route)
-        for date in h.lines("Date"):
-            parse_date(date)
+        index = h._index if h._index is not None else h._build_index()
+        for key in list(index):
+            parser = _EAGER_PARSERS.get(key)
+            if parser is None:
+                continue
+            if key == "contact" and self.contact_is_wildcard:
+                continue
+            values = h.parsed(key, parser)
+            if key == "via":
+                for via in values:
+                    if via.protocol != "SIP" or via.version != "2.0":
+                        raise SipParseError(f"Via with protocol {via.protocol}/{via.version}")
+            elif key == "cseq" and method is not None:
+                for cseq in values:
+                    if cseq.method != method:
+                        raise SipParseError(
+                            f"CSeq method {cseq.method!r} does not match the request method"
+                            f" {method!r}"
+                        )
 
 
 @dataclass(eq=True, slots=True)

@@ -232,3 +232,27 @@ def test_name_addr_fast_path_agrees_with_the_general_parser(
         assert isinstance(general, SipParseError)
         return
     assert fast == general
+
+
+@FUZZ
+@given(
+    st.sampled_from(["SIP/2.0/UDP", "SIP / 2.0 / TLS", "sip/2.0/tcp", "SIP/3.0/UDP", "SIP/2.0/"]),
+    st.text(alphabet=" \t", max_size=2),
+    st.sampled_from(["h", "192.0.2.1", "[::1]", "a-b.c", "-x", "[::1", "h_1"]),
+    st.sampled_from(["", ":5060", ":99999", ":", ":x", "x"]),
+    st.text(alphabet=' ;=ab"\\[]:', max_size=10),
+)
+def test_via_fast_path_agrees_with_the_general_parser(
+    proto: str, gap: str, host: str, port: str, rest: str
+) -> None:
+    text = f"{proto}{gap or ' '}{host}{port}{rest}"
+    try:
+        general: Via | SipParseError = Via._parse_general(text)
+    except SipParseError as exc:
+        general = exc
+    try:
+        fast = Via.parse(text)
+    except SipParseError:
+        assert isinstance(general, SipParseError)
+        return
+    assert fast == general
