@@ -9,7 +9,10 @@ through ``kamcmd -s unix:<ctl socket> ul.dump``.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import select
 import socket
 import subprocess
 import time
@@ -17,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tests.peers._process import LOOPBACK, PeerError, PeerProcess, which
 from tests.peers.certs import TestPki
@@ -155,6 +158,51 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return out
 
 
+class KamailioRpcError(PeerError):
+    """A Kamailio RPC command answered with a JSON-RPC error."""
+
+    def __init__(self, method: str, code: int, message: str) -> None:
+        super().__init__(f"kamailio RPC {method} failed: {code} {message}")
+        self.method = method
+        self.code = code
+        self.rpc_message = message
+
+
+def _binding(aor: str, contact: dict[str, Any]) -> Binding:
+    received = str(contact.get("Received", "[not set]"))
+    expires = contact.get("Expires", 0)
+    return Binding(
+        aor=aor,
+        contact=str(contact.get("Address", "")),
+        # "permanent" or "deleted" instead of seconds count as 0 here.
+        expires=int(expires) if str(expires).lstrip("-").isdigit() else 0,
+        received=None if received == "[not set]" else received,
+        socket=str(contact.get("Socket", "")),
+        user_agent=str(contact.get("User-Agent", "")),
+        call_id=str(contact.get("Call-ID", "")),
+        cseq=int(contact.get("CSeq", 0)),
+        tcpconn_id=int(contact.get("Tcpconn-Id", -1)),
+    )
+
+
+def bindings_from_rpc(result: Any) -> list[Binding]:
+    """Bindings from the JSON-RPC result of ``ul.dump`` (or of one ``ul.lookup``)."""
+    bindings: list[Binding] = []
+    if isinstance(result, dict) and "AoR" in result:  # ul.lookup
+        infos: list[Any] = [{"Info": result}]
+    else:
+        infos = [
+            info
+            for domain in (result or {}).get("Domains", [])
+            for info in domain.get("Domain", {}).get("AoRs", [])
+        ]
+    for info in infos:
+        record = info.get("Info", {})
+        for entry in record.get("Contacts", []):
+            bindings.append(_binding(str(record.get("AoR", "")), entry.get("Contact", {})))
+    return bindings
+
+
 _UL_FIELD = re.compile(r"^\s*([A-Za-z-]+): (.*)$")
 
 
@@ -162,43 +210,39 @@ def parse_ul_dump(text: str) -> list[Binding]:
     """Parse the text ``kamcmd ul.dump`` prints into bindings."""
     bindings: list[Binding] = []
     aor: str | None = None
-    current: dict[str, str] | None = None
-
-    def flush() -> None:
-        if current is not None and aor is not None:
-            received = current.get("Received", "[not set]")
-            bindings.append(
-                Binding(
-                    aor=aor,
-                    contact=current.get("Address", ""),
-                    expires=int(current.get("Expires", "0").split()[0])
-                    if current.get("Expires", "0").split()[0].lstrip("-").isdigit()
-                    else 0,
-                    received=None if received == "[not set]" else received,
-                    socket=current.get("Socket", ""),
-                    user_agent=current.get("User-Agent", ""),
-                    call_id=current.get("Call-ID", ""),
-                    cseq=int(current.get("CSeq", "0")),
-                    tcpconn_id=int(current.get("Tcpconn-Id", "-1")),
-                )
-            )
-
+    current: dict[str, Any] | None = None
     for line in text.splitlines():
         match = _UL_FIELD.match(line)
         if not match:
             continue
         key, value = match.group(1), match.group(2).strip()
-        if key == "AoR":
-            flush()
-            current = None
-            aor = value
-        elif key == "Address":
-            flush()
-            current = {"Address": value}
+        if key in ("AoR", "Address"):
+            if current is not None and aor is not None:
+                bindings.append(_binding(aor, current))
+            current = {"Address": value} if key == "Address" else None
+            if key == "AoR":
+                aor = value
         elif current is not None:
             current.setdefault(key, value)
-    flush()
+    if current is not None and aor is not None:
+        bindings.append(_binding(aor, current))
     return bindings
+
+
+def _read_fifo_reply(fd: int, timeout: float) -> bytes:
+    # A FIFO reads as EOF until its writer connects, so wait for data, then read to EOF.
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.05))
+        data = os.read(fd, 1 << 16) if ready else b""
+        if data:
+            chunks.append(data)
+        elif chunks and ready:
+            return b"".join(chunks)
 
 
 class Kamailio:
@@ -231,6 +275,7 @@ class Kamailio:
         self.tcp_port = tcp_port or free_port()
         self.tls_port = tls_port or free_port()
         self.ctl_socket = self.run_dir / "ctl.sock"
+        self.rpc_fifo = self.run_dir / "rpc.fifo"
         self.cfg_path = self.cfg_dir / "kamailio.cfg"
         self.host = LOOPBACK
         self._process = PeerProcess(
@@ -306,6 +351,8 @@ class Kamailio:
             "DOMAIN": cfg.domain,
             "TCP_LIFETIME": str(cfg.tcp_connection_lifetime),
             "CTL_SOCKET": str(self.ctl_socket),
+            "RPC_FIFO": str(self.rpc_fifo),
+            "RUN_DIR": str(self.run_dir),
             "DEFAULT_EXPIRES": str(cfg.default_expires),
             "MIN_EXPIRES": str(cfg.min_expires),
             "MAX_EXPIRES": str(cfg.max_expires),
@@ -449,13 +496,63 @@ class Kamailio:
             )
         return result.stdout
 
+    def rpc(self, method: str, *params: str | int, timeout: float = 10.0) -> Any:
+        """Call a Kamailio RPC command through the jsonrpcs FIFO and return its ``result``.
+
+        Unlike ``kamcmd``, whose replies stop at 64 KB (about 250 bindings), the FIFO has no
+        size limit, so a load test can dump thousands of bindings.
+        """
+        if not self._process.running:
+            raise self._process.fail(f"not running, cannot call {method}")
+        reply_name = f"reply{uuid.uuid4().hex}"  # jsonrpcs forbids '.', '/' and the like
+        reply_path = self.run_dir / reply_name
+        os.mkfifo(reply_path, 0o600)
+        try:
+            reader = os.open(reply_path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                request = {"jsonrpc": "2.0", "method": method, "params": list(params),
+                           "id": 1, "reply_name": reply_name}
+                writer = os.open(self.rpc_fifo, os.O_WRONLY | os.O_NONBLOCK)
+                try:
+                    os.write(writer, json.dumps(request).encode() + b"\n")
+                finally:
+                    os.close(writer)
+                raw = _read_fifo_reply(reader, timeout)
+            finally:
+                os.close(reader)
+        except TimeoutError:
+            raise self._process.fail(f"no RPC reply to {method} in {timeout} s") from None
+        except OSError as exc:
+            raise self._process.fail(f"RPC {method} failed: {exc}") from None
+        finally:
+            reply_path.unlink(missing_ok=True)
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            raise self._process.fail(f"RPC {method}: reply is not JSON: {raw[:200]!r}") from None
+        if "error" in reply:
+            error = reply["error"] if isinstance(reply["error"], dict) else {}
+            raise KamailioRpcError(
+                method, int(error.get("code", 0)), str(error.get("message", reply["error"]))
+            )
+        return reply.get("result")
+
     def ul_dump(self) -> list[Binding]:
-        """The location table now (``kamcmd ul.dump``), one :class:`Binding` per contact."""
+        """The whole location table now, one :class:`Binding` per contact (JSON-RPC)."""
+        return bindings_from_rpc(self.rpc("ul.dump"))
+
+    def ul_dump_kamcmd(self) -> list[Binding]:
+        """The same through ``kamcmd ul.dump`` (its replies stop at about 250 bindings)."""
         return parse_ul_dump(self.kamcmd_run("ul.dump"))
 
     def bindings(self, aor: str) -> list[Binding]:
-        """The contacts bound to ``aor`` now."""
-        return [b for b in self.ul_dump() if b.aor == aor]
+        """The contacts bound to ``aor`` now (``ul.lookup``: cheap even in a big table)."""
+        try:
+            return bindings_from_rpc(self.rpc("ul.lookup", "location", aor))
+        except KamailioRpcError as exc:
+            if "not found" in exc.rpc_message.lower():  # 500 "AOR not found in location table"
+                return []
+            raise
 
     async def arestart(self, timeout: float = 15.0) -> None:
         """:meth:`restart` without blocking the event loop (phones in it keep running)."""

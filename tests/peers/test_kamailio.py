@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from pathlib import Path
@@ -14,7 +15,9 @@ from tests.peers.kamailio import (
     FIXTURES,
     Kamailio,
     KamailioConfig,
+    KamailioRpcError,
     SipUser,
+    bindings_from_rpc,
     parse_ul_dump,
 )
 from tests.peers.plugin import KamailioFactory, require
@@ -35,6 +38,21 @@ def test_parse_ul_dump_reads_every_contact() -> None:
     assert tls.tcpconn_id == 3
     assert tls.user_agent.startswith("baresip")
     assert bindings[2].received is None
+
+
+def test_bindings_from_the_json_rpc_dump_and_lookup() -> None:
+    result = json.loads((FIXTURES / "ul_dump.json").read_text())
+    bindings = bindings_from_rpc(result)
+    assert sorted(b.aor for b in bindings) == ["101", "102"]
+    one = next(b for b in bindings if b.aor == "101")
+    assert one.contact.startswith("sip:101@127.0.0.1:") and one.contact.endswith("transport=UDP")
+    assert one.socket.startswith("udp:127.0.0.1:")
+    assert one.tcpconn_id == -1 and one.cseq == 2 and one.expires == 30
+    lookup = {"AoR": "101", "Contacts": [{"Contact": {"Address": "sip:x", "Expires": 5}}]}
+    assert [(b.aor, b.contact, b.expires) for b in bindings_from_rpc(lookup)] == [
+        ("101", "sip:x", 5)
+    ]
+    assert bindings_from_rpc({"Domains": [{"Domain": {"AoRs": []}}]}) == []
 
 
 def test_parse_ul_dump_of_an_empty_table() -> None:
@@ -211,3 +229,22 @@ def test_fixed_ports_are_never_moved(peer_pki: TestPki, tmp_path: Path) -> None:
             kam.start()
         kam.close()
     assert kam.udp_port == port
+
+
+@pytest.mark.peer
+async def test_rpc_and_kamcmd_agree_and_rpc_errors_are_named(
+    kamailio: Kamailio, tmp_path: Path
+) -> None:
+    assert kamailio.bindings("101") == []
+    await _register(kamailio, tmp_path, "101")
+    await _register(kamailio, tmp_path, "102")
+
+    def key(b: object) -> str:
+        return repr(b)
+
+    assert sorted(kamailio.ul_dump(), key=key) == sorted(kamailio.ul_dump_kamcmd(), key=key)
+    assert [b.aor for b in kamailio.bindings("102")] == ["102"]
+    assert kamailio.rpc("core.version").startswith("kamailio 5.")
+    with pytest.raises(KamailioRpcError, match=r"no\.such\.method") as caught:
+        kamailio.rpc("no.such.method")
+    assert caught.value.code == 500
