@@ -434,7 +434,7 @@ class Kamailio:
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        pending = ["ctl", "udp", "tcp", "tls"]
+        pending = ["ctl", "rpc", "udp", "tcp", "tls"]
         while pending:
             if not self._process.running:
                 raise self._process.fail(
@@ -449,6 +449,12 @@ class Kamailio:
     def _probe(self, what: str) -> bool:
         if what == "ctl":
             return self.ctl_socket.exists()
+        if what == "rpc":
+            try:  # ENXIO until the jsonrpcs process has the FIFO open for reading
+                os.close(os.open(self.rpc_fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                return False
+            return True
         if what == "udp":
             return self._udp_options_answered()
         port = self.tcp_port if what == "tcp" else self.tls_port
