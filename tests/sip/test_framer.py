@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
 import pytest
 
 from phone_sim.sip import (
@@ -15,6 +21,7 @@ from phone_sim.sip import (
     StreamFramer,
     parse_message,
 )
+from tests.peers.ports import free_port
 
 OPTIONS = (
     b"OPTIONS sip:101@192.0.2.10:5061;transport=tls SIP/2.0\r\n"
@@ -181,3 +188,48 @@ def test_framing_error_keeps_the_events_completed_before_it() -> None:
     with pytest.raises(FramingError) as later:
         framer.feed(OPTIONS)
     assert later.value.events == []
+
+
+# -- a real peer: SIPp's built-in UAC over TCP on loopback ---------------------------------------
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")
+def test_sipp_tcp_stream_through_the_framer() -> None:
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen(1)
+        server.settimeout(5)
+        proc = subprocess.Popen(
+            ["sipp", f"127.0.0.1:{port}", "-sn", "uac", "-t", "t1", "-m", "1",
+             "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+             "-timeout", "8s", "-nostdin", "-s", "102"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(5)
+                framer = StreamFramer()
+
+                def next_request() -> SipRequest:
+                    while True:
+                        for event in framer.feed(conn.recv(4096)):
+                            if isinstance(event, SipRequest):
+                                return event
+
+                invite = next_request()
+                assert invite.method == "INVITE" and invite.top_via.transport == "TCP"
+                assert len(invite.body) == int(invite.headers.get("Content-Length") or -1)
+                conn.sendall(bytes(invite.create_response(486, to_tag="phone-sim-2")))
+                ack = next_request()
+                assert ack.method == "ACK" and ack.to.tag == "phone-sim-2"
+                assert ack.top_via.branch == invite.top_via.branch
+                assert not framer.closed
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)

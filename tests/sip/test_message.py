@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
 import pytest
 
 from phone_sim.errors import PhoneSimError, ProtocolError
@@ -21,6 +27,7 @@ from phone_sim.sip import (
     is_keepalive,
     parse_message,
 )
+from tests.peers.ports import free_port
 
 REGISTER = (
     b"REGISTER sip:pbx.example.com SIP/2.0\r\n"
@@ -448,3 +455,54 @@ def test_request_line_error_masks_a_password() -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(b"OPTIONS sip:u:hunter2@h  SIP/2.0\r\nContent-Length: 0\r\n\r\n")
     assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+# -- a real peer: SIPp's built-in UAC over UDP on loopback ---------------------------------------
+
+
+def _start_sipp(port: int, transport: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["sipp", f"127.0.0.1:{port}", "-sn", "uac", "-t", transport, "-m", "1",
+         "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+         "-timeout", "8s", "-nostdin", "-s", "102"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=5)
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")
+def test_sipp_udp_invite_parses_and_our_answer_is_accepted() -> None:
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.settimeout(5)
+        proc = _start_sipp(port, "u1")
+        try:
+            data, peer = sock.recvfrom(65535)
+            invite = parse_message(data)
+            assert isinstance(invite, SipRequest) and invite.method == "INVITE"
+            assert invite.uri.user == "102" and invite.uri.port == port
+            assert invite.top_via.branch and invite.top_via.branch.startswith("z9hG4bK")
+            assert invite.cseq.method == "INVITE" and invite.from_tag
+            assert invite.media_type == "application/sdp" and invite.body.startswith(b"v=0")
+            assert bytes(parse_message(bytes(invite))) == bytes(invite)
+            busy = invite.create_response(486, to_tag="phone-sim-1")
+            sock.sendto(bytes(busy), peer)
+            # SIPp acknowledges a final non-2xx answer with an ACK for the same transaction
+            # (RFC 3261 17.1.1.3): proof that it parsed what we serialized.
+            while True:
+                ack = parse_message(sock.recvfrom(65535)[0])
+                if isinstance(ack, SipRequest) and ack.method == "ACK":
+                    break
+            assert ack.top_via.branch == invite.top_via.branch
+            assert ack.to.tag == "phone-sim-1"
+            assert ack.cseq.seq == invite.cseq.seq
+        finally:
+            _stop(proc)
