@@ -76,6 +76,17 @@ __all__ = [
 ]
 
 _SHARED_RNG = random.Random()
+_SIGNATURES: dict[FirmwareProfile, PhoneSignature] = {}
+
+
+def _signature_for(profile: FirmwareProfile) -> PhoneSignature:
+    # One (immutable) signature per profile, shared by a fleet's phones.
+    signature = _SIGNATURES.get(profile)
+    if signature is None:
+        signature = _SIGNATURES[profile] = PhoneSignature.for_profile(
+            profile, extra_methods=EXTRA_METHODS
+        )
+    return signature
 
 #: Methods the phone handles beyond the SIP core's (check-sync NOTIFY, MESSAGE).
 EXTRA_METHODS = ("NOTIFY", "MESSAGE")
@@ -363,9 +374,7 @@ class RegistrationCore:
         # One generator shared by every phone without its own: a Random is 2.5 KB, and a
         # fleet holds thousands of phones.
         self._rng = rng or _SHARED_RNG
-        self._signature = signature or PhoneSignature.for_profile(
-            profile, extra_methods=EXTRA_METHODS
-        )
+        self._signature = signature or _signature_for(profile)
         self._state = RegState.IDLE
         self._host_index = 0
         self._failures = 0
