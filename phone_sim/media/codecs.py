@@ -42,6 +42,10 @@ class AudioCodec:
         """PCM samples in one packet of ``ptime_ms``."""
         return self.sample_rate * ptime_ms // 1000
 
+    def payload_size(self, ptime_ms: int) -> int:
+        """Bytes of payload in one packet of ``ptime_ms``: 64 kbit/s, 8 bytes/ms, for all three."""
+        return 8 * ptime_ms
+
     def timestamp_step(self, ptime_ms: int) -> int:
         """How far the RTP timestamp advances per packet of ``ptime_ms``."""
         return self.clock_rate * ptime_ms // 1000
@@ -111,7 +115,11 @@ class AudioEncoder:
         self._pts = 0
 
     def encode(self, pcm: bytes) -> bytes:
-        """One RTP payload for ``pcm`` (an even number of bytes, at least one sample)."""
+        """The encoded bytes ready after taking ``pcm`` (whole 16-bit samples).
+
+        aiortc's encoders emit whole 20 ms frames: feed 20 ms and get one 20 ms payload; feed
+        other lengths and the remainder waits for the next call.
+        """
         if len(pcm) < 2 or len(pcm) % 2:
             raise CodecError(f"PCM frame must be whole 16-bit samples, got {len(pcm)} bytes")
         samples = len(pcm) // 2

@@ -17,6 +17,8 @@ from phone_sim.media.codecs import AudioCodec, check_ptime
 
 #: The loudest tone we make, in dBov; 0 dBov is a full-scale sine.
 MAX_TONE_LEVEL_DBOV = 0.0
+#: aiortc's encoders work in frames of this length.
+ENCODER_FRAME_MS = 20
 #: Longest WAV file loaded (it is held encoded in memory).
 MAX_WAV_SECONDS = 600
 
@@ -63,21 +65,27 @@ def _to_bytes(samples: array.array[int]) -> bytes:
 def _encode(
     codec: AudioCodec, ptime_ms: int, pcm: bytes, *, warmup: bytes = b""
 ) -> tuple[bytes, ...]:
-    """Encode PCM frame by frame; ``warmup`` is encoded first and dropped (G.722 adapts)."""
+    """Encode PCM as one continuous stream, then cut it into ptime payloads.
+
+    aiortc's encoders emit 20 ms frames whatever they are fed, and all three codecs make 8 bytes
+    per millisecond, so the encoded stream is cut at ``8 * ptime_ms`` bytes. ``warmup`` is
+    encoded first and dropped (G.722 is adaptive). Both lengths are whole 20 ms frames.
+    """
     encoder = codec.encoder()
-    size = codec.samples_per_frame(ptime_ms) * 2
-    for start in range(0, len(warmup) - size + 1, size):
-        encoder.encode(warmup[start : start + size])
-    return tuple(
-        encoder.encode(pcm[start : start + size]) for start in range(0, len(pcm) - size + 1, size)
+    chunk = codec.samples_per_frame(ENCODER_FRAME_MS) * 2
+    for start in range(0, len(warmup), chunk):
+        encoder.encode(warmup[start : start + chunk])
+    encoded = b"".join(
+        encoder.encode(pcm[start : start + chunk]) for start in range(0, len(pcm), chunk)
     )
+    size = codec.payload_size(ptime_ms)
+    return tuple(encoded[start : start + size] for start in range(0, len(encoded) - size + 1, size))
 
 
 def silence(codec: AudioCodec, ptime_ms: int = 20) -> AudioSource:
     """Digital silence in the codec (0xFF for PCMU, 0xD5 for PCMA, encoded zeros for G.722)."""
     check_ptime(ptime_ms)
-    size = codec.samples_per_frame(ptime_ms) * 2
-    frames = _encode(codec, ptime_ms, bytes(size * 4))
+    frames = _encode(codec, ptime_ms, bytes(codec.samples_per_frame(ptime_ms * 4) * 2 * 5))
     return AudioSource(codec, ptime_ms, (frames[-1],), description="silence")
 
 
@@ -141,6 +149,9 @@ def wav_file(
     size = codec.samples_per_frame(ptime_ms) * 2
     if len(pcm) < size:
         raise SourceError(f"{str(path)!r} holds less than one {ptime_ms} ms frame of audio")
-    pcm += bytes(-len(pcm) % size)  # pad the last frame with silence
+    # Pad with silence to whole packets and whole encoder frames.
+    block_ms = ptime_ms * ENCODER_FRAME_MS // gcd(ptime_ms, ENCODER_FRAME_MS)
+    block = codec.samples_per_frame(block_ms) * 2
+    pcm += bytes(-len(pcm) % block)
     frames = _encode(codec, ptime_ms, bytes(pcm))
     return AudioSource(codec, ptime_ms, frames, description=f"file {path.name}")
