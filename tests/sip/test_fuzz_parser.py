@@ -256,3 +256,20 @@ def test_via_fast_path_agrees_with_the_general_parser(
         assert isinstance(general, SipParseError)
         return
     assert fast == general
+
+
+@FUZZ
+@given(st.text(alphabet=' \t;=ab"\\[]:,%', max_size=30))
+def test_param_fast_path_agrees_with_the_slow_parser(text: str) -> None:
+    from phone_sim.sip.headers import _parse_params_slowly, parse_params
+
+    try:
+        slow: object = _parse_params_slowly(text, "t")
+    except SipParseError as exc:
+        slow = exc
+    try:
+        fast = parse_params(text, "t")
+    except SipParseError:
+        assert isinstance(slow, SipParseError)
+        return
+    assert fast == slow
