@@ -1,0 +1,115 @@
+"""Two phone-sim SIP stacks calling each other over UDP on 127.0.0.1, with SRTP media."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from phone_sim.call.aio import Call, CallFailed, UdpCallAgent
+from phone_sim.call.session import CallState
+from phone_sim.errors import UsageError
+from phone_sim.media.negotiation import Direction
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _pair(auto_answer: bool = False) -> tuple[UdpCallAgent, UdpCallAgent]:
+    a = await UdpCallAgent("127.0.0.1", user="101").__aenter__()
+    b = await UdpCallAgent("127.0.0.1", user="102", auto_answer=auto_answer).__aenter__()
+    return a, b
+
+
+async def _connected(a: UdpCallAgent, b: UdpCallAgent) -> tuple[Call, Call]:
+    call = await a.calls.dial(str(b.uri))
+    incoming = await b.calls.next_call(timeout=5)
+    assert incoming.incoming and incoming.state is CallState.INCOMING
+    await incoming.answer()
+    await call.wait_answered(timeout=5)
+    return call, incoming
+
+
+async def test_tones_cross_over_srtp_both_ways_and_hangup() -> None:
+    a, b = await _pair()
+    try:
+        call, incoming = await _connected(a, b)
+        assert call.progress == [180]
+        call.play_tone(1004)
+        incoming.play_tone(697)
+        await incoming.wait_tone(1004, timeout=5)
+        await call.wait_tone(697, timeout=5)
+        stats = call.stats
+        assert stats is not None and stats.encrypted and stats.direction == "sendrecv"
+        assert stats.stream.packets_received > 0 and stats.stream.srtp_auth_failures == 0
+        assert stats.as_dict()["tones_heard"] == [697.0]
+        ended = await call.hangup()
+        assert not ended.by_peer
+        peer_ended = await incoming.wait_ended(timeout=5)
+        assert peer_ended.by_peer
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_dtmf_hold_and_resume() -> None:
+    a, b = await _pair()
+    try:
+        call, incoming = await _connected(a, b)
+        await call.send_dtmf("123")
+        await incoming.wait_dtmf("123", timeout=5)
+        await call.hold()
+        assert call.negotiated is not None
+        assert call.negotiated.direction is Direction.SENDONLY
+        assert incoming.negotiated is not None
+        assert incoming.negotiated.direction is Direction.RECVONLY
+        assert incoming.stream is not None and incoming.stream.direction == "recvonly"
+        await call.resume()
+        assert call.negotiated.direction is Direction.SENDRECV
+        incoming.play_tone(941)
+        await call.wait_tone(941, timeout=5)
+        await incoming.hangup()
+        assert (await call.wait_ended(timeout=5)).by_peer
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_reject_and_auto_answer_echo() -> None:
+    a, b = await _pair()
+    try:
+        call = await a.calls.dial(str(b.uri))
+        incoming = await b.calls.next_call(timeout=5)
+        await incoming.reject(486)
+        with pytest.raises(CallFailed, match="486") as info:
+            await call.wait_answered(timeout=5)
+        assert info.value.status == 486 and info.value.exit_code == 1
+    finally:
+        await b.close()
+    echo = await UdpCallAgent("127.0.0.1", user="600", auto_answer=True).__aenter__()
+    try:
+        call = await a.calls.dial(str(echo.uri))
+        await call.wait_answered(timeout=5)
+        call.play_tone(1004)
+        await call.wait_tone(1004, timeout=5)  # our own tone, echoed back over SRTP
+        await call.hangup()
+    finally:
+        await a.close()
+        await echo.close()
+
+
+async def test_unanswered_call_can_be_cancelled_and_bad_targets_are_clear() -> None:
+    a, b = await _pair()
+    try:
+        call = await a.calls.dial(str(b.uri))
+        incoming = await b.calls.next_call(timeout=5)
+        await asyncio.sleep(0.05)
+        ended = await call.hangup()
+        assert ended.status == 487
+        assert (await incoming.wait_ended(timeout=5)).status == 487
+        with pytest.raises(UsageError, match="bad call target"):
+            await a.calls.dial("10 2")
+        with pytest.raises(UsageError, match="no media"):
+            await incoming.send_dtmf("1")
+    finally:
+        await a.close()
+        await b.close()
