@@ -10,7 +10,9 @@ whether a phone can act on it, and if not returns the response to send:
 - 416 for a Request-URI scheme it does not know (8.2.2.1; ``unkscm``);
 - 420 with ``Unsupported`` for a ``Require`` option tag it does not support (8.2.2.3;
   ``bext01``; ``Proxy-Require`` is for proxies and ignored);
-- 415 with ``Accept``/``Accept-Encoding`` for a body it cannot read (8.2.3; ``invut``).
+- 415 with ``Accept``/``Accept-Encoding`` for a body it cannot read (8.2.3; ``invut``),
+  unless its Content-Disposition says ``handling=optional`` (20.11), and 415 for a
+  disposition type it does not know.
 
 ACK is never answered (RFC 3261 17.2.3): the function returns ``None`` for it. Whether an
 INVITE's SDP is acceptable (406/488) is the call layer's decision, not this module's.
@@ -18,6 +20,7 @@ INVITE's SDP is acceptable (406/488) is the call layer's decision, not this modu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 
 from phone_sim.sip.limits import SipParseError
@@ -61,6 +64,11 @@ KNOWN_SCHEMES: frozenset[str] = frozenset(
         "urn", "cid", "mid", "soap.beep", "soap.beeps", "xmpp", "iax", "iax2", "data",
     }
 )  # fmt: skip
+
+#: Content-Disposition types understood (RFC 3261 20.11, RFC 3959).
+KNOWN_DISPOSITIONS: frozenset[str] = frozenset(
+    {"session", "render", "icon", "alert", "early-session"}
+)
 
 #: Content codings understood (RFC 3261 20.12: identity only unless more are implemented).
 ACCEPT_ENCODINGS: tuple[str, ...] = ("identity",)
@@ -138,8 +146,16 @@ def validate_request(
         media_type = req.media_type
         if media_type is None:
             return _bad_request(req, "body without Content-Type", to_tag)
+        # RFC 3261 20.11: a body marked handling=optional may be ignored instead.
+        disposition = (req.headers.get("Content-Disposition") or "").lower()
+        optional = re.search(r";\s*handling\s*=\s*optional\b", disposition) is not None
+        disposition_type = disposition.split(";", 1)[0].strip()
+        if disposition_type and disposition_type not in KNOWN_DISPOSITIONS and not optional:
+            return req.create_response(
+                415, f"Unsupported Content-Disposition {disposition_type[:40]}", to_tag=to_tag
+            )
         types = accept.get(req.method)
-        if types is not None and media_type not in {t.lower() for t in types}:
+        if types is not None and media_type not in {t.lower() for t in types} and not optional:
             return req.create_response(415, to_tag=to_tag, headers=[("Accept", ", ".join(types))])
         encodings = [e.lower() for e in req.tokens("Content-Encoding")]
         if any(e not in ACCEPT_ENCODINGS for e in encodings):

@@ -137,3 +137,22 @@ def test_methods_without_accept_entry_take_any_body() -> None:
     req = request("MESSAGE", b"Content-Type: application/vnd.digium+xml\r\n", b"<request/>")
     assert validate_request(req) is None
     assert validate_request(req, accept={"MESSAGE": ("text/plain",)}) is not None
+
+
+def test_optional_body_of_an_unknown_type_is_ignored() -> None:
+    extra = (
+        b"Content-Type: application/unknown\r\nContent-Disposition: render; handling=optional\r\n"
+    )
+    assert validate_request(request("INVITE", extra, b"<x/>")) is None
+    required = extra.replace(b"optional", b"required")
+    resp = validate_request(request("INVITE", required, b"<x/>"))
+    assert resp is not None and resp.status == 415
+
+
+def test_unknown_disposition_type_gives_415() -> None:
+    extra = b"Content-Type: application/sdp\r\nContent-Disposition: telepathy\r\n"
+    resp = validate_request(request("INVITE", extra, b"v=0\r\n"))
+    assert resp is not None and resp.status == 415
+    assert "telepathy" in resp.reason
+    session = extra.replace(b"telepathy", b"session")
+    assert validate_request(request("INVITE", session, b"v=0\r\n")) is None
