@@ -156,3 +156,26 @@ def test_keys_equal() -> None:
     ctx = SrtpContext(tx_key=a, rx_key=b)
     assert ctx.keys_equal(tx_key=a, rx_key=b)
     assert not ctx.keys_equal(tx_key=b, rx_key=a)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-libsrtp", "public-pylibsrtp"])
+def test_both_libsrtp_call_paths_match_the_reference(
+    direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phone_sim.media import srtp
+
+    if direct and not srtp.DIRECT_LIBSRTP:
+        pytest.skip("this pylibsrtp does not pass the direct-call self-check")
+    monkeypatch.setattr(srtp, "DIRECT_LIBSRTP", direct)
+    key = os.urandom(30)
+    ours = SrtpContext(tx_key=key, rx_key=key)
+    ref = rfc3711.ReferenceSrtp(key)
+    ref.rtcp_index = 1
+    for seq in (1, 2, 3):
+        packet = rtp(seq)
+        assert ours.protect_rtp(packet) == ref.protect_rtp(packet)
+        assert ours.protect_rtcp(rtcp_rr()) == ref.protect_rtcp(rtcp_rr())
+    receiver = SrtpContext(tx_key=key, rx_key=key)
+    assert receiver.unprotect_rtp(ref.protect_rtp(rtp(4))) == rtp(4)
+    assert receiver.unprotect_rtp(b"\x80" * 30) is None
+    assert receiver.counters.rtp_auth_failures == 1
