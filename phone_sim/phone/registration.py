@@ -146,7 +146,8 @@ class RegistrationSettings:
     """CRLF keep-alive period on UDP (the ``udp_ka_interval`` setting; pjsua's 15 s); 0 off."""
     jitter: float = 0.0
     """Up to this many seconds, drawn at random per phone, added to every retry and
-    reconnect delay so that a fleet does not retry in lockstep (0 = the profile's timing)."""
+    reconnect delay (and taken off each refresh delay, down to a quarter of the grant) so
+    that a fleet does not retry or refresh in lockstep (0 = the profile's timing)."""
     failback: bool = True
     """When registered on the alternate, try the primary again at each half-period."""
 
@@ -777,6 +778,9 @@ class RegistrationCore:
                 delay = granted / 2.0  # doc §failback
             else:
                 delay = max(granted - self.settings.refresh_margin, granted / 2.0)
+            if self.settings.jitter > 0:
+                # doc §jitter: a fleet registered together refreshes spread out, never later.
+                delay = max(delay - self._jitter(), granted / 4.0)
             self._refresh_at = now + delay
             self._events.append(RegistrationSucceeded(
                 host=host, expires=granted, contact=self.contact or "", refresh=refresh,

@@ -655,3 +655,21 @@ def test_ipv6_local_address_is_bracketed_in_contact_and_via() -> None:
     assert isinstance(request, SipRequest)
     assert request.top_via.host == "[2001:db8::7]"
     assert core.contact == "sip:101@[2001:db8::7]:5060;ob"
+
+
+def test_jitter_spreads_refreshes_earlier_never_later() -> None:
+    delays = []
+    for seed in range(20):
+        account = _account(reregister=300, transport=SipTransport.TCP)
+        # No keep-alive, and TCP (no Timer K): the only deadline left is the refresh.
+        core = RegistrationCore(PROFILE, account, rng=random.Random(seed),
+                                settings=RegistrationSettings(jitter=20.0, stream_ka_interval=0))
+        net = Net(core, FakeRegistrar((PRIMARY, 5060)))
+        core.start(net.now)
+        net.advance(0.0)  # the finished REGISTER transactions go (Timer K = 0 on TCP)
+        at = core.get_timer()
+        assert at is not None
+        delays.append(at - net.now)
+    # Without jitter the refresh is at 295 s (5 s margin); with it, 275-295 s.
+    assert all(275.0 <= d <= 295.0 for d in delays)
+    assert len({round(d, 3) for d in delays}) == 20
