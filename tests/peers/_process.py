@@ -6,11 +6,15 @@ can attach its log to a failing test's report and kill anything a test left behi
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +41,25 @@ def which(binary: str) -> str:
 def tail(text: str, lines: int = 60) -> str:
     """The last ``lines`` lines of ``text``."""
     return "\n".join(text.splitlines()[-lines:])
+
+
+_PR_SET_PDEATHSIG = 1
+# Resolved once in the parent, so that the forked child only makes the system call.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the thread that started us dies.
+
+    This covers a test process killed outright (SIGKILL, a CI timeout), where no teardown
+    runs: the peer, in its own session, would otherwise keep its ports.
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _stop_all_at_exit() -> None:
+    for peer in list(RUNNING):
+        peer.stop(timeout=2.0)
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -90,6 +113,9 @@ class PeerProcess:
         with self.log_path.open("ab") as log:
             log.write(f"==== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
             log.flush()
+            # The death signal follows the starting *thread*; a worker thread (asyncio's
+            # to_thread) may end before the peer should, so only the main thread asks for it.
+            in_main = threading.current_thread() is threading.main_thread()
             self._proc = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
@@ -98,6 +124,10 @@ class PeerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, "LC_ALL": "C"},
+                # Only a prctl system call runs between fork and exec.
+                preexec_fn=(  # noqa: PLW1509
+                    _die_with_parent if in_main and sys.platform == "linux" else None
+                ),
             )
         RUNNING.add(self)
 
@@ -137,6 +167,7 @@ class PeerProcess:
 
 
 RUNNING: set[PeerProcess] = set()
+atexit.register(_stop_all_at_exit)
 
 __all__ = [
     "LOOPBACK", "RUNNING", "PeerError", "PeerMissing", "PeerProcess", "live_group_members",
