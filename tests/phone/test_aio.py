@@ -317,3 +317,36 @@ async def test_sipp_malformed_request_gets_400_then_options_200_over_udp(
         assert result.ok, result.describe()
         assert result.received_statuses() == [400, 200]
         assert phone.registered
+
+
+async def test_fails_back_to_the_primary_when_it_returns() -> None:
+    # Two embedded registrars: the primary starts later, on the port the phone is given.
+    from tests.peers.ports import free_port
+
+    primary = LabServer(min_expires=2, max_expires=4)
+    primary.ports = {"tls": free_port(), "tcp": free_port(), "udp": free_port()}
+    alternate = LabServer(min_expires=2, max_expires=4)
+    await alternate.start()
+    try:
+        first = SipHost(server="127.0.0.1", port=primary.ports["tcp"],
+                        transport=SipTransport.TCP, retry=0.2, num_retries=0, reregister=4)
+        second = SipHost(server="127.0.0.1", port=alternate.port(SipTransport.TCP),
+                         transport=SipTransport.TCP, reregister=4)
+        account = Account(username="101", password=alternate.password("101"),
+                          host_primary=first, host_alternate=second, domain=alternate.domain)
+        async with Phone(PROFILE, account, settings=FAST) as phone:
+            done = await phone.wait_registered(timeout=10)
+            assert done.host == second
+            await primary.start()
+            # Registered on the alternate with 4 s: the primary is tried again after 2 s.
+            events = phone.events()
+            async with asyncio.timeout(8):
+                async for event in events:
+                    if isinstance(event, RegistrationSucceeded) and event.host == first:
+                        break
+            (binding,) = await wait_bindings(primary, "101")
+            assert binding.contact == phone.contact
+            assert phone.host == first
+    finally:
+        await primary.close()
+        await alternate.close()
