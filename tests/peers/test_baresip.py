@@ -112,14 +112,18 @@ async def test_astart_keeps_the_event_loop_running(
 
 
 @pytest.mark.peer
-async def test_baresip_registers_over_udp(
-    kamailio: Kamailio, baresip_factory: BaresipFactory
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_baresip_registers_over_udp_and_tcp(
+    kamailio: Kamailio, baresip_factory: BaresipFactory, transport: BaresipTransport
 ) -> None:
-    phone = baresip_factory(kamailio, "102", transport="udp")
+    phone = baresip_factory(kamailio, "102", transport=transport)
     await phone.wait_registered()
     (binding,) = await kamailio.wait_bindings("102")
-    assert binding.socket == f"udp:127.0.0.1:{kamailio.udp_port}"
-    assert binding.tcpconn_id == -1
+    assert binding.socket == f"{transport}:127.0.0.1:{kamailio.port(transport)}"
+    assert (binding.tcpconn_id >= 0) == (transport == "tcp")
+    # baresip's Contact: its own UDP/TCP port; UDP is the default and gets no parameter.
+    assert f"@127.0.0.1:{phone.sip_port}" in binding.contact
+    assert (";transport=tcp" in binding.contact) == (transport == "tcp")
 
 
 @pytest.mark.peer

@@ -290,3 +290,19 @@ async def test_a_distinct_auth_name_registers_only_its_own_user(
     stolen = await register("202", "auth201", "pw-201")  # right password, wrong user
     assert stolen.received_statuses()[:2] == [401, 403]
     assert [b.aor for b in kam.ul_dump()] == ["201"]
+
+
+@pytest.mark.peer
+async def test_a_silent_target_fails_on_the_timeout(tmp_path: Path) -> None:
+    require("sipp")
+    silent = free_port()  # nothing listens: SIPp retransmits until its global timeout
+    result = await run_sipp(
+        "options", ("127.0.0.1", silent), workdir=tmp_path, service="101", timeout=1
+    )
+    assert not result.ok
+    assert result.received_statuses() == []
+    assert "timed out" in result.errors or "timeout" in result.output.lower()
+    with pytest.raises(PeerError, match="sipp exited"):
+        result.check()
+    with pytest.raises(ValueError, match="loopback"):
+        await run_sipp("options", ("192.0.2.1", 5060), workdir=tmp_path)
