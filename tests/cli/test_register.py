@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -139,3 +140,25 @@ def test_ctrl_c_unregisters_and_exits_0(
     assert "unregistered" in out
     assert password not in out + err
     assert kamailio.bindings("101") == []
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("transport", ["tls", "udp"])
+async def test_once_against_the_embedded_lab_as_its_banner_says(transport: str) -> None:
+    from phone_sim.lab.aio_process import LabProcess
+
+    async with LabProcess({"101": "lab-pw-101"}) as lab:
+        assert lab.ca_file is not None
+        args = ["--server", f"127.0.0.1:{lab.ports[transport]}", "--transport", transport,
+                "--user", "101", "--password", "lab-pw-101", "--domain", lab.server_name,
+                "--servername", lab.server_name, "--ca", str(lab.ca_file), "--once", "--json"]
+        proc = await asyncio.create_subprocess_exec(
+            *_cmd(*args), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert lines[0]["result"] == "registered"
+    assert lines[-1] == {"result": "unregistered"}
+    assert b"lab-pw-101" not in out + err
