@@ -374,6 +374,7 @@ class CallSession:
         )
         self._pending_timer_start = False
         self._answer_error = ""
+        self._deferred_200: tuple[list[tuple[str, HeaderValue]], bytes] | None = None
         self._ended: CallEnded | None = None
 
     def __repr__(self) -> str:
@@ -625,15 +626,27 @@ class CallSession:
             body = bytes(self.oa.create_offer())
             self._answer_from_ack = True
         headers = [*self._capability_headers(), *self._uas_timer_headers(self.invite)]
+        self._set_state(_In.ANSWER)
+        self.final_status = 200
+        if self._unacked_1xx is not None:
+            # As pjsip does (sip_100rel.c), the 2xx waits for the PRACK of the reliable 1xx
+            # still out, so the caller sees 1xx, PRACK/200, then the INVITE's 200.
+            self._deferred_200 = (headers, body)
+        else:
+            self._send_200(headers, body, now)
+        if negotiated is not None:
+            self._events.append(MediaNegotiated(audio=negotiated))
+
+    def _send_200(
+        self, headers: list[tuple[str, HeaderValue]], body: bytes, now: float
+    ) -> None:
+        assert self._invite_handle is not None
+        self._deferred_200 = None
         self._unacked_1xx = None
         self._retx_at = None
         response = self.ua.respond(self._invite_handle, 200, now, headers=headers, body=body,
                                    content_type=SDP)
-        self.final_status = 200
         self._ensure_uas_dialog(response, final=True)
-        self._set_state(_In.ANSWER)
-        if negotiated is not None:
-            self._events.append(MediaNegotiated(audio=negotiated))
 
     def reject(self, now: float, status: int = 486) -> None:
         """Refuse the incoming call: 486 Busy Here, 603 Decline, 480..."""
@@ -826,12 +839,15 @@ class CallSession:
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due at *now*."""
         if self._retx_at is not None and now >= self._retx_at:
-            if self._unacked_1xx is None or self.state is not CallState.INCOMING:
+            if self._unacked_1xx is None or self.state not in (
+                CallState.INCOMING, CallState.ANSWERED
+            ):
                 self._retx_at = None
             elif now >= self._retx_deadline:
                 # RFC 3262 3: no PRACK within 64*T1: reject the INVITE with a 5xx.
                 self._retx_at = None
                 self._unacked_1xx = None
+                self._deferred_200 = None
                 self._refuse(504, "no PRACK for the reliable provisional response", now)
             else:
                 self._send_reliable(now)
@@ -868,8 +884,11 @@ class CallSession:
         elif isinstance(event, RequestReceived):
             self._on_request(event, now)
         elif isinstance(event, RequestCancelled):
-            if event.transaction == self._invite_handle and self.state is CallState.INCOMING:
+            if event.transaction == self._invite_handle and (
+                self.state is CallState.INCOMING or self._deferred_200 is not None
+            ):
                 self._retx_at = None
+                self._deferred_200 = None
                 self.final_status = 487
                 self._end("cancelled by the caller", status=487, by_peer=True)
         elif isinstance(event, AuthenticationRejected):
@@ -1189,6 +1208,8 @@ class CallSession:
         self._unacked_1xx = None
         self._retx_at = None
         self.ua.respond(handle, 200, now)
+        if self._deferred_200 is not None:
+            self._send_200(*self._deferred_200, now)
 
     def _on_reoffer(self, request: SipRequest, handle: int, now: float) -> None:
         method = request.method

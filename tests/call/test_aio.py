@@ -14,6 +14,11 @@ from phone_sim.media.negotiation import Direction
 pytestmark = pytest.mark.timeout(60)
 
 
+def _direction(call: Call) -> Direction:
+    assert call.negotiated is not None
+    return call.negotiated.direction
+
+
 async def _pair(auto_answer: bool = False) -> tuple[UdpCallAgent, UdpCallAgent]:
     a = await UdpCallAgent("127.0.0.1", user="101").__aenter__()
     b = await UdpCallAgent("127.0.0.1", user="102", auto_answer=auto_answer).__aenter__()
@@ -64,7 +69,7 @@ async def test_dtmf_hold_and_resume() -> None:
         assert incoming.negotiated.direction is Direction.RECVONLY
         assert incoming.stream is not None and incoming.stream.direction == "recvonly"
         await call.resume()
-        assert call.negotiated.direction is Direction.SENDRECV
+        assert _direction(call) is Direction.SENDRECV
         incoming.play_tone(941)
         await call.wait_tone(941, timeout=5)
         await incoming.hangup()

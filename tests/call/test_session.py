@@ -465,6 +465,34 @@ def test_lost_reliable_180_is_retransmitted_until_pracked() -> None:
     assert a.state is CallState.EARLY
 
 
+def test_the_200_waits_for_the_prack_of_the_reliable_180() -> None:
+    lost = {"n": 0}
+
+    def drop(wire: Wire) -> bool:
+        if wire.first_line.startswith("SIP/2.0 180") and lost["n"] < 1:
+            lost["n"] += 1
+            return True
+        return False
+
+    pair = CallPair(config_b=CallConfig(prefer_100rel=True), drop=drop)
+    a, b = established(pair)  # B answers at once, while its 180 is lost
+    assert b.state is CallState.ANSWERED and not pair.lines(B_ADDR, "SIP/2.0 200")
+    pair.advance(0.6)
+    assert [w.split(" ")[0] for w in pair.lines()][-1] == "ACK"
+    order = [line for line in pair.lines() if "180" in line or line.startswith(("PRACK", "ACK"))
+             or line.startswith("SIP/2.0 200")]
+    assert order == [
+        "SIP/2.0 180 Ringing",  # lost
+        "SIP/2.0 180 Ringing",  # retransmitted after T1
+        "PRACK sip:102@127.0.0.1:5064;ob SIP/2.0",
+        "SIP/2.0 200 OK",  # to the PRACK
+        "SIP/2.0 200 OK",  # to the INVITE, only now
+        "ACK sip:102@127.0.0.1:5064;ob SIP/2.0",
+    ]
+    assert a.state is CallState.CONFIRMED
+    assert b.state.value == "confirmed"  # (the state changed since the ANSWERED check)
+
+
 def test_no_prack_at_all_ends_with_504() -> None:
     pair = CallPair(config_b=CallConfig(prefer_100rel=True),
                     drop=lambda w: w.first_line.startswith("PRACK"))
