@@ -35,11 +35,15 @@ from typing import Any, cast
 
 from phone_sim.errors import UsageError
 from phone_sim.lab.registrar import (
+    TIMER_F,
     Binding,
     BindingAdded,
     BindingRefreshed,
     Flow,
     LabUser,
+    PhoneAnswered,
+    PhoneSilent,
+    PhoneUnreachable,
     Registrar,
     RegistrarConfig,
     RegistrarEvent,
@@ -47,7 +51,9 @@ from phone_sim.lab.registrar import (
 )
 from phone_sim.lab.tls import TlsAcceptError, TlsServerConnection, TlsServerContext
 from phone_sim.sip.framer import MessageRejected, StreamFramer
+from phone_sim.sip.headers import HeaderValue
 from phone_sim.sip.limits import SipParseError
+from phone_sim.sip.message import SipResponse
 from phone_sim.tls.pki import make_server_identity
 
 logger = logging.getLogger(__name__)
@@ -440,7 +446,11 @@ class Lab:
         while (event := registrar.next_event()) is not None:
             self.events.append(event)
             if self.on_event is not None:
-                self.on_event(event)
+                try:
+                    self.on_event(event)
+                except Exception:
+                    # A broken callback must not take a connection down with it.
+                    logger.exception("the lab's on_event callback failed")
             if self._waiters:
                 self._wake(event)
         self._arm_timer()
@@ -511,6 +521,44 @@ class Lab:
         finally:
             if not future.done():
                 future.cancel()
+
+    async def request(
+        self,
+        aor: str,
+        method: str = "OPTIONS",
+        *,
+        headers: Iterable[tuple[str, HeaderValue]] = (),
+        body: bytes = b"",
+        timeout: float = TIMER_F,
+    ) -> SipResponse:
+        """Send ``method`` to the phone registered as ``aor`` over its own connection (as
+        Asterisk's qualify or a ``NOTIFY Event: check-sync`` does) and return its final
+        response. Uses the newest binding on a live flow.
+
+        Raises :class:`PhoneUnreachable` when no binding of ``aor`` is on a live flow, and
+        :class:`LabError` when the phone does not answer within ``timeout``.
+        """
+        live = [b for b in self.bindings(aor) if b.flow_alive]
+        if not live:
+            raise PhoneUnreachable(f"{aor} has no binding on a live connection")
+        binding = max(live, key=lambda b: b.expires_at - b.expires)
+        request_id = self.registrar.send_request(
+            binding, method, self._loop.time(), headers=headers, body=body, timeout=timeout
+        )
+
+        def answered(event: RegistrarEvent) -> bool:
+            return isinstance(event, PhoneAnswered | PhoneSilent) and (
+                event.request_id == request_id
+            )
+
+        waiter = asyncio.ensure_future(self.wait_event(answered, timeout=timeout + 5.0))
+        await asyncio.sleep(0)  # the waiter is registered before the request leaves
+        self._pump()
+        event = await waiter
+        if isinstance(event, PhoneSilent):
+            raise LabError(f"{aor} did not answer {method} within {timeout:g} s")
+        assert isinstance(event, PhoneAnswered)
+        return event.response
 
     def uri(self, transport: str = "tls") -> str:
         """The registrar's URI for ``transport``, e.g. ``sip:127.0.0.1:40123;transport=tls``."""

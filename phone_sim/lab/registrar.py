@@ -28,14 +28,14 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from phone_sim.errors import UsageError
+from phone_sim.errors import RemoteError, UsageError
 from phone_sim.sip.digest import DigestServer
 from phone_sim.sip.framer import (
     KeepAlivePingReceived,
     KeepAlivePongReceived,
     MessageRejected,
 )
-from phone_sim.sip.headers import HeaderValue, NameAddr, Via
+from phone_sim.sip.headers import Headers, HeaderValue, NameAddr, Via
 from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse, is_keepalive, parse_message
 from phone_sim.sip.transaction import server_key
@@ -54,6 +54,9 @@ __all__ = [
     "Flow",
     "FlowLost",
     "LabUser",
+    "PhoneAnswered",
+    "PhoneSilent",
+    "PhoneUnreachable",
     "Registrar",
     "RegistrarConfig",
     "RegistrarEvent",
@@ -71,6 +74,10 @@ _TRANSPORTS = ("UDP", "TCP", "TLS")
 ALLOWED_METHODS: tuple[str, ...] = ("REGISTER", "OPTIONS", "ACK")
 #: RFC 3261 17.2.2: a non-INVITE server transaction over UDP lives 64*T1 (Timer J).
 TIMER_J = 32.0
+#: RFC 3261 17.1.2.2: a non-INVITE client transaction gives up after 64*T1 (Timer F).
+TIMER_F = 32.0
+_T1 = 0.5
+_T2 = 4.0
 _SERVER_NAME = "phone-sim lab"
 
 
@@ -343,9 +350,38 @@ class RegistrationRefused:
     """Where it came from."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhoneAnswered:
+    """A phone answered (finally) a request the lab sent it with :meth:`Registrar.send_request`."""
+
+    request_id: str
+    """What :meth:`Registrar.send_request` returned (the request's Via branch)."""
+    aor: str
+    """The AOR of the binding it was sent to."""
+    response: SipResponse
+    """The final response."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhoneSilent:
+    """A phone did not answer a request the lab sent it within its timeout (Timer F)."""
+
+    request_id: str
+    """What :meth:`Registrar.send_request` returned."""
+    aor: str
+    """The AOR of the binding it was sent to."""
+    method: str
+    """The request's method."""
+
+
+class PhoneUnreachable(RemoteError):
+    """The binding's connection is closed: the phone cannot be reached until it
+    re-registers."""
+
+
 RegistrarEvent = (
     BindingAdded | BindingRefreshed | BindingRemoved | BindingExpired | FlowLost
-    | RegistrationRefused
+    | RegistrationRefused | PhoneAnswered | PhoneSilent
 )  # fmt: skip
 
 
@@ -400,6 +436,18 @@ class _Binding:
         self.user_agent: str | None = None
 
 
+class _Pending:
+    """A request the lab sent to a phone, waiting for its final response."""
+
+    __slots__ = ("aor", "interval", "method", "transmit")
+
+    def __init__(self, aor: str, method: str, transmit: Transmit) -> None:
+        self.aor = aor
+        self.method = method
+        self.transmit = transmit
+        self.interval = _T1
+
+
 class _Refusal(Exception):
     """An error response to a REGISTER, built where the rule is."""
 
@@ -441,6 +489,10 @@ class Registrar:
         # RFC 3261 17.2.2 over UDP: retransmitted requests get the same response again.
         self._udp_responses: dict[tuple[str, ...], Transmit] = {}
         self._udp_expiry: deque[tuple[float, tuple[str, ...]]] = deque()
+        # Requests the lab sent to phones (RFC 3261 17.1.2 non-INVITE client, by branch).
+        self._pending: dict[str, _Pending] = {}
+        self._pending_expiry: deque[tuple[float, str]] = deque()
+        self._retransmits: list[tuple[float, str]] = []
         self._out: list[Transmit] = []
         self._events: deque[RegistrarEvent] = deque()
         self.stats: dict[str, int] = {
@@ -479,6 +531,14 @@ class Registrar:
             deadlines.append(heap[0][0])
         if self._udp_expiry:
             deadlines.append(self._udp_expiry[0][0])
+        while self._pending_expiry and self._pending_expiry[0][1] not in self._pending:
+            self._pending_expiry.popleft()
+        if self._pending_expiry:
+            deadlines.append(self._pending_expiry[0][0])
+        while self._retransmits and self._retransmits[0][1] not in self._pending:
+            heapq.heappop(self._retransmits)
+        if self._retransmits:
+            deadlines.append(self._retransmits[0][0])
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -496,6 +556,24 @@ class Registrar:
         while expiry and expiry[0][0] <= now:
             _, txkey = expiry.popleft()
             self._udp_responses.pop(txkey, None)
+        pending_expiry = self._pending_expiry
+        while pending_expiry and pending_expiry[0][0] <= now:
+            _, request_id = pending_expiry.popleft()
+            pending = self._pending.pop(request_id, None)
+            if pending is not None:
+                self._events.append(
+                    PhoneSilent(request_id=request_id, aor=pending.aor, method=pending.method)
+                )
+        retransmits = self._retransmits
+        while retransmits and retransmits[0][0] <= now:
+            _, request_id = heapq.heappop(retransmits)
+            pending = self._pending.get(request_id)
+            if pending is None:
+                continue
+            # RFC 3261 17.1.2.2 Timer E: double up to T2.
+            self._out.append(pending.transmit)
+            pending.interval = min(pending.interval * 2, _T2)
+            heapq.heappush(retransmits, (now + pending.interval, request_id))
 
     # -- the location service ---------------------------------------------------------------
 
@@ -635,8 +713,7 @@ class Registrar:
 
     def _receive(self, message: SipRequest | SipResponse, flow: Flow, now: float) -> None:
         if isinstance(message, SipResponse):
-            # The lab sends no requests yet: any response is stray (RFC 3261 8.1.3.3 drop).
-            logger.debug("dropped a stray %d from %s", message.status, flow)
+            self._on_response(message, flow)
             return
         self.stats["requests"] += 1
         request = message
@@ -720,6 +797,73 @@ class Registrar:
             else:
                 return None
         return validate_request(request, allowed_methods=ALLOWED_METHODS, accept={}, to_tag=tag)
+
+    # -- requests to phones -----------------------------------------------------------------
+
+    def send_request(
+        self,
+        binding: Binding,
+        method: str,
+        now: float,
+        *,
+        headers: Iterable[tuple[str, HeaderValue]] = (),
+        body: bytes = b"",
+        timeout: float = TIMER_F,
+    ) -> str:
+        """Send an out-of-dialog request (OPTIONS, NOTIFY, MESSAGE...) to a registered phone
+        over the flow its binding is on, as Asterisk does with ``rewrite_contact=yes``.
+
+        Returns the request id that :class:`PhoneAnswered` or :class:`PhoneSilent` will carry.
+        Raises :class:`PhoneUnreachable` when the binding's connection is closed.
+        """
+        flow = binding.flow
+        if flow.reliable and flow.id not in self._open_flows:
+            raise PhoneUnreachable(
+                f"{binding.aor} is bound to {flow}, which is closed: it must re-register"
+            )
+        if not method or not method.isalpha() or not method.isupper():
+            raise LabConfigError(f"bad SIP method {method!r}")
+        request_id = f"z9hG4bKlab{secrets.token_hex(8)}"
+        host, port = flow.local
+        sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        realm = self.config.realm
+        lines = [
+            ("Via", f"SIP/2.0/{flow.transport} {sent_by};rport;branch={request_id}"),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:lab@{realm}>;tag={secrets.token_hex(6)}"),
+            ("To", f"<{binding.aor}>"),
+            ("Call-ID", f"{secrets.token_hex(10)}@{realm}"),
+            ("CSeq", f"1 {method}"),
+            ("User-Agent", self.config.server_header),
+            *headers,
+        ]
+        request = SipRequest(method, binding.contact.uri, Headers(lines), body)
+        # UDP: to where the REGISTER came from (the NAT-friendly choice Asterisk makes).
+        destination = binding.source if not flow.reliable else flow.remote
+        transmit = Transmit(flow=flow, destination=destination, data=bytes(request))
+        self._out.append(transmit)
+        self._pending[request_id] = _Pending(binding.aor, method, transmit)
+        self._pending_expiry.append((now + timeout, request_id))
+        if not flow.reliable:
+            heapq.heappush(self._retransmits, (now + _T1, request_id))
+        return request_id
+
+    def _on_response(self, response: SipResponse, flow: Flow) -> None:
+        try:
+            branch = response.top_via.branch
+        except SipParseError:
+            branch = None
+        pending = self._pending.get(branch) if branch else None
+        if pending is None or pending.transmit.flow.id != flow.id:
+            # RFC 3261 18.1.2: a response that matches no transaction is dropped.
+            logger.debug("dropped a stray %d from %s", response.status, flow)
+            return
+        if response.status < 200:
+            pending.interval = _T2  # RFC 3261 17.1.2.2: after a 1xx, retransmit every T2
+            return
+        assert branch is not None
+        del self._pending[branch]
+        self._events.append(PhoneAnswered(request_id=branch, aor=pending.aor, response=response))
 
     # -- RFC 3261 10.3 -----------------------------------------------------------------------
 

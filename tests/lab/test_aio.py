@@ -16,10 +16,11 @@ from phone_sim.lab import (
     Lab,
     LabError,
     LabUser,
+    PhoneUnreachable,
     RegistrarConfig,
 )
 from phone_sim.sip.framer import KeepAlivePongReceived, StreamFramer
-from phone_sim.sip.message import SipResponse, parse_message
+from phone_sim.sip.message import SipRequest, SipResponse, parse_message
 from phone_sim.tls.aio import open_tls_connection
 from phone_sim.tls.client import TrustStore
 from tests.lab.sipclient import RegisterClient
@@ -279,3 +280,27 @@ async def test_ipv6_loopback() -> None:
         tls = await tls_connect(lab)
         phone2 = RegisterClient("102", "1234", local=("[::1]", 5098))
         assert (await register_stream(tls, phone2)).status == 200
+
+
+async def test_lab_sends_a_request_to_the_phone_over_its_connection() -> None:
+    async with Lab(USERS, transports=["tcp"]) as lab:
+        conn = await tcp_connect(lab)
+        phone = RegisterClient("101", "1234", transport="TCP")
+        assert (await register_stream(conn, phone)).status == 200
+
+        async def answer() -> None:
+            async with asyncio.timeout(5):
+                request = await conn.queue.get()
+            assert isinstance(request, SipRequest) and request.method == "OPTIONS"
+            assert conn.transport is not None
+            conn.transport.write(bytes(request.create_response(200, to_tag="p1")))
+
+        answering = asyncio.create_task(answer())
+        response = await lab.request("101", "OPTIONS", timeout=5)
+        await answering
+        assert response.status == 200 and response.to_tag == "p1"
+        with pytest.raises(PhoneUnreachable):
+            await lab.request("102")
+        silent = asyncio.create_task(lab.request("101", "OPTIONS", timeout=0.3))
+        with pytest.raises(LabError, match="did not answer OPTIONS"):
+            await silent

@@ -16,6 +16,9 @@ from phone_sim.lab.registrar import (
     FlowLost,
     LabConfigError,
     LabUser,
+    PhoneAnswered,
+    PhoneSilent,
+    PhoneUnreachable,
     Registrar,
     RegistrarConfig,
     RegistrationRefused,
@@ -23,7 +26,7 @@ from phone_sim.lab.registrar import (
 )
 from phone_sim.sip.framer import KeepAlivePingReceived, MessageRejected, StreamFramer
 from phone_sim.sip.limits import SipParseError
-from phone_sim.sip.message import SipResponse, parse_message
+from phone_sim.sip.message import SipRequest, SipResponse, parse_message
 from tests.lab.sipclient import RegisterClient
 
 DOMAIN = "lab.phone-sim.test"
@@ -526,3 +529,67 @@ def test_random_streams_never_raise(parts: list[bytes], chunk: int) -> None:
             reg.receive_message(event, TLS1, 0.0)
     for t in reg.transmits_to_send():
         assert t.data == b"\r\n" or t.data.startswith(b"SIP/2.0 ")
+
+
+# -- requests to phones -----------------------------------------------------------------------
+
+
+def test_request_to_phone_goes_over_its_flow_and_is_answered() -> None:
+    reg = make()
+    phone = RegisterClient("101", "1234")
+    register(reg, phone, flow=TLS2)
+    [binding] = reg.bindings("101")
+    events(reg)
+    request_id = reg.send_request(
+        binding, "NOTIFY", 0.0, headers=[("Event", "check-sync"), ("Subscription-State", "active")]
+    )
+    [out] = reg.transmits_to_send()
+    assert out.flow == TLS2
+    request = parse_message(out.data)
+    assert isinstance(request, SipRequest)
+    assert request.method == "NOTIFY" and request.uri == binding.uri
+    assert request.headers.get("Event") == "check-sync"
+    assert request.top_via.branch == request_id
+    assert reg.get_timer() is not None  # Timer F
+    # a 1xx does not end it; a stray response (other branch) is dropped
+    reg.receive_message(request.create_response(100), TLS2, 0.1)
+    stray = request.create_response(200)
+    stray.headers.set("Via", "SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKother")
+    reg.receive_message(stray, TLS2, 0.1)
+    assert events(reg) == []
+    reg.receive_message(request.create_response(200), TLS2, 0.2)
+    [answered] = events(reg)
+    assert isinstance(answered, PhoneAnswered)
+    assert answered.request_id == request_id and answered.response.status == 200
+    assert reg.transmits_to_send() == []  # no retransmission on a connection
+
+
+def test_request_over_udp_is_retransmitted_then_times_out() -> None:
+    reg = make()
+    phone = RegisterClient("101", "1234", transport="UDP")
+    register(reg, phone, flow=UDP)
+    [binding] = reg.bindings("101")
+    events(reg)
+    request_id = reg.send_request(binding, "OPTIONS", 0.0, timeout=5.0)
+    [first] = reg.transmits_to_send()
+    assert first.destination == UDP.remote  # where the REGISTER came from
+    sent_at = []
+    while (at := reg.get_timer()) is not None and at <= 5.0:
+        reg.handle_timer(at)
+        if reg.transmits_to_send():
+            sent_at.append(at)
+    assert sent_at == [0.5, 1.5, 3.5]  # Timer E: 0.5, 1, 2 ... (RFC 3261 17.1.2.2)
+    [silent] = events(reg)
+    assert isinstance(silent, PhoneSilent) and silent.request_id == request_id
+
+
+def test_request_to_a_closed_flow_is_refused() -> None:
+    reg = make()
+    register(reg, RegisterClient("101", "1234"), flow=TLS1)
+    reg.flow_closed(TLS1.id, 1.0)
+    [binding] = reg.bindings("101")
+    with pytest.raises(PhoneUnreachable, match="closed"):
+        reg.send_request(binding, "OPTIONS", 1.0)
+    with pytest.raises(LabConfigError, match="bad SIP method"):
+        reg.flow_opened(TLS1)
+        reg.send_request(binding, "options", 1.0)
