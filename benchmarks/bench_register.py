@@ -158,20 +158,27 @@ async def bench_target(
     target: Target, phones: int, concurrency: int, rounds: int,
     prepare: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    floors, rates = [], []
+    floors, rates, cpu_hs, cpu_reg = [], [], [], []
     for _ in range(rounds):
         if prepare is not None:
             await prepare()
+        cpu = time.process_time()
         floors.append(await bench_handshakes(target, phones, concurrency))
+        cpu_hs.append((time.process_time() - cpu) / phones)
         if prepare is not None:
             await prepare()
+        cpu = time.process_time()
         rate, _ = await bench_registrations(target, phones, concurrency, keep=False)
+        cpu_reg.append((time.process_time() - cpu) / phones)
         rates.append(rate)
     floor, rate = statistics.median(floors), statistics.median(rates)
     print(f"{target.name}: {phones} phones, concurrency {concurrency}, median of {rounds}")
     print(f"  TLS handshakes/s (floor, no SIP):  {floor:8.1f}   runs {_fmt(floors)}")
     print(f"  registrations/s (own connection):  {rate:8.1f}   runs {_fmt(rates)}")
     print(f"  ratio registrations / handshakes:  {rate / floor:8.2f}")
+    print(f"  phones' CPU per handshake:         {statistics.median(cpu_hs) * 1e3:8.2f} ms")
+    print(f"  phones' CPU per registration:      {statistics.median(cpu_reg) * 1e3:8.2f} ms"
+          "  (incl. un-REGISTER and close)")
 
 
 def _fmt(values: list[float]) -> str:
