@@ -14,10 +14,10 @@ import os
 import re
 import secrets
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from tests.peers._process import LOOPBACK, PeerError, tail, which
 from tests.peers.ports import free_port, free_port_pair
@@ -25,6 +25,8 @@ from tests.peers.ports import free_port, free_port_pair
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "peers"
 
 SippTransport = Literal["udp", "tcp"]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _TRANSPORT_FLAG = {"udp": "u1", "tcp": "t1"}
 
@@ -236,6 +238,12 @@ async def run_sipp(
     )
 
 
-def run_sipp_sync(*args: object, **kwargs: object) -> SippResult:
-    """:func:`run_sipp` for code without an event loop (blocks until SIPp ends)."""
-    return asyncio.run(run_sipp(*args, **kwargs))  # type: ignore[arg-type]
+def _blocking(coro_fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(coro_fn(*args, **kwargs))
+
+    run.__doc__ = f":func:`{coro_fn.__name__}` for code without an event loop (blocks)."
+    return run
+
+
+run_sipp_sync = _blocking(run_sipp)

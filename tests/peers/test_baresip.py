@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,13 +21,12 @@ TONE_A = 1004.0  # what 101 plays
 TONE_B = 697.0  # what 102 plays
 
 
-def _account(**overrides: object) -> BaresipAccount:
-    values: dict[str, object] = {
-        "user": "101", "password": "pw-101", "domain": "pbx.test",
-        "proxy": "sip:127.0.0.1:5061;transport=tls",
-    }
-    values.update(overrides)
-    return BaresipAccount(**values)  # type: ignore[arg-type]
+def _account(**overrides: Any) -> BaresipAccount:
+    default = BaresipAccount(
+        user="101", password="pw-101", domain="pbx.test",
+        proxy="sip:127.0.0.1:5061;transport=tls",
+    )
+    return dataclasses.replace(default, **overrides)
 
 
 def test_account_line_asks_for_mandatory_srtp_over_tls() -> None:

@@ -14,6 +14,7 @@ from cryptography import x509
 from tests.peers.certs import (
     BAD_CERT_KINDS,
     BadCertKind,
+    KeyType,
     TestPki,
     make_bad_server_pki,
     make_test_pki,
@@ -30,8 +31,10 @@ EXPECTED_VERIFY_ERROR: dict[str, int] = {
 
 
 @pytest.mark.parametrize("key_type", ["rsa", "ec"])
-def test_server_certificate_names_the_host_and_loopback(tmp_path: Path, key_type: str) -> None:
-    pki = make_test_pki(tmp_path, server_name="pbx.test", key_type=key_type)  # type: ignore[arg-type]
+def test_server_certificate_names_the_host_and_loopback(
+    tmp_path: Path, key_type: KeyType
+) -> None:
+    pki = make_test_pki(tmp_path, server_name="pbx.test", key_type=key_type)
     ca = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
     server = x509.load_pem_x509_certificate(pki.server.cert.read_bytes())
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
