@@ -729,6 +729,21 @@ class Headers:
         self._changed()
         return elements[0] if elements else line
 
+    def replace_first(self, name: str, value: HeaderValue) -> None:
+        """Replace the first element of ``name`` where it stands (e.g. the top Via, to add
+        ``received`` and ``rport`` as RFC 3261 18.2.1 and RFC 3581 ask); add it if absent."""
+        canon = canonical_name(name)
+        text = _check_value(canon, str(value))
+        positions = self._positions(canon)
+        if not positions:
+            self._entries.append((canon, text))
+        else:
+            i = positions[0]
+            line = self._entries[i][1]
+            elements = split_commas(line) if header_key(canon) in LIST_HEADERS else [line]
+            self._entries[i] = (canon, ", ".join([text, *elements[1:]]))
+        self._changed()
+
     # -- iteration and comparison -------------------------------------------------------------
 
     def __iter__(self) -> Iterator[tuple[str, str]]:

@@ -92,9 +92,19 @@ def _find_param(params: Params, name: str) -> tuple[bool, str | None]:
 
 
 def _set_param(params: Params, name: str, value: str | None) -> Params:
+    """``params`` with ``name`` set: in place of the first one present, else appended."""
     low = name.lower()
-    kept = tuple(p for p in params if p[0].lower() != low)
-    return (*kept, (name, value))
+    out: list[tuple[str, str | None]] = []
+    done = False
+    for key, old in params:
+        if key.lower() != low:
+            out.append((key, old))
+        elif not done:
+            out.append((key, value))
+            done = True
+    if not done:
+        out.append((name, value))
+    return tuple(out)
 
 
 def check_host(host: str, what: str = "host") -> str:

@@ -161,7 +161,7 @@ def test_via() -> None:
     assert str(via) == "SIP/2.0/TLS 192.0.2.10:5061;rport;branch=z9hG4bKPjabc;received=192.0.2.99"
     filled = via.with_param("rport", "40000")
     assert filled.rport == 40000
-    assert str(filled).endswith(";rport=40000")
+    assert str(filled).startswith("SIP/2.0/TLS 192.0.2.10:5061;rport=40000;branch=")
     assert Via.parse("SIP/2.0/UDP host").rport is None
     assert Via.parse("SIP/2.0/udp [::1]:5060").transport == "UDP"
     assert Via.parse("SIP/2.0/udp [::1]:5060").host == "[::1]"
@@ -276,3 +276,30 @@ def test_headers_behave_like_a_list_of_lines(ops: list[tuple[str, str, str]]) ->
             assert h.lines(probe) == lines
             assert h.count(probe) == len(lines)
             assert (probe in h) == bool(lines)
+
+
+def test_replace_first_keeps_position_and_other_elements() -> None:
+    h = Headers([("From", "<sip:a@b>"), ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b"),
+                 ("Via", "SIP/2.0/UDP c")])  # fmt: skip
+    top = (
+        Via.parse(h.get("Via") or "")
+        .with_param("received", "192.0.2.7")
+        .with_param("rport", "5062")
+    )
+    h.replace_first("Via", top)
+    assert h.items() == [
+        ("From", "<sip:a@b>"),
+        ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.7;rport=5062, SIP/2.0/UDP b"),
+        ("Via", "SIP/2.0/UDP c"),
+    ]
+    h.replace_first("Subject", "hi")
+    assert h.get("Subject") == "hi"
+    h.replace_first("Subject", "a, b")
+    assert h.lines("Subject") == ["a, b"]
+
+
+def test_filling_in_rport_keeps_its_place() -> None:
+    # RFC 3581 4: the server fills in the rport value the client left empty.
+    via = Via.parse("SIP/2.0/UDP 10.0.0.2:5060;rport;branch=z9hG4bKx")
+    filled = via.with_param("received", "192.0.2.7").with_param("rport", "40000")
+    assert str(filled) == "SIP/2.0/UDP 10.0.0.2:5060;rport=40000;branch=z9hG4bKx;received=192.0.2.7"
