@@ -237,3 +237,32 @@ async def test_hold_resume_and_dtmf_between_baresips(
     assert not any(e.type == "CALL_CLOSED" for e in callee.events[:mark])
     # No recording check here: sndfile reopens its dump file (named to the second) on every
     # re-INVITE, so a hold and resume within one second truncate it (docs/peers.md).
+
+
+@pytest.mark.peer
+async def test_cancel_and_reject_are_relayed_through_kamailio(
+    kamailio: Kamailio, baresip_factory: BaresipFactory
+) -> None:
+    caller = baresip_factory(kamailio, "101")
+    callee = baresip_factory(kamailio, "102")
+    await asyncio.gather(caller.wait_registered(), callee.wait_registered())
+
+    # The caller gives up while it rings: CANCEL reaches the callee.
+    await caller.dial("102")
+    await callee.wait_event("CALL_INCOMING")
+    await caller.wait_event("CALL_RINGING")
+    await caller.hangup()
+    cancelled = await callee.wait_event("CALL_CLOSED")
+    await caller.wait_event("CALL_CLOSED")
+    # baresip 1.0 reports a CANCEL of a ringing call as ECONNRESET.
+    assert cancelled.param == "Connection reset by peer"
+    assert not any(e.type == "CALL_ESTABLISHED" for e in callee.events)
+
+    # The callee refuses: the final response reaches the caller.
+    mark_caller, mark_callee = len(caller.events), len(callee.events)
+    await caller.dial("102")
+    await callee.wait_event("CALL_INCOMING", after=mark_callee)
+    await callee.hangup()
+    closed = await caller.wait_event("CALL_CLOSED", after=mark_caller)
+    assert closed.param.startswith("4"), closed  # e.g. "486 Busy Here"
+    assert not any(e.type == "CALL_ESTABLISHED" for e in caller.events[mark_caller:])
