@@ -687,6 +687,10 @@ class CallingPhone(Phone):
         self._call_config = call_config
         self._auto_answer = auto_answer
 
+    async def __aenter__(self) -> CallingPhone:
+        await super().__aenter__()
+        return self
+
     @property
     def calls(self) -> CallManager:
         """The phone's calls (made on first use, inside the running loop)."""

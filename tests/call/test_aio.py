@@ -27,10 +27,10 @@ async def _pair(auto_answer: bool = False) -> tuple[UdpCallAgent, UdpCallAgent]:
 
 async def _connected(a: UdpCallAgent, b: UdpCallAgent) -> tuple[Call, Call]:
     call = await a.calls.dial(str(b.uri))
-    incoming = await b.calls.next_call(timeout=5)
+    incoming = await b.calls.next_call(timeout=10)
     assert incoming.incoming and incoming.state is CallState.INCOMING
     await incoming.answer()
-    await call.wait_answered(timeout=5)
+    await call.wait_answered(timeout=10)
     return call, incoming
 
 
@@ -41,15 +41,15 @@ async def test_tones_cross_over_srtp_both_ways_and_hangup() -> None:
         assert call.progress == [180]
         call.play_tone(1004)
         incoming.play_tone(697)
-        await incoming.wait_tone(1004, timeout=5)
-        await call.wait_tone(697, timeout=5)
+        await incoming.wait_tone(1004, timeout=10)
+        await call.wait_tone(697, timeout=10)
         stats = call.stats
         assert stats is not None and stats.encrypted and stats.direction == "sendrecv"
         assert stats.stream.packets_received > 0 and stats.stream.srtp_auth_failures == 0
         assert stats.as_dict()["tones_heard"] == [697.0]
         ended = await call.hangup()
         assert not ended.by_peer
-        peer_ended = await incoming.wait_ended(timeout=5)
+        peer_ended = await incoming.wait_ended(timeout=10)
         assert peer_ended.by_peer
     finally:
         await a.close()
@@ -61,7 +61,7 @@ async def test_dtmf_hold_and_resume() -> None:
     try:
         call, incoming = await _connected(a, b)
         await call.send_dtmf("123")
-        await incoming.wait_dtmf("123", timeout=5)
+        await incoming.wait_dtmf("123", timeout=10)
         await call.hold()
         assert call.negotiated is not None
         assert call.negotiated.direction is Direction.SENDONLY
@@ -71,9 +71,9 @@ async def test_dtmf_hold_and_resume() -> None:
         await call.resume()
         assert _direction(call) is Direction.SENDRECV
         incoming.play_tone(941)
-        await call.wait_tone(941, timeout=5)
+        await call.wait_tone(941, timeout=10)
         await incoming.hangup()
-        assert (await call.wait_ended(timeout=5)).by_peer
+        assert (await call.wait_ended(timeout=10)).by_peer
     finally:
         await a.close()
         await b.close()
@@ -83,19 +83,19 @@ async def test_reject_and_auto_answer_echo() -> None:
     a, b = await _pair()
     try:
         call = await a.calls.dial(str(b.uri))
-        incoming = await b.calls.next_call(timeout=5)
+        incoming = await b.calls.next_call(timeout=10)
         await incoming.reject(486)
         with pytest.raises(CallFailed, match="486") as info:
-            await call.wait_answered(timeout=5)
+            await call.wait_answered(timeout=10)
         assert info.value.status == 486 and info.value.exit_code == 1
     finally:
         await b.close()
     echo = await UdpCallAgent("127.0.0.1", user="600", auto_answer=True).__aenter__()
     try:
         call = await a.calls.dial(str(echo.uri))
-        await call.wait_answered(timeout=5)
+        await call.wait_answered(timeout=10)
         call.play_tone(1004)
-        await call.wait_tone(1004, timeout=5)  # our own tone, echoed back over SRTP
+        await call.wait_tone(1004, timeout=10)  # our own tone, echoed back over SRTP
         await call.hangup()
     finally:
         await a.close()
@@ -106,11 +106,11 @@ async def test_unanswered_call_can_be_cancelled_and_bad_targets_are_clear() -> N
     a, b = await _pair()
     try:
         call = await a.calls.dial(str(b.uri))
-        incoming = await b.calls.next_call(timeout=5)
+        incoming = await b.calls.next_call(timeout=10)
         await asyncio.sleep(0.05)
         ended = await call.hangup()
         assert ended.status == 487
-        assert (await incoming.wait_ended(timeout=5)).status == 487
+        assert (await incoming.wait_ended(timeout=10)).status == 487
         with pytest.raises(UsageError, match="bad call target"):
             await a.calls.dial("10 2")
         with pytest.raises(UsageError, match="no media"):
