@@ -261,8 +261,10 @@ async def with_kamailio(args: argparse.Namespace) -> None:
             print(f"  Kamailio restarted before each phase ({restarts}x); worker crashes: "
                   f"{crashes}")
             if crashes:
-                print("  kamailio log tail:")
-                for line in kam.log_text().splitlines()[-15:]:
+                print("  kamailio's last CRITICAL/ALERT lines:")
+                bad = [ln for ln in kam.log_text().splitlines()
+                       if "CRITICAL" in ln or "ALERT" in ln]
+                for line in bad[-6:]:
                     print(f"    {line}")
         finally:
             await asyncio.to_thread(kam.close)
