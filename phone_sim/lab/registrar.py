@@ -417,7 +417,8 @@ class _Binding:
     """The mutable record behind :class:`Binding`."""
 
     __slots__ = (
-        "aor", "call_id", "contact", "cseq", "expires", "expires_at", "flow", "instance", "key",
+        "aor", "call_id", "contact", "contact_text", "cseq", "expires", "expires_at", "flow",
+        "instance", "key",
         "reg_id", "source", "user_agent",
     )  # fmt: skip
 
@@ -425,6 +426,7 @@ class _Binding:
         self.aor = aor
         self.key = key
         self.contact = contact
+        self.contact_text = str(contact)
         self.expires_at = 0.0
         self.expires = 0
         self.call_id = ""
@@ -1063,6 +1065,7 @@ class Registrar:
         else:
             self._unindex(binding)
             binding.contact = clean
+            binding.contact_text = str(clean)
         binding.expires = expires
         binding.expires_at = now + expires
         binding.call_id = request.call_id
@@ -1087,7 +1090,7 @@ class Registrar:
         headers: list[tuple[str, HeaderValue]] = []
         for binding in self._aors.get(aor, {}).values():
             left = max(0, int(binding.expires_at - now + 0.5))
-            headers.append(("Contact", str(binding.contact.with_param("expires", str(left)))))
+            headers.append(("Contact", f"{binding.contact_text};expires={left}"))
         return request.create_response(200, to_tag=tag, headers=headers)
 
     # -- sending -----------------------------------------------------------------------------
@@ -1121,15 +1124,19 @@ class Registrar:
 def _stamped_via(via: Via, source: Address) -> Via | None:
     """The top Via as the response carries it (RFC 3261 18.2.1, RFC 3581 4): ``received``
     when the source differs from sent-by, ``rport`` filled in; ``None`` when unchanged."""
-    new = via
     src_host, src_port = source
-    if via.host.strip("[]").lower() != src_host.lower():
-        new = new.with_param("received", src_host)
-    if via.rport is True:
-        new = new.with_param("rport", str(src_port))
-        if new.received is None:
-            new = new.with_param("received", src_host)
-    return None if new is via else new
+    rport_flag = via.rport is True
+    need_received = rport_flag or via.host.strip("[]").lower() != src_host.lower()
+    if not need_received:
+        return None
+    # One new Via, built directly (dataclasses.replace per parameter costs more).
+    params = [
+        (name, str(src_port)) if rport_flag and name.lower() == "rport" else (name, value)
+        for name, value in via.params
+        if name.lower() != "received"
+    ]
+    params.append(("received", src_host))
+    return Via(via.transport, via.host, via.port, tuple(params), via.protocol, via.version)
 
 
 def _response_destination(request: SipRequest, flow: Flow, via: Via | None) -> Address:
