@@ -75,7 +75,9 @@ class LabError(UsageError):
 class _Connection(asyncio.Protocol):
     """One TCP or TLS connection: TLS engine (if any) -> framer -> the registrar."""
 
-    __slots__ = ("_framer", "_hs_timer", "_lab", "_tls", "_transport", "flow", "transport_name")
+    __slots__ = (
+        "_framer", "_hs_timer", "_lab", "_tls", "_transport", "flow", "last_rx", "transport_name",
+    )  # fmt: skip
 
     def __init__(self, lab: Lab, transport_name: str, tls: TlsServerConnection | None) -> None:
         self._lab = lab
@@ -85,6 +87,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._hs_timer: asyncio.TimerHandle | None = None
         self.flow: Flow | None = None
+        self.last_rx = lab._loop.time()
 
     # socket side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,6 +96,13 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         local = transport.get_extra_info("sockname") or ("?", 0)
         lab = self._lab
+        if len(lab._connections) >= lab.max_connections:
+            logger.warning(
+                "connection from %s refused: the lab holds %d connections already",
+                peer[0], len(lab._connections),
+            )  # fmt: skip
+            self._transport.abort()
+            return
         self.flow = Flow(
             id=next(lab._ids),
             transport=self.transport_name,
@@ -108,8 +118,10 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         flow = self.flow
-        assert flow is not None and self._transport is not None
+        if flow is None or self._transport is None:
+            return
         lab = self._lab
+        self.last_rx = lab._loop.time()
         tls = self._tls
         if tls is not None:
             was_open = tls.handshake_done
@@ -248,6 +260,8 @@ class Lab:
         ca_pem: bytes | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         handshake_timeout: float = 10.0,
+        idle_timeout: float | None = 300.0,
+        max_connections: int = 100_000,
         on_event: Callable[[RegistrarEvent], None] | None = None,
     ) -> None:
         """Prepare a lab; nothing listens before :meth:`start`.
@@ -258,6 +272,9 @@ class Lab:
         holds). ``state_dir`` keeps the CA file there instead of in a temporary directory
         removed on close. ``config`` defaults to a :class:`RegistrarConfig` whose realm is
         ``server_name``. ``on_event`` is called with every registrar event.
+        ``idle_timeout``: a TCP/TLS connection that carries no binding and has sent nothing
+        for this long is closed (``None``: never). ``max_connections``: beyond this many,
+        new connections are dropped at once.
         """
         try:
             ipaddress.ip_address(host)
@@ -282,6 +299,10 @@ class Lab:
             raise LabError("give both the certificate chain and its key, or neither")
         if handshake_timeout <= 0:
             raise LabError("handshake_timeout must be positive")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise LabError("idle_timeout must be positive (or None)")
+        if max_connections < 1:
+            raise LabError("max_connections must be at least 1")
         self.host = host
         self.server_name = server_name
         self.transports = tuple(t for t in TRANSPORTS if t in wanted)
@@ -290,6 +311,9 @@ class Lab:
         self.config = config or RegistrarConfig(realm=server_name)
         self.registrar = Registrar(self.users, self.config)
         self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self._sweeper: asyncio.TimerHandle | None = None
         self._cert_chain_pem = cert_chain_pem
         self._key_pem = key_pem
         self.ca_pem: bytes = ca_pem or b""
@@ -376,6 +400,8 @@ class Lab:
             self._servers.append(server)
             self.ports[name] = int(server.sockets[0].getsockname()[1])
         logger.info("lab listening on %s: %s", self.host, self.ports)
+        if self.idle_timeout is not None and any(t != "udp" for t in self.transports):
+            self._schedule_sweep()
 
     def _write_ca_file(self) -> None:
         if not self.ca_pem:
@@ -416,6 +442,9 @@ class Lab:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for server in self._servers:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
@@ -482,6 +511,26 @@ class Lab:
         self._timer_at = None
         self.registrar.handle_timer(self._loop.time())
         self._pump()
+
+    def _schedule_sweep(self) -> None:
+        assert self.idle_timeout is not None
+        # One periodic sweep for all connections, not a timer per connection.
+        self._sweeper = self._loop.call_later(max(0.05, self.idle_timeout / 4), self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        if self._closed or self.idle_timeout is None:
+            return
+        cutoff = self._loop.time() - self.idle_timeout
+        for conn in list(self._connections.values()):
+            flow = conn.flow
+            if flow is None or conn.last_rx > cutoff:
+                continue
+            if self.registrar.flow_has_bindings(flow.id):
+                continue  # a phone's connection: it lives as long as the phone keeps it
+            logger.info("closing %s: idle for %g s without a registration", flow, self.idle_timeout)
+            conn.close()
+        self._schedule_sweep()
 
     # -- what tests and tools use ------------------------------------------------------------
 

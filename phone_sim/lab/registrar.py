@@ -654,6 +654,10 @@ class Registrar:
             aors = tuple(sorted({aor for aor, _ in members}))
             self._events.append(FlowLost(flow=flow, aors=aors))
 
+    def flow_has_bindings(self, flow_id: int) -> bool:
+        """Whether any binding is on connection ``flow_id``."""
+        return flow_id in self._by_flow
+
     @property
     def open_flows(self) -> int:
         """How many connections are open."""

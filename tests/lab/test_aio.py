@@ -304,3 +304,29 @@ async def test_lab_sends_a_request_to_the_phone_over_its_connection() -> None:
         silent = asyncio.create_task(lab.request("101", "OPTIONS", timeout=0.3))
         with pytest.raises(LabError, match="did not answer OPTIONS"):
             await silent
+
+
+async def test_idle_connection_without_binding_is_closed_but_a_phones_is_kept() -> None:
+    async with Lab(USERS, transports=["tcp"], idle_timeout=0.3) as lab:
+        idle = await tcp_connect(lab)
+        phone_conn = await tcp_connect(lab)
+        phone = RegisterClient("101", "1234", transport="TCP")
+        assert (await register_stream(phone_conn, phone)).status == 200
+        async with asyncio.timeout(5):
+            await idle.lost
+        await asyncio.sleep(0.5)
+        assert not phone_conn.lost.done()
+        assert lab.connections == 1
+
+
+async def test_connections_beyond_the_cap_are_dropped() -> None:
+    async with Lab(USERS, transports=["tcp"], max_connections=1) as lab:
+        first = await tcp_connect(lab)
+        second = await tcp_connect(lab)
+        async with asyncio.timeout(5):
+            await second.lost
+        assert not first.lost.done() and lab.connections == 1
+    with pytest.raises(LabError, match="idle_timeout"):
+        Lab(USERS, idle_timeout=0)
+    with pytest.raises(LabError, match="max_connections"):
+        Lab(USERS, max_connections=0)
