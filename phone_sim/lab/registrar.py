@@ -53,6 +53,7 @@ __all__ = [
     "BindingRemoved",
     "Flow",
     "FlowLost",
+    "LabConfigError",
     "LabUser",
     "PhoneAnswered",
     "PhoneSilent",
@@ -718,6 +719,16 @@ class Registrar:
         self._send_response(partial, response, flow, None, now)
 
     def _receive(self, message: SipRequest | SipResponse, flow: Flow, now: float) -> None:
+        try:
+            self._dispatch(message, flow, now)
+        except SipParseError as exc:
+            # A field the parser let through but a rule here could not read (e.g. a header
+            # only parsed on demand): the request is bad, not the registrar.
+            if isinstance(message, SipRequest) and exc.partial is None:
+                exc.partial = message
+            self._reject(exc, flow, now)
+
+    def _dispatch(self, message: SipRequest | SipResponse, flow: Flow, now: float) -> None:
         if isinstance(message, SipResponse):
             self._on_response(message, flow)
             return

@@ -593,3 +593,15 @@ def test_request_to_a_closed_flow_is_refused() -> None:
     with pytest.raises(LabConfigError, match="bad SIP method"):
         reg.flow_opened(TLS1)
         reg.send_request(binding, "options", 1.0)
+
+
+def test_a_field_unreadable_on_demand_gets_400(monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = make()
+
+    def unreadable(*_args: object) -> None:
+        raise SipParseError("bad Something header")
+
+    monkeypatch.setattr(reg, "_register", unreadable)
+    phone = RegisterClient("101", "1234")
+    [out] = send(reg, phone.register())
+    assert out.startswith(b"SIP/2.0 400 Bad Request (bad Something header)\r\n")
