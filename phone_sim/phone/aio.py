@@ -28,6 +28,7 @@ from phone_sim.account import Account, SipHost, SipTransport
 from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.firmware import FirmwareProfile
 from phone_sim.phone.registration import (
+    ClosePeer,
     CloseTransport,
     OpenTransport,
     PhoneEvent,
@@ -83,6 +84,32 @@ class _Stream(asyncio.Protocol):
         self.phone._stream_lost(self)
 
 
+class _Accepted(asyncio.Protocol):
+    """A connection the PBX opened to the phone's TCP listener."""
+
+    __slots__ = ("peer", "phone", "transport")
+
+    def __init__(self, phone: Phone) -> None:
+        self.phone = phone
+        self.transport: asyncio.Transport | None = None
+        self.peer: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.peer = (str(peername[0]), int(peername[1]))
+        self.phone._peers[self.peer] = self
+
+    def data_received(self, data: bytes) -> None:
+        self.phone._peer_data(self, data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phone._peer_lost(self)
+
+
 class _Datagram(asyncio.DatagramProtocol):
     """The phone's UDP socket."""
 
@@ -116,6 +143,8 @@ class Phone:
     says who and where. *trust* is the phone's CA store for TLS (or pass a shared
     *tls_context*). *settings* tunes timing (keep-alives, jitter for fleets). *local_host*
     fixes the address UDP binds and advertises (default: the route towards the registrar).
+    *listen_port* (TCP accounts only; 0 = any free port) also opens a TCP listener, as the
+    firmware listens on 5060: requests a PBX sends there are answered on that connection.
 
     Use it as an async context manager; leaving the block unregisters and closes.
     """
@@ -126,9 +155,12 @@ class Phone:
         "_gen",
         "_last",
         "_last_error",
+        "_listen_port",
+        "_listener",
         "_local_host",
         "_loop",
         "_open_task",
+        "_peers",
         "_queue",
         "_registered",
         "_stopped",
@@ -153,6 +185,7 @@ class Phone:
         tls_context: TlsClientContext | None = None,
         settings: RegistrationSettings | None = None,
         local_host: str | None = None,
+        listen_port: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.profile = profile
@@ -160,6 +193,9 @@ class Phone:
         self._trust = trust
         self._tls_context = tls_context
         self._local_host = local_host
+        self._listen_port = listen_port
+        self._listener: asyncio.AbstractServer | None = None
+        self._peers: dict[Address, _Accepted] = {}
         self._core = RegistrationCore(profile, account, settings=settings, rng=rng)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stream: _Stream | None = None
@@ -203,6 +239,34 @@ class Phone:
         return self._core.contact
 
     @property
+    def listen_address(self) -> Address | None:
+        """Where the phone's TCP listener is bound (after :meth:`start`), or None."""
+        if self._listener is None:
+            return None
+        sockets = self._listener.sockets  # type: ignore[attr-defined]
+        name = sockets[0].getsockname()
+        return (str(name[0]), int(name[1]))
+
+    async def listen(self) -> Address:
+        """Open the TCP listener now (done by :meth:`register` when *listen_port* is set)."""
+        if self._listener is None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            port = self._listen_port or 0
+            host = self._local_host or "127.0.0.1"
+            try:
+                self._listener = await self._loop.create_server(
+                    lambda: _Accepted(self), host, port
+                )
+            except OSError as exc:
+                raise SipTransportError(
+                    f"cannot listen on TCP {host}:{port}: {exc.strerror or exc}"
+                ) from None
+        address = self.listen_address
+        assert address is not None
+        return address
+
+    @property
     def last_error(self) -> PhoneSimError | None:
         """The error of the last failed attempt, if any."""
         return self._last_error
@@ -242,6 +306,10 @@ class Phone:
         :class:`RegistrationTimeout`, :class:`SipTransportError`); the phone keeps retrying in
         the background until :meth:`unregister` or :meth:`close`.
         """
+        if self._listen_port is not None and self.account.host_primary.transport is (
+            SipTransport.TCP
+        ):
+            await self.listen()
         self.start()
         if self._core.registered and self._last is not None:
             return self._last
@@ -319,11 +387,20 @@ class Phone:
                 self._open_task = self._loop.create_task(self._open(command, self._gen))
             elif isinstance(command, CloseTransport):
                 self._close_transport(final=command.final)
+            elif isinstance(command, ClosePeer):
+                accepted = self._peers.pop(command.peer, None)
+                if accepted is not None and accepted.transport is not None:
+                    accepted.transport.close()
         while (event := core.next_event()) is not None:
             self._dispatch(event)
         self._arm()
 
     def _write(self, data: bytes, destination: Address) -> None:
+        peer = self._peers.get(destination) if self._peers else None
+        if peer is not None and destination != self._core.remote:
+            if peer.transport is not None and not peer.transport.is_closing():
+                peer.transport.write(data)
+            return
         if self._stream is not None and self._stream.transport is not None:
             if not self._stream.transport.is_closing():
                 self._stream.transport.write(data)
@@ -496,6 +573,13 @@ class Phone:
         if stream is not None and stream.transport is not None:
             stream.transport.close()
         if final:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            for accepted in list(self._peers.values()):
+                if accepted.transport is not None:
+                    accepted.transport.close()
+            self._peers.clear()
             if self._udp is not None:
                 self._udp.close()
                 self._udp = None
@@ -517,6 +601,17 @@ class Phone:
         self._stream = None
         self._core.transport_lost(self._now())
         self._pump()
+
+    def _peer_data(self, peer: _Accepted, data: bytes) -> None:
+        if self._peers.get(peer.peer) is not peer:
+            return
+        self._core.receive_data(data, peer.peer, self._now())
+        self._pump()
+
+    def _peer_lost(self, peer: _Accepted) -> None:
+        if self._peers.get(peer.peer) is peer:
+            del self._peers[peer.peer]
+            self._core.peer_closed(peer.peer)
 
     def _datagram(self, data: bytes, source: Address) -> None:
         self._core.receive_data(data, source, self._now())

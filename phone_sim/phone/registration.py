@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AuthenticationRefused",
+    "ClosePeer",
     "CloseTransport",
     "ConnectionDropped",
     "FailedOver",
@@ -178,7 +179,15 @@ class CloseTransport:
     """True when the phone stops: close everything."""
 
 
-Command = OpenTransport | CloseTransport
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClosePeer:
+    """The adapter must close the connection a PBX opened to the phone's listener."""
+
+    peer: Address
+    """Its remote address (the *source* it was fed with)."""
+
+
+Command = OpenTransport | CloseTransport | ClosePeer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,6 +352,7 @@ class RegistrationCore:
         "_ka_at",
         "_min_expires_tries",
         "_out",
+        "_peers",
         "_probing_primary",
         "_refresh_at",
         "_reg_handle",
@@ -381,6 +391,8 @@ class RegistrationCore:
         self._failures = 0
         self._ua: UserAgent | None = None
         self._framer: StreamFramer | None = None
+        # Connections the PBX opened to the phone's TCP listener, each with its own framer.
+        self._peers: dict[Address, StreamFramer] = {}
         self._remote: Address | None = None
         self._reg_handle: int | None = None
         self._call_id = new_call_id(self._rng)
@@ -544,6 +556,10 @@ class RegistrationCore:
             return
         self._attempt_failed(error, now)
 
+    def peer_closed(self, peer: Address) -> None:
+        """A connection the PBX opened to the phone's listener closed."""
+        self._peers.pop(peer, None)
+
     def transport_lost(self, now: float) -> None:
         """The open transport closed under us (the registrar restarted, a framing error)."""
         state = self._state
@@ -567,16 +583,29 @@ class RegistrationCore:
             self._attempt_at = now + self._jitter()
 
     def receive_data(self, data: bytes, source: Address, now: float) -> None:
-        """Bytes from the transport: a datagram (UDP) or a piece of the stream."""
+        """Bytes from the transport: a datagram (UDP) or a piece of the stream.
+
+        On TCP/TLS, bytes from a *source* other than the registrar come from a connection
+        the PBX opened to the phone's listener (see :meth:`peer_closed`).
+        """
         if self._ua is None:
             return
-        if self._framer is None:
+        framer = self._framer
+        if framer is not None and source != self._remote:
+            framer = self._peers.get(source)
+            if framer is None:
+                framer = self._peers[source] = StreamFramer()
+        if framer is None:
             self._ua.receive_datagram(data, source, now)
         else:
             try:
-                items = self._framer.feed(data)
+                items = framer.feed(data)
             except SipParseError as exc:
                 logger.info("framing error from %s: %s; closing", source, exc)
+                if source != self._remote:
+                    self._peers.pop(source, None)
+                    self._commands.append(ClosePeer(peer=source))
+                    return
                 self._commands.append(CloseTransport(final=False))
                 self.transport_lost(now)
                 return
@@ -865,6 +894,7 @@ class RegistrationCore:
         self._attempt_at = retry_at
 
     def _finish(self, *, confirmed: bool, host: SipHost | None) -> None:
+        self._peers.clear()
         self._clear_timers()
         self._unreg_deadline = None
         self._registered_host = None

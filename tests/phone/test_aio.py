@@ -350,3 +350,27 @@ async def test_fails_back_to_the_primary_when_it_returns() -> None:
     finally:
         await primary.close()
         await alternate.close()
+
+
+async def test_sipp_over_tcp_to_the_phones_listener_options_and_malformed(
+    kamailio: Kamailio, tmp_path: Path
+) -> None:
+    require("sipp")
+    account = _account(kamailio, SipTransport.TCP)
+    async with Phone(PROFILE, account, settings=FAST, local_host="127.0.0.1",
+                     listen_port=0) as phone:
+        await phone.register(timeout=10)
+        address = phone.listen_address
+        assert address is not None
+        options = await run_sipp("options", address, workdir=tmp_path, transport="tcp",
+                                 service="101", timeout=10)
+        assert options.ok, options.describe()
+        assert options.received_statuses() == [200]
+        malformed = await run_sipp("malformed_request", address, workdir=tmp_path,
+                                   transport="tcp", service="101", timeout=10)
+        assert malformed.ok, malformed.describe()
+        assert malformed.received_statuses() == [400, 200]
+        # The registration's own connection was never disturbed.
+        assert phone.registered
+        (binding,) = await kamailio.wait_bindings("101")
+        assert binding.contact == phone.contact

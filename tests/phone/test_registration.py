@@ -18,6 +18,7 @@ from phone_sim.errors import PhoneSimError
 from phone_sim.firmware import profile_for
 from phone_sim.phone.registration import (
     AuthenticationRefused,
+    ClosePeer,
     CloseTransport,
     ConnectionDropped,
     FailedOver,
@@ -132,7 +133,7 @@ class Net:
                         )
                     else:
                         core.transport_opened(PHONE_ADDR, registrar.address, self.now)
-                else:
+                elif isinstance(command, CloseTransport):
                     self.closed.append(command)
             for data, destination in core.datagrams_to_send():
                 busy = True
@@ -673,3 +674,24 @@ def test_jitter_spreads_refreshes_earlier_never_later() -> None:
     # Without jitter the refresh is at 295 s (5 s margin); with it, 275-295 s.
     assert all(275.0 <= d <= 295.0 for d in delays)
     assert len({round(d, 3) for d in delays}) == 20
+
+
+def test_a_pbx_connection_to_the_listener_is_framed_on_its_own() -> None:
+    net, primary, _ = _net(_account(transport=SipTransport.TCP))
+    net.pump()
+    pbx: Address = ("203.0.113.5", 41000)
+    request = _request("OPTIONS")
+    # Half of a request from the PBX, then the registrar's ping, then the rest.
+    net.core.receive_data(request[:40], pbx, net.now)
+    net.core.receive_data(b"\r\n\r\n", primary.address, net.now)
+    net.core.receive_data(request[40:], pbx, net.now)
+    out = net.core.datagrams_to_send()
+    assert out[0] == (b"\r\n", primary.address)
+    assert out[1][1] == pbx and out[1][0].startswith(b"SIP/2.0 200 ")
+    # A stream from the PBX that cannot be framed closes that connection only.
+    net.core.receive_data(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n", pbx, net.now)
+    command = net.core.next_command()
+    assert isinstance(command, ClosePeer) and command.peer == pbx
+    assert net.core.next_command() is None
+    assert net.core.state is RegState.REGISTERED
+    net.core.peer_closed(pbx)
