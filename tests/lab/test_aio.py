@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+import warnings
 from pathlib import Path
 
 import pytest
@@ -330,3 +332,36 @@ async def test_connections_beyond_the_cap_are_dropped() -> None:
         Lab(USERS, idle_timeout=0)
     with pytest.raises(LabError, match="max_connections"):
         Lab(USERS, max_connections=0)
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1", "TLSv1_2", "TLSv1_3"])
+async def test_every_tls_version_the_firmware_or_a_pbx_speaks(version: str) -> None:
+    """The standard library's ssl (the system OpenSSL: another TLS stack) pinned to one
+    version: TLS 1.0-1.3 are accepted, as Asterisk's method=sslv23 does."""
+    async with Lab(USERS, transports=["tls"]) as lab:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion[version]
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        ctx.load_verify_locations(cadata=lab.ca_pem.decode())
+        try:
+            reader, writer = await asyncio.open_connection(
+                lab.host, lab.ports["tls"], ssl=ctx, server_hostname=lab.server_name
+            )
+        except ssl.SSLError as exc:  # pragma: no cover - depends on the system OpenSSL
+            pytest.skip(f"the system OpenSSL refuses {version} here: {exc}")
+        tls_object = writer.get_extra_info("ssl_object")
+        assert tls_object.version() == version.replace("_", ".")
+        phone = RegisterClient("101", "1234", domain=lab.server_name)
+        writer.write(phone.register())
+        response = phone.take(await _read_message(reader))
+        assert response.status == 401
+        writer.close()
+
+
+async def _read_message(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    return head + await reader.readexactly(length)
