@@ -23,6 +23,7 @@ from phone_sim.errors import PhoneSimError
 COMMAND_MODULES: tuple[str, ...] = (
     "phone_sim.cli.tls",
     "phone_sim.cli.register",
+    "phone_sim.cli.call",
     "phone_sim.cli.lab",
 )
 

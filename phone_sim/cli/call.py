@@ -1,0 +1,352 @@
+"""``phone-sim call`` and ``phone-sim answer``: SDES-SRTP calls from the command line.
+
+``call`` registers, places a call, plays a tone or a WAV file, optionally checks that an
+expected tone is heard and sends DTMF, prints live and final media statistics, and hangs up.
+``answer`` registers and answers incoming calls (echo, tone or file), printing each call's
+statistics.
+
+Exit statuses: 0 success; 1 the call failed (refused, not answered, ended early) or the
+expected tone was not heard; 2 usage error, network error or registration failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from phone_sim.account import Account, SipHost, SipTransport, parse_server
+from phone_sim.call.aio import Call, CallFailed, CallingPhone, CallStats
+from phone_sim.call.session import CallEnded
+from phone_sim.errors import PhoneSimError, UsageError
+from phone_sim.firmware import DEFAULT_MODEL, Model, newest_firmware, profile_for
+from phone_sim.phone import RegistrationSettings
+from phone_sim.tls.client import TrustStore
+
+__all__ = ["add_parser"]
+
+
+def _registration_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("registration")
+    g.add_argument("--server", required=True, metavar="HOST[:PORT]",
+                   help="the registrar/PBX (default port 5061 for TLS, 5060 otherwise)")
+    g.add_argument("--transport", default="tls", choices=["tls", "tcp", "udp"],
+                   help="SIP transport (default tls)")
+    g.add_argument("--user", required=True, help="the SIP user (account username), e.g. 101")
+    g.add_argument("--password", required=True, help="the digest password (never printed)")
+    g.add_argument("--authname", help="the digest user name when it differs from --user")
+    g.add_argument("--domain", help="the SIP domain (default --servername, else the host)")
+    g.add_argument("--servername", metavar="NAME",
+                   help="the server name checked against the certificate and sent as SNI")
+    g.add_argument("--model", help=f"phone model (default {DEFAULT_MODEL.value})")
+    g.add_argument("--firmware", help="firmware version (default the newest known: "
+                   f"{newest_firmware(DEFAULT_MODEL)}, {newest_firmware(Model.D80)} on a D80)")
+    g.add_argument("--ca", action="append", default=[], metavar="FILE",
+                   help="private root CA (PEM) loaded onto the phone; repeatable")
+    g.add_argument("--media-encryption", choices=["sdes", "none"],
+                   help="SDES-SRTP or plain RTP (default sdes over TLS, none otherwise)")
+    g.add_argument("--timeout", type=float, default=32.0, metavar="SECONDS",
+                   help="how long registration may take (default 32)")
+
+
+def _media_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--play", metavar="tone:HZ|FILE.wav",
+                   help="what to send: a tone (tone:1004) or a WAV file (looped)")
+    p.add_argument("--record", metavar="FILE.wav", help="record what is received")
+    p.add_argument("--expect-tone", type=float, metavar="HZ",
+                   help="fail (exit 1) unless this tone is heard from the far end")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``call`` and ``answer``."""
+    p = subparsers.add_parser(
+        "call", help="register, place an SDES-SRTP call and report its media",
+        description="Register, call --to, play --play, check --expect-tone, send --dtmf, "
+        "print live and final media statistics and hang up after --duration. Exit 0 success, "
+        "1 the call failed or the expected tone was not heard, 2 usage or network error.",
+    )
+    p.add_argument("--to", required=True, metavar="EXT|URI",
+                   help="the extension (600) or a sip: URI to call")
+    p.add_argument("--duration", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to stay in the call once answered (default 10)")
+    p.add_argument("--dtmf", metavar="DIGITS", help="RFC 4733 digits to send once answered")
+    p.add_argument("--answer-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the answer (default 30)")
+    _media_options(p)
+    _registration_options(p)
+    p.set_defaults(func=run_call)
+
+    a = subparsers.add_parser(
+        "answer", help="register and answer incoming SDES-SRTP calls",
+        description="Register and answer incoming calls (--echo, or --play), print each "
+        "call's statistics when it ends. Runs until Ctrl-C or --count calls. Exit 0 success, "
+        "1 a call failed or the expected tone was not heard, 2 usage or network error.",
+    )
+    a.add_argument("--echo", action="store_true", help="send back what is received")
+    a.add_argument("--count", type=int, metavar="N", help="stop after N calls")
+    a.add_argument("--max-duration", type=float, default=3600.0, metavar="SECONDS",
+                   help="hang up a call after this long (default 3600)")
+    _media_options(a)
+    _registration_options(a)
+    a.set_defaults(func=run_answer)
+
+
+# -- building the phone -----------------------------------------------------------------------
+
+
+def _check_play(value: str | None) -> tuple[str, float | Path] | None:
+    if value is None:
+        return None
+    if value.startswith("tone:"):
+        try:
+            hz = float(value[5:])
+        except ValueError:
+            raise UsageError(f"--play {value!r}: tone:HZ needs a number") from None
+        if not 20 <= hz <= 3900:
+            raise UsageError(f"--play {value!r}: tone frequency must be in 20-3900 Hz")
+        return ("tone", hz)
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError(f"--play {value!r}: no such file (or use tone:HZ)")
+    return ("file", path)
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be positive")
+    if args.expect_tone is not None and not 20 <= args.expect_tone <= 3900:
+        raise UsageError("--expect-tone must be in 20-3900 Hz")
+    if args.record is not None and not Path(args.record).resolve().parent.is_dir():
+        raise UsageError(f"--record {args.record!r}: the directory does not exist")
+
+
+def _build(args: argparse.Namespace, *, auto_answer: bool = False) -> CallingPhone:
+    transport = SipTransport.parse(args.transport)
+    server, port = parse_server(args.server, transport)
+    encryption = args.media_encryption or ("sdes" if transport is SipTransport.TLS else "none")
+    host = SipHost(server=server, port=port, transport=transport,
+                   media_encryption=None if encryption == "none" else encryption)
+    account = Account(username=args.user, password=args.password, authname=args.authname,
+                      host_primary=host, domain=args.domain, server_name=args.servername)
+    profile = profile_for(args.model or DEFAULT_MODEL, args.firmware)
+    trust = TrustStore.from_files(args.ca) if args.ca else TrustStore()
+    settings = RegistrationSettings(register_timeout=args.timeout)
+    return CallingPhone(profile, account, trust=trust, settings=settings,
+                        auto_answer=auto_answer)
+
+
+def _emit(args: argparse.Namespace, text: str, obj: dict[str, Any]) -> None:
+    print(json.dumps(obj) if args.json else text, flush=True)
+
+
+def _stats_line(stats: CallStats | None) -> str:
+    if stats is None:
+        return "no media"
+    s = stats.stream
+    rtt = "-" if s.rtt is None else f"{s.rtt * 1000:.1f} ms"
+    return (f"{stats.codec} {'SRTP' if stats.encrypted else 'RTP'} {stats.direction}: "
+            f"sent {s.packets_sent}, received {s.packets_received}, lost {s.packets_lost}, "
+            f"jitter {s.jitter * 1000:.1f} ms, rtt {rtt}, SRTP auth failures "
+            f"{s.srtp_auth_failures}, MOS {s.mos_received:.2f}")
+
+
+def _stats_obj(stats: CallStats | None) -> dict[str, Any]:
+    return {} if stats is None else stats.as_dict()
+
+
+def _apply_media(call: Call, play: tuple[str, float | Path] | None, args: argparse.Namespace,
+                 *, echo: bool = False) -> None:
+    if echo:
+        call.echo()
+    elif play is not None and play[0] == "tone":
+        assert isinstance(play[1], float)
+        call.play_tone(play[1])
+    elif play is not None:
+        assert isinstance(play[1], Path)
+        call.play_file(play[1])
+    if args.record:
+        call.record(args.record)
+
+
+async def _live(call: Call, args: argparse.Namespace) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        stats = call.stats
+        _emit(args, f"  {_stats_line(stats)}", {"event": "stats", **_stats_obj(stats)})
+
+
+def _signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+# -- phone-sim call ---------------------------------------------------------------------------
+
+
+def run_call(args: argparse.Namespace) -> int:
+    """Run ``phone-sim call``."""
+    _check_common(args)
+    if not args.duration >= 0:
+        raise UsageError("--duration must not be negative")
+    if not args.answer_timeout > 0:
+        raise UsageError("--answer-timeout must be positive")
+    if args.dtmf is not None and (not args.dtmf or any(c not in "0123456789*#ABCD"
+                                                       for c in args.dtmf.upper())):
+        raise UsageError(f"--dtmf {args.dtmf!r}: digits 0-9, *, #, A-D only")
+    play = _check_play(args.play)
+    phone = _build(args)
+    return asyncio.run(_call(phone, play, args))
+
+
+async def _call(phone: CallingPhone, play: tuple[str, float | Path] | None,
+                args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    _signals(stop)
+    async with phone:
+        done = await phone.register(timeout=args.timeout)
+        _emit(args, f"registered with {done.host.label}", {"event": "registered",
+                                                           "server": done.host.label})
+        call = await phone.dial(args.to)
+        _emit(args, f"calling {call.remote}", {"event": "calling", "to": call.remote})
+        try:
+            await call.wait_answered(timeout=args.answer_timeout)
+        except CallFailed as exc:
+            _emit(args, f"call failed: {exc}", {"result": "failed", "error": str(exc),
+                                                "status": exc.status})
+            with contextlib.suppress(PhoneSimError):
+                await call.hangup()
+            return 1
+        _emit(args, f"answered: {_stats_line(call.stats)}",
+              {"event": "answered", **_stats_obj(call.stats)})
+        _apply_media(call, play, args)
+        live = asyncio.ensure_future(_live(call, args))
+        failure: str | None = None
+        try:
+            if args.dtmf:
+                await call.send_dtmf(args.dtmf.upper())
+            checks = []
+            if args.expect_tone is not None:
+                checks.append(asyncio.ensure_future(
+                    call.wait_tone(args.expect_tone, timeout=max(args.duration, 1.0))))
+            stopped = asyncio.ensure_future(stop.wait())
+            ended = asyncio.ensure_future(call.wait_ended())
+            sleeper = asyncio.ensure_future(asyncio.sleep(args.duration))
+            await asyncio.wait({sleeper, stopped, ended}, return_when=asyncio.FIRST_COMPLETED)
+            for check in checks:
+                if not check.done():
+                    await asyncio.wait({check}, timeout=0.5)
+                if not check.done():
+                    check.cancel()
+                    failure = f"the {args.expect_tone:g} Hz tone was not heard"
+                elif check.exception() is not None:
+                    failure = (f"the {args.expect_tone:g} Hz tone was not heard "
+                               f"({check.exception()})")
+            if ended.done():
+                reason: CallEnded = ended.result()
+                if failure is None and not sleeper.done() and not stopped.done():
+                    failure = f"the call ended early: {reason.reason}"
+            for task in (sleeper, stopped, ended):
+                task.cancel()
+        finally:
+            live.cancel()
+        final = call.stats
+        if call.session.ended is None:
+            with contextlib.suppress(PhoneSimError):
+                await call.hangup()
+        _emit(args, f"final: {_stats_line(final)}",
+              {"result": "failed" if failure else "ok", **_stats_obj(final),
+               **({"error": failure} if failure else {})})
+        if failure:
+            _emit(args, f"call failed: {failure}", {"event": "failure", "error": failure})
+            return 1
+        return 0
+
+
+# -- phone-sim answer -------------------------------------------------------------------------
+
+
+def run_answer(args: argparse.Namespace) -> int:
+    """Run ``phone-sim answer``."""
+    _check_common(args)
+    if args.echo and args.play:
+        raise UsageError("--echo and --play exclude each other")
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    if not args.max_duration > 0:
+        raise UsageError("--max-duration must be positive")
+    play = _check_play(args.play)
+    phone = _build(args)
+    return asyncio.run(_answer(phone, play, args))
+
+
+async def _answer(phone: CallingPhone, play: tuple[str, float | Path] | None,
+                  args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    _signals(stop)
+    failures = 0
+    handled = 0
+    async with phone:
+        done = await phone.register(timeout=args.timeout)
+        _emit(args, f"registered with {done.host.label}; waiting for calls",
+              {"event": "registered", "server": done.host.label})
+        while not stop.is_set() and (args.count is None or handled < args.count):
+            nxt = asyncio.ensure_future(phone.next_call())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not nxt.done():
+                nxt.cancel()
+                break
+            call = nxt.result()
+            handled += 1
+            _emit(args, f"incoming call from {call.remote}",
+                  {"event": "incoming", "from": call.remote})
+            try:
+                await call.answer()
+            except CallFailed as exc:
+                failures += 1
+                _emit(args, f"call failed: {exc}", {"event": "failed", "error": str(exc)})
+                continue
+            _apply_media(call, play, args, echo=args.echo)
+            failures += await _serve(call, args, stop)
+        return 1 if failures else 0
+
+
+async def _serve(call: Call, args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Keep one answered call until it ends; 1 if the expected tone was not heard."""
+    live = asyncio.ensure_future(_live(call, args))
+    tone_ok = True
+    try:
+        if args.expect_tone is not None:
+            try:
+                await call.wait_tone(args.expect_tone, timeout=min(args.max_duration, 30.0))
+            except CallFailed:
+                tone_ok = False
+        ended = asyncio.ensure_future(call.wait_ended())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({ended, stopped}, timeout=args.max_duration,
+                           return_when=asyncio.FIRST_COMPLETED)
+        ended.cancel()
+        stopped.cancel()
+    finally:
+        live.cancel()
+    final = call.stats
+    if call.session.ended is None:
+        with contextlib.suppress(PhoneSimError):
+            await call.hangup()
+    reason = call.session.ended.reason if call.session.ended else "?"
+    _emit(args, f"call from {call.remote} ended ({reason}): {_stats_line(final)}",
+          {"event": "ended", "from": call.remote, "reason": reason, **_stats_obj(final),
+           "tone_heard": tone_ok})
+    if not tone_ok:
+        _emit(args, f"the {args.expect_tone:g} Hz tone was not heard",
+              {"event": "failure", "error": "expected tone not heard"})
+        return 1
+    return 0
