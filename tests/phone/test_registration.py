@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from phone_sim.account import Account, SipHost, SipTransport
 from phone_sim.errors import PhoneSimError
@@ -695,3 +697,54 @@ def test_a_pbx_connection_to_the_listener_is_framed_on_its_own() -> None:
     assert net.core.next_command() is None
     assert net.core.state is RegState.REGISTERED
     net.core.peer_closed(pbx)
+
+
+# -- any sequence of inputs ---------------------------------------------------------------------
+
+_ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["pump", "advance", "lost", "junk", "down", "up", "mute", "stop"]),
+        st.floats(min_value=0.0, max_value=400.0),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=_ACTIONS, transport=st.sampled_from(list(SipTransport)),
+       alternate=st.booleans(), seed=st.integers(0, 2**16))
+def test_no_sequence_of_inputs_breaks_the_core(
+    actions: list[tuple[str, float]], transport: SipTransport, alternate: bool, seed: int
+) -> None:
+    account = _account(transport=transport, alternate=alternate, retry=5.0, num_retries=1,
+                       reregister=60)
+    primary = FakeRegistrar((PRIMARY, 5060))
+    other = FakeRegistrar((ALTERNATE, 5060))
+    core = RegistrationCore(PROFILE, account, rng=random.Random(seed),
+                            settings=RegistrationSettings(jitter=2.0, register_timeout=8.0))
+    net = Net(core, primary, other)
+    core.start(net.now)
+    for action, value in actions:
+        if action == "pump":
+            net.pump()
+        elif action == "advance":
+            net.advance(value)
+        elif action == "lost":
+            core.transport_lost(net.now)
+        elif action == "junk":
+            core.receive_data(b"\r\n\r\nINVITE x\r\n\r\n" + bytes([int(value) % 256]) * 3,
+                              primary.address, net.now)
+        elif action in ("down", "up"):
+            primary.up = other.up = action == "up"
+        elif action == "mute":
+            primary.answering = not primary.answering
+        elif action == "stop":
+            core.stop(net.now)
+    core.stop(net.now)
+    net.advance(10.0)
+    # However it got here, stop() ends in STOPPED with nothing left scheduled.
+    assert core.state is RegState.STOPPED
+    assert core.get_timer() is None
+    assert net.of(Unregistered)
+    if core.registered_host is None and net.closed:
+        assert net.closed[-1].final
