@@ -1,0 +1,60 @@
+"""phone-sim calls phone-sim through Kamailio (TLS registrar and record-routing proxy)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from phone_sim.call.aio import CallFailed, CallingPhone
+from phone_sim.media.negotiation import Direction
+from phone_sim.tls.client import TrustStore
+from tests.call.test_baresip import FAST, PROFILE, _account
+from tests.peers.certs import TestPki
+from tests.peers.kamailio import Kamailio
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
+
+
+async def test_two_phone_sims_call_through_kamailio_over_tls(
+    kamailio: Kamailio, peer_pki: TestPki
+) -> None:
+    trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
+    async with (
+        CallingPhone(PROFILE, _account(kamailio, "101"), trust=trust, settings=FAST) as a,
+        CallingPhone(PROFILE, _account(kamailio, "102"), trust=trust, settings=FAST) as b,
+    ):
+        await asyncio.gather(a.register(timeout=10), b.register(timeout=10))
+        call = await a.dial("102")
+        incoming = await b.next_call(timeout=10)
+        assert incoming.remote.startswith("sip:101@")
+        await incoming.answer()
+        await call.wait_answered(timeout=10)
+        # The dialog follows Kamailio's Record-Route (sip:...;lr on the TLS port).
+        for side in (call, incoming):
+            dialog = side.session.dialog
+            assert dialog is not None and dialog.route_set, "no route set"
+            assert dialog.route_set[0].uri.has_param("lr")
+        call.play_tone(1004)
+        incoming.play_tone(697)
+        await incoming.wait_tone(1004, timeout=10)
+        await call.wait_tone(697, timeout=10)
+        # Both advertise timer: the caller refreshes (refresher=uac), the callee watches.
+        assert call.session.session_interval == 1800 and call.session.refresher_local
+        assert incoming.session.session_interval == 1800
+        assert not incoming.session.refresher_local
+        await incoming.hold()
+        assert call.negotiated is not None
+        assert call.negotiated.direction is Direction.RECVONLY
+        await incoming.resume()
+        await call.send_dtmf("#0")
+        await incoming.wait_dtmf("#0", timeout=10)
+        stats = call.stats
+        assert stats is not None and stats.encrypted and stats.stream.srtp_auth_failures == 0
+        await call.hangup()
+        assert (await incoming.wait_ended(timeout=10)).by_peer
+        # A call to an extension nobody registered fails with the proxy's status.
+        nobody = await a.dial("103")
+        with pytest.raises(CallFailed) as info:
+            await nobody.wait_answered(timeout=10)
+        assert info.value.status is not None and info.value.status >= 400
