@@ -237,10 +237,13 @@ def event_line(event: RegistrarEvent) -> str:
             "BindingRemoved": "unregistered",
             "BindingExpired": "expired",
         }[name]
-        return (
+        line = (
             f"{verb:12} {data['aor']} -> {data['contact']} via {data['transport']} "
-            f"from {data['source']} ({data['expires']} s)"
+            f"from {data['source']}"
         )
+        if isinstance(event, BindingAdded | BindingRefreshed):
+            line += f" ({data['expires']} s)"
+        return line
     if isinstance(event, FlowLost):
         return f"{'lost':12} {data['flow']} ({', '.join(data['aors'])} kept until expiry)"
     assert isinstance(event, RegistrationRefused)
