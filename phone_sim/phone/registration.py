@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from phone_sim.account import Account, SipHost, SipTransport
@@ -47,6 +48,7 @@ from phone_sim.sip.ua import (
     TransactionTimedOut,
     TransportFailed,
     UaConfig,
+    UaEvent,
     UserAgent,
 )
 from phone_sim.sip.uri import SipUri
@@ -368,6 +370,7 @@ class RegistrationCore:
         "expires",
         "profile",
         "settings",
+        "ua_hook",
     )
 
     def __init__(
@@ -415,6 +418,9 @@ class RegistrationCore:
         self.contact: str | None = None
         #: Seconds granted by the last successful registration.
         self.expires: int | None = None
+        #: Offered every SIP core event first (``hook(event, now)``); an event it returns
+        #: True for is the hook's (a call layer takes INVITE, BYE, in-dialog requests...).
+        self.ua_hook: Callable[[UaEvent, float], bool] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -433,6 +439,11 @@ class RegistrationCore:
     def host(self) -> SipHost:
         """The host in use (or being tried)."""
         return self.account.hosts[self._host_index]
+
+    @property
+    def ua(self) -> UserAgent | None:
+        """The SIP user agent core of the open transport (None between transports)."""
+        return self._ua
 
     @property
     def remote(self) -> Address | None:
@@ -739,6 +750,9 @@ class RegistrationCore:
     def _process_ua(self, now: float) -> None:
         ua = self._ua
         while ua is not None and (event := ua.next_event()) is not None:
+            if self.ua_hook is not None and self.ua_hook(event, now):
+                ua = self._ua
+                continue
             if isinstance(event, RequestReceived):
                 self._on_request(event, now)
             elif event.__class__ is ResponseReceived:

@@ -748,3 +748,23 @@ def test_no_sequence_of_inputs_breaks_the_core(
     assert net.of(Unregistered)
     if core.registered_host is None and net.closed:
         assert net.closed[-1].final
+
+
+def test_the_ua_hook_takes_the_events_it_claims(registered: Net) -> None:
+    claimed: list[str] = []
+
+    def hook(event: object, now: float) -> bool:
+        from phone_sim.sip.ua import RequestReceived
+
+        if isinstance(event, RequestReceived) and event.request.method == "INVITE":
+            claimed.append(event.request.method)
+            return True
+        return False
+
+    registered.core.ua_hook = hook
+    answers = _deliver(registered, _request("INVITE"))
+    assert claimed == ["INVITE"]
+    assert [a.status for a in answers] == [100]  # the hook answers it, not the phone's 480
+    assert registered.core.ua is not None
+    (options,) = _deliver(registered, _request("OPTIONS"))
+    assert options.status == 200
