@@ -41,6 +41,7 @@ from phone_sim.phone.registration import (
     SipTransportError,
     Unregistered,
 )
+from phone_sim.sip.signature import PhoneSignature
 from phone_sim.sip.ua import Address
 from phone_sim.tls.aio import open_tls_connection
 from phone_sim.tls.client import TlsClientContext, TrustStore
@@ -145,6 +146,7 @@ class Phone:
     fixes the address UDP binds and advertises (default: the route towards the registrar).
     *listen_port* (TCP accounts only; 0 = any free port) also opens a TCP listener, as the
     firmware listens on 5060: requests a PBX sends there are answered on that connection.
+    *signature* replaces the profile's (a call layer advertising ``100rel``, PRACK...).
 
     Use it as an async context manager; leaving the block unregisters and closes.
     """
@@ -187,6 +189,7 @@ class Phone:
         local_host: str | None = None,
         listen_port: int | None = None,
         rng: random.Random | None = None,
+        signature: PhoneSignature | None = None,
     ) -> None:
         self.profile = profile
         self.account = account
@@ -196,7 +199,9 @@ class Phone:
         self._listen_port = listen_port
         self._listener: asyncio.AbstractServer | None = None
         self._peers: dict[Address, _Accepted] = {}
-        self._core = RegistrationCore(profile, account, settings=settings, rng=rng)
+        self._core = RegistrationCore(
+            profile, account, settings=settings, rng=rng, signature=signature
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stream: _Stream | None = None
         self._udp: asyncio.DatagramTransport | None = None
