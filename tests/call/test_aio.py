@@ -118,3 +118,17 @@ async def test_unanswered_call_can_be_cancelled_and_bad_targets_are_clear() -> N
     finally:
         await a.close()
         await b.close()
+
+
+async def test_ipv6_loopback_call() -> None:
+    async with (
+        UdpCallAgent("::1", user="101") as a,
+        UdpCallAgent("::1", user="102", auto_answer=True) as b,
+    ):
+        assert str(b.uri).startswith("sip:102@[::1]:")
+        call = await a.calls.dial(str(b.uri))
+        await call.wait_answered(timeout=10)
+        call.play_tone(1004)
+        await call.wait_tone(1004, timeout=10)  # echoed by b
+        assert call.negotiated is not None and call.negotiated.remote_host == "::1"
+        await call.hangup()

@@ -581,6 +581,18 @@ def test_update_not_allowed_falls_back_to_reinvite() -> None:
     assert not pair.lines(A_ADDR, "UPDATE")
 
 
+def test_update_refused_with_405_falls_back_to_reinvite() -> None:
+    pair = CallPair(calls_b=False)  # B's UA does not allow UPDATE: it answers 405 itself
+    a, _ = established(pair)
+    a._peer_allow.add("UPDATE")  # as if B had claimed UPDATE in Allow
+    a.refresh(pair.now)
+    pair.pump()
+    assert [e.status for e in only(pair.of(a, "a"), ReofferFailed)] == [405]
+    pair.advance(0.01)  # the retry is a timer due at once
+    assert len(pair.lines(A_ADDR, "INVITE")) == 2  # the refresh went again as re-INVITE
+    assert a.state is CallState.CONFIRMED
+
+
 def test_timer_off_when_the_signature_does_not_advertise_it() -> None:
     pair = CallPair(calls_a=False)
     established(pair)
