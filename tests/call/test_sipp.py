@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from phone_sim.call.aio import UdpCallAgent
 from phone_sim.call.session import CallConfig
 from tests.peers.plugin import require
+from tests.peers.ports import free_port
 from tests.peers.sipp import SippResult, run_sipp, sdes_crypto_line
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
@@ -27,7 +30,8 @@ async def phone() -> AsyncIterator[UdpCallAgent]:
 async def _run(phone: UdpCallAgent, scenario: str | Path, tmp_path: Path,
                keys: dict[str, str]) -> SippResult:
     return await run_sipp(scenario, ("127.0.0.1", phone.port), workdir=tmp_path,
-                          service="101", keys=keys, timeout=8)
+                          service="101", keys=keys, timeout=8,
+                          media_port=_free_media_base())
 
 
 def _final(result: SippResult) -> int:
@@ -91,3 +95,48 @@ async def test_reliable_provisional_and_prack(tmp_path: Path, rel: str) -> None:
     assert "Require: 100rel" in ringing and "RSeq:" in ringing
     assert any(m.startswith("SIP/2.0 200") and "PRACK" in m for m in messages)
     assert _final(result) == 200
+
+
+def _free_media_base() -> int:
+    """An even port with the next three free too: SIPp binds audio and video RTP/RTCP."""
+    for _ in range(100):
+        base = free_port() & ~1
+        socks = []
+        try:
+            for port in range(base, base + 4):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return base
+    raise RuntimeError("no four free UDP ports in a row")
+
+
+async def test_phone_sim_pracks_a_reliable_180_from_sipp(tmp_path: Path) -> None:
+    require("sipp")
+    uas_port = free_port()
+    uas = asyncio.create_task(run_sipp(
+        CALL_FIXTURES / "uas_100rel_answer.xml", ("127.0.0.1", 9), workdir=tmp_path,
+        local_port=uas_port, service="102", keys={"crypto": sdes_crypto_line()}, timeout=8,
+        media_port=_free_media_base(),
+    ))
+    try:
+        await asyncio.sleep(0.5)  # SIPp binds its port
+        async with UdpCallAgent("127.0.0.1", user="101") as phone:
+            call = await phone.calls.dial(f"sip:102@127.0.0.1:{uas_port}")
+            await call.wait_answered(timeout=8)
+            assert call.progress == [180]
+            assert call.negotiated is not None and call.negotiated.encrypted
+            await call.hangup()
+    finally:
+        answerer = await uas
+    answerer.check()
+    prack = next(m for m in answerer.received_messages() if m.startswith("PRACK "))
+    invite = next(m for m in answerer.received_messages() if m.startswith("INVITE "))
+    cseq = next(line.split()[1] for line in invite.splitlines() if line.startswith("CSeq:"))
+    assert f"RAck: 1 {cseq} INVITE" in prack
+    assert "Supported: 100rel, timer" in invite
