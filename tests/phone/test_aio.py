@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -32,7 +33,8 @@ from phone_sim.tls.verdict import TlsRefused
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio, KamailioConfig
 from tests.peers.plugin import KamailioFactory, require
-from tests.peers.sipp import run_sipp
+from tests.peers.ports import free_port_run
+from tests.peers.sipp import SippResult, run_sipp
 from tests.phone.registrars import KamailioServer, LabServer, Server, wait_bindings
 
 pytestmark = pytest.mark.peer
@@ -253,6 +255,15 @@ async def test_fails_over_to_the_alternate_and_back(server: Server) -> None:
 SCENARIOS = Path(__file__).resolve().parents[2] / "fixtures" / "phone"
 
 
+async def _sipp(
+    scenario: str | Path, target: tuple[str, int], workdir: Path, transport: Literal["udp", "tcp"]
+) -> SippResult:
+    """SIPp as the PBX, addressing user 101. SIPp binds audio RTP/RTCP at ``-mp`` and video
+    at ``-mp+2/+3``: all four are reserved, so it never collides with the phone's socket."""
+    return await run_sipp(scenario, target, workdir=workdir, transport=transport,
+                          service="101", timeout=10, media_port=free_port_run(4, even=True))
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS, ids=str)
 async def test_options_through_kamailio_reaches_the_phone_on_its_connection(
     kamailio: Kamailio, peer_pki: TestPki, tmp_path: Path, transport: SipTransport
@@ -265,8 +276,7 @@ async def test_options_through_kamailio_reaches_the_phone_on_its_connection(
         await kamailio.wait_bindings("101")
         events = phone.events()
         # SIPp talks to Kamailio over TCP; Kamailio relays over the phone's own connection.
-        result = await run_sipp("options", ("127.0.0.1", kamailio.tcp_port), workdir=tmp_path,
-                                transport="tcp", service="101", timeout=10)
+        result = await _sipp("options", ("127.0.0.1", kamailio.tcp_port), tmp_path, "tcp")
         assert result.ok, result.describe()
         assert result.received_statuses()[-1] == 200
         options = result.received_messages()[-1]
@@ -287,8 +297,8 @@ async def test_check_sync_message_and_info_through_kamailio(
         await phone.register(timeout=10)
         await kamailio.wait_bindings("101")
         events = phone.events()
-        result = await run_sipp(SCENARIOS / "check_sync.xml", ("127.0.0.1", kamailio.udp_port),
-                                workdir=tmp_path, transport="udp", service="101", timeout=10)
+        result = await _sipp(SCENARIOS / "check_sync.xml", ("127.0.0.1", kamailio.udp_port),
+                             tmp_path, "udp")
         assert result.ok, result.describe()
         assert result.received_statuses() == [200, 200, 405]
         seen: list[PhoneEvent] = []
@@ -312,8 +322,7 @@ async def test_sipp_malformed_request_gets_400_then_options_200_over_udp(
         assert phone.contact is not None
         port = int(phone.contact.rsplit(":", 1)[1].split(";")[0])
         # Straight to the phone's socket: Kamailio's sanity checks would drop the bad one.
-        result = await run_sipp("malformed_request", ("127.0.0.1", port), workdir=tmp_path,
-                                transport="udp", service="101", timeout=10)
+        result = await _sipp("malformed_request", ("127.0.0.1", port), tmp_path, "udp")
         assert result.ok, result.describe()
         assert result.received_statuses() == [400, 200]
         assert phone.registered
@@ -362,12 +371,10 @@ async def test_sipp_over_tcp_to_the_phones_listener_options_and_malformed(
         await phone.register(timeout=10)
         address = phone.listen_address
         assert address is not None
-        options = await run_sipp("options", address, workdir=tmp_path, transport="tcp",
-                                 service="101", timeout=10)
+        options = await _sipp("options", address, tmp_path, "tcp")
         assert options.ok, options.describe()
         assert options.received_statuses() == [200]
-        malformed = await run_sipp("malformed_request", address, workdir=tmp_path,
-                                   transport="tcp", service="101", timeout=10)
+        malformed = await _sipp("malformed_request", address, tmp_path, "tcp")
         assert malformed.ok, malformed.describe()
         assert malformed.received_statuses() == [400, 200]
         # The registration's own connection was never disturbed.
