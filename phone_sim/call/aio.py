@@ -42,6 +42,7 @@ from phone_sim.call.session import (
     CallState,
     MediaNegotiated,
     ReofferFailed,
+    SessionRefreshed,
     call_signature,
 )
 from phone_sim.errors import RemoteError, UsageError
@@ -162,6 +163,8 @@ class Call:
         self._echo = False
         #: 18x statuses seen.
         self.progress: list[int] = []
+        #: RFC 4028 refreshes seen (ours and the peer's).
+        self.refreshes = 0
         self.negotiated: NegotiatedAudio | None = None
 
     def __repr__(self) -> str:
@@ -343,6 +346,12 @@ class Call:
         """Take the call off hold (re-INVITE, sendrecv)."""
         await self._reoffer_and_wait(self.session.resume, timeout, "resume")
 
+    async def refresh(self, timeout: float = 10.0) -> None:
+        """Refresh the session timer now (RFC 4028: UPDATE, or re-INVITE)."""
+        if self.session.session_interval is None:
+            raise UsageError("this call has no session timer to refresh")
+        await self._reoffer_and_wait(self.session.refresh, timeout, "session refresh")
+
     async def _reoffer_and_wait(
         self, action: Callable[[float], None], timeout: float, what: str
     ) -> None:
@@ -386,6 +395,10 @@ class Call:
         elif isinstance(event, ReofferFailed):
             if self._reoffer is not None and not self._reoffer.done():
                 self._reoffer.set_result(event)
+        elif isinstance(event, SessionRefreshed):
+            self.refreshes += 1
+            if self._reoffer is not None and not self._reoffer.done():
+                self._reoffer.set_result(None)
         elif isinstance(event, CallEnded):
             self._close_media()
             if not self._ended.done():

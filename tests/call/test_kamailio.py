@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -12,6 +13,15 @@ from phone_sim.tls.client import TrustStore
 from tests.call.test_baresip import FAST, PROFILE, _account
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
 
@@ -43,6 +53,13 @@ async def test_two_phone_sims_call_through_kamailio_over_tls(
         assert call.session.session_interval == 1800 and call.session.refresher_local
         assert incoming.session.session_interval == 1800
         assert not incoming.session.refresher_local
+        # Kamailio challenged the INVITE (407); the UA core answered it.
+        assert call.session.invite is not None
+        assert "Proxy-Authorization" in call.session.invite.headers
+        # An RFC 4028 refresh by UPDATE through the proxy; the callee sees it too.
+        before = incoming.refreshes
+        await call.refresh()
+        assert await _until(lambda: incoming.refreshes > before)
         await incoming.hold()
         assert call.negotiated is not None
         assert call.negotiated.direction is Direction.RECVONLY
