@@ -7,6 +7,7 @@ WAV file costs no synthesis and no encoding per packet, however many calls run.
 from __future__ import annotations
 
 import array
+import functools
 import math
 import sys
 from math import gcd
@@ -82,11 +83,15 @@ def _encode(
     return tuple(encoded[start : start + size] for start in range(0, len(encoded) - size + 1, size))
 
 
+@functools.lru_cache(maxsize=32)
+def _silence_frame(codec: AudioCodec, ptime_ms: int) -> bytes:
+    return _encode(codec, ptime_ms, bytes(codec.samples_per_frame(ptime_ms * 4) * 2 * 5))[-1]
+
+
 def silence(codec: AudioCodec, ptime_ms: int = 20) -> AudioSource:
     """Digital silence in the codec (0xFF for PCMU, 0xD5 for PCMA, encoded zeros for G.722)."""
     check_ptime(ptime_ms)
-    frames = _encode(codec, ptime_ms, bytes(codec.samples_per_frame(ptime_ms * 4) * 2 * 5))
-    return AudioSource(codec, ptime_ms, (frames[-1],), description="silence")
+    return AudioSource(codec, ptime_ms, (_silence_frame(codec, ptime_ms),), description="silence")
 
 
 def tone(
@@ -105,6 +110,18 @@ def tone(
         )
     if not -60.0 <= level_dbov <= MAX_TONE_LEVEL_DBOV:
         raise SourceError(f"tone level {level_dbov} dBov must be in -60..0 dBov")
+    frames = _tone_frames(codec, float(frequency_hz), ptime_ms, float(level_dbov))
+    return AudioSource(
+        codec, ptime_ms, frames, description=f"tone {frequency_hz:g} Hz {level_dbov:g} dBov"
+    )
+
+
+# Encoded frames are immutable and shared: a thousand phones playing the same tone encode it
+# once. Each AudioSource keeps its own position.
+@functools.lru_cache(maxsize=256)
+def _tone_frames(
+    codec: AudioCodec, frequency_hz: float, ptime_ms: int, level_dbov: float
+) -> tuple[bytes, ...]:
     amplitude = 32767 * 10 ** (level_dbov / 20)
     # Frames in a loop of a whole number of seconds (1 s at 20 ms, 3 s at 30 ms...).
     loop_ms = 1000 * ptime_ms // gcd(1000, ptime_ms)
@@ -114,10 +131,7 @@ def tone(
         array.array("h", (round(amplitude * math.sin(step * n)) for n in range(samples)))
     )
     # G.722 is ADPCM: encode one loop to settle its predictor, keep the second.
-    frames = _encode(codec, ptime_ms, one_loop, warmup=one_loop)
-    return AudioSource(
-        codec, ptime_ms, frames, description=f"tone {frequency_hz:g} Hz {level_dbov:g} dBov"
-    )
+    return _encode(codec, ptime_ms, one_loop, warmup=one_loop)
 
 
 def wav_file(
