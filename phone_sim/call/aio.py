@@ -53,7 +53,12 @@ from phone_sim.media.sinks import DtmfReceived, ToneDetected, ToneDetector, WavR
 from phone_sim.media.sources import AudioSource, tone, wav_file
 from phone_sim.media.stream import MediaStream, StreamStatistics
 from phone_sim.phone.aio import Phone
-from phone_sim.phone.registration import EXTRA_METHODS, RegistrationCore, RegistrationSettings
+from phone_sim.phone.registration import (
+    EXTRA_METHODS,
+    RegistrationCore,
+    RegistrationSettings,
+    RegistrationSucceeded,
+)
 from phone_sim.sip.headers import NameAddr
 from phone_sim.sip.signature import PhoneSignature
 from phone_sim.sip.ua import Address, UaConfig, UaEvent, UserAgent
@@ -735,7 +740,7 @@ class CallingPhone(Phone):
             core.calls = self._calls
         return self._calls
 
-    async def register(self, timeout: float | None = None) -> Any:
+    async def register(self, timeout: float | None = None) -> RegistrationSucceeded:
         """Register (see :meth:`Phone.register`), with calls ready to arrive."""
         _ = self.calls
         result = await super().register(timeout)

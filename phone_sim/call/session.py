@@ -521,7 +521,8 @@ class CallSession:
             self._offer_in_invite = True
             # Decide now, as the firmware does: the offer is checked before ringing. The
             # answer itself is built at answer() time with the real media port.
-            probe = self._new_oa(self._local or _PROBE_AUDIO)
+            probe = self._new_oa(self._local or LocalAudio(
+                host=self.ua.config.local_host.strip("[]"), rtp_port=9))
             try:
                 probe.receive_offer(request.body)
             except NegotiationError as exc:
@@ -1265,10 +1266,6 @@ class CallSession:
             method == "UPDATE" or not offer_in_200
         ):
             self._arm_session_timer(now)
-
-
-#: A stand-in LocalAudio for deciding 488 before the media port is known.
-_PROBE_AUDIO = LocalAudio(host="127.0.0.1", rtp_port=9)
 
 
 # --------------------------------------------------------------------------------------------
