@@ -20,7 +20,8 @@ from phone_sim.media.negotiation import Direction
 from phone_sim.phone import RegistrationSettings
 from phone_sim.tls.client import TrustStore
 from tests.peers.audio import wav_tone_report
-from tests.peers.capture import srtp_wire_report
+from tests.peers.baresip import Baresip
+from tests.peers.capture import Capture, srtp_wire_report
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
 from tests.peers.plugin import BaresipFactory, CaptureFactory
@@ -33,9 +34,9 @@ OURS = 1004.0
 THEIRS = 697.0
 
 
-def _account(kam: Kamailio, user: str) -> Account:
-    host = SipHost(server="127.0.0.1", port=kam.tls_port, transport=SipTransport.TLS,
-                   media_encryption="sdes", reregister=60)
+def _account(kam: Kamailio, user: str, transport: SipTransport = SipTransport.TLS) -> Account:
+    host = SipHost(server="127.0.0.1", port=kam.port(transport.value),
+                   transport=transport, media_encryption="sdes", reregister=60)
     return Account(username=user, password=kam.user(user).password, host_primary=host,
                    domain=kam.domain, server_name=kam.domain)
 
@@ -67,13 +68,22 @@ def _heard(recordings: list[Path]) -> Path:
     return recordings[-1]
 
 
+@pytest.mark.parametrize("transport", [SipTransport.TLS, SipTransport.UDP], ids=str)
 async def test_phone_sim_calls_baresip_both_tones_heard_and_srtp_on_the_wire(
     kamailio: Kamailio, baresip_factory: BaresipFactory, capture_factory: CaptureFactory,
-    phone: CallingPhone,
+    peer_pki: TestPki, transport: SipTransport,
 ) -> None:
     callee = baresip_factory(kamailio, "102", tone_hz=THEIRS, answermode="auto")
     await callee.wait_registered()
     capture = await asyncio.to_thread(capture_factory, udp_ports=[*callee.rtp_ports])
+    trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
+    async with CallingPhone(PROFILE, _account(kamailio, "101", transport), trust=trust,
+                            settings=FAST) as phone:
+        await phone.register(timeout=10)
+        await _call_baresip(phone, callee, capture)
+
+
+async def _call_baresip(phone: CallingPhone, callee: Baresip, capture: Capture) -> None:
     call = await phone.dial("102")
     await call.wait_answered(timeout=10)
     call.play_tone(OURS)
