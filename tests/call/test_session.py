@@ -661,6 +661,25 @@ def test_a_refused_reoffer_keeps_the_call() -> None:
     assert _direction(pair, a, "a") is Direction.SENDONLY
 
 
+def test_in_dialog_malformed_sdp_gets_400_and_an_old_cseq_500() -> None:
+    pair = CallPair()
+    a, b = established(pair)
+    assert b.dialog is not None
+    bad = b._dialog_request("INVITE", body=(SDP_DIR / "malformed" / "no-origin.sdp").read_bytes())
+    pair.b.send_request(bad, pair.now)
+    pair.pump()
+    assert pair.lines(A_ADDR, "SIP/2.0")[-1].startswith("SIP/2.0 400")
+    assert a.state is CallState.CONFIRMED
+    stale = b.dialog.create_request("UPDATE", cseq=0)  # below the re-INVITE's CSeq 1
+    pair.b.send_request(stale, pair.now)
+    pair.pump()
+    assert pair.lines(A_ADDR, "SIP/2.0")[-1].startswith("SIP/2.0 500")
+    assert a.state is CallState.CONFIRMED
+    a.hangup(pair.now)
+    pair.pump()
+    assert b.ended is not None and b.ended.by_peer
+
+
 def test_reinvite_without_sdp_gets_an_offer_and_takes_the_answer_from_ack() -> None:
     pair = CallPair()
     a, b = established(pair)
