@@ -381,3 +381,23 @@ async def test_sipp_over_tcp_to_the_phones_listener_options_and_malformed(
         assert phone.registered
         (binding,) = await kamailio.wait_bindings("101")
         assert binding.contact == phone.contact
+
+
+@pytest.mark.parametrize("transport", [SipTransport.TLS, SipTransport.UDP], ids=str)
+async def test_keepalives_reach_the_lab(transport: SipTransport) -> None:
+    lab = LabServer(min_expires=2)
+    await lab.start()
+    try:
+        assert lab.lab is not None
+        settings = RegistrationSettings(register_timeout=5.0, stream_ka_interval=0.2,
+                                        udp_ka_interval=0.2)
+        async with Phone(PROFILE, _account(lab, transport), trust=lab.trust,
+                         settings=settings) as phone:
+            await phone.register(timeout=10)
+            before = lab.lab.registrar.stats["keepalives"]
+            await asyncio.sleep(1.1)
+            # CRLF-CRLF pings on TLS (answered with pongs the phone reads), CRLF on UDP.
+            assert lab.lab.registrar.stats["keepalives"] - before >= 3
+            assert phone.registered
+    finally:
+        await lab.close()
