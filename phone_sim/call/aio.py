@@ -165,6 +165,7 @@ class Call:
         self._dtmf: list[str] = []
         self._source_factory: Callable[[MediaStream], AudioSource] | None = None
         self._recorder: WavRecorder | None = None
+        self._record_path: Path | None = None
         self._echo = False
         #: 18x statuses seen.
         self.progress: list[int] = []
@@ -429,7 +430,7 @@ class Call:
             for key in list(self._detectors):
                 del self._detectors[key]
                 self._ensure_detector(key)
-            if getattr(self, "_record_path", None) is not None:
+            if self._record_path is not None:
                 self._recorder = WavRecorder(stream.codec)
                 stream.sinks.append(self._recorder)
             self._apply_source()
@@ -459,7 +460,7 @@ class Call:
             self._harvest(endpoint)
             endpoint.close()
         recorder = self._recorder
-        path = getattr(self, "_record_path", None)
+        path = self._record_path
         if recorder is not None and path is not None:
             try:
                 recorder.save(path)

@@ -38,6 +38,11 @@ def _kam_args(kam: Kamailio, pki: TestPki, user: str = "101") -> list[str]:
     ]
 
 
+def _last(paths: list[Path]) -> Path:
+    assert paths, "nothing recorded"
+    return paths[-1]
+
+
 BASE = ["--server", "pbx.test", "--user", "101", "--password", "pw"]
 
 
@@ -78,14 +83,18 @@ def test_unreachable_server_exits_2() -> None:
 @pytest.mark.peer
 @pytest.mark.timeout(120)
 async def test_call_baresip_hears_the_tone_and_reports_json(
-    kamailio: Kamailio, baresip_factory: BaresipFactory, peer_pki: TestPki
+    kamailio: Kamailio, baresip_factory: BaresipFactory, peer_pki: TestPki, tmp_path: Path
 ) -> None:
     callee = baresip_factory(kamailio, "102", tone_hz=697, answermode="auto")
     await callee.wait_registered()
+    recording = tmp_path / "heard.wav"
     result = await asyncio.to_thread(
         _run, "call", "--to", "102", "--play", "tone:1004", "--expect-tone", "697",
-        "--duration", "3", "--dtmf", "12", "--json", *_kam_args(kamailio, peer_pki))
+        "--duration", "3", "--dtmf", "12", "--record", str(recording), "--json",
+        *_kam_args(kamailio, peer_pki))
     assert result.returncode == 0, (result.stdout, result.stderr)
+    assert wav_tone_report(recording, 697).windows_with_tone >= 10
+    assert wav_tone_report(_last(callee.recordings()), 1004).windows_with_tone >= 10
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     final = lines[-1]
     assert final["result"] == "ok" and final["encrypted"] is True
