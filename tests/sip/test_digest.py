@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from phone_sim.errors import UsageError
 from phone_sim.sip.digest import (
+    _FAST_AUTH_RE,
     AuthAttempt,
     AuthenticationFailed,
     DigestChallenge,
@@ -19,6 +21,8 @@ from phone_sim.sip.digest import (
     DigestError,
     DigestResponse,
     DigestServer,
+    _parse_auth_list,
+    _parse_auth_list_general,
     compute_response,
     parse_challenges,
 )
@@ -313,3 +317,67 @@ def test_md5_is_always_answered() -> None:
     assert client.algorithms == {"MD5", "SHA-256"}
     with pytest.raises(UsageError, match="unknown digest algorithm"):
         DigestClient(DigestCredentials("u", "p"), algorithms=("ROT13",))
+
+
+# -- the fast path of the auth-param parser against the scanner ------------------------------
+
+_PIECES = st.sampled_from(
+    [
+        "Digest", "digest", "Basic", "realm", "nonce", "username", "qop", "nc", "uri",
+        "response", "algorithm", "MD5", "auth", "00000001", "=", ",", " ", "\t", "\r\n", '"',
+        '\\"', "\\\\", '"x y"', '"a,b"', '"sip:101@pbx"', "''", "~*", "é", "<", ";", "",
+    ]
+)  # fmt: skip
+
+
+def _outcome(parse: Callable[[str], object], text: str) -> object:
+    try:
+        return parse(text)
+    except DigestError as exc:
+        return ("error", str(exc), exc.status)
+
+
+def _auth_value_like() -> st.SearchStrategy[str]:
+    param = st.tuples(
+        st.sampled_from(["realm", "nonce", "uri", "qop", "nc", "opaque", "Realm", "x-y"]),
+        st.sampled_from(["=", " = ", "\t=", "=\r\n "]),
+        st.one_of(
+            st.from_regex(r"[A-Za-z0-9\-.!%*_+`'~]{1,12}", fullmatch=True),
+            st.text(alphabet='ab,= \\"\t', max_size=12).map(
+                lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            ),
+        ),
+    ).map("".join)
+    sep = st.sampled_from([",", ", ", " ,", ",\t", ",,"])
+    return st.tuples(
+        st.sampled_from(["Digest ", "Digest\t", " Digest  ", "Basic ", "Digest"]),
+        st.lists(st.tuples(param, sep), max_size=6),
+        param,
+        st.sampled_from(["", " ", ",", "\r\n", ' x', '"']),
+    ).map(lambda t: t[0] + "".join(p + s for p, s in t[1]) + t[2] + t[3])
+
+
+@given(
+    st.lists(_PIECES, max_size=30).map("".join)
+    | _auth_value_like()
+    | st.text(alphabet='Digest rlmnoc="\\,=\t\r\n', max_size=60)
+)
+def test_fast_auth_param_parser_equals_the_scanner(text: str) -> None:
+    """The one-regex fast path returns what the scanner returns, and fails the same way."""
+    assert _outcome(_parse_auth_list, text) == _outcome(_parse_auth_list_general, text)
+
+
+def test_fast_auth_param_parser_takes_the_common_shapes() -> None:
+    """The fast path is taken (the scanner is not called) for a pjsip answer and a challenge."""
+    answer = (
+        'Digest username="101", realm="asterisk", nonce="1732780000/0a1b", uri="sip:pbx",'
+        ' response="0123456789abcdef0123456789abcdef", algorithm=MD5, cnonce="abc",'
+        ' qop=auth, nc=00000001'
+    )
+    challenge = 'Digest  realm="a\\"b",\tnonce="n" , algorithm=MD5,qop="auth,auth-int"'
+    for text in (answer, challenge):
+        assert _FAST_AUTH_RE.fullmatch(text) is not None
+        assert _parse_auth_list(text) == _parse_auth_list_general(text)
+    assert _parse_auth_list(challenge)[0][1]["realm"] == 'a"b'
+    with pytest.raises(DigestError, match="duplicate digest parameter 'realm'"):
+        _parse_auth_list('Digest realm="a", Realm="b"')
