@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from phone_sim.errors import RemoteError, UsageError
+from phone_sim.lab.proxy import PROXY_METHODS, Proxy
 from phone_sim.sip.digest import DigestServer
 from phone_sim.sip.framer import (
     KeepAlivePingReceived,
@@ -71,8 +72,8 @@ __all__ = [
 Address = tuple[str, int]
 
 _TRANSPORTS = ("UDP", "TCP", "TLS")
-#: Methods the lab answers itself; anything else gets 405 with this Allow.
-ALLOWED_METHODS: tuple[str, ...] = ("REGISTER", "OPTIONS", "ACK")
+#: Methods the lab handles: REGISTER itself, the rest as a proxy (its OPTIONS Allow).
+ALLOWED_METHODS: tuple[str, ...] = ("REGISTER", *PROXY_METHODS)
 #: RFC 3261 17.2.2: a non-INVITE server transaction over UDP lives 64*T1 (Timer J).
 TIMER_J = 32.0
 #: RFC 3261 17.1.2.2: a non-INVITE client transaction gives up after 64*T1 (Timer F).
@@ -498,6 +499,15 @@ class Registrar:
         self._retransmits: list[tuple[float, str]] = []
         self._out: list[Transmit] = []
         self._events: deque[RegistrarEvent] = deque()
+        #: The stateful proxy (RFC 3261 16) that routes everything but REGISTER between phones.
+        self.proxy = Proxy(
+            config=self.config,
+            users=self.users,
+            digest=self._digest,
+            locate=self.bindings,
+            flow_open=self._open_flows.get,
+            send=self._proxy_send,
+        )
         self.stats: dict[str, int] = {
             "requests": 0, "registers": 0, "challenges": 0, "refused": 0, "malformed": 0,
             "keepalives": 0, "retransmissions": 0,
@@ -510,6 +520,9 @@ class Registrar:
         )
 
     # -- outputs ----------------------------------------------------------------------------
+
+    def _proxy_send(self, flow: Flow, destination: Address, data: bytes) -> None:
+        self._out.append(Transmit(flow=flow, destination=destination, data=data))
 
     def transmits_to_send(self) -> list[Transmit]:
         """What to send, in order; empties the queue."""
@@ -542,6 +555,9 @@ class Registrar:
             heapq.heappop(self._retransmits)
         if self._retransmits:
             deadlines.append(self._retransmits[0][0])
+        proxy_at = self.proxy.get_timer()
+        if proxy_at is not None:
+            deadlines.append(proxy_at)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -577,6 +593,7 @@ class Registrar:
             self._out.append(pending.transmit)
             pending.interval = min(pending.interval * 2, _T2)
             heapq.heappush(retransmits, (now + pending.interval, request_id))
+        self.proxy.handle_timer(now)
 
     # -- the location service ---------------------------------------------------------------
 
@@ -654,6 +671,8 @@ class Registrar:
         if flow is not None and members:
             aors = tuple(sorted({aor for aor, _ in members}))
             self._events.append(FlowLost(flow=flow, aors=aors))
+        if flow is not None:
+            self.proxy.flow_closed(flow_id, now)
 
     def flow_has_bindings(self, flow_id: int) -> bool:
         """Whether any binding is on connection ``flow_id``."""
@@ -730,7 +749,8 @@ class Registrar:
 
     def _dispatch(self, message: SipRequest | SipResponse, flow: Flow, now: float) -> None:
         if isinstance(message, SipResponse):
-            self._on_response(message, flow)
+            if not self.proxy.handle_response(message, flow, now):
+                self._on_response(message, flow)
             return
         self.stats["requests"] += 1
         request = message
@@ -755,6 +775,13 @@ class Registrar:
                     return
             self.stats["malformed"] += 1
             logger.debug("dropped %s from %s: %s", request.method, flow, exc)
+            return
+        if self.proxy.wants(request):
+            via = _stamped_via(original, flow.remote)
+            self.proxy.handle_request(
+                request, flow, now, txkey=txkey, via=via,
+                destination=_response_destination(request, flow, via),
+            )  # fmt: skip
             return
         if not flow.reliable:
             cached = self._udp_responses.get(txkey)

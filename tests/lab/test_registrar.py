@@ -354,21 +354,6 @@ def test_options_is_answered() -> None:
     assert "REGISTER" in (response.headers.get_all("Allow"))
 
 
-def test_invite_gets_405_with_allow() -> None:
-    reg = make()
-    data = (
-        b"INVITE sip:102@lab.phone-sim.test SIP/2.0\r\n"
-        b"Via: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK2\r\n"
-        b"From: <sip:101@lab.phone-sim.test>;tag=a\r\nTo: <sip:102@lab.phone-sim.test>\r\n"
-        b"Call-ID: i1\r\nCSeq: 1 INVITE\r\nContact: <sip:101@127.0.0.1:5099>\r\n"
-        b"Content-Length: 0\r\n\r\n"
-    )
-    [out] = send(reg, data)
-    response = parse_message(out)
-    assert isinstance(response, SipResponse) and response.status == 405
-    assert "REGISTER" in response.headers.get_all("Allow")
-
-
 def test_malformed_request_gets_400_and_response_is_dropped() -> None:
     reg = make()
     bad = (
