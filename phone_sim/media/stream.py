@@ -129,6 +129,12 @@ class StreamStatistics:
     #: E-model MOS of what we hear, and of what the peer hears (from its reports).
     mos_received: float
     mos_sent: float | None
+    #: Packets not sent because the sender fell 3+ packet times behind (a stalled loop).
+    skipped_packets: int = 0
+    #: Times the peer's SSRC changed (statistics restart at each change).
+    ssrc_changes: int = 0
+    #: RFC 3389 comfort-noise packets received.
+    comfort_noise: int = 0
 
 
 class MediaStream:
@@ -627,4 +633,7 @@ class MediaStream:
                 rtt=self.rtt, ptime=self._ptime,
             ),
             mos_sent=mos_sent,
+            skipped_packets=self.skipped_packets,
+            ssrc_changes=self.ssrc_changes,
+            comfort_noise=self.comfort_noise,
         )
