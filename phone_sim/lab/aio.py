@@ -34,6 +34,8 @@ from types import TracebackType
 from typing import Any, cast
 
 from phone_sim.errors import UsageError
+from phone_sim.lab.aio_echo import ECHO_EXTENSION, EchoService
+from phone_sim.lab.proxy import Service
 from phone_sim.lab.registrar import (
     TIMER_F,
     Binding,
@@ -263,6 +265,8 @@ class Lab:
         idle_timeout: float | None = 300.0,
         max_connections: int = 100_000,
         on_event: Callable[[RegistrarEvent], None] | None = None,
+        echo: bool = True,
+        echo_extension: str = ECHO_EXTENSION,
     ) -> None:
         """Prepare a lab; nothing listens before :meth:`start`.
 
@@ -274,7 +278,9 @@ class Lab:
         ``server_name``. ``on_event`` is called with every registrar event.
         ``idle_timeout``: a TCP/TLS connection that carries no binding and has sent nothing
         for this long is closed (``None``: never). ``max_connections``: beyond this many,
-        new connections are dropped at once.
+        new connections are dropped at once. ``echo``: run the echo service at
+        ``echo_extension`` (``600``), reached from a UDP socket on ``host`` (the UDP listener,
+        or a private one when the lab has no UDP transport).
         """
         try:
             ipaddress.ip_address(host)
@@ -322,6 +328,9 @@ class Lab:
         self.ca_file: Path | None = None
         self.ports: dict[str, int] = {}
         self.on_event = on_event
+        self.echo: EchoService | None = (
+            EchoService(_service_host(host), extension=echo_extension) if echo else None
+        )
         self.events: deque[RegistrarEvent] = deque(maxlen=10_000)
         self.tls_handshakes = 0
         self.tls_failures = 0
@@ -378,7 +387,10 @@ class Lab:
             self._tls_context = TlsServerContext(chain_pem, key_pem)
             self._write_ca_file()
         loop = self._loop
-        for name in self.transports:
+        wanted = list(self.transports)
+        if self.echo is not None and "udp" not in wanted:
+            wanted.append("udp")  # the services' leg only; not advertised in ports
+        for name in wanted:
             port = self._requested[name]
             try:
                 if name == "udp":
@@ -387,7 +399,8 @@ class Lab:
                     )
                     assert isinstance(protocol, _Datagrams)
                     self._udp = protocol
-                    self.ports["udp"] = protocol.local[1]
+                    if "udp" in self.transports:
+                        self.ports["udp"] = protocol.local[1]
                     continue
                 factory = self._tls_factory if name == "tls" else self._tcp_factory
                 server = await loop.create_server(
@@ -399,6 +412,17 @@ class Lab:
                 ) from None
             self._servers.append(server)
             self.ports[name] = int(server.sockets[0].getsockname()[1])
+        proxy = self.registrar.proxy
+        proxy.add_name(self.server_name)
+        for port in self.ports.values():
+            proxy.add_listener(self.host, port)
+        if self._udp is not None:
+            proxy.set_udp_flow(
+                Flow(id=self._udp.flow_id, transport="UDP", remote=("", 0), local=self._udp.local)
+            )
+        if self.echo is not None:
+            await self.echo.start()
+            proxy.add_service(Service(user=self.echo.extension, address=self.echo.address))
         logger.info("lab listening on %s: %s", self.host, self.ports)
         if self.idle_timeout is not None and any(t != "udp" for t in self.transports):
             self._schedule_sweep()
@@ -433,6 +457,10 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        if self.echo is not None:
+            self.registrar.proxy.remove_service(self.echo.extension)
+            with contextlib.suppress(Exception):
+                await self.echo.close()
         for server in self._servers:
             server.close()
         for conn in list(self._connections.values()):
@@ -628,6 +656,7 @@ class Lab:
             "transports": list(self.transports),
             "ca_file": str(self.ca_file) if self.ca_file else None,
             "users": [u.username for u in self.users.users()],
+            "echo": self.echo.extension if self.echo is not None else None,
             "pid": os.getpid(),
         }
 
@@ -635,3 +664,12 @@ class Lab:
     def connections(self) -> int:
         """Open TCP/TLS connections."""
         return len(self._connections)
+
+
+def _service_host(host: str) -> str:
+    """Where the lab's own services listen: the lab's address, loopback for a wildcard."""
+    if host in ("0.0.0.0", "localhost"):  # noqa: S104
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host

@@ -1,0 +1,106 @@
+"""Calls through the lab on real sockets: phone-sim phones over TLS to the echo at 600 and to
+each other; the lab's proxy routes them over the phones' own connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from phone_sim.account import Account, SipHost, SipTransport
+from phone_sim.call.aio import CallFailed, CallingPhone
+from phone_sim.firmware import profile_for
+from phone_sim.lab import Lab
+from phone_sim.media.negotiation import Direction
+from phone_sim.phone import RegistrationSettings
+from phone_sim.tls.client import TrustStore
+
+pytestmark = pytest.mark.timeout(60)
+
+PROFILE = profile_for("D65", "2_9_22")
+FAST = RegistrationSettings(register_timeout=5.0, unregister_timeout=2.0)
+
+
+def _account(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS) -> Account:
+    host = SipHost(server=lab.host, port=lab.ports[transport.value], transport=transport,
+                   media_encryption="sdes", retry=0.5)
+    return Account(username=user, password="1234", host_primary=host, domain=lab.server_name,
+                   server_name=lab.server_name)
+
+
+def _phone(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS) -> CallingPhone:
+    trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
+    return CallingPhone(PROFILE, _account(lab, user, transport), trust=trust, settings=FAST)
+
+
+async def test_phone_sim_calls_the_echo_and_hears_itself() -> None:
+    async with Lab({"101": "1234"}) as lab, _phone(lab, "101") as phone:
+        await phone.register(timeout=10)
+        call = await phone.dial("600")
+        await call.wait_answered(timeout=10)
+        call.play_tone(1004)
+        await call.wait_tone(1004, timeout=10)  # its own tone, echoed
+        await call.send_dtmf("42")
+        await call.wait_dtmf("42", timeout=10)  # RFC 4733 digits echoed as events
+        stats = call.stats
+        assert stats is not None and stats.encrypted
+        assert stats.stream.srtp_auth_failures == 0 and stats.stream.packets_received >= 20
+        # Hold and resume by re-INVITE through the lab.
+        await call.hold()
+        assert call.negotiated is not None and call.negotiated.direction is Direction.SENDONLY
+        await call.resume()
+        assert call.negotiated.direction is Direction.SENDRECV
+        await call.hangup()
+        assert lab.echo is not None and lab.echo.calls_answered == 1
+        assert lab.echo.digits_echoed >= 2
+        proxy = lab.registrar.proxy.stats
+        assert proxy["challenges"] >= 1 and proxy["routed"] >= 4
+
+
+async def test_phone_sim_calls_phone_sim_through_the_lab_over_tls_and_udp() -> None:
+    async with (
+        Lab({"101": "1234", "102": "1234"}) as lab,
+        _phone(lab, "101") as caller,
+        _phone(lab, "102", SipTransport.UDP) as callee,
+    ):
+        await caller.register(timeout=10)
+        await callee.register(timeout=10)
+        call = await caller.dial("102")
+        incoming = await callee.next_call(timeout=10)
+        await incoming.answer()
+        await call.wait_answered(timeout=10)
+        call.play_tone(1004)
+        incoming.play_tone(697)
+        await call.wait_tone(697, timeout=10)
+        await incoming.wait_tone(1004, timeout=10)
+        await incoming.hangup()  # the callee's BYE crosses UDP -> TLS by the route set
+        ended = await call.wait_ended(timeout=10)
+        assert ended.by_peer
+
+
+async def test_calls_to_nobody_and_to_an_unregistered_user_fail_with_the_lab_s_status() -> None:
+    async with Lab({"101": "1234", "103": "1234"}) as lab, _phone(lab, "101") as phone:
+        await phone.register(timeout=10)
+        for target, status in (("999", 404), ("103", 480)):
+            call = await phone.dial(target)
+            with pytest.raises(CallFailed) as failed:
+                await call.wait_answered(timeout=10)
+            assert failed.value.status == status
+
+
+async def test_caller_cancels_a_ringing_call() -> None:
+    async with (
+        Lab({"101": "1234", "102": "1234"}) as lab,
+        _phone(lab, "101") as caller,
+        _phone(lab, "102") as callee,
+    ):
+        await caller.register(timeout=10)
+        await callee.register(timeout=10)
+        call = await caller.dial("102")
+        incoming = await callee.next_call(timeout=10)
+        await asyncio.sleep(0.2)
+        ended = await call.hangup()  # CANCEL
+        assert ended.status in (487, None)
+        callee_end = await incoming.wait_ended(timeout=10)
+        assert callee_end.by_peer
+        assert lab.registrar.proxy.stats["cancelled"] == 1
