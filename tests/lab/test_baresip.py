@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from phone_sim.lab import BindingAdded, BindingRefreshed, Lab, LabUser, RegistrationRefused
-from tests.peers.audio import write_tone_wav
+from tests.peers.audio import wav_tone_report, write_tone_wav
 from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport
 from tests.peers.plugin import require
 
@@ -65,3 +66,79 @@ async def test_baresip_with_a_wrong_password_is_refused(tmp_path: Path) -> None:
             assert lab.bindings("101") == []
         finally:
             await phone.aclose()
+
+
+# -- calls through the lab's proxy -----------------------------------------------------------
+
+TONE_101 = 1004.0
+TONE_102 = 697.0
+
+
+def _srtp_baresip(
+    tmp_path: Path, lab: Lab, user: str, tone: float, *, answermode: str = "manual"
+) -> Baresip:
+    require("baresip")
+    workdir = tmp_path / f"baresip-{user}"
+    workdir.mkdir()
+    account = BaresipAccount(
+        user=user, password="1234", domain=lab.server_name, proxy=lab.uri("tls"),
+        transport="tls", mediaenc="srtp-mand", regint=60,
+        answermode=answermode,  # type: ignore[arg-type]
+    )
+    wav = write_tone_wav(workdir / f"tone-{tone:g}.wav", tone, 30.0)
+    return Baresip(workdir, account, source_wav=wav, ca_file=lab.ca_file, name=f"baresip-{user}")
+
+
+@pytest.mark.peer
+@pytest.mark.timeout(60)
+async def test_two_baresips_call_each_other_through_the_lab_over_tls(tmp_path: Path) -> None:
+    async with Lab({"101": "1234", "102": "1234"}, transports=["tls"]) as lab:
+        caller = _srtp_baresip(tmp_path, lab, "101", TONE_101)
+        callee = _srtp_baresip(tmp_path, lab, "102", TONE_102, answermode="auto")
+        caller.start()
+        callee.start()
+        try:
+            await caller.wait_registered(timeout=10)
+            await callee.wait_registered(timeout=10)
+            await caller.dial("102")
+            await caller.wait_event("CALL_ESTABLISHED", timeout=10)
+            await callee.wait_event("CALL_ESTABLISHED", timeout=10)
+            await asyncio.sleep(3.0)
+            await caller.hangup()  # the BYE follows the route set through the lab
+            await callee.wait_event("CALL_CLOSED", timeout=10)
+            await caller.wait_event("CALL_CLOSED", timeout=10)
+        finally:
+            await caller.aclose()
+            await callee.aclose()
+        proxy = lab.registrar.proxy.stats
+        assert proxy["challenges"] >= 1  # baresip's INVITE was challenged with 407
+        assert proxy["routed"] >= 3  # INVITE, ACK, BYE
+        # Each side heard the other's tone (decrypted with the keys of its SDES answer).
+        [heard_by_caller] = caller.recordings()[-1:]
+        [heard_by_callee] = callee.recordings()[-1:]
+        assert wav_tone_report(heard_by_caller, TONE_102).windows_with_tone >= 10
+        assert wav_tone_report(heard_by_callee, TONE_101).windows_with_tone >= 10
+
+
+@pytest.mark.peer
+@pytest.mark.timeout(60)
+async def test_baresip_calls_the_echo_and_hears_its_own_tone(tmp_path: Path) -> None:
+    async with Lab({"101": "1234"}, transports=["tls"]) as lab:
+        phone = _srtp_baresip(tmp_path, lab, "101", TONE_101)
+        phone.start()
+        try:
+            await phone.wait_registered(timeout=10)
+            await phone.dial("600")
+            await phone.wait_event("CALL_ESTABLISHED", timeout=10)
+            mark = len(phone.events)
+            await asyncio.sleep(2.0)
+            await phone.send_dtmf("7")
+            assert await phone.received_dtmf(1, after=mark, timeout=5) == "7"
+            await asyncio.sleep(1.0)
+            await phone.hangup()
+            await phone.wait_event("CALL_CLOSED", timeout=10)
+        finally:
+            await phone.aclose()
+        assert lab.echo is not None and lab.echo.calls_answered == 1
+        [heard] = phone.recordings()[-1:]
+        assert wav_tone_report(heard, TONE_101).windows_with_tone >= 10
