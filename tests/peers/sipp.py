@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from tests.peers._process import LOOPBACK, PeerError, tail, which
-from tests.peers.ports import free_port, free_port_pair
+from tests.peers.ports import free_port, free_port_run
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "peers"
 
@@ -165,7 +165,7 @@ async def run_sipp(
     Async so that a phone under test in the same event loop keeps answering. ``service`` is
     the user part of the target (``-s``, ``[service]``), ``keys`` fill ``[NAME]`` keywords
     (``-key NAME VALUE``), and ``media_port`` is the port SIPp offers in SDP (``-mp``; a free
-    even port by default).
+    even port by default, with the three after it, which SIPp also binds).
     """
     binary = which("sipp")
     host, port = target
@@ -190,7 +190,8 @@ async def run_sipp(
         "-max_recv_loops", "1000",
         "-default_behaviors", default_behaviors,
     ]
-    argv += ["-mp", str(media_port or free_port_pair())]
+    # SIPp binds audio RTP/RTCP on -mp and -mp+1, and video on -mp+2 and -mp+3: reserve all four.
+    argv += ["-mp", str(media_port or free_port_run(4, even=True))]
     if service is not None:
         argv += ["-s", service]
     for name, value in (keys or {}).items():
