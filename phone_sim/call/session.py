@@ -129,6 +129,9 @@ class CallConfig:
     to do so only when required)."""
     refresh_method: str = "auto"
     """``auto`` (UPDATE when the peer allows it, else re-INVITE), ``UPDATE`` or ``INVITE``."""
+    ring_timeout: float = 120.0
+    """An incoming call not answered within this many seconds gets 480 (a caller whose
+    CANCEL never came must not leave the phone ringing forever)."""
 
     def __post_init__(self) -> None:
         if self.min_se < MIN_SE_FLOOR:
@@ -137,6 +140,8 @@ class CallConfig:
             raise UsageError(
                 f"Session-Expires {self.session_expires} is below Min-SE {self.min_se}"
             )
+        if not self.ring_timeout > 0:
+            raise UsageError(f"ring timeout {self.ring_timeout} s must be positive")
         if self.refresh_method not in ("auto", "UPDATE", "INVITE"):
             raise UsageError(
                 f"refresh method {self.refresh_method!r} is not auto, UPDATE or INVITE"
@@ -375,6 +380,9 @@ class CallSession:
         self._pending_timer_start = False
         self._answer_error = ""
         self._deferred_200: tuple[list[tuple[str, HeaderValue]], bytes] | None = None
+        self._bye_after_ack = False
+        self._ring_until: float | None = None
+        self._ring_status = 480
         self._ended: CallEnded | None = None
 
     def __repr__(self) -> str:
@@ -394,8 +402,8 @@ class CallSession:
 
     def get_timer(self) -> float | None:
         """The earliest deadline of this call (reliable 1xx, refresh, expiry, 491 retry)."""
-        times = [t for t in (self._retx_at, self._refresh_at, self._expire_at, self._retry_at)
-                 if t is not None]
+        times = [t for t in (self._retx_at, self._refresh_at, self._expire_at, self._retry_at,
+                             self._ring_until) if t is not None]
         return min(times) if times else None
 
     @property
@@ -429,6 +437,7 @@ class CallSession:
             return
         self._set_state(_In.END)
         self._retx_at = self._refresh_at = self._expire_at = self._retry_at = None
+        self._ring_until = None
         self._ended = CallEnded(reason=reason, status=status, by_peer=by_peer)
         self._events.append(self._ended)
 
@@ -532,6 +541,13 @@ class CallSession:
             except ProtocolError as exc:  # SdpParseError: malformed body, 400
                 self._refuse(exc.status or 400, str(exc), now)
                 return False
+        # RFC 3261 13.3.1.1: an INVITE's Expires bounds the ringing (then 487); our own
+        # ring timeout bounds it too (then 480).
+        self._ring_until = now + self.config.ring_timeout
+        expires = request.expires
+        if expires is not None and now + expires < self._ring_until:
+            self._ring_until = now + expires
+            self._ring_status = 487
         if self._prack_on and (
             _has_tag(request, "Require", "100rel")
             or (self.config.prefer_100rel and _has_tag(request, "Supported", "100rel"))
@@ -627,6 +643,7 @@ class CallSession:
             body = bytes(self.oa.create_offer())
             self._answer_from_ack = True
         headers = [*self._capability_headers(), *self._uas_timer_headers(self.invite)]
+        self._ring_until = None
         self._set_state(_In.ANSWER)
         self.final_status = 200
         if self._unacked_1xx is not None:
@@ -661,6 +678,7 @@ class CallSession:
         self.ua.respond(self._invite_handle, status, now)
         self._set_state(_In.REJECT)
         self._retx_at = self._refresh_at = self._expire_at = self._retry_at = None
+        self._ring_until = None
         self._ended = CallEnded(reason=f"rejected with {status}", status=status)
         self._events.append(self._ended)
 
@@ -825,6 +843,17 @@ class CallSession:
         if self.state is CallState.INCOMING:
             self.reject(now, 603)
             return
+        if self.state is CallState.ANSWERED:
+            if self._deferred_200 is not None:
+                # The 200 is still held for the PRACK: decline instead of answering.
+                self._deferred_200 = None
+                self._retx_at = None
+                self._unacked_1xx = None
+                self._refuse(603, "hung up before the answer went out", now)
+                return
+            # RFC 3261 15: no BYE before the ACK of our 2xx (or Timer L): send it then.
+            self._bye_after_ack = True
+            return
         self._send_bye(now, "hung up")
 
     def _send_bye(self, now: float, reason: str, *, status: int | None = None) -> None:
@@ -839,6 +868,12 @@ class CallSession:
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due at *now*."""
+        if self._ring_until is not None and now >= self._ring_until:
+            self._ring_until = None
+            if self.state is CallState.INCOMING:
+                self._retx_at = None
+                self._unacked_1xx = None
+                self._refuse(self._ring_status, "not answered in time", now)
         if self._retx_at is not None and now >= self._retx_at:
             if self._unacked_1xx is None or self.state not in (
                 CallState.INCOMING, CallState.ANSWERED
@@ -1074,9 +1109,16 @@ class CallSession:
             if 200 <= status < 300:
                 self._reinvite_handle = None
                 assert self.dialog is not None
-                self.dialog.receive_response(event.request, response)
                 if purpose == "reinvite":
+                    # RFC 3261 13.2.2.4: a 2xx is ACKed whatever we think of it.
                     self.ua.send_ack(handle, response, now, dialog=self.dialog)
+                if self.state is CallState.TERMINATED:
+                    return  # the call ended while the re-INVITE was out (we sent BYE)
+                try:
+                    self.dialog.receive_response(event.request, response)
+                except DialogError as exc:
+                    logger.info("call %s: %s", self.call_id, exc)
+                    return
                 if purpose == "reinvite" and response.body and response.media_type == SDP:
                     if not self._take_answer(response.body, now):
                         self._send_bye(now, f"unusable answer: {self._answer_error}",
@@ -1185,6 +1227,9 @@ class CallSession:
                                status=488)
                 return
         if first:
+            if self._bye_after_ack:
+                self._send_bye(now, "hung up")
+                return
             if self.session_interval is not None and self._pending_timer_start:
                 self._arm_session_timer(now)
             self._events.append(CallEstablished())

@@ -176,6 +176,8 @@ def test_config_is_checked() -> None:
         CallConfig(session_expires=100, min_se=120)
     with pytest.raises(UsageError, match="refresh method"):
         CallConfig(refresh_method="OPTIONS")
+    with pytest.raises(UsageError, match="ring timeout"):
+        CallConfig(ring_timeout=0)
 
 
 def test_call_signature_adds_only_what_the_call_layer_implements() -> None:
@@ -713,6 +715,49 @@ def test_no_ack_for_the_200_ends_the_call_with_bye() -> None:
     pair.advance(40)
     assert b.ended is not None and b.ended.status == 408
     assert pair.lines(B_ADDR, "BYE")
+
+
+def test_the_callee_hanging_up_before_the_ack_sends_bye_after_it() -> None:
+    held = {"on": True}
+    pair = CallPair(drop=lambda w: held["on"] and w.first_line.startswith("ACK"))
+    a, b = established(pair)
+    assert b.state is CallState.ANSWERED
+    b.hangup(pair.now)
+    pair.pump()
+    assert not pair.lines(B_ADDR, "BYE")  # RFC 3261 15: not before the ACK
+    held["on"] = False
+    pair.advance(1.0)  # A re-ACKs the retransmitted 200
+    assert pair.lines(B_ADDR, "BYE")
+    assert b.ended is not None and a.ended is not None and a.ended.by_peer
+
+
+def test_hanging_up_while_the_200_waits_for_prack_declines() -> None:
+    pair = CallPair(config_b=CallConfig(prefer_100rel=True),
+                    drop=lambda w: w.first_line.startswith("PRACK"))
+    a, b = established(pair)
+    assert b.state is CallState.ANSWERED
+    b.hangup(pair.now)
+    pair.pump()
+    assert a.ended is not None and a.ended.status == 603
+
+
+def test_an_unanswered_incoming_call_stops_ringing_with_480() -> None:
+    pair = CallPair(config_b=CallConfig(ring_timeout=30))
+    pair.on_incoming = ring_only
+    a = pair.dial()
+    pair.advance(29)
+    assert a.state is CallState.EARLY
+    pair.advance(2)
+    assert a.ended is not None and a.ended.status == 480
+    assert pair.incoming[0].ended is not None
+
+
+def test_the_invites_expires_bounds_the_ringing_with_487() -> None:
+    pair = CallPair()
+    raw_invite(pair, _good_offer(), headers=[("Expires", "5")])
+    assert pair.incoming and pair.incoming[0].state is CallState.INCOMING
+    pair.advance(6)
+    assert final_from_a(pair).status == 487
 
 
 def test_no_answer_at_all_times_out() -> None:
