@@ -1,4 +1,5 @@
-"""``phone-sim lab``: run the embedded registrar and say how to point a phone at it.
+"""``phone-sim lab``: run the embedded registrar and proxy, with the echo service at 600, and
+say how to point a phone at it and call the echo.
 
 Exit statuses: 0 stopped cleanly (Ctrl-C, SIGTERM or ``--duration``), 2 a usage error (a bad
 option, a port in use). Passwords given with ``--user`` are never printed.
@@ -37,10 +38,11 @@ def add_parser(subparsers: Any) -> None:
     """Register ``lab``."""
     p = subparsers.add_parser(
         "lab",
-        help="run the embedded registrar (TLS, TCP, UDP) with a generated certificate",
-        description="Run a SIP registrar on TLS, TCP and UDP with digest authentication and a "
-        "freshly generated certificate, print where it listens, the CA file a validating "
-        "phone must load, and example phone-sim and baresip settings, then show "
+        help="run the embedded registrar and proxy (TLS, TCP, UDP) with an echo service",
+        description="Run a SIP registrar and record-routing proxy on TLS, TCP and UDP with "
+        "digest authentication and a freshly generated certificate, and an echo service "
+        "(SDES-SRTP, audio and DTMF) at extension 600; print where it listens, the CA file a "
+        "validating phone must load, and example phone-sim and baresip settings, then show "
         "registrations as they happen until Ctrl-C. Port 0 picks a free port.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -70,6 +72,13 @@ def add_parser(subparsers: Any) -> None:
         metavar="DIR",
         help="write ca.pem there and keep it (default: a temporary directory removed on exit)",
     )
+    p.add_argument(
+        "--echo-extension",
+        default="600",
+        metavar="EXT",
+        help="extension of the echo service (default 600)",
+    )
+    p.add_argument("--no-echo", action="store_true", help="do not run the echo service")
     p.add_argument("--min-expires", type=int, default=60, help="shortest expiry (s); below: 423")
     p.add_argument("--max-expires", type=int, default=3600, help="longest expiry granted (s)")
     p.add_argument(
@@ -114,6 +123,13 @@ def _lab(args: argparse.Namespace) -> int:
         )
     except LabConfigError as exc:
         raise UsageError(str(exc)) from None
+    if not args.no_echo and (
+        not args.echo_extension.isalnum() or (users and any(
+            u.username == args.echo_extension for u in users))
+    ):
+        raise UsageError(
+            f"--echo-extension {args.echo_extension!r}: letters and digits, not a --user"
+        )
     printer: Callable[[RegistrarEvent], None] | None = None
     if not args.quiet:
         printer = _print_json_event if args.json else _print_event
@@ -128,6 +144,8 @@ def _lab(args: argparse.Namespace) -> int:
         config=config,
         state_dir=args.state_dir,
         on_event=printer,
+        echo=not args.no_echo,
+        echo_extension=args.echo_extension,
     )
     default_users = users is None
     runner = _loop_factory(args.no_uvloop)
@@ -162,6 +180,7 @@ async def _serve(lab: Lab, args: argparse.Namespace, default_users: bool) -> Non
                 async with asyncio.timeout(args.duration):
                     await stop.wait()
             stats = dict(lab.registrar.stats)
+            stats.update({f"proxy_{k}": v for k, v in lab.registrar.proxy.stats.items()})
             bindings = lab.registrar.binding_count
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -202,6 +221,22 @@ def _banner(lab: Lab, default_users: bool) -> str:
     )
     if transport == "tls":
         lines.append(f"  baresip config:   sip_cafile {lab.ca_file}")
+    lines.append("")
+    lines.append(
+        "Registered phones call each other by extension through the lab (it record-routes,"
+    )
+    lines.append("and reaches each phone over its own connection).")
+    if lab.echo is not None:
+        ext = lab.echo.extension
+        lines.append(f"Echo service: dial {ext} (SDES-SRTP; echoes audio and RFC 4733 DTMF):")
+        call = (
+            f"  phone-sim call --to {ext} --server {host}:{port} --transport {transport} "
+            f"--user {user} --password {password} --domain {lab.server_name}"
+        )
+        if transport == "tls":
+            call += f" --servername {lab.server_name} --ca {lab.ca_file}"
+        call += " --play tone:1004 --expect-tone 1004 --duration 5"
+        lines.append(call)
     lines.append("Ctrl-C stops it.")
     return "\n".join(lines)
 

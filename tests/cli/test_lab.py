@@ -128,3 +128,40 @@ async def test_lab_process_takes_a_tls_registration_and_stops_on_sigint() -> Non
     assert lab.final is not None
     assert lab.final["bindings"] == 1
     assert lab.final["stats"]["registers"] == 2
+
+
+def test_banner_shows_the_echo_and_how_to_call_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", *FREE, "--duration", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "Echo service: dial 600" in out
+    assert "phone-sim call --to 600 --server 127.0.0.1:" in out
+    assert "--play tone:1004 --expect-tone 1004" in out
+    assert main(["lab", *FREE, "--duration", "0.2", "--no-echo"]) == 0
+    assert "Echo service" not in capsys.readouterr().out
+    assert main(["lab", *FREE, "--duration", "0.2", "--echo-extension", "700", "--json"]) == 0
+    ready = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert ready["echo"] == "700"
+
+
+@pytest.mark.parametrize("argv", [["--echo-extension", "6 0"],
+                                  ["--echo-extension", "201", "--user", "201:pw"]])
+def test_bad_echo_extension_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", *FREE, "--duration", "0.2", *argv]) == 2
+    assert "--echo-extension" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+async def test_the_printed_call_line_reaches_the_echo_and_hears_itself() -> None:
+    async with LabProcess({"101": "1234"}) as lab:
+        assert lab.ca_file is not None
+        base = [
+            "call", "--to", "600", "--server", f"{lab.host}:{lab.ports['tls']}",
+            "--transport", "tls", "--user", "101", "--password", "1234",
+            "--domain", lab.server_name, "--servername", lab.server_name,
+            "--ca", str(lab.ca_file), "--play", "tone:1004", "--duration", "2",
+        ]  # fmt: skip
+        assert await asyncio.to_thread(main, [*base, "--expect-tone", "1004"]) == 0
+        # The far end is an echo, not a tone generator: another tone is not heard.
+        assert await asyncio.to_thread(main, [*base, "--expect-tone", "697"]) == 1
+    assert lab.final is not None
+    assert lab.final["stats"]["proxy_routed"] >= 4

@@ -65,7 +65,7 @@ class Lab:
 
     def advance(self, seconds: float) -> list[tuple[Flow, tuple[str, int], bytes]]:
         end = self.now + seconds
-        out = []
+        out: list[tuple[Flow, tuple[str, int], bytes]] = []
         while (at := self.reg.get_timer()) is not None and at <= end:
             self.now = at
             self.reg.handle_timer(at)
@@ -141,6 +141,11 @@ def parsed(data: bytes) -> SipRequest | SipResponse:
     return parse_message(data)
 
 
+def _status(data: bytes) -> int | str:
+    message = parse_message(data)
+    return message.status if isinstance(message, SipResponse) else "req"
+
+
 def invite(lab: Lab, *, branch: str = "z9hG4bKinv1", to_user: str = "102",
            extra: list[str] | None = None) -> list[tuple[Flow, tuple[str, int], bytes]]:
     """INVITE from 101, challenged then authorized; the output of the authorized one."""
@@ -162,8 +167,7 @@ def invite(lab: Lab, *, branch: str = "z9hG4bKinv1", to_user: str = "102",
 def test_call_through_the_proxy_with_record_route_and_route() -> None:
     lab = Lab()
     out = invite(lab, extra=["Supported: 100rel, timer"])
-    assert [(f.id, parsed(d).status if isinstance(parsed(d), SipResponse) else "req")
-            for f, _, d in out] == [(1, 100), (2, "req")]
+    assert [(f.id, _status(d)) for f, _, d in out] == [(1, 100), (2, "req")]
     forwarded = parsed(out[1][2])
     assert isinstance(forwarded, SipRequest)
     # Request-URI is the binding's contact; the lab's Via on top; MF decremented; RR x2.
