@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,12 +73,29 @@ __all__ = [
     "CallStats",
     "CallingPhone",
     "UdpCallAgent",
+    "shared_media_clock",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: How often a waiting coroutine looks at the media events (seconds).
 POLL_INTERVAL = 0.02
+
+
+# Weak values: a clock lives as long as some call manager holds it (a clock refers to its
+# loop, so a weak-key map would keep every test's loop alive).
+_CLOCKS: weakref.WeakValueDictionary[int, MediaClock] = weakref.WeakValueDictionary()
+
+
+def shared_media_clock(loop: asyncio.AbstractEventLoop | None = None) -> MediaClock:
+    """The one :class:`MediaClock` of *loop*: every call of every phone on the loop is paced
+    by a single ``call_at`` (thousands of phones in a fleet share it)."""
+    loop = loop or asyncio.get_running_loop()
+    clock = _CLOCKS.get(id(loop))
+    if clock is None or clock.loop is not loop:
+        clock = MediaClock(loop)
+        _CLOCKS[id(loop)] = clock
+    return clock
 
 
 class CallFailed(RemoteError):
@@ -510,7 +528,7 @@ class CallManager:
             rng=rng,
         )
         self.auto_answer = auto_answer
-        self.clock = clock or MediaClock(self.loop)
+        self.clock = clock or shared_media_clock(self.loop)
         self.calls: dict[str, Call] = {}
         self._incoming: asyncio.Queue[Call] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from phone_sim.call.aio import Call, CallFailed, UdpCallAgent
+from phone_sim.call.aio import Call, CallFailed, UdpCallAgent, shared_media_clock
 from phone_sim.call.session import CallState
 from phone_sim.errors import UsageError
 from phone_sim.media.negotiation import Direction
@@ -38,6 +38,7 @@ async def test_tones_cross_over_srtp_both_ways_and_hangup() -> None:
     a, b = await _pair()
     try:
         call, incoming = await _connected(a, b)
+        assert a.calls.clock is b.calls.clock is shared_media_clock()  # one pacer per loop
         assert call.progress == [180]
         call.play_tone(1004)
         incoming.play_tone(697)
