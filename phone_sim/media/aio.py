@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import time
 from typing import Any, TypeVar
@@ -84,15 +85,21 @@ class MediaClock:
     def _fire(self) -> None:
         self._handle = None
         self._armed_at = float("inf")
-        for endpoint, rtp, rtcp in self.pacer.poll(self.loop.time()):
-            transport = endpoint._rtp
-            if transport is None:
-                continue
-            if len(rtp) == 1 and not rtcp:  # the usual case, without the loops
-                transport.sendto(rtp[0], endpoint._remote_rtp)
-            elif rtp or rtcp:
-                endpoint.send(rtp, rtcp)
-        self._arm()
+        try:
+            for endpoint, rtp, rtcp in self.pacer.poll(self.loop.time()):
+                transport = endpoint._rtp
+                if transport is None:
+                    continue
+                try:
+                    if len(rtp) == 1 and not rtcp:  # the usual case, without the loops
+                        transport.sendto(rtp[0], endpoint._remote_rtp)
+                    elif rtp or rtcp:
+                        endpoint.send(rtp, rtcp)
+                except (OSError, RuntimeError):
+                    # One endpoint's socket trouble must not stop every other stream.
+                    endpoint.send_errors += 1
+        finally:
+            self._arm()
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -213,6 +220,17 @@ class MediaEndpoint:
         for port in (remote_rtp_port, remote_rtcp_port):
             if port is not None and not 0 < port < 65536:
                 raise MediaEndpointError(f"remote media port {port} is not in 1-65535")
+        try:
+            remote_ip = ipaddress.ip_address(remote_host)
+        except ValueError:
+            raise MediaEndpointError(
+                f"remote media host {remote_host!r} is not an IP address (resolve it first)"
+            ) from None
+        if (remote_ip.version == 6) != (":" in self.host):
+            raise MediaEndpointError(
+                f"remote media host {remote_host} is IPv{remote_ip.version} but this endpoint "
+                f"is bound to {self.host}"
+            )
         self.stream = stream
         for protocol in self._protocols:
             protocol.stream = stream

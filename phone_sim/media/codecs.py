@@ -69,8 +69,9 @@ CODECS: dict[str, AudioCodec] = {c.name: c for c in (G722, PCMU, PCMA)}
 _ENCODERS = {"PCMU": PcmuEncoder, "PCMA": PcmaEncoder, "G722": G722Encoder}
 _DECODERS = {"PCMU": PcmuDecoder, "PCMA": PcmaDecoder, "G722": G722Decoder}
 
-#: Allowed packetisation times; RFC 3551 G.711/G.722 frames are any multiple of 10 ms.
-MAX_PTIME_MS = 200
+#: Allowed packetisation times: multiples of 10 ms (RFC 3551 G.711/G.722 frames) up to 150 ms,
+#: the longest whose 1200-byte payload still fits one SRTP packet in a 1500-byte datagram.
+MAX_PTIME_MS = 150
 
 
 def get_codec(name: str | PayloadFormat) -> AudioCodec:

@@ -99,8 +99,39 @@ async def test_bad_ports_are_clear_errors() -> None:
         with pytest.raises(MediaEndpointError, match="not in 1-65535"):
             ep.attach(MediaStream(codec="PCMU"), remote_host="127.0.0.1", remote_rtp_port=0,
                       clock=MediaClock())
+        with pytest.raises(MediaEndpointError, match="not an IP address"):
+            ep.attach(MediaStream(codec="PCMU"), remote_host="pbx.example", remote_rtp_port=4000,
+                      clock=MediaClock())
+        with pytest.raises(MediaEndpointError, match="is IPv6 but this endpoint"):
+            ep.attach(MediaStream(codec="PCMU"), remote_host="::1", remote_rtp_port=4000,
+                      clock=MediaClock())
     finally:
         ep.close()
+
+
+async def test_a_failing_endpoint_does_not_stop_the_shared_clock() -> None:
+    ep_a, ep_b, clock = await call()
+    try:
+        assert ep_a._rtp is not None
+
+        class Broken:
+            def sendto(self, data: bytes, addr: object = None) -> None:
+                raise OSError("network is unreachable")
+
+            def close(self) -> None:
+                pass
+
+        ep_a._rtp = Broken()  # type: ignore[assignment]
+        await asyncio.sleep(0.3)
+        assert ep_a.send_errors >= 5
+        assert ep_b.stream is not None
+        before = ep_b.stream.sent.packets_sent
+        await asyncio.sleep(0.2)
+        assert ep_b.stream.sent.packets_sent >= before + 5  # B still paced
+    finally:
+        ep_a.close()
+        ep_b.close()
+        clock.close()
 
 
 async def test_ipv6_loopback() -> None:

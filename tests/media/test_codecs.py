@@ -55,10 +55,23 @@ def test_unknown_codec_is_a_clear_error() -> None:
     assert codec_for_payload_type(9) is G722
 
 
-@pytest.mark.parametrize("bad", [0, 5, 25, 210, -20])
+@pytest.mark.parametrize("bad", [0, 5, 25, 160, 210, -20])
 def test_bad_ptime(bad: int) -> None:
     with pytest.raises(CodecError, match="ptime"):
         check_ptime(bad)
+
+
+def test_longest_ptime_still_fits_an_srtp_packet() -> None:
+    import os
+
+    from phone_sim.media.sources import tone
+    from phone_sim.media.srtp import SrtpContext
+
+    check_ptime(150)
+    payload = tone(G722, 1000, ptime_ms=150).frames[0]
+    key = os.urandom(30)
+    packet = SrtpContext(tx_key=key, rx_key=key).protect_rtp(b"\x80" + bytes(11) + payload)
+    assert len(packet) <= 1500 - 48  # room for IPv6 + UDP headers
 
 
 def test_g722_clock_is_8000_but_it_samples_at_16000() -> None:
