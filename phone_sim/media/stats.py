@@ -42,6 +42,7 @@ class ReceiveStatistics:
         "_bad_seq",
         "_expected_prior",
         "_received_prior",
+        "_seen",
         "_transit",
         "_window",
         "base_seq",
@@ -70,7 +71,9 @@ class ReceiveStatistics:
         self.resyncs = 0
         #: RFC 3550 interarrival jitter, in RTP clock units (float; RTCP carries it truncated).
         self.jitter_units = 0.0
-        self.base_seq = -1
+        #: Extended sequence number of the first packet (lowered if an earlier one arrives late).
+        self.base_seq = 0
+        self._seen = False
         self.max_seq = 0
         self.cycles = 0
         self._bad_seq = -1
@@ -81,7 +84,7 @@ class ReceiveStatistics:
 
     def on_packet(self, seq: int, timestamp: int, now: float, size: int = 0) -> bool:
         """Account for one packet; return False if it is a duplicate or not (yet) accepted."""
-        if self.base_seq < 0:
+        if not self._seen:
             self._init_seq(seq)
         else:
             udelta = (seq - self.max_seq) & 0xFFFF
@@ -101,6 +104,9 @@ class ReceiveStatistics:
                         return False
                     self._window |= bit
                 self.reordered += 1
+                # A packet from before the first one seen widens what was expected.
+                extended = self.cycles + self.max_seq - offset
+                self.base_seq = min(self.base_seq, extended)
             elif seq == self._bad_seq:
                 # Two sequential packets after a big jump: the source restarted (A.1).
                 self.resyncs += 1
@@ -127,6 +133,7 @@ class ReceiveStatistics:
         return True
 
     def _init_seq(self, seq: int) -> None:
+        self._seen = True
         self.base_seq = seq
         self.max_seq = seq
         self.cycles = 0
@@ -142,7 +149,7 @@ class ReceiveStatistics:
     @property
     def expected(self) -> int:
         """Packets expected from the first to the highest received (RFC 3550 A.3)."""
-        if self.base_seq < 0:
+        if not self._seen:
             return 0
         return self.extended_max_seq - self.base_seq + 1
 

@@ -50,6 +50,13 @@ def test_duplicates_and_reordering() -> None:
     assert s.packets_received == 8
 
 
+def test_a_late_packet_from_before_the_first_counts_as_expected() -> None:
+    s = feed([5, 6, 4, 7])
+    assert (s.expected, s.packets_received, s.lost, s.reordered) == (4, 4, 0, 1)
+    wrapped = feed([0, 1, 65535, 2])  # late across the wrap
+    assert (wrapped.expected, wrapped.lost, wrapped.reordered) == (4, 0, 1)
+
+
 def test_resync_after_a_restart() -> None:
     s = feed([10, 11, 12])
     assert not s.on_packet(40000, 0, 1.0)  # a big jump: held back
