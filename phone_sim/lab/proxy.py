@@ -77,6 +77,9 @@ __all__ = ["PROXY_METHODS", "TIMER_C", "Proxy", "Service"]
 #: RFC 3261 16.6 step 11: an INVITE branch without a final response is cancelled after this
 #: (more than 3 minutes by the RFC's letter; 180 s, as Kamailio's ``fr_inv_timer`` default).
 TIMER_C = 180.0
+#: How long a cancelled branch may take to send its 487 before the lab gives up on it and
+#: answers 487 itself (64*T1, as a non-INVITE transaction's lifetime).
+CANCEL_WAIT = 32.0
 #: Methods the proxy routes (any other method is routed too: a proxy does not inspect them);
 #: listed in the lab's Allow.
 PROXY_METHODS: tuple[str, ...] = (
@@ -140,7 +143,7 @@ class _ServerTx:
 class _ClientTx:
     __slots__ = (
         "cancel_pending", "cancelled", "destination", "flow", "provisional", "request", "server",
-        "timer_c", "tx",
+        "timed_out", "timer_c", "tx",
     )  # fmt: skip
 
     def __init__(
@@ -155,6 +158,7 @@ class _ClientTx:
         self.provisional = False
         self.cancel_pending = False
         self.cancelled = False
+        self.timed_out = False
         self.timer_c: float | None = None
 
 
@@ -298,13 +302,20 @@ class Proxy:
                 self._reply(server, status, None, (), now)
 
     def _timer_c(self, entry: _ClientTx, now: float) -> None:
-        # RFC 3261 16.8: Timer C fired: cancel a branch that answered provisionally, else
-        # treat it as a 408.
-        if entry.tx.state in (TxState.PROCEEDING, TxState.CALLING):
-            if entry.provisional:
-                self._send_cancel(entry, now)
-            elif entry.server is not None and not entry.server.final_sent:
-                self._reply(entry.server, 408, None, (), now)
+        # RFC 3261 16.8: Timer C fired: cancel a branch that answered provisionally (and give
+        # it CANCEL_WAIT to answer 487); a branch that was already cancelled and still has not
+        # answered is given up: the caller gets the 487 (or 408) from the lab.
+        if entry.tx.state is not TxState.PROCEEDING:
+            return
+        if not entry.cancelled:
+            self._send_cancel(entry, now)
+            entry.timed_out = True
+            entry.timer_c = now + CANCEL_WAIT
+            return
+        server = entry.server
+        if server is not None and not server.final_sent:
+            self._reply(server, 408 if entry.timed_out else 487, None, (), now)
+        entry.tx.state = TxState.TERMINATED
 
     # -- connections -------------------------------------------------------------------------
 
@@ -707,6 +718,9 @@ class Proxy:
         self._tx[key] = entry
         branch.cancel_pending = False
         branch.cancelled = True
+        # The branch has CANCEL_WAIT to answer with its 487 (RFC 3261 16.10).
+        branch.timer_c = now + CANCEL_WAIT
+        self._schedule(branch.tx.key, branch)
         if TxAction.TRANSMIT in tx.start(now):
             self._send(branch.flow, branch.destination, wire)
         self._schedule(key, entry)
@@ -831,12 +845,18 @@ class Proxy:
         try:
             actions = server.tx.feed(event, now)
         except TransactionStateError:
-            logger.debug("dropped a late %d for %s", status, server.request.method)
+            if event is TxInput.SEND_2XX and server.tx.kind is TransactionKind.INVITE_SERVER:
+                # RFC 3261 16.7 step 10: a 2xx to an INVITE is always forwarded, even after
+                # the lab answered the caller (a 200 that crossed a CANCEL).
+                self._send(server.flow, server.destination, bytes(response))
+            else:
+                logger.debug("dropped a late %d for %s", status, server.request.method)
             return
         if TxAction.TRANSMIT in actions:
             wire = bytes(response)
             server.tx.wire = wire
             self._send(server.flow, server.destination, wire)
+        self._schedule(server.tx.key, server)
 
 
 def _deadline(entry: _Entry) -> float | None:

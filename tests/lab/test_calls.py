@@ -109,3 +109,25 @@ async def test_caller_cancels_a_ringing_call() -> None:
         callee_end = await incoming.wait_ended(timeout=10)
         assert callee_end.by_peer
         assert lab.registrar.proxy.stats["cancelled"] == 1
+
+
+async def test_the_echo_refuses_plain_rtp_with_488_and_keeps_working() -> None:
+    async with Lab({"101": "1234", "102": "1234"}) as lab:
+        plain = Account(username="102", password="1234", domain=lab.server_name,
+                        server_name=lab.server_name,
+                        host_primary=SipHost(server=lab.host, port=lab.ports["tls"],
+                                             transport=SipTransport.TLS,
+                                             media_encryption=None, retry=0.5))
+        trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
+        async with CallingPhone(PROFILE, plain, trust=trust, settings=FAST) as phone:
+            await phone.register(timeout=10)
+            call = await phone.dial("600")
+            with pytest.raises(CallFailed) as failed:
+                await call.wait_answered(timeout=10)
+            assert failed.value.status == 488
+        assert lab.echo is not None and lab.echo.refused.get(488) == 1
+        async with _phone(lab, "101") as phone:  # the echo still answers SDES calls
+            await phone.register(timeout=10)
+            call = await phone.dial("600")
+            await call.wait_answered(timeout=10)
+            await call.hangup()

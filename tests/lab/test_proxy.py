@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phone_sim.lab.proxy import TIMER_C, Service
+from phone_sim.lab.proxy import CANCEL_WAIT, TIMER_C, Service
 from phone_sim.lab.registrar import Flow, LabUser, Registrar, RegistrarConfig
 from phone_sim.sip.digest import DigestChallenge, DigestResponse, compute_response
 from phone_sim.sip.framer import StreamFramer
@@ -213,6 +213,8 @@ def test_call_through_the_proxy_with_record_route_and_route() -> None:
     [(flow, _, data)] = lab.feed(response_to(data, 200, to_tag="from101"), TLS1)
     assert flow == TLS2 and parsed(data).status == 200  # type: ignore[union-attr]
     assert lab.reg.proxy.stats["routed"] == 3
+    lab.advance(40)
+    assert lab.reg.proxy.transactions == 0
 
 
 def test_in_dialog_methods_all_route() -> None:
@@ -336,7 +338,12 @@ def test_ringing_branch_is_cancelled_by_timer_c() -> None:
     out = invite(lab)
     lab.feed(response_to(out[1][2], 180), TLS2)
     sent = lab.advance(TIMER_C + 1)
-    assert any(f.id == 2 and isinstance(parsed(d), SipRequest) for f, _, d in sent)
+    assert [(f.id, parsed(d).method) for f, _, d in sent] == [(2, "CANCEL")]  # type: ignore[union-attr]
+    # The branch never answers its 487: the lab gives up and the caller gets 408.
+    sent = lab.advance(CANCEL_WAIT + 1)
+    assert [(f.id, _status(d)) for f, _, d in sent] == [(1, 408)]
+    lab.advance(40)
+    assert lab.reg.proxy.transactions == 0
 
 
 def test_udp_callee_gets_retransmissions_until_it_answers() -> None:
@@ -405,8 +412,10 @@ def test_any_sequence_never_raises(ops: list[str]) -> None:
             for flow, _, data in sent:
                 if flow.id == 2:
                     last = data
-    lab.advance(400)
-    assert lab.reg.proxy.get_timer() is None or lab.reg.proxy.transactions >= 0
+    lab.advance(TIMER_C + 100)
+    # Every transaction ended by itself: nothing is left behind, no timer armed.
+    assert lab.reg.proxy.transactions == 0
+    assert lab.reg.proxy.get_timer() is None
 
 
 @pytest.mark.parametrize("junk", [b"INVITE sip:102@x SIP/2.0\r\nVia: x\r\n\r\n",
@@ -414,3 +423,50 @@ def test_any_sequence_never_raises(ops: list[str]) -> None:
 def test_junk_never_raises(junk: bytes) -> None:
     lab = Lab()
     lab.feed(junk, UDP)
+
+
+def test_a_200_that_crosses_the_cancel_is_still_forwarded() -> None:
+    lab = Lab()
+    out = invite(lab)
+    lab.feed(response_to(out[1][2], 180), TLS2)
+    lab.feed(request("CANCEL", f"sip:102@{DOMAIN}", branch="z9hG4bKinv1", cseq=2), TLS1)
+    sent = lab.feed(response_to(out[1][2], 200, body=SDP), TLS2)
+    assert [(f.id, _status(d)) for f, _, d in sent] == [(1, 200)]
+
+
+def test_a_cancelled_branch_that_never_answers_gets_487_from_the_lab() -> None:
+    lab = Lab()
+    out = invite(lab)
+    lab.feed(response_to(out[1][2], 180), TLS2)
+    lab.feed(request("CANCEL", f"sip:102@{DOMAIN}", branch="z9hG4bKinv1", cseq=2), TLS1)
+    sent = lab.advance(CANCEL_WAIT + 1)
+    assert (1, 487) in [(f.id, _status(d)) for f, _, d in sent]
+
+
+def test_options_to_a_phone_is_authenticated_then_routed() -> None:
+    lab = Lab()
+    uri = f"sip:102@{DOMAIN}"
+    [(_, _, data)] = lab.feed(request("OPTIONS", uri, branch="z9hG4bKop1"), TLS1)
+    challenged = parsed(data)
+    assert isinstance(challenged, SipResponse) and challenged.status == 407
+    lab.challenge = DigestChallenge.parse(challenged.headers.get("Proxy-Authenticate") or "",
+                                          proxy=True)[0]
+    auth = f"Proxy-Authorization: {lab.proxy_auth('OPTIONS', uri)}"
+    [(flow, _, data)] = lab.feed(request("OPTIONS", uri, branch="z9hG4bKop2", extra=[auth]), TLS1)
+    assert flow == TLS2 and _status(data) == "req"
+    [(flow, _, data)] = lab.feed(response_to(data, 200), TLS2)
+    assert flow == TLS1 and _status(data) == 200
+
+
+def test_udp_caller_retransmission_gets_the_100_again() -> None:
+    lab = Lab(register=False)
+    lab.register("101", UDP, UDP.remote[1])
+    data = request("INVITE", f"sip:102@{DOMAIN}", branch="z9hG4bKu1",
+                   via="SIP/2.0/UDP 127.0.0.1:40003;rport")
+    first = lab.feed(data, UDP)
+    assert [_status(d) for _, _, d in first] == [100, 407]
+    again = lab.feed(data, UDP)
+    assert [_status(d) for _, _, d in again] == [407]  # the last response, to the rport
+    assert again[0][1] == UDP.remote
+    # Timer G retransmits the 407 until the ACK comes.
+    assert [_status(d) for _, _, d in lab.advance(0.6)] == [407]
