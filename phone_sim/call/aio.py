@@ -46,7 +46,7 @@ from phone_sim.call.session import (
     SessionRefreshed,
     call_signature,
 )
-from phone_sim.errors import RemoteError, UsageError
+from phone_sim.errors import PhoneSimError, RemoteError, UsageError
 from phone_sim.firmware import FirmwareProfile
 from phone_sim.media.aio import MediaClock, MediaEndpoint
 from phone_sim.media.negotiation import Direction, LocalAudio, MediaEncryption, NegotiatedAudio
@@ -189,6 +189,8 @@ class Call:
         self.progress: list[int] = []
         #: RFC 4028 refreshes seen (ours and the peer's).
         self.refreshes = 0
+        #: Why the media could not be started, if it could not.
+        self.media_error: str | None = None
         self.negotiated: NegotiatedAudio | None = None
 
     def __repr__(self) -> str:
@@ -389,6 +391,10 @@ class Call:
             raise CallFailed(f"{what} refused: {result.status} {result.reason}",
                              status=result.status)
 
+    def _hangup_now(self) -> None:
+        if self.session.state is not CallState.TERMINATED:
+            self._manager._run(self.session.hangup)
+
     async def hangup(self, timeout: float = 5.0) -> CallEnded:
         """End the call (BYE, CANCEL or 603) and wait until it is over."""
         if self.session.state is not CallState.TERMINATED:
@@ -410,7 +416,14 @@ class Call:
         if isinstance(event, CallRinging):
             self.progress.append(event.status)
         elif isinstance(event, MediaNegotiated):
-            self._on_media(event.audio)
+            try:
+                self._on_media(event.audio)
+            except PhoneSimError as exc:
+                # The media cannot run as negotiated (a port gone...): end the call cleanly,
+                # after this dispatch, rather than raise out of the transport's callback.
+                logger.warning("call %s: media failed: %s", self.session.call_id, exc)
+                self.media_error = str(exc)
+                self._manager.loop.call_soon(self._hangup_now)
             if self._reoffer is not None and not self._reoffer.done():
                 self._reoffer.set_result(None)
         elif isinstance(event, CallEstablished):

@@ -133,3 +133,16 @@ async def test_ipv6_loopback_call() -> None:
         await call.wait_tone(1004, timeout=10)  # echoed by b
         assert call.negotiated is not None and call.negotiated.remote_host == "::1"
         await call.hangup()
+
+
+async def test_media_that_cannot_start_ends_the_call_cleanly() -> None:
+    async with (
+        UdpCallAgent("127.0.0.1", user="101") as a,
+        UdpCallAgent("127.0.0.1", user="102", auto_answer=True) as b,
+    ):
+        call = await a.calls.dial(str(b.uri))
+        assert call.endpoint is not None
+        call.endpoint.close()  # the media sockets are gone before the answer arrives
+        ended = await call.wait_ended(timeout=10)
+        assert call.media_error is not None and "closed" in call.media_error
+        assert not ended.by_peer
