@@ -110,26 +110,72 @@ def _parse_call_id(value: str) -> str:
     return value
 
 
+#: Longest header value text the parse memos keep, and how many values each keeps.
+_MEMO_MAX_TEXT = 256
+_MEMO_SIZE = 2048
+#: Every memo, so tests can empty them and compare against fresh parses.
+_MEMOS: list[dict[str, Any]] = []
+
+
+def _memoized(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` with a bounded memo of its results by value text.
+
+    A phone's From, To and Contact, its registrar's Request-URI and most CSeq values come
+    back in message after message (the 401 and the retried REGISTER, each refresh, every
+    response), and parsing them again costs more than the rest of the message. The results
+    are immutable (frozen dataclasses, ``int``, ``str``), so sharing one between messages is
+    safe. Errors are never kept, so a malformed value is refused every time with the same
+    message. Bounds: values longer than ``_MEMO_MAX_TEXT`` are not kept, and the memo is
+    emptied when ``_MEMO_SIZE`` are held, so a hostile peer can cost us at most a few
+    megabytes and cache misses, never growth. (Emptying beats evicting the oldest entry:
+    ``next(iter(d))`` walks the deleted slots at the front of a dict, several microseconds
+    at this size, and an OrderedDict costs three times a dict per miss. What a memo is for,
+    a value seen again within a few hundred messages, survives either way.)
+    """
+    memo: dict[str, T] = {}
+    _MEMOS.append(memo)
+    get = memo.get
+
+    def cached(text: str) -> T:
+        value = get(text)
+        if value is None:
+            value = parse(text)
+            if len(text) <= _MEMO_MAX_TEXT:
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[text] = value
+        return value
+
+    return cached
+
+
+# Via is not memoized: every transaction has its own branch, so it would only churn a memo.
 _parse_via = Via.parse
-_parse_cseq = CSeq.parse
+_parse_cseq = _memoized(CSeq.parse)
+_parse_request_uri = _memoized(SipUri.parse)
 
 
+@_memoized
 def _parse_contact(value: str) -> NameAddr:
     return NameAddr.parse(value, "Contact")
 
 
+@_memoized
 def _parse_name_addr_from(value: str) -> NameAddr:
     return NameAddr.parse(value, "From")
 
 
+@_memoized
 def _parse_name_addr_to(value: str) -> NameAddr:
     return NameAddr.parse(value, "To")
 
 
+@_memoized
 def _parse_route(value: str) -> NameAddr:
     return NameAddr.parse(value, "Route")
 
 
+@_memoized
 def _parse_record_route(value: str) -> NameAddr:
     return NameAddr.parse(value, "Record-Route")
 
@@ -528,7 +574,7 @@ def _build(start: str, entries: list[tuple[str, str]], body: bytes) -> SipReques
     if not is_token(method):
         raise SipParseError(f"bad method {method[:40]!r}")
     try:
-        uri = SipUri.parse(uri_text)
+        uri = _parse_request_uri(uri_text)
     except SipParseError as exc:
         raise SipParseError(f"bad Request-URI: {exc}", partial=_partial(start, entries)) from None
     msg = SipRequest(method, uri, headers, body)

@@ -9,6 +9,8 @@ import socket
 import subprocess
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from phone_sim.errors import PhoneSimError, ProtocolError
 from phone_sim.sip import (
@@ -27,7 +29,9 @@ from phone_sim.sip import (
     is_keepalive,
     parse_message,
 )
+from phone_sim.sip import message as message_module
 from tests.peers.ports import free_port
+from tests.sip.test_fuzz_parser import TORTURE, mutated
 
 REGISTER = (
     b"REGISTER sip:pbx.example.com SIP/2.0\r\n"
@@ -506,3 +510,90 @@ def test_sipp_udp_invite_parses_and_our_answer_is_accepted() -> None:
             assert ack.cseq.seq == invite.cseq.seq
         finally:
             _stop(proc)
+
+
+# -- the parse memos against fresh parses -----------------------------------------------------
+
+
+def _outcome(data: bytes) -> object:
+    """What a parse yields, down to the parsed values the memos hold; or the refusal."""
+    try:
+        msg = parse_message(data)
+    except SipParseError as exc:
+        return ("refused", str(exc), exc.status)
+    values: list[object] = [type(msg), msg.headers.items(), msg.body]
+    if isinstance(msg, SipRequest):
+        values.append(msg.uri)
+    for name in ("vias", "call_id", "cseq", "from_", "to", "contacts", "routes",
+                 "record_routes", "max_forwards"):  # fmt: skip
+        try:
+            values.append(getattr(msg, name))
+        except SipParseError as exc:
+            values.append(("error", str(exc)))
+    return values
+
+
+def _fresh_outcome(data: bytes) -> object:
+    """:func:`_outcome` with every memo emptied and none kept: each value parsed anew."""
+    saved = message_module._MEMO_MAX_TEXT
+    message_module._MEMO_MAX_TEXT = -1
+    try:
+        for memo in message_module._MEMOS:
+            memo.clear()
+        return _outcome(data)
+    finally:
+        message_module._MEMO_MAX_TEXT = saved
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(mutated(), min_size=1, max_size=4))
+def test_memoized_parse_equals_a_fresh_parse(messages: list[bytes]) -> None:
+    """Parsing with warm memos (each message twice, after its siblings) gives exactly the
+    values and refusals that parsing every value anew gives."""
+    fresh = [_fresh_outcome(m) for m in messages]
+    for m in messages:
+        _outcome(m)
+    assert [_outcome(m) for m in messages] == fresh
+
+
+def test_memoized_parse_equals_a_fresh_parse_on_every_torture_message() -> None:
+    for name, data in TORTURE.items():
+        fresh = _fresh_outcome(data)
+        _outcome(data)
+        assert _outcome(data) == fresh, name
+
+
+def test_a_malformed_value_is_refused_every_time() -> None:
+    """Errors are never memoized: the same bad From is refused again, with the same words."""
+    good = (
+        b"OPTIONS sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@pbx>;tag=1\r\nTo: <sip:b@pbx>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    bad = good.replace(b"From: <sip:a@pbx>", b"From: <sip:a@pbx")
+    parse_message(good)
+    errors = []
+    for _ in range(3):
+        with pytest.raises(SipParseError) as info:
+            parse_message(bad)
+        errors.append((str(info.value), info.value.status))
+    assert errors[0] == errors[1] == errors[2]
+    assert errors[0][1] == 400
+    assert "From" in errors[0][0] or ">" in errors[0][0]
+
+
+def test_memos_are_bounded() -> None:
+    """No memo holds more than _MEMO_SIZE values, nor any value longer than _MEMO_MAX_TEXT."""
+    template = (
+        "OPTIONS sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK{i}\r\n"
+        "From: <sip:{i}@pbx>;tag={i}\r\nTo: <sip:{i}@pbx>{pad}\r\nCall-ID: c{i}\r\n"
+        "CSeq: {i} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    long_to = ";x=" + "y" * message_module._MEMO_MAX_TEXT
+    for i in range(message_module._MEMO_SIZE + 10):
+        parse_message(template.format(i=i, pad="").encode())
+    parse_message(template.format(i=0, pad=long_to).encode())
+    for memo in message_module._MEMOS:
+        assert len(memo) <= message_module._MEMO_SIZE
+        assert all(len(text) <= message_module._MEMO_MAX_TEXT for text in memo)
+    assert any(memo for memo in message_module._MEMOS)
