@@ -11,7 +11,10 @@ Figures:
 - the floor: new TLS handshakes per second against the lab's TLS port, with no SIP;
 - registrations per second: new TLS connection + REGISTER/401/REGISTER/200 per phone, and
   the ratio to the floor;
-- the lab process's CPU time per registration and its RSS growth per connected phone.
+- the lab process's CPU time per registration and its RSS growth per connected phone;
+- the proxy core alone: CPU per call routed between two phones on their flows (INVITE with
+  proxy authentication, 180, 200, ACK, BYE, 200: six messages in, six out), against the
+  same six messages framed, parsed and serialized with no proxy (the baseline).
 
 The in-process figures are CPU time (``time.process_time``), so that other load on a shared
 machine inflates them less than wall time would. Both processes share this machine's cores,
@@ -152,6 +155,135 @@ def bench_parse_baseline(rounds: int) -> float:
     return (time.process_time() - start) / rounds
 
 
+# -- the proxy core ------------------------------------------------------------------------
+
+_SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 4000 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyAoc2V\r\n"
+)
+
+
+def _call_messages(i: int, auth: str, routes: list[str]) -> dict[str, bytes]:
+    call_id = f"call{i}"
+    def req(method: str, uri: str, branch: str, cseq: int, *, caller: bool, extra: list[str],
+            body: str = "", to_tag: bool = False) -> bytes:
+        port = 40001 if caller else 40002
+        frm, to = ("101", "102") if caller else ("102", "101")
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/TLS 127.0.0.1:{port};rport;branch=z9hG4bK{branch}{i}",
+            "Max-Forwards: 70",
+            f"From: <sip:{frm}@{DOMAIN}>;tag=f{frm}{i}",
+            f"To: <sip:{to}@{DOMAIN}>" + (f";tag=f{to}{i}" if to_tag else ""),
+            f"Call-ID: {call_id}", f"CSeq: {cseq} {method}",
+            f"Contact: <sip:{frm}@127.0.0.1:{port};transport=tls>", *extra,
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n" + body).encode()
+
+    callee = "sip:102@127.0.0.1:40002;transport=tls"
+    return {
+        "invite": req("INVITE", f"sip:102@{DOMAIN}", "inv", 1, caller=True,
+                      extra=[f"Proxy-Authorization: {auth}"], body=_SDP),
+        "ack": req("ACK", callee, "ack", 1, caller=True, extra=routes, to_tag=True),
+        "bye": req("BYE", "sip:101@127.0.0.1:40001;transport=tls", "bye", 1, caller=False,
+                   extra=list(reversed(routes)), to_tag=True),
+    }  # fmt: skip
+
+
+def _reply(data: bytes, status: int, body: str = "") -> bytes:
+    message = parse_message(data)
+    assert not isinstance(message, SipResponse)
+    out = message.create_response(status, to_tag="f102x")
+    for value in message.headers.get_all("Record-Route"):
+        out.headers.add("Record-Route", value)
+    out.headers.add("Contact", "<sip:102@127.0.0.1:40002;transport=tls>")
+    if body:
+        out.headers.add("Content-Type", "application/sdp")
+        out.body = body.encode()
+    return bytes(out)
+
+
+def bench_proxy(rounds: int) -> tuple[float, float]:
+    """(proxy CPU per call, baseline CPU per call): six messages in, six out."""
+    # A nonce that never goes stale: one Proxy-Authorization serves every call.
+    config = RegistrarConfig(realm=DOMAIN, nonce_lifetime=1e12, max_expires=10**9,
+                             default_expires=10**9)  # fmt: skip
+    reg = Registrar({"101": "pw", "102": "pw"}, config)
+    a = Flow(id=1, transport="TLS", remote=("127.0.0.1", 40001), local=("127.0.0.1", 5061))
+    b = Flow(id=2, transport="TLS", remote=("127.0.0.1", 40002), local=("127.0.0.1", 5061))
+    framer = StreamFramer()
+
+    def feed(data: bytes, flow: Flow, now: float) -> list[bytes]:
+        for event in framer.feed(data):
+            reg.receive_message(event, flow, now)
+        return [t.data for t in reg.transmits_to_send()]
+
+    for user, flow in (("101", a), ("102", b)):
+        reg.flow_opened(flow)
+        [out] = feed(_register(user, f"r{user}", 1, flow.remote[1], None), flow, 0.0)
+        response = parse_message(out)
+        assert isinstance(response, SipResponse)
+        answer = _answer(_challenge(response), user, "pw")
+        second = _register(user, f"r{user}", 2, flow.remote[1], answer)
+        second = second.replace(b"Expires: 300", b"Expires: 999999999")  # outlives the run
+        [out] = feed(second, flow, 0.0)
+        response = parse_message(out)
+        assert isinstance(response, SipResponse) and response.status == 200
+    # One Proxy-Authorization for every call (the lab does not track nc).
+    probe = _call_messages(0, "x", [])["invite"]
+    challenge_data = feed(probe, a, 0.0)[-1]
+    challenge = parse_message(challenge_data)
+    assert isinstance(challenge, SipResponse)
+    value = challenge.headers.get("Proxy-Authenticate")
+    assert value is not None
+    chal = DigestChallenge.parse(value, proxy=True)[0]
+    digest = compute_response(algorithm="MD5", username="101", realm=chal.realm, password="pw",
+                              nonce=chal.nonce, method="INVITE", uri=f"sip:102@{DOMAIN}",
+                              qop="auth", nc=1, cnonce="c")  # fmt: skip
+    proxy_auth = str(DigestResponse(username="101", realm=chal.realm, nonce=chal.nonce,
+                                    uri=f"sip:102@{DOMAIN}", response=digest, algorithm="MD5",
+                                    cnonce="c", qop="auth", nc=1))  # fmt: skip
+    clock = time.process_time
+    spent = 0.0
+    base = 0.0
+    for i in range(1, rounds + 1):
+        now = i * 100.0  # every round's transactions have ended by the next one
+        msgs = _call_messages(i, proxy_auth, [])
+        t0 = clock()
+        reg.handle_timer(now)
+        fwd_invite = feed(msgs["invite"], a, now)[-1]
+        spent += clock() - t0
+        ringing, ok = _reply(fwd_invite, 180), _reply(fwd_invite, 200, _SDP)
+        t0 = clock()
+        feed(ringing, b, now)
+        fwd_ok = feed(ok, b, now)[-1]
+        spent += clock() - t0
+        ok_message = parse_message(fwd_ok)
+        routes = [f"Route: {r}" for r in reversed(ok_message.headers.get_all("Record-Route"))]
+        msgs = _call_messages(i, proxy_auth, routes)
+        t0 = clock()
+        fwd_ack = feed(msgs["ack"], a, now)[-1]
+        fwd_bye = feed(msgs["bye"], b, now)[-1]
+        spent += clock() - t0
+        bye_ok = _reply(fwd_bye, 200)
+        t0 = clock()
+        fwd_bye_ok = feed(bye_ok, a, now)[-1]
+        spent += clock() - t0
+        # The baseline: the same six messages framed and parsed, six serialized.
+        t0 = clock()
+        for data in (msgs["invite"], ringing, ok, msgs["ack"], msgs["bye"], bye_ok):
+            [message] = framer.feed(data)
+            assert not isinstance(message, bytes)
+        for data in (fwd_invite, ringing, fwd_ok, fwd_ack, fwd_bye, fwd_bye_ok):
+            bytes(parse_message(data))
+        base += clock() - t0
+    assert reg.proxy.stats["routed"] >= 3 * rounds, reg.proxy.stats
+    return spent / rounds, base / rounds
+
+
 # -- against the lab process ----------------------------------------------------------------
 
 
@@ -286,6 +418,13 @@ def main() -> None:
     print(
         f"  registrar core alone: {per * 1e6:8.1f} us CPU per REGISTER round (challenge + "
         f"auth), {1 / per:8.0f} rounds/s ({args.core_rounds} AORs) = {per / base:.2f} x the "
+        "baseline"
+    )
+    proxy, proxy_base = bench_proxy(args.core_rounds // 5)
+    print(f"  baseline, frame+parse 6 call messages, parse+serialize 6: {proxy_base * 1e6:7.1f} us")
+    print(
+        f"  proxy core alone: {proxy * 1e6:8.1f} us CPU per call routed (INVITE+407 auth, 180, "
+        f"200, ACK, BYE, 200), {1 / proxy:8.0f} calls/s = {proxy / proxy_base:.2f} x the "
         "baseline"
     )
     factory = None
