@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from phone_sim.errors import ProtocolError, UsageError
+from phone_sim.errors import PhoneSimError, ProtocolError, UsageError
 from phone_sim.media.negotiation import (
     LocalAudio,
     NegotiatedAudio,
@@ -1410,7 +1410,7 @@ class CallRouter:
                         # A new INVITE reusing a live Call-ID (RFC 3261 8.2.2.2 merged).
                         self.ua_respond(event.transaction, 482, now)
                     return True
-                session.handle_event(event, now)
+                self._feed(session, event, now)
                 return True
             if request.method == "INVITE" and request.to_tag is None:
                 self._incoming(event, now)
@@ -1422,8 +1422,19 @@ class CallRouter:
         session = self.sessions.get(request_of.call_id)
         if session is None:
             return False
-        session.handle_event(event, now)
+        self._feed(session, event, now)
         return True
+
+    @staticmethod
+    def _feed(session: CallSession, event: UaEvent, now: float) -> None:
+        try:
+            session.handle_event(event, now)
+        except PhoneSimError as exc:
+            # A message we did not foresee must not take the phone down: log it loudly (a
+            # test looks for this) and end that call.
+            logger.error("call %s: %s while handling %s", session.call_id, exc,
+                         type(event).__name__)
+            session._end(f"internal error: {exc}", status=500)
 
     def ua_respond(self, transaction: int, status: int, now: float) -> None:
         """Answer a request directly (used for refusals outside any call)."""

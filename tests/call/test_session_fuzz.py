@@ -4,6 +4,7 @@ in memory: nothing but :class:`UsageError` ever escapes, and every call ends cle
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 
 from hypothesis import HealthCheck, example, given, settings
@@ -27,6 +28,25 @@ ACTIONS = st.lists(
 def test_random_call_flows_end_cleanly(
     actions: list[str], loss: float, seed: int, prefer_100rel: bool
 ) -> None:
+    handler = _Errors()
+    logging.getLogger("phone_sim.call").addHandler(handler)
+    try:
+        _flow(actions, loss, seed, prefer_100rel)
+    finally:
+        logging.getLogger("phone_sim.call").removeHandler(handler)
+    assert handler.records == [], handler.records
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage())
+
+
+def _flow(actions: list[str], loss: float, seed: int, prefer_100rel: bool) -> None:
     rng = random.Random(seed)
 
     def drop(wire: Wire) -> bool:
