@@ -88,7 +88,7 @@ class MediaClock:
         try:
             for endpoint, rtp, rtcp in self.pacer.poll(self.loop.time()):
                 transport = endpoint._rtp
-                if transport is None:
+                if transport is None or endpoint._remote_rtp is None:
                     continue
                 try:
                     if len(rtp) == 1 and not rtcp:  # the usual case, without the loops
@@ -147,6 +147,7 @@ class MediaEndpoint:
         self.stream: MediaStream | None = None
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
+        # None while the peer holds with 0.0.0.0: nothing is sent there.
         self._remote_rtp: tuple[str, int] | None = None
         self._remote_rtcp: tuple[str, int] | None = None
         self._clock: MediaClock | None = None
@@ -210,46 +211,71 @@ class MediaEndpoint:
         remote_host: str,
         remote_rtp_port: int,
         remote_rtcp_port: int | None = None,
+        remote_rtcp_host: str | None = None,
         clock: MediaClock,
     ) -> None:
-        """Run ``stream`` to the peer's ports, paced by ``clock``."""
+        """Run ``stream`` to the peer's ports, paced by ``clock``.
+
+        RTCP goes to ``remote_rtcp_host``:``remote_rtcp_port`` (default: the RTP host and
+        port + 1). A remote host of ``0.0.0.0`` (an old-style hold, RFC 3264 8.4) sends
+        nothing to it.
+        """
         if self.stream is not None:
             raise MediaEndpointError(f"{self!r} already carries a stream")
         if self._rtp is None:
             raise MediaEndpointError(f"{self!r} is closed")
-        for port in (remote_rtp_port, remote_rtcp_port):
-            if port is not None and not 0 < port < 65536:
-                raise MediaEndpointError(f"remote media port {port} is not in 1-65535")
-        try:
-            remote_ip = ipaddress.ip_address(remote_host)
-        except ValueError:
-            raise MediaEndpointError(
-                f"remote media host {remote_host!r} is not an IP address (resolve it first)"
-            ) from None
-        if (remote_ip.version == 6) != (":" in self.host):
-            raise MediaEndpointError(
-                f"remote media host {remote_host} is IPv{remote_ip.version} but this endpoint "
-                f"is bound to {self.host}"
-            )
+        self.retarget(
+            remote_host=remote_host, remote_rtp_port=remote_rtp_port,
+            remote_rtcp_port=remote_rtcp_port, remote_rtcp_host=remote_rtcp_host,
+        )
         self.stream = stream
         for protocol in self._protocols:
             protocol.stream = stream
         stream.wallclock_offset = time.time() - self.loop.time()
-        self._remote_rtp = (remote_host, remote_rtp_port)
-        rtcp_port = remote_rtp_port + 1 if remote_rtcp_port is None else remote_rtcp_port
-        self._remote_rtcp = (remote_host, rtcp_port)
         self._clock = clock
         clock.add(self)
+
+    def _address(self, host: str, port: int) -> tuple[str, int] | None:
+        if not 0 < port < 65536:
+            raise MediaEndpointError(f"remote media port {port} is not in 1-65535")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise MediaEndpointError(
+                f"remote media host {host!r} is not an IP address (resolve it first)"
+            ) from None
+        if (ip.version == 6) != (":" in self.host):
+            raise MediaEndpointError(
+                f"remote media host {host} is IPv{ip.version} but this endpoint "
+                f"is bound to {self.host}"
+            )
+        return None if ip.is_unspecified else (host, port)
+
+    def retarget(
+        self,
+        *,
+        remote_host: str,
+        remote_rtp_port: int,
+        remote_rtcp_port: int | None = None,
+        remote_rtcp_host: str | None = None,
+    ) -> None:
+        """Send to new remote addresses (a re-offer moved the peer's media)."""
+        rtp = self._address(remote_host, remote_rtp_port)
+        rtcp = self._address(
+            remote_rtcp_host or remote_host,
+            remote_rtp_port + 1 if remote_rtcp_port is None else remote_rtcp_port,
+        )
+        self._remote_rtp, self._remote_rtcp = rtp, rtcp
 
     def send(self, rtp: list[bytes], rtcp: list[bytes]) -> None:
         """Write what the pacer says is due."""
         transport = self._rtp
-        if transport is None:
-            return
         remote = self._remote_rtp
+        if transport is None or remote is None:
+            return
         for packet in rtp:
             transport.sendto(packet, remote)
-        if rtcp and self._rtcp is not None:
+        if rtcp and self._rtcp is not None and self._remote_rtcp is not None:
             for packet in rtcp:
                 self._rtcp.sendto(packet, self._remote_rtcp)
 

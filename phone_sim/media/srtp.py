@@ -193,6 +193,16 @@ class SrtpContext:
         # Keys never reach a repr or a log line.
         return f"<SrtpContext {SUITE} keys=<redacted> {self.counters!r}>"
 
+    def rekey(self, *, tx_key: bytes | None = None, rx_key: bytes | None = None) -> None:
+        """Apply a re-offer: a direction whose key changed gets a new session (and rollover
+        counter and replay window); a direction whose key is the same keeps its own."""
+        if tx_key is not None and not hmac.compare_digest(self._tx_key, bytes(tx_key)):
+            self._tx_key = check_key_material(tx_key, what="SRTP transmit key material")
+            self._tx = _fast(_session(self._tx_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        if rx_key is not None and not hmac.compare_digest(self._rx_key, bytes(rx_key)):
+            self._rx_key = check_key_material(rx_key, what="SRTP receive key material")
+            self._rx = _fast(_session(self._rx_key, pylibsrtp.Policy.SSRC_ANY_INBOUND))
+
     def keys_equal(self, *, tx_key: bytes, rx_key: bytes) -> bool:
         """Whether these keys are the ones this context was made with (constant time)."""
         same_tx = hmac.compare_digest(self._tx_key, bytes(tx_key))

@@ -16,7 +16,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from phone_sim.errors import UsageError
 from phone_sim.media.codecs import AudioCodec, check_ptime, get_codec
@@ -44,6 +44,9 @@ from phone_sim.media.stats import (
     SendStatistics,
     estimate_mos,
 )
+
+if TYPE_CHECKING:
+    from phone_sim.media.negotiation import NegotiatedAudio
 
 __all__ = [
     "AudioSink",
@@ -154,6 +157,8 @@ class MediaStream:
         ptime_ms: int = 20,
         direction: str = "sendrecv",
         dtmf_payload_type: int | None = 101,
+        rx_payload_type: int | None = None,
+        rx_dtmf_payload_type: int | None = None,
         tx_key: bytes | None = None,
         rx_key: bytes | None = None,
         source: AudioSource | None = None,
@@ -165,11 +170,22 @@ class MediaStream:
     ) -> None:
         self.codec = codec if isinstance(codec, AudioCodec) else get_codec(codec)
         self.payload_type = self.codec.payload_type if payload_type is None else payload_type
-        if not 0 <= self.payload_type <= 127:
-            raise MediaStreamError(f"payload type {self.payload_type} is not in 0-127")
-        if dtmf_payload_type is not None and not 0 <= dtmf_payload_type <= 127:
-            raise MediaStreamError(f"telephone-event payload type {dtmf_payload_type} not in 0-127")
-        if dtmf_payload_type == self.payload_type:
+        #: The payload types the peer sends with (its numbering may differ from ours).
+        self.rx_payload_type = self.payload_type if rx_payload_type is None else rx_payload_type
+        self.rx_dtmf_payload_type = (
+            dtmf_payload_type if rx_dtmf_payload_type is None else rx_dtmf_payload_type
+        )
+        for what, pt in (
+            ("payload type", self.payload_type),
+            ("receive payload type", self.rx_payload_type),
+            ("telephone-event payload type", dtmf_payload_type),
+            ("receive telephone-event payload type", self.rx_dtmf_payload_type),
+        ):
+            if pt is not None and not 0 <= pt <= 127:
+                raise MediaStreamError(f"{what} {pt} is not in 0-127")
+        if dtmf_payload_type == self.payload_type or (
+            self.rx_dtmf_payload_type == self.rx_payload_type
+        ):
             raise MediaStreamError("telephone-event and audio cannot share a payload type")
         self.ptime_ms = check_ptime(ptime_ms)
         self.dtmf_payload_type = dtmf_payload_type
@@ -238,6 +254,32 @@ class MediaStream:
             f"{self.direction} ssrc={self.ssrc:#010x}>"
         )
 
+    @classmethod
+    def from_negotiated(
+        cls,
+        negotiated: NegotiatedAudio,
+        *,
+        source: AudioSource | None = None,
+        sinks: Sequence[AudioSink] = (),
+        **options: Any,
+    ) -> MediaStream:
+        """A stream for what offer/answer agreed (:class:`~.negotiation.NegotiatedAudio`)."""
+        keys = negotiated.srtp
+        return cls(
+            codec=negotiated.codec,
+            payload_type=negotiated.payload_type,
+            rx_payload_type=negotiated.rx_payload_type,
+            dtmf_payload_type=negotiated.dtmf_payload_type,
+            rx_dtmf_payload_type=negotiated.rx_dtmf_payload_type,
+            ptime_ms=negotiated.ptime_ms,
+            direction=str(negotiated.direction),
+            tx_key=keys.tx_key if keys is not None else None,
+            rx_key=keys.rx_key if keys is not None else None,
+            source=source,
+            sinks=sinks,
+            **options,
+        )
+
     @staticmethod
     def _check_direction(direction: str) -> None:
         if direction not in DIRECTIONS:
@@ -294,8 +336,9 @@ class MediaStream:
     ) -> None:
         """Apply a re-offer: new direction and/or keys.
 
-        The same keys keep the SRTP context and its rollover counters; new keys start a new
-        context (RFC 4568 7.1.4). A stream that may send again sends from ``now``; tell the
+        Each direction is handled alone: the same key keeps that direction's SRTP session and
+        its rollover counter, a new key starts a new session (RFC 4568 7.1.4). A stream that
+        may send again sends from ``now``; tell the
         pacer (``Pacer.wake``) so it sees the earlier deadline.
         """
         if direction is not None:
@@ -308,10 +351,12 @@ class MediaStream:
             elif not self.sending:
                 self.next_send_at = float("inf")
         if tx_key is not None or rx_key is not None:
-            if tx_key is None or rx_key is None:
-                raise MediaStreamError("a re-key needs both SRTP keys")
-            if self.srtp is None or not self.srtp.keys_equal(tx_key=tx_key, rx_key=rx_key):
+            if self.srtp is None:
+                if tx_key is None or rx_key is None:
+                    raise MediaStreamError("turning SRTP on needs both keys (tx and rx)")
                 self.srtp = SrtpContext(tx_key=tx_key, rx_key=rx_key)
+            else:
+                self.srtp.rekey(tx_key=tx_key, rx_key=rx_key)
 
     def send_dtmf(self, digits: str, *, duration_ms: int = 100, gap_ms: int = 60) -> None:
         """Queue RFC 4733 digits; audio pauses while each digit is sent."""
@@ -532,12 +577,12 @@ class MediaStream:
         if not self.received.on_packet(seq, ts, now, len(payload)):
             return
         pt = m_pt & 0x7F
-        if pt == self.payload_type:
+        if pt == self.rx_payload_type:
             for sink in self.sinks:
                 event = sink.on_audio(payload, ts, now)
                 if event is not None:
                     self._events.append(event)
-        elif pt == self.dtmf_payload_type:
+        elif pt == self.rx_dtmf_payload_type:
             self._events.extend(self.dtmf.on_event_payload(payload, ts, now))
         elif pt == COMFORT_NOISE_PT:
             self.comfort_noise += 1

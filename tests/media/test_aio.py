@@ -209,3 +209,27 @@ async def test_capture_shows_srtp_not_rtp_on_the_wire() -> None:
     for datagram in payloads:
         assert len(datagram) == 12 + 160 + 10  # header, payload, 80-bit tag
         assert datagram[12:172] not in plain_frames  # the tone is not on the wire in clear
+
+
+async def test_hold_address_sends_nothing_and_retarget_resumes() -> None:
+    codec = get_codec("PCMU")
+    ep_a = await MediaEndpoint.open("127.0.0.1")
+    ep_b = await MediaEndpoint.open("127.0.0.1")
+    clock = MediaClock()
+    try:
+        ep_a.attach(MediaStream(codec=codec, source=tone(codec, 700)), remote_host="0.0.0.0",
+                    remote_rtp_port=9, clock=clock)
+        ep_b.attach(MediaStream(codec=codec, direction="recvonly"), remote_host="127.0.0.1",
+                    remote_rtp_port=ep_a.local_rtp_port, clock=clock)
+        await asyncio.sleep(0.2)
+        assert ep_b.stream is not None
+        assert ep_b.stream.statistics().packets_received == 0
+        ep_a.retarget(remote_host="127.0.0.1", remote_rtp_port=ep_b.local_rtp_port,
+                      remote_rtcp_host="127.0.0.1", remote_rtcp_port=ep_b.local_rtcp_port)
+        await asyncio.sleep(0.2)
+        assert ep_b.stream.statistics().packets_received >= 5
+        assert ep_a.send_errors == 0
+    finally:
+        ep_a.close()
+        ep_b.close()
+        clock.close()

@@ -290,10 +290,12 @@ def test_same_keys_keep_the_context_new_keys_replace_it() -> None:
     k1, k2 = os.urandom(30), os.urandom(30)
     s = MediaStream(codec="PCMU", tx_key=k1, rx_key=k2)
     ctx = s.srtp
+    assert ctx is not None
+    sessions = (ctx._tx, ctx._rx)
     s.update(0.0, tx_key=k1, rx_key=k2)
-    assert s.srtp is ctx
+    assert s.srtp is ctx and (ctx._tx, ctx._rx) == sessions
     s.update(0.0, tx_key=os.urandom(30), rx_key=k2)
-    assert s.srtp is not ctx
+    assert ctx._tx is not sessions[0] and ctx._rx is sessions[1]
 
 
 def test_direction_controls_sending() -> None:
@@ -377,3 +379,49 @@ def test_plain_rtp_with_any_payload_is_accepted(payload: bytes) -> None:
     s.start(0.0)
     s.receive_datagram(struct.pack("!BBHII", 0x80, 0, 1, 0, 5) + payload, 0.0)
     assert s.statistics().packets_received == 1
+
+
+def test_peer_numbering_of_payload_types_is_honoured() -> None:
+    c = get_codec("PCMU")
+    a = MediaStream(codec=c, dtmf_payload_type=96, rtcp_interval=100.0)  # peer: DTMF on 96
+    b = MediaStream(codec=c, dtmf_payload_type=101, rx_dtmf_payload_type=96, rtcp_interval=100.0)
+    a.send_dtmf("5")
+    run(a, b, 0.6)
+    assert [e.digit for e in events(b) if isinstance(e, DtmfReceived)] == ["5"]
+    assert b.statistics().unknown_payload_type == 0
+
+
+def test_rekey_is_per_direction_and_keeps_the_unchanged_session() -> None:
+    tx, rx = os.urandom(30), os.urandom(30)
+    sender = MediaStream(codec="PCMU", tx_key=rx, rx_key=tx, rng=random.Random(1))
+    s = MediaStream(codec="PCMU", tx_key=tx, rx_key=rx)
+    sender.start(0.0)
+    s.start(0.0)
+    packet = sender.packets_to_send(0.0)[0]
+    s.receive_datagram(packet, 0.0)
+    s.update(0.0, tx_key=os.urandom(30), rx_key=rx)  # only our key changes
+    s.receive_datagram(packet, 0.01)  # the receive session (and its replay window) is kept
+    assert s.statistics().srtp_replay_failures == 1
+    s.update(0.0, rx_key=os.urandom(30))  # the peer's key changes: a new receive session
+    s.receive_datagram(sender.packets_to_send(0.02)[0], 0.02)
+    assert s.statistics().srtp_auth_failures == 1
+    plain = MediaStream(codec="PCMU")
+    with pytest.raises(MediaStreamError, match="needs both keys"):
+        plain.update(0.0, tx_key=tx)
+
+
+def test_from_negotiated() -> None:
+    from phone_sim.media.negotiation import Direction, NegotiatedAudio, SrtpKeys
+
+    tx, rx = os.urandom(30), os.urandom(30)
+    negotiated = NegotiatedAudio(
+        local_host="127.0.0.1", local_rtp_port=4000, remote_host="127.0.0.1",
+        remote_rtp_port=5000, remote_rtcp_host="127.0.0.1", remote_rtcp_port=5001,
+        codec=payloads.G722, payload_type=9, rx_payload_type=9, dtmf_payload_type=101,
+        rx_dtmf_payload_type=96, ptime_ms=30, direction=Direction.SENDONLY,
+        srtp=SrtpKeys(tag=1, tx_key=tx, rx_key=rx), tx_key_changed=True, rx_key_changed=True,
+    )
+    s = MediaStream.from_negotiated(negotiated)
+    assert (s.codec.name, s.payload_type, s.rx_dtmf_payload_type, s.ptime_ms) == ("G722", 9, 96, 30)
+    assert s.sending and s.direction == "sendonly"
+    assert s.srtp is not None and s.srtp.keys_equal(tx_key=tx, rx_key=rx)
