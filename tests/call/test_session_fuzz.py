@@ -6,13 +6,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from phone_sim.call.session import CallConfig, CallSession, CallState
 from phone_sim.errors import UsageError
-from tests.call.callpair import CallPair, Wire
+from phone_sim.sip.ua import ResponseReceived
+from tests.call.callpair import CallPair, Wire, answer_at_once
+
+SDP_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "sdp"
 
 ACTIONS = st.lists(
     st.sampled_from(["hold_a", "hold_b", "resume_a", "resume_b", "refresh_a", "refresh_b",
@@ -97,3 +101,77 @@ def _flow(actions: list[str], loss: float, seed: int, prefer_100rel: bool) -> No
     pair.rb.reap()
     assert pair.ra.sessions == {} and pair.rb.sessions == {}
     assert pair.ra.get_timer() is None and pair.rb.get_timer() is None
+
+
+BODIES = [
+    b"",
+    (SDP_DIR / "asterisk-22-sdes-offer.sdp").read_bytes(),
+    (SDP_DIR / "asterisk-22-avp-offer.sdp").read_bytes(),
+    (SDP_DIR / "asterisk-22-sdes-hold-reoffer.sdp").read_bytes(),
+    (SDP_DIR / "malformed" / "no-origin.sdp").read_bytes(),
+    b"\x00\xff garbage",
+]
+HEADER_VALUES = st.one_of(
+    st.tuples(st.just("Session-Expires"),
+              st.sampled_from(["1800", "60", "90;refresher=uas", "abc", "1800;refresher=x",
+                               "4294967296"])),
+    st.tuples(st.just("Min-SE"), st.sampled_from(["90", "3000", "-1", "x"])),
+    st.tuples(st.just("RAck"), st.sampled_from(["1 1 INVITE", "x y z", "", "2 7 PRACK"])),
+    st.tuples(st.just("Supported"), st.sampled_from(["timer", "100rel", "", "x"])),
+    st.tuples(st.just("Require"), st.sampled_from(["timer", "100rel", "foo"])),
+)
+REQUESTS = st.lists(
+    st.tuples(
+        st.sampled_from(["INVITE", "UPDATE", "PRACK", "BYE", "INFO", "OPTIONS", "MESSAGE"]),
+        st.integers(0, len(BODIES) - 1),
+        st.lists(HEADER_VALUES, max_size=3),
+        st.sampled_from(["application/sdp", "text/plain"]),
+    ),
+    min_size=1, max_size=6,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=REQUESTS)
+def test_random_in_dialog_requests_never_break_the_phone(
+    requests: list[tuple[str, int, list[tuple[str, str]], str]],
+) -> None:
+    handler = _Errors()
+    logging.getLogger("phone_sim.call").addHandler(handler)
+    try:
+        pair = CallPair()
+        pair.on_incoming = answer_at_once
+        a = pair.dial()
+        b = pair.incoming[0]
+        assert b.dialog is not None
+        del pair.rb.sessions[b.call_id]  # B is scripted from here on
+        for method, body_index, headers, content_type in requests:
+            body = BODIES[body_index]
+            try:
+                request = b.dialog.create_request(
+                    method, contact=pair.b.contact, headers=headers, body=body,
+                    content_type=content_type if body else None,
+                )
+            except UsageError:
+                continue  # B's own dialog is over (it sent or got a BYE)
+            pair.b.send_request(request, pair.now)
+            pair.advance(0.5)
+            # Scripted B ACKs any 2xx to its INVITEs (answers in ACK are not its business).
+            for _name, event in list(pair.unrouted):
+                if (isinstance(event, ResponseReceived) and event.request.method == "INVITE"
+                        and 200 <= event.response.status < 300 and not event.retransmission):
+                    pair.b.send_ack(event.transaction, event.response, pair.now,
+                                    dialog=b.dialog)
+            pair.unrouted.clear()
+            pair.pump()
+        pair.advance(100.0)
+        assert a.state in (CallState.CONFIRMED, CallState.TERMINATED)
+        if a.state is CallState.CONFIRMED:
+            a.hangup(pair.now)
+        pair.advance(100.0)
+        assert a.state is CallState.TERMINATED
+        pair.ra.reap()
+        assert pair.ra.sessions == {}
+    finally:
+        logging.getLogger("phone_sim.call").removeHandler(handler)
+    assert handler.records == [], handler.records
