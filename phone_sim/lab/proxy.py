@@ -422,14 +422,12 @@ class Proxy:
         popped = 0
         tokens: list[tuple[int, str, Address]] = []
         for route in routes:
-            if not self._is_ours(route):
+            ours, decoded = self._own_route(route)
+            if not ours:
                 break
             popped += 1
-            token = route.uri.param(_TOKEN_PARAM)
-            if token:
-                decoded = self._decode_token(token)
-                if decoded is not None:
-                    tokens.append(decoded)
+            if decoded is not None:
+                tokens.append(decoded)
         if popped < len(routes):
             # The next hop is not the lab: it would have to dial it, which the lab never does.
             raise _Reply(403, "Forbidden (the lab routes only between its phones)")
@@ -504,17 +502,20 @@ class Proxy:
             return True
         return host in domains or host in self._names
 
-    def _is_ours(self, route: NameAddr) -> bool:
+    def _own_route(self, route: NameAddr) -> tuple[bool, tuple[int, str, Address] | None]:
+        """Whether a Route value is the lab's (a valid token, or its address or name), and
+        the token's leg when it has one."""
         uri = route.uri
         token = uri.param(_TOKEN_PARAM)
-        if token and self._decode_token(token) is not None:
-            return True
+        decoded = self._decode_token(token) if token else None
+        if decoded is not None:
+            return True, decoded
         host = uri.host.strip("[]").lower()
         if host in self._names:
-            return True
+            return True, None
         if uri.port is None:
-            return any(h == host for h, _p in self._listeners)
-        return (host, uri.port) in self._listeners
+            return any(h == host for h, _p in self._listeners), None
+        return (host, uri.port) in self._listeners, None
 
     def _authenticate(self, request: SipRequest, now: float) -> None:
         verdict = None
