@@ -6,14 +6,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from phone_sim.call.session import CallConfig, CallSession, CallState
+from phone_sim.call.session import CallConfig, CallRouter, CallSession, CallState
 from phone_sim.errors import UsageError
-from phone_sim.sip.ua import ResponseReceived
+from phone_sim.sip.ua import RequestReceived, ResponseReceived, UaEvent
 from tests.call.callpair import CallPair, Wire, answer_at_once
 
 SDP_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "sdp"
@@ -175,3 +176,68 @@ def test_random_in_dialog_requests_never_break_the_phone(
     finally:
         logging.getLogger("phone_sim.call").removeHandler(handler)
     assert handler.records == [], handler.records
+
+
+RESPONSES = st.lists(
+    st.tuples(
+        st.sampled_from([180, 181, 183, 200, 202, 302, 404, 422, 486, 488, 491, 500, 603]),
+        st.integers(0, len(BODIES) - 1),
+        st.lists(st.one_of(
+            HEADER_VALUES,
+            st.tuples(st.just("RSeq"), st.sampled_from(["1", "2", "0", "x", "4294967295"])),
+        ), max_size=3),
+    ),
+    min_size=1, max_size=5,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(responses=RESPONSES)
+def test_random_answers_to_our_invite_never_break_the_phone(
+    responses: list[tuple[int, int, list[tuple[str, str]]]],
+) -> None:
+    handler = _Errors()
+    logging.getLogger("phone_sim.call").addHandler(handler)
+    try:
+        pair = CallPair()
+
+        def script(p: CallPair, event: object) -> None:
+            if not isinstance(event, RequestReceived) or event.transaction is None:
+                return
+            if event.request.method != "INVITE":
+                with contextlib.suppress(UsageError):
+                    p.b.respond(event.transaction, 200, p.now)
+                return
+            for status, body_index, headers in responses:
+                body = BODIES[body_index] if status != 422 else b""
+                with contextlib.suppress(UsageError):
+                    p.b.respond(event.transaction, status, p.now, headers=headers, body=body,
+                                content_type="application/sdp" if body else None)
+
+        pair.rb = _Scripted(pair, script)
+        a = pair.dial()
+        pair.advance(40.0)
+        assert a.state in (CallState.EARLY, CallState.CONFIRMED, CallState.TERMINATED,
+                           CallState.CALLING)
+        with contextlib.suppress(UsageError):
+            a.hangup(pair.now)
+        pair.advance(100.0)
+        assert a.state is CallState.TERMINATED
+        pair.ra.reap()
+        assert pair.ra.sessions == {}
+    finally:
+        logging.getLogger("phone_sim.call").removeHandler(handler)
+    assert handler.records == [], handler.records
+
+
+class _Scripted(CallRouter):
+    """B: every UA event goes to a script instead of a call layer."""
+
+    def __init__(self, pair: CallPair, script: Callable[[CallPair, object], None]) -> None:
+        super().__init__(pair.b)
+        self.pair = pair
+        self.script = script
+
+    def handle_event(self, event: UaEvent, now: float) -> bool:
+        self.script(self.pair, event)
+        return True
