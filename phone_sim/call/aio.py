@@ -662,10 +662,15 @@ class CallManager:
         return call
 
     async def close(self) -> None:
-        """Hang up every call and stop."""
-        for call in list(self.calls.values()):
-            with contextlib.suppress(CallFailed, UsageError):
-                await call.hangup(timeout=2.0)
+        """Hang up every call (all at once) and stop."""
+        calls = list(self.calls.values())
+        results = await asyncio.gather(*(call.hangup(timeout=2.0) for call in calls),
+                                       return_exceptions=True)
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, PhoneSimError):
+                raise result
+            if isinstance(result, PhoneSimError):
+                logger.debug("call %s: hang-up at close: %s", call.session.call_id, result)
         for task in list(self._tasks):
             task.cancel()
         if self._timer is not None:
