@@ -1,12 +1,17 @@
-"""The embedded lab: a registrar on TLS, TCP and UDP for phones to register to (issue #4).
+"""The embedded lab: a registrar and record-routing proxy on TLS, TCP and UDP for phones to
+register to and call each other through, with an echo service at 600 (issues #4 and #6).
 
 ``Lab`` (asyncio, :mod:`phone_sim.lab.aio`) runs it; ``Registrar``
-(:mod:`phone_sim.lab.registrar`) is its sans-I/O core. See ``docs/lab.md``.
+(:mod:`phone_sim.lab.registrar`) and its ``Proxy`` (:mod:`phone_sim.lab.proxy`) are the
+sans-I/O core; ``EchoService`` (:mod:`phone_sim.lab.aio_echo`) is the echo. See
+``docs/lab.md``.
 """
 
 from __future__ import annotations
 
 from phone_sim.lab.aio import DEFAULT_SERVER_NAME, DEFAULT_USERS, Lab, LabError
+from phone_sim.lab.aio_echo import ECHO_EXTENSION, EchoService
+from phone_sim.lab.proxy import Proxy, Service
 from phone_sim.lab.registrar import (
     Binding,
     BindingAdded,
@@ -31,11 +36,13 @@ from phone_sim.lab.registrar import (
 __all__ = [
     "DEFAULT_SERVER_NAME",
     "DEFAULT_USERS",
+    "ECHO_EXTENSION",
     "Binding",
     "BindingAdded",
     "BindingExpired",
     "BindingRefreshed",
     "BindingRemoved",
+    "EchoService",
     "Flow",
     "FlowLost",
     "Lab",
@@ -45,10 +52,12 @@ __all__ = [
     "PhoneAnswered",
     "PhoneSilent",
     "PhoneUnreachable",
+    "Proxy",
     "Registrar",
     "RegistrarConfig",
     "RegistrarEvent",
     "RegistrationRefused",
+    "Service",
     "Transmit",
     "UserTable",
 ]

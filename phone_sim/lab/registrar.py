@@ -1,4 +1,6 @@
-"""The embedded registrar's decisions, sans-I/O: REGISTER (RFC 3261 §10.3), OPTIONS, keep-alives.
+"""The embedded registrar's decisions, sans-I/O: REGISTER (RFC 3261 §10.3), OPTIONS, keep-alives;
+every other request, and every response to the lab's own forwarded requests, goes to its
+stateful proxy (:class:`phone_sim.lab.proxy.Proxy`, ``registrar.proxy``).
 
 :class:`Registrar` owns the user table, the location service and the digest nonces of one lab.
 It does no I/O and reads no clock, like aioquic's ``QuicConnection``:

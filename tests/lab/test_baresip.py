@@ -10,7 +10,8 @@ import pytest
 from phone_sim.lab import BindingAdded, BindingRefreshed, Lab, LabUser, RegistrationRefused
 from tests.peers.audio import wav_tone_report, write_tone_wav
 from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport
-from tests.peers.plugin import require
+from tests.peers.capture import srtp_wire_report
+from tests.peers.plugin import CaptureFactory, require
 
 
 def _baresip(
@@ -91,7 +92,9 @@ def _srtp_baresip(
 
 @pytest.mark.peer
 @pytest.mark.timeout(60)
-async def test_two_baresips_call_each_other_through_the_lab_over_tls(tmp_path: Path) -> None:
+async def test_two_baresips_call_each_other_through_the_lab_over_tls(
+    tmp_path: Path, capture_factory: CaptureFactory
+) -> None:
     async with Lab({"101": "1234", "102": "1234"}, transports=["tls"]) as lab:
         caller = _srtp_baresip(tmp_path, lab, "101", TONE_101)
         callee = _srtp_baresip(tmp_path, lab, "102", TONE_102, answermode="auto")
@@ -100,6 +103,9 @@ async def test_two_baresips_call_each_other_through_the_lab_over_tls(tmp_path: P
         try:
             await caller.wait_registered(timeout=10)
             await callee.wait_registered(timeout=10)
+            capture = await asyncio.to_thread(
+                capture_factory, udp_ports=[*caller.rtp_ports, *callee.rtp_ports]
+            )
             await caller.dial("102")
             await caller.wait_event("CALL_ESTABLISHED", timeout=10)
             await callee.wait_event("CALL_ESTABLISHED", timeout=10)
@@ -107,9 +113,17 @@ async def test_two_baresips_call_each_other_through_the_lab_over_tls(tmp_path: P
             await caller.hangup()  # the BYE follows the route set through the lab
             await callee.wait_event("CALL_CLOSED", timeout=10)
             await caller.wait_event("CALL_CLOSED", timeout=10)
+            await capture.astop()
         finally:
             await caller.aclose()
             await callee.aclose()
+        # The media went straight between the two phones, as SRTP (no tone in the clear).
+        packets = capture.udp_packets()
+        for src, dst, tone in ((caller.rtp_ports[0], callee.rtp_ports[0], TONE_101),
+                               (callee.rtp_ports[0], caller.rtp_ports[0], TONE_102)):
+            wire = srtp_wire_report(packets, src_port=src, dst_port=dst, tone_hz=tone)
+            assert wire.rtp_packets >= 50, wire
+            assert wire.looks_like_srtp, wire
         proxy = lab.registrar.proxy.stats
         assert proxy["challenges"] >= 1  # baresip's INVITE was challenged with 407
         assert proxy["routed"] >= 3  # INVITE, ACK, BYE
@@ -134,7 +148,14 @@ async def test_baresip_calls_the_echo_and_hears_its_own_tone(tmp_path: Path) -> 
             await asyncio.sleep(2.0)
             await phone.send_dtmf("7")
             assert await phone.received_dtmf(1, after=mark, timeout=5) == "7"
+            # Hold and resume by re-INVITE through the lab; the echo answers both.
+            routed = lab.registrar.proxy.stats["routed"]
+            await phone.hold()
+            await asyncio.sleep(0.5)
+            await phone.resume()
             await asyncio.sleep(1.0)
+            assert lab.registrar.proxy.stats["routed"] >= routed + 4  # 2 re-INVITEs + ACKs
+            assert not any(e.type == "CALL_CLOSED" for e in phone.events[mark:])
             await phone.hangup()
             await phone.wait_event("CALL_CLOSED", timeout=10)
         finally:

@@ -38,8 +38,9 @@ def _direction(call: Call) -> Direction:
     return call.negotiated.direction
 
 
-async def test_phone_sim_calls_the_echo_and_hears_itself() -> None:
-    async with Lab({"101": "1234"}) as lab, _phone(lab, "101") as phone:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_phone_sim_calls_the_echo_and_hears_itself(host: str) -> None:
+    async with Lab({"101": "1234"}, host=host) as lab, _phone(lab, "101") as phone:
         await phone.register(timeout=10)
         call = await phone.dial("600")
         await call.wait_answered(timeout=10)
