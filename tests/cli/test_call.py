@@ -151,3 +151,32 @@ async def test_answer_echoes_and_exits_after_count(
     # baresip heard its own tone echoed back over SRTP.
     recordings = caller.recordings()
     assert recordings and wav_tone_report(recordings[-1], 697).windows_with_tone >= 5
+
+
+@pytest.mark.peer
+@pytest.mark.timeout(120)
+async def test_answer_plays_and_checks_the_tone(
+    kamailio: Kamailio, baresip_factory: BaresipFactory, peer_pki: TestPki
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *_cmd("answer", "--play", "tone:1004", "--expect-tone", "697", "--count", "1",
+              *_kam_args(kamailio, peer_pki)),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert first.startswith("registered with")
+        caller = baresip_factory(kamailio, "102", tone_hz=697)
+        await caller.wait_registered()
+        await caller.dial("101")
+        await caller.wait_event("CALL_ESTABLISHED", timeout=10)
+        await asyncio.sleep(2.0)
+        await caller.hangup()
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, (out, err)
+    assert b"ended" in out and b"SRTP" in out
+    assert wav_tone_report(_last(caller.recordings()), 1004).windows_with_tone >= 10
