@@ -656,18 +656,32 @@ class Headers:
 
     # -- mutation ---------------------------------------------------------------------------
 
-    def _changed(self) -> None:
+    def _changed(self, name: str) -> None:
+        # Line positions moved, so the index goes; of the parsed values only those of
+        # ``name`` depend on what changed, and the others stay cached.
         self._index = None
         if self._cache:
-            self._cache = {}
+            self._cache.pop(header_key(name), None)
 
     def add(self, name: str, value: HeaderValue) -> None:
         """Append a header line ``name: value`` (after any existing ones)."""
         if not is_token(name):
             raise HeaderValueError(f"bad header name {name!r}")
         canon = canonical_name(name)
-        self._entries.append((canon, _check_value(canon, str(value))))
-        self._changed()
+        entries = self._entries
+        entries.append((canon, _check_value(canon, str(value))))
+        # Appending moves no other line: the index is extended rather than rebuilt, as a
+        # message under construction is looked up between additions (Via, CSeq, tags).
+        key = header_key(canon)
+        index = self._index
+        if index is not None:
+            found = index.get(key)
+            if found is None:
+                index[key] = [len(entries) - 1]
+            else:
+                found.append(len(entries) - 1)
+        if self._cache:
+            self._cache.pop(key, None)
 
     def set(self, name: str, value: HeaderValue) -> None:
         """Replace every ``name`` line with one, at the position of the first (or the end)."""
@@ -684,7 +698,7 @@ class Headers:
             self._entries[first] = (canon, text)
             if drop:
                 self._entries = [e for i, e in enumerate(self._entries) if i not in drop]
-        self._changed()
+        self._changed(canon)
 
     def set_all(self, name: str, values: Iterable[HeaderValue]) -> None:
         """Replace every ``name`` line with one line per value, where the first one was."""
@@ -696,7 +710,7 @@ class Headers:
         before = [e for i, e in enumerate(self._entries[:at]) if i not in drop]
         after = [e for i, e in enumerate(self._entries[at:], at) if i not in drop]
         self._entries = before + new + after
-        self._changed()
+        self._changed(canon)
 
     def insert(self, index: int, name: str, value: HeaderValue) -> None:
         """Insert a header line at ``index`` of the line list (0 = first; a proxy's Via)."""
@@ -704,14 +718,14 @@ class Headers:
             raise HeaderValueError(f"bad header name {name!r}")
         canon = canonical_name(name)
         self._entries.insert(index, (canon, _check_value(canon, str(value))))
-        self._changed()
+        self._changed(canon)
 
     def remove(self, name: str) -> int:
         """Remove every ``name`` line; return how many were removed."""
         drop = set(self._positions(name))
         if drop:
             self._entries = [e for i, e in enumerate(self._entries) if i not in drop]
-            self._changed()
+            self._changed(name)
         return len(drop)
 
     def pop_first(self, name: str) -> str | None:
@@ -726,7 +740,7 @@ class Headers:
             self._entries[i] = (canon, ", ".join(elements[1:]))
         else:
             del self._entries[i]
-        self._changed()
+        self._changed(canon)
         return elements[0] if elements else line
 
     def replace_first(self, name: str, value: HeaderValue) -> None:
@@ -742,7 +756,7 @@ class Headers:
             line = self._entries[i][1]
             elements = split_commas(line) if header_key(canon) in LIST_HEADERS else [line]
             self._entries[i] = (canon, ", ".join([text, *elements[1:]]))
-        self._changed()
+        self._changed(canon)
 
     # -- iteration and comparison -------------------------------------------------------------
 

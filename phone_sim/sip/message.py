@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 from phone_sim.sip.headers import (
+    LIST_HEADERS,
     CSeq,
     Headers,
     HeaderValue,
@@ -353,13 +354,28 @@ class SipMessage:
         """Check the header fields the layers above rely on; cache their parsed values."""
         h = self.headers
         index = h._index if h._index is not None else h._build_index()
-        for key in list(index):
+        entries = h._entries
+        cache = h._cache
+        # Headers.parsed() inlined: this loop runs for every message received.
+        for key, positions in index.items():
             parser = _EAGER_PARSERS.get(key)
             if parser is None:
                 continue
-            if key == "contact" and self.contact_is_wildcard:
-                continue
-            values = h.parsed(key, parser)
+            cached = cache.get(key)
+            if cached is not None and cached[0] == parser:
+                values = cached[1]
+            else:
+                lines = [entries[i][1] for i in positions]
+                if key in LIST_HEADERS:
+                    if key == "contact" and lines == ["*"]:
+                        continue
+                    texts = []
+                    for line in lines:
+                        texts.extend(split_commas(line))
+                else:
+                    texts = lines
+                values = [parser(text) for text in texts]
+                cache[key] = (parser, values)
             if key == "via":
                 for via in values:
                     if via.protocol != "SIP" or via.version != "2.0":

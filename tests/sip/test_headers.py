@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phone_sim.sip import CSeq, Headers, HeaderValueError, NameAddr, SipParseError, SipUri, Via
 from phone_sim.sip.headers import (
@@ -216,8 +218,6 @@ def test_parsed_cache_is_invalidated() -> None:
 
 # -- model-based: Headers against a plain list of (canonical name, value) lines -----------------
 
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 NAMES = ["Via", "v", "VIA", "Contact", "m", "Subject", "s", "X-Thing", "x-thing", "CSeq", "cseq"]
 VALUES = st.sampled_from(["a", "b, c", "SIP/2.0/UDP h", '"x, y" <sip:a@b>', "", "1 INVITE"])
@@ -303,3 +303,54 @@ def test_filling_in_rport_keeps_its_place() -> None:
     via = Via.parse("SIP/2.0/UDP 10.0.0.2:5060;rport;branch=z9hG4bKx")
     filled = via.with_param("received", "192.0.2.7").with_param("rport", "40000")
     assert str(filled) == "SIP/2.0/UDP 10.0.0.2:5060;rport=40000;branch=z9hG4bKx;received=192.0.2.7"
+
+
+# -- the kept index and parsed values against a fresh multi-dict -------------------------------
+
+_NAMES = ["Via", "v", "Route", "Contact", "m", "CSeq", "X-Thing", "x-thing", "Allow"]
+_VALUES = [
+    "SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/TCP b, SIP/2.0/UDP c", "<sip:r@h;lr>",
+    "<sip:a@b>, <sip:c@d>", "1 INVITE", "x, y", "*", "",
+]  # fmt: skip
+_OPERATION = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(_NAMES), st.sampled_from(_VALUES)),
+    st.tuples(st.just("set"), st.sampled_from(_NAMES), st.sampled_from(_VALUES)),
+    st.tuples(st.just("insert"), st.sampled_from(_NAMES), st.sampled_from(_VALUES)),
+    st.tuples(st.just("remove"), st.sampled_from(_NAMES), st.just("")),
+    st.tuples(st.just("pop_first"), st.sampled_from(_NAMES), st.just("")),
+    st.tuples(st.just("replace_first"), st.sampled_from(_NAMES), st.sampled_from(_VALUES)),
+    st.tuples(st.just("read"), st.sampled_from(_NAMES), st.just("")),
+)
+
+
+def _text_of(value: str) -> str:
+    return value
+
+
+@given(st.lists(_OPERATION, max_size=25))
+def test_kept_index_and_parsed_values_match_a_fresh_multidict(
+    operations: list[tuple[str, str, str]],
+) -> None:
+    """Mutations keep (add) or drop (the others) the index, and drop only the parsed values
+    of the header they touch: every lookup gives what a fresh Headers of the same lines
+    gives."""
+    h = Headers()
+    for op, name, value in operations:
+        if op == "add":
+            h.add(name, value)
+        elif op == "set":
+            h.set(name, value)
+        elif op == "insert":
+            h.insert(0, name, value)
+        elif op == "remove":
+            h.remove(name)
+        elif op == "pop_first":
+            h.pop_first(name)
+        elif op == "replace_first":
+            h.replace_first(name, value)
+        for looked in _NAMES:
+            fresh = Headers(h.items())
+            assert h.get_all(looked) == fresh.get_all(looked)
+            assert h.lines(looked) == fresh.lines(looked)
+            assert h.count(looked) == fresh.count(looked)
+            assert h.parsed(looked, _text_of) == fresh.get_all(looked)
