@@ -51,6 +51,9 @@ async def test_phone_sim_calls_the_echo_and_hears_itself(host: str) -> None:
         stats = call.stats
         assert stats is not None and stats.encrypted
         assert stats.stream.srtp_auth_failures == 0 and stats.stream.packets_received >= 20
+        # The echo is a stream of its own (re-encrypted with its key, its SSRC), not a reflection.
+        assert call.stream is not None and call.stream.remote_ssrc is not None
+        assert call.stream.remote_ssrc != call.stream.ssrc
         # Hold and resume by re-INVITE through the lab.
         await call.hold()
         assert _direction(call) is Direction.SENDONLY

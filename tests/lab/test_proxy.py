@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from phone_sim.lab.proxy import CANCEL_WAIT, TIMER_C, Service
 from phone_sim.lab.registrar import Flow, LabUser, Registrar, RegistrarConfig
 from phone_sim.sip.digest import DigestChallenge, DigestResponse, compute_response
-from phone_sim.sip.framer import StreamFramer
+from phone_sim.sip.framer import MessageRejected, StreamFramer
+from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse, parse_message
 from tests.lab.sipclient import RegisterClient
 
@@ -57,7 +58,11 @@ class Lab:
 
     def feed(self, data: bytes, flow: Flow) -> list[tuple[Flow, tuple[str, int], bytes]]:
         if flow.reliable:
-            for event in StreamFramer().feed(data):
+            try:
+                events = StreamFramer().feed(data)
+            except SipParseError as exc:  # as the Lab's connection does: answer, then close
+                events = [MessageRejected(error=exc)]
+            for event in events:
                 self.reg.receive_message(event, flow, self.now)
         else:
             self.reg.receive_datagram(data, flow, self.now)
@@ -470,3 +475,40 @@ def test_udp_caller_retransmission_gets_the_100_again() -> None:
     assert again[0][1] == UDP.remote
     # Timer G retransmits the 407 until the ACK comes.
     assert [_status(d) for _, _, d in lab.advance(0.6)] == [407]
+
+
+_FIELDS = ["Route", "Max-Forwards", "CSeq", "To", "From", "Via", "Proxy-Authorization",
+           "Record-Route", "Call-ID", "Contact", "Content-Length"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    method=st.sampled_from(["INVITE", "BYE", "ACK", "CANCEL", "MESSAGE", "PRACK"]),
+    field=st.sampled_from(_FIELDS),
+    junk=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+    in_dialog=st.booleans(),
+)
+def test_a_mangled_header_gets_an_answer_or_is_dropped_never_raises(
+    method: str, field: str, junk: str, in_dialog: bool
+) -> None:
+    lab = Lab()
+    routes = ["Route: <sip:127.0.0.1:5061;transport=tls;lr>"] if in_dialog else []
+    data = request(method, f"sip:102@{DOMAIN}", branch="z9hG4bKm1",
+                   to_tag="t" if in_dialog else None, extra=routes)
+    lines = data.split(b"\r\n")
+    mangled = [
+        (f"{field}: {junk}".encode() if line.lower().startswith(field.lower().encode() + b":")
+         else line)
+        for line in lines
+    ]
+    if field == "Route" and not in_dialog:
+        mangled.insert(1, f"Route: {junk}".encode())
+    for flow in (TLS1, UDP):
+        for _, _, out in lab.feed(b"\r\n".join(mangled), flow):
+            if out.startswith(b"SIP/2.0 "):
+                # An error response (it echoes the request's header fields, bad ones too).
+                assert int(out[8:11]) >= 100
+            else:
+                parse_message(out)  # a forwarded request is well-formed
+    lab.advance(TIMER_C + 100)
+    assert lab.reg.proxy.transactions == 0
