@@ -417,9 +417,13 @@ class Lab:
         for port in self.ports.values():
             proxy.add_listener(self.host, port)
         if self._udp is not None:
+            # A wildcard listener has no address to put in Via/Record-Route: the services'
+            # (loopback) one stands in (docs/lab.md: give --host for UDP phones elsewhere).
+            udp_host, udp_port = self._udp.local
             proxy.set_udp_flow(
-                Flow(id=self._udp.flow_id, transport="UDP", remote=("", 0), local=self._udp.local)
-            )
+                Flow(id=self._udp.flow_id, transport="UDP", remote=("", 0),
+                     local=(_service_host(udp_host), udp_port))
+            )  # fmt: skip
         if self.echo is not None:
             await self.echo.start()
             proxy.add_service(Service(user=self.echo.extension, address=self.echo.address))
@@ -668,7 +672,7 @@ class Lab:
 
 def _service_host(host: str) -> str:
     """Where the lab's own services listen: the lab's address, loopback for a wildcard."""
-    if host in ("0.0.0.0", "localhost"):  # noqa: S104
+    if host in ("0.0.0.0", "localhost"):  # noqa: S104 - a comparison, not a bind
         return "127.0.0.1"
     if host == "::":
         return "::1"
