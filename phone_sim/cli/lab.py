@@ -23,6 +23,8 @@ from phone_sim.lab.registrar import (
     BindingExpired,
     BindingRefreshed,
     BindingRemoved,
+    CallRefused,
+    CallRouted,
     FlowLost,
     LabConfigError,
     LabUser,
@@ -258,6 +260,12 @@ def event_json(event: RegistrarEvent) -> dict[str, Any]:
         out.update(flow=str(event.flow), aors=list(event.aors))
     elif isinstance(event, RegistrationRefused):
         out.update(aor=event.aor, status=event.status, reason=event.reason, flow=str(event.flow))
+    elif isinstance(event, CallRouted):
+        out.update(call_id=event.call_id, caller=event.caller, target=event.target,
+                   contact=event.contact, transports=[t.lower() for t in event.transports])
+    elif isinstance(event, CallRefused):
+        out.update(call_id=event.call_id, caller=event.caller, target=event.target,
+                   status=event.status, reason=event.reason)
     return out
 
 
@@ -281,8 +289,21 @@ def event_line(event: RegistrarEvent) -> str:
         return line
     if isinstance(event, FlowLost):
         return f"{'lost':12} {data['flow']} ({', '.join(data['aors'])} kept until expiry)"
-    assert isinstance(event, RegistrationRefused)
-    return f"{'refused':12} {data['aor']} from {data['flow']}: {data['status']} {data['reason']}"
+    if isinstance(event, CallRouted):
+        return (
+            f"{'call':12} {data['caller']} -> {data['target']} routed to {data['contact']} "
+            f"({' -> '.join(data['transports'])})"
+        )
+    if isinstance(event, CallRefused):
+        return (
+            f"{'call failed':12} {data['caller']} -> {data['target']}: {data['status']} "
+            f"{data['reason']}"
+        )
+    if isinstance(event, RegistrationRefused):
+        return (
+            f"{'refused':12} {data['aor']} from {data['flow']}: {data['status']} {data['reason']}"
+        )
+    return f"{name:12} {data}"
 
 
 def _print_event(event: RegistrarEvent) -> None:

@@ -72,7 +72,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PROXY_METHODS", "TIMER_C", "Proxy", "Service"]
+__all__ = ["CANCEL_WAIT", "PROXY_METHODS", "TIMER_C", "CallRefused", "CallRouted", "Proxy",
+           "Service"]
 
 #: RFC 3261 16.6 step 11: an INVITE branch without a final response is cancelled after this
 #: (more than 3 minutes by the RFC's letter; 180 s, as Kamailio's ``fr_inv_timer`` default).
@@ -99,6 +100,39 @@ class Service:
     """The extension (``600``)."""
     address: tuple[str, int]
     """Its UDP address; the lab reaches it from its UDP listener."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRouted:
+    """The lab forwarded a new call (an initial INVITE) to a phone or a service."""
+
+    call_id: str
+    """The INVITE's Call-ID."""
+    caller: str
+    """The From URI."""
+    target: str
+    """The Request-URI as dialled (``sip:102@lab.phone-sim.test``)."""
+    contact: str
+    """Where it went: the binding's contact or the service's URI."""
+    transports: tuple[str, str]
+    """The caller's and the callee's transport (``("TLS", "UDP")``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRefused:
+    """The lab itself answered a new call with an error (404, 480, 403, 483...; not the 407
+    challenge, which is the normal first step)."""
+
+    call_id: str
+    """The INVITE's Call-ID."""
+    caller: str
+    """The From URI."""
+    target: str
+    """The Request-URI as dialled."""
+    status: int
+    """The status sent."""
+    reason: str
+    """Its reason phrase."""
 
 
 class _Reply(Exception):
@@ -177,6 +211,7 @@ class Proxy:
         locate: Callable[[str], list[Binding]],
         flow_open: Callable[[int], Flow | None],
         send: Callable[[Flow, Address, bytes], None],
+        emit: Callable[[CallRouted | CallRefused], None] = lambda _event: None,
         secret: bytes | None = None,
     ) -> None:
         self.config = config
@@ -185,6 +220,7 @@ class Proxy:
         self._locate = locate
         self._flow_open = flow_open
         self._send = send
+        self._emit = emit
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._services: dict[str, Service] = {}
         self._udp_flow: Flow | None = None
@@ -387,12 +423,18 @@ class Proxy:
         if method == "INVITE":
             # RFC 3261 16.2: a stateful proxy answers an INVITE with 100 at once.
             self._reply(server, 100, None, (), now)
+        new_call = method == "INVITE" and request.to_tag is None
         try:
             self._check(request)
             target, popped = self._route(request, flow, now)
         except _Reply as reply:
             self._reply(server, reply.status, reply.reason, reply.headers, now)
             self._schedule(key, server)
+            if new_call and reply.status != 407:
+                self._emit(CallRefused(
+                    call_id=request.call_id, caller=str(request.from_.uri),
+                    target=str(request.uri), status=reply.status, reason=reply.reason,
+                ))  # fmt: skip
             return
         except SipParseError as exc:
             self._reply(server, 400, f"Bad Request ({_printable(str(exc))})", (), now)
@@ -400,6 +442,12 @@ class Proxy:
             return
         self._forward(server, target, popped, now)
         self._schedule(key, server)
+        if new_call:
+            self._emit(CallRouted(
+                call_id=request.call_id, caller=str(request.from_.uri), target=str(request.uri),
+                contact=str(target.uri or request.uri),
+                transports=(flow.transport, target.flow.transport),
+            ))  # fmt: skip
 
     @staticmethod
     def _check(request: SipRequest) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from phone_sim.errors import RemoteError, UsageError
-from phone_sim.lab.proxy import PROXY_METHODS, Proxy
+from phone_sim.lab.proxy import PROXY_METHODS, CallRefused, CallRouted, Proxy
 from phone_sim.sip.digest import DigestServer
 from phone_sim.sip.framer import (
     KeepAlivePingReceived,
@@ -54,6 +54,8 @@ __all__ = [
     "BindingExpired",
     "BindingRefreshed",
     "BindingRemoved",
+    "CallRefused",
+    "CallRouted",
     "Flow",
     "FlowLost",
     "LabConfigError",
@@ -385,7 +387,7 @@ class PhoneUnreachable(RemoteError):
 
 RegistrarEvent = (
     BindingAdded | BindingRefreshed | BindingRemoved | BindingExpired | FlowLost
-    | RegistrationRefused | PhoneAnswered | PhoneSilent
+    | RegistrationRefused | PhoneAnswered | PhoneSilent | CallRouted | CallRefused
 )  # fmt: skip
 
 
@@ -509,6 +511,7 @@ class Registrar:
             locate=self.bindings,
             flow_open=self._open_flows.get,
             send=self._proxy_send,
+            emit=self._events.append,
         )
         self.stats: dict[str, int] = {
             "requests": 0, "registers": 0, "challenges": 0, "refused": 0, "malformed": 0,

@@ -165,3 +165,18 @@ async def test_the_printed_call_line_reaches_the_echo_and_hears_itself() -> None
         assert await asyncio.to_thread(main, [*base, "--expect-tone", "697"]) == 1
     assert lab.final is not None
     assert lab.final["stats"]["proxy_routed"] >= 4
+
+
+def test_call_event_lines() -> None:
+    from phone_sim.lab.proxy import CallRefused, CallRouted
+
+    routed = CallRouted(call_id="c1", caller="sip:101@lab", target="sip:600@lab",
+                        contact="sip:600@127.0.0.1:4000", transports=("TLS", "UDP"))
+    assert event_line(routed) == (
+        "call         sip:101@lab -> sip:600@lab routed to sip:600@127.0.0.1:4000 (tls -> udp)"
+    )
+    assert event_json(routed)["transports"] == ["tls", "udp"]
+    refused = CallRefused(call_id="c2", caller="sip:101@lab", target="sip:999@lab", status=404,
+                          reason="Not Found")
+    assert event_line(refused).endswith("sip:101@lab -> sip:999@lab: 404 Not Found")
+    assert event_json(refused)["status"] == 404

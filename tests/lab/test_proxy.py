@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phone_sim.lab.proxy import CANCEL_WAIT, TIMER_C, Service
+from phone_sim.lab.proxy import CANCEL_WAIT, TIMER_C, CallRefused, CallRouted, Service
 from phone_sim.lab.registrar import Flow, LabUser, Registrar, RegistrarConfig
 from phone_sim.sip.digest import DigestChallenge, DigestResponse, compute_response
 from phone_sim.sip.framer import MessageRejected, StreamFramer
@@ -142,6 +142,13 @@ def response_to(req: bytes, status: int, *, to_tag: str = "callee", extra: list[
     return bytes(out)
 
 
+def _drain(lab: Lab) -> list[object]:
+    out: list[object] = []
+    while (event := lab.reg.next_event()) is not None:
+        out.append(event)
+    return out
+
+
 def parsed(data: bytes) -> SipRequest | SipResponse:
     return parse_message(data)
 
@@ -186,6 +193,9 @@ def test_call_through_the_proxy_with_record_route_and_route() -> None:
     assert all(r.uri.has_param("lr") and r.uri.param("transport") == "tls" for r in rr)
     assert "Proxy-Authorization" not in forwarded.headers
     assert forwarded.body == SDP
+    routed = [e for e in _drain(lab) if isinstance(e, CallRouted)]
+    assert [(e.target, e.contact, e.transports) for e in routed] == [
+        (f"sip:102@{DOMAIN}", str(forwarded.uri), ("TLS", "TLS"))]
     # A reliable 180 and the 200 come back untouched but for the lab's Via.
     ringing = response_to(out[1][2], 180, extra=["Require: 100rel", "RSeq: 1"], body=SDP)
     [(flow, dest, data)] = lab.feed(ringing, TLS2)
@@ -276,8 +286,13 @@ def test_cancel_of_nothing_gets_481() -> None:
 
 def test_unknown_user_404_and_unregistered_480() -> None:
     lab = Lab()
+    while lab.reg.next_event() is not None:
+        pass
     out = invite(lab, to_user="999", branch="z9hG4bKx1")
     assert [parsed(d).status for _, _, d in out] == [100, 404]  # type: ignore[union-attr]
+    [event] = _drain(lab)
+    assert isinstance(event, CallRefused) and event.status == 404
+    assert event.target == f"sip:999@{DOMAIN}" and event.caller == f"sip:101@{DOMAIN}"
     out = invite(lab, to_user="103", branch="z9hG4bKx2")
     assert [parsed(d).status for _, _, d in out] == [100, 480]  # type: ignore[union-attr]
     lab.reg.flow_closed(TLS2.id, lab.now)
