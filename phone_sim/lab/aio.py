@@ -426,6 +426,8 @@ class Lab:
             )  # fmt: skip
         if self.echo is not None:
             await self.echo.start()
+            if self._udp is not None:
+                self.echo.accept_only_from((_service_host(self._udp.local[0]), self._udp.local[1]))
             proxy.add_service(Service(user=self.echo.extension, address=self.echo.address))
         logger.info("lab listening on %s: %s", self.host, self.ports)
         if self.idle_timeout is not None and any(t != "udp" for t in self.transports):

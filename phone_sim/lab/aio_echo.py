@@ -23,6 +23,7 @@ import logging
 
 from phone_sim.call.aio import Call, CallFailed, UdpCallAgent
 from phone_sim.errors import UsageError
+from phone_sim.sip.ua import Address
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,19 @@ ECHO_EXTENSION = "600"
 _POLL = 0.05
 
 
+class _LabOnlyAgent(UdpCallAgent):
+    """The echo's UA: SIP only from the lab (its UDP listener), so the lab's authentication
+    cannot be bypassed by sending to the echo's port directly."""
+
+    allowed: frozenset[Address] = frozenset()
+
+    def _receive(self, data: bytes, source: Address) -> None:
+        if self.allowed and (source[0], source[1]) not in self.allowed:
+            logger.debug("echo: dropped a datagram from %s:%d (not the lab)", *source)
+            return
+        super()._receive(data, source)
+
+
 class EchoService:
     """``async with EchoService("127.0.0.1") as echo:`` then route to ``echo.address``."""
 
@@ -41,7 +55,7 @@ class EchoService:
             raise UsageError(f"bad echo extension {extension!r}")
         self.host = host
         self.extension = extension
-        self._agent = UdpCallAgent(host, 0, user=extension, auto_answer=True)
+        self._agent = _LabOnlyAgent(host, 0, user=extension, auto_answer=True)
         self._started = False
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
@@ -61,6 +75,10 @@ class EchoService:
     def refused(self) -> dict[int, int]:
         """INVITEs refused before ringing, by status (488 for an offer without SDES...)."""
         return dict(self._agent.calls.refused)
+
+    def accept_only_from(self, *sources: Address) -> None:
+        """Take SIP only from these addresses (the lab's UDP listener); none: from anyone."""
+        self._agent.allowed = frozenset((host, port) for host, port in sources)
 
     async def __aenter__(self) -> EchoService:
         await self.start()

@@ -8,11 +8,11 @@ import asyncio
 import pytest
 
 from phone_sim.account import Account, SipHost, SipTransport
-from phone_sim.call.aio import Call, CallFailed, CallingPhone
+from phone_sim.call.aio import Call, CallFailed
 from phone_sim.firmware import profile_for
 from phone_sim.lab import Lab
 from phone_sim.media.negotiation import Direction
-from phone_sim.phone import RegistrationSettings
+from phone_sim.phone import Phone, RegistrationSettings
 from phone_sim.tls.client import TrustStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,9 +28,9 @@ def _account(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS) ->
                    server_name=lab.server_name)
 
 
-def _phone(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS) -> CallingPhone:
+def _phone(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS) -> Phone:
     trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-    return CallingPhone(PROFILE, _account(lab, user, transport), trust=trust, settings=FAST)
+    return Phone(PROFILE, _account(lab, user, transport), trust=trust, settings=FAST)
 
 
 def _direction(call: Call) -> Direction:
@@ -123,7 +123,7 @@ async def test_the_echo_refuses_plain_rtp_with_488_and_keeps_working() -> None:
                                              transport=SipTransport.TLS,
                                              media_encryption=None, retry=0.5))
         trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-        async with CallingPhone(PROFILE, plain, trust=trust, settings=FAST) as phone:
+        async with Phone(PROFILE, plain, trust=trust, settings=FAST) as phone:
             await phone.register(timeout=10)
             call = await phone.dial("600")
             with pytest.raises(CallFailed) as failed:
@@ -135,3 +135,35 @@ async def test_the_echo_refuses_plain_rtp_with_488_and_keeps_working() -> None:
             call = await phone.dial("600")
             await call.wait_answered(timeout=10)
             await call.hangup()
+
+
+async def test_the_echo_takes_sip_only_from_the_lab() -> None:
+    async with Lab({"101": "1234"}) as lab:
+        assert lab.echo is not None
+        loop = asyncio.get_running_loop()
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class _Sock(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                received.put_nowait(data)
+
+        transport, _ = await loop.create_datagram_endpoint(_Sock, local_addr=("127.0.0.1", 0))
+        try:
+            port = transport.get_extra_info("sockname")[1]
+            options = (
+                f"OPTIONS sip:600@127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bKdirect1\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:600@127.0.0.1>\r\n"
+                "Call-ID: direct1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            transport.sendto(options, lab.echo.address)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await received.get()  # the echo ignores what does not come from the lab
+            lab.echo.accept_only_from()  # open it: the same request is answered
+            transport.sendto(options, lab.echo.address)
+            async with asyncio.timeout(2):
+                answer = await received.get()
+            assert answer.startswith(b"SIP/2.0 200")
+        finally:
+            transport.close()
