@@ -491,10 +491,15 @@ class Proxy:
                 if flow_id == flow.id:
                     continue
                 live = self._flow_open(flow_id)
-                if live is None:
-                    self.stats["unavailable"] += 1
-                    raise _Reply(480, "Temporarily Unavailable (the connection is closed)")
-                return _Target(None, live, live.remote), popped
+                if live is not None:
+                    return _Target(None, live, live.remote), popped
+                # That connection closed; a phone that re-registered on a new one is reached
+                # there when the Request-URI is its registered contact.
+                for binding in self._all_bindings(request.uri.user):
+                    if binding.flow_alive and _same_contact(binding.contact.uri, request.uri):
+                        return self._to_binding(binding, keep_uri=True), popped
+                self.stats["unavailable"] += 1
+                raise _Reply(480, "Temporarily Unavailable (the connection is closed)")
             else:
                 # Both legs are this flow (a phone calling itself over one connection).
                 return _Target(None, flow, flow.remote if flow.reliable else tokens[0][2]), popped

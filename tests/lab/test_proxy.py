@@ -527,3 +527,28 @@ def test_a_mangled_header_gets_an_answer_or_is_dropped_never_raises(
                 parse_message(out)  # a forwarded request is well-formed
     lab.advance(TIMER_C + 100)
     assert lab.reg.proxy.transactions == 0
+
+
+def test_in_dialog_request_follows_a_phone_that_reconnected() -> None:
+    lab = Lab()
+    out = invite(lab)
+    [(_, _, data)] = lab.feed(response_to(out[1][2], 200, body=SDP), TLS2)
+    ok = parsed(data)
+    routes = [f"Route: {r}" for r in reversed(ok.headers.get_all("Record-Route"))]
+    callee_contact = "sip:102@127.0.0.1:40002;transport=tls"
+    # 102's connection drops; it reconnects from a new port and registers the same contact.
+    lab.reg.flow_closed(TLS2.id, lab.now)
+    tls3 = Flow(id=3, transport="TLS", remote=("127.0.0.1", 40009), local=LAB_TLS)
+    lab.reg.flow_opened(tls3)
+    lab.register("102", tls3, 40002)
+    bye = request("BYE", callee_contact, branch="z9hG4bKre1", cseq=3, to_tag="callee",
+                  extra=routes)
+    [(flow, _, data)] = lab.feed(bye, TLS1)
+    assert flow == tls3 and _status(data) == "req"
+    # The connection drops under the pending BYE: the caller gets 503 (a transport error).
+    lab.reg.flow_closed(tls3.id, lab.now)
+    assert [(t.flow, _status(t.data)) for t in lab.reg.transmits_to_send()] == [(TLS1, 503)]
+    # A contact nobody holds any more gets 480.
+    [(flow, _, data)] = lab.feed(request("BYE", callee_contact, branch="z9hG4bKre2", cseq=4,
+                                         to_tag="callee", extra=routes), TLS1)
+    assert flow == TLS1 and _status(data) == 480
