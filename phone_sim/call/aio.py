@@ -14,16 +14,19 @@
 :class:`CallManager` is the glue between whoever owns the SIP user agent (the ``Phone``, or
 the small :class:`UdpCallAgent` here) and the calls: it is fed the UA's events, keeps one
 ``loop.call_at()`` armed at the calls' deadline, opens a :class:`MediaEndpoint` per call and
-turns :class:`CallEvent` values into media changes and futures. :class:`CallingPhone` is the
-``Phone`` with calls (the bridge until ``phone_sim/phone/aio.py`` carries the hook itself).
+turns :class:`CallEvent` values into media changes and futures. The
+:class:`~phone_sim.phone.aio.Phone` makes one when its first call starts or arrives;
+``CallingPhone`` is a deprecated alias of ``Phone``.
+
+This module does not import :mod:`phone_sim.phone.aio` (the ``Phone`` imports it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -31,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phone_sim.account import Account
 from phone_sim.call.session import (
     CallConfig,
     CallEnded,
@@ -47,31 +49,22 @@ from phone_sim.call.session import (
     call_signature,
 )
 from phone_sim.errors import PhoneSimError, RemoteError, UsageError
-from phone_sim.firmware import FirmwareProfile
 from phone_sim.media.aio import MediaClock, MediaEndpoint
 from phone_sim.media.negotiation import Direction, LocalAudio, MediaEncryption, NegotiatedAudio
 from phone_sim.media.sinks import DtmfReceived, ToneDetected, ToneDetector, WavRecorder
 from phone_sim.media.sources import AudioSource, tone, wav_file
 from phone_sim.media.stream import MediaStream, StreamStatistics
-from phone_sim.phone.aio import Phone
-from phone_sim.phone.registration import (
-    EXTRA_METHODS,
-    RegistrationCore,
-    RegistrationSettings,
-    RegistrationSucceeded,
-)
 from phone_sim.sip.headers import NameAddr
 from phone_sim.sip.signature import PhoneSignature
 from phone_sim.sip.ua import Address, UaConfig, UaEvent, UserAgent
 from phone_sim.sip.uri import SipUri
-from phone_sim.tls.client import TlsClientContext, TrustStore
 
 __all__ = [
     "Call",
     "CallFailed",
     "CallManager",
     "CallStats",
-    "CallingPhone",
+    "CallTimeout",
     "UdpCallAgent",
     "shared_media_clock",
 ]
@@ -510,6 +503,13 @@ class CallManager:
     *get_ua* returns the UA in use (it may change when the phone reconnects); *flush* writes
     what the UA wants sent and re-arms its timer (the owner's pump); *local_uri* is the
     phone's address of record for From; *domain* completes a bare extension ("102").
+    *get_media_host*, if given, is asked for the media address each time the UA changes (the
+    phone's address on its new transport); else *media_host* stays.
+
+    An incoming call rings at once (180) and is queued for :meth:`next_call`. With
+    *auto_answer* it is also answered (200) and echoes what it hears, whether or not anyone
+    waits on :meth:`next_call`; without, it rings until answered, rejected, cancelled, or
+    ``CallConfig.ring_timeout`` (480).
     """
 
     def __init__(
@@ -526,8 +526,10 @@ class CallManager:
         auto_answer: bool = False,
         clock: MediaClock | None = None,
         rng: random.Random | None = None,
+        get_media_host: Callable[[], str] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self._get_media_host = get_media_host
         self._get_ua = get_ua
         self._flush = flush
         self._local_uri = local_uri
@@ -543,7 +545,9 @@ class CallManager:
         self.auto_answer = auto_answer
         self.clock = clock or shared_media_clock(self.loop)
         self.calls: dict[str, Call] = {}
-        self._incoming: asyncio.Queue[Call] = asyncio.Queue()
+        # Incoming calls not yet taken by next_call(), and the coroutines waiting there.
+        self._incoming: deque[Call] = deque()
+        self._incoming_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -553,6 +557,10 @@ class CallManager:
     def _sync_ua(self) -> UserAgent | None:
         ua = self._get_ua()
         if ua is not None and ua is not self.router.ua:
+            if self._get_media_host is not None:
+                self.media_host = self._get_media_host()
+                self.router.local = LocalAudio(host=self.media_host, rtp_port=9,
+                                               media_encryption=self.media_encryption)
             self.router.attach(ua, destination=self._destination())
             self._after()
         return ua
@@ -581,7 +589,7 @@ class CallManager:
             self.calls[received.session.call_id] = new
             # The phone rings at once, as the firmware does; the owner's pump sends it.
             received.session.ring(self.loop.time())
-            self._incoming.put_nowait(new)
+            self._queue_incoming(new)
             if self.auto_answer:
                 self._spawn(self._auto_answer(new))
         for call_id, session in list(router.sessions.items()):
@@ -593,10 +601,31 @@ class CallManager:
             self.calls.pop(session.call_id, None)
         self._arm()
 
+    def _queue_incoming(self, call: Call) -> None:
+        incoming = self._incoming
+        if len(incoming) >= 16:
+            # Nobody takes the calls (an auto-answering phone): keep only the live ones.
+            live = [c for c in incoming if c.session.state is not CallState.TERMINATED]
+            incoming.clear()
+            incoming.extend(live)
+        incoming.append(call)
+        waiters, self._incoming_waiters = self._incoming_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
     async def _auto_answer(self, call: Call) -> None:
-        with contextlib.suppress(CallFailed, UsageError):
+        try:
             await call.answer()
-            call.echo()
+        except CallFailed:
+            return  # cancelled while the media opened
+        except PhoneSimError as exc:
+            # No media port (or the call moved on): refuse rather than ring until the timeout.
+            logger.warning("call %s: cannot auto-answer: %s", call.session.call_id, exc)
+            if call.session.state is CallState.INCOMING:
+                await call.reject(500)
+            return
+        call.echo()
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -654,12 +683,20 @@ class CallManager:
         return call
 
     async def next_call(self, timeout: float | None = None) -> Call:
-        """The next incoming call (ringing, or already answered with auto-answer)."""
+        """The next incoming call still going (ringing, or answered by auto-answer); calls
+        that ended while nobody waited (cancelled, timed out, hung up) are skipped."""
         try:
-            call = await asyncio.wait_for(self._incoming.get(), timeout)
+            async with asyncio.timeout(timeout):
+                while True:
+                    while self._incoming:
+                        call = self._incoming.popleft()
+                        if call.session.state is not CallState.TERMINATED:
+                            return call
+                    future: asyncio.Future[None] = self.loop.create_future()
+                    self._incoming_waiters.append(future)
+                    await future
         except TimeoutError:
             raise CallTimeout(f"no incoming call within {timeout:g} s") from None
-        return call
 
     async def close(self) -> None:
         """Hang up every call (all at once) and stop."""
@@ -673,135 +710,13 @@ class CallManager:
                 logger.debug("call %s: hang-up at close: %s", call.session.call_id, result)
         for task in list(self._tasks):
             task.cancel()
+        waiters, self._incoming_waiters = self._incoming_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_exception(CallFailed("the phone closed"))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-# --------------------------------------------------------------------------------------------
-# The Phone with calls (bridge until phone_sim/phone/aio.py carries the hook)
-
-
-class _CallingCore(RegistrationCore):
-    """The registration core that offers each UA event to the calls first."""
-
-    __slots__ = ("calls",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls: CallManager | None = None
-
-    @property
-    def ua(self) -> UserAgent | None:
-        """The UA of the current transport."""
-        return self._ua
-
-    def _process_ua(self, now: float) -> None:
-        ua = self._ua
-        calls = self.calls
-        if ua is not None and calls is not None:
-            rest: list[UaEvent] = []
-            while (event := ua.next_event()) is not None:
-                if not calls.handle_ua_event(event, now):
-                    rest.append(event)
-            # The registration core reads the rest as usual.
-            ua._events.extend(rest)
-        super()._process_ua(now)
-
-
-class CallingPhone(Phone):
-    """A :class:`~phone_sim.phone.aio.Phone` that places and answers calls.
-
-    ``await phone.dial("102")``, ``await phone.next_call()``; ``auto_answer=True`` answers
-    every call and echoes its audio. Its UA advertises ``100rel`` and ``timer`` and allows
-    PRACK and UPDATE (:func:`~phone_sim.call.session.call_signature`).
-    """
-
-    __slots__ = ("_auto_answer", "_call_config", "_calls")
-
-    def __init__(
-        self,
-        profile: FirmwareProfile,
-        account: Account,
-        *,
-        trust: TrustStore | None = None,
-        tls_context: TlsClientContext | None = None,
-        settings: RegistrationSettings | None = None,
-        local_host: str | None = None,
-        rng: random.Random | None = None,
-        call_config: CallConfig | None = None,
-        auto_answer: bool = False,
-    ) -> None:
-        super().__init__(profile, account, trust=trust, tls_context=tls_context,
-                         settings=settings, local_host=local_host, rng=rng)
-        signature = call_signature(
-            PhoneSignature.for_profile(profile, extra_methods=EXTRA_METHODS))
-        self._core = _CallingCore(profile, account, settings=settings, rng=rng,
-                                  signature=signature)
-        self._calls: CallManager | None = None
-        self._call_config = call_config
-        self._auto_answer = auto_answer
-
-    async def __aenter__(self) -> CallingPhone:
-        await super().__aenter__()
-        return self
-
-    @property
-    def calls(self) -> CallManager:
-        """The phone's calls (made on first use, inside the running loop)."""
-        if self._calls is None:
-            core = self._core
-            assert isinstance(core, _CallingCore)
-
-            def local_uri() -> NameAddr:
-                host = core.registered_host or core.host
-                return NameAddr(SipUri("sip", self.account.username, None,
-                                       self.account.domain_for(host), None, ()))
-
-            def media_host() -> str:
-                ua = core.ua
-                return ua.config.local_host.strip("[]") if ua is not None else "127.0.0.1"
-
-            host = core.host
-            self._calls = CallManager(
-                get_ua=lambda: core.ua,
-                flush=self._pump,
-                local_uri=local_uri,
-                domain=lambda: self.account.domain_for(core.registered_host or core.host),
-                destination=lambda: core.remote,
-                media_host=media_host(),
-                media_encryption=MediaEncryption.from_config(host.media_encryption),
-                config=self._call_config,
-                auto_answer=self._auto_answer,
-            )
-            core.calls = self._calls
-        return self._calls
-
-    async def register(self, timeout: float | None = None) -> RegistrationSucceeded:
-        """Register (see :meth:`Phone.register`), with calls ready to arrive."""
-        _ = self.calls
-        result = await super().register(timeout)
-        calls = self.calls
-        ua = self._core.ua if isinstance(self._core, _CallingCore) else None
-        if ua is not None:
-            calls.media_host = ua.config.local_host.strip("[]")
-            calls.router.local = LocalAudio(host=calls.media_host, rtp_port=9,
-                                            media_encryption=calls.media_encryption)
-        return result
-
-    async def dial(self, to: str) -> Call:
-        """Call *to* (an extension at the phone's domain, or a sip: URI)."""
-        return await self.calls.dial(to)
-
-    async def next_call(self, timeout: float | None = None) -> Call:
-        """The next incoming call."""
-        return await self.calls.next_call(timeout)
-
-    async def close(self) -> None:
-        """Hang up the calls, unregister and close."""
-        if self._calls is not None:
-            await self._calls.close()
-        await super().close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -941,3 +856,15 @@ class UdpCallAgent:
         if self.ua is not None:
             self.ua.handle_timer(asyncio.get_running_loop().time())
             self._pump()
+
+
+def __getattr__(name: str) -> Any:
+    # ``CallingPhone`` was the Phone-with-calls before the Phone carried calls itself.
+    if name == "CallingPhone":
+        # Lazily: phone_sim.phone.aio imports this module.
+        from phone_sim.phone.aio import Phone  # noqa: PLC0415
+
+        warnings.warn("phone_sim.call.aio.CallingPhone is deprecated: use phone_sim.phone.Phone",
+                      DeprecationWarning, stacklevel=2)
+        return Phone
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from phone_sim.account import Account, SipHost, SipTransport, parse_server
-from phone_sim.call.aio import Call, CallFailed, CallingPhone, CallStats
+from phone_sim.call.aio import Call, CallFailed, CallStats
 from phone_sim.call.session import CallEnded
 from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.firmware import DEFAULT_MODEL, Model, newest_firmware, profile_for
-from phone_sim.phone import RegistrationSettings
+from phone_sim.phone import Phone, RegistrationSettings
 from phone_sim.tls.client import TrustStore
 
 __all__ = ["add_parser"]
@@ -125,7 +125,7 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--record {args.record!r}: the directory does not exist")
 
 
-def _build(args: argparse.Namespace, *, auto_answer: bool = False) -> CallingPhone:
+def _build(args: argparse.Namespace, *, auto_answer: bool = False) -> Phone:
     transport = SipTransport.parse(args.transport)
     server, port = parse_server(args.server, transport)
     encryption = args.media_encryption or ("sdes" if transport is SipTransport.TLS else "none")
@@ -136,8 +136,8 @@ def _build(args: argparse.Namespace, *, auto_answer: bool = False) -> CallingPho
     profile = profile_for(args.model or DEFAULT_MODEL, args.firmware)
     trust = TrustStore.from_files(args.ca) if args.ca else TrustStore()
     settings = RegistrationSettings(register_timeout=args.timeout)
-    return CallingPhone(profile, account, trust=trust, settings=settings,
-                        auto_answer=auto_answer)
+    return Phone(profile, account, trust=trust, settings=settings,
+                 auto_answer=auto_answer)
 
 
 def _emit(args: argparse.Namespace, text: str, obj: dict[str, Any]) -> None:
@@ -205,7 +205,7 @@ def run_call(args: argparse.Namespace) -> int:
     return asyncio.run(_call(phone, play, args))
 
 
-async def _call(phone: CallingPhone, play: tuple[str, float | Path] | None,
+async def _call(phone: Phone, play: tuple[str, float | Path] | None,
                 args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _signals(stop)
@@ -286,7 +286,7 @@ def run_answer(args: argparse.Namespace) -> int:
     return asyncio.run(_answer(phone, play, args))
 
 
-async def _answer(phone: CallingPhone, play: tuple[str, float | Path] | None,
+async def _answer(phone: Phone, play: tuple[str, float | Path] | None,
                   args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _signals(stop)

@@ -4,6 +4,8 @@
 
     async with Phone(profile, account, trust=trust) as phone:
         await phone.register()          # the first attempt's outcome, or its error
+        call = await phone.dial("102")  # or: call = await phone.next_call()
+        await call.wait_answered()
         async for event in phone.events():
             ...
 
@@ -13,6 +15,11 @@ it wants sent is written, its transport commands are run, its events are dispatc
 ``loop.call_at()`` is armed at its ``get_timer()``. A phone holds one transport at a time and
 at most one timer handle. TLS contexts are shared per (profile, trust store):
 :func:`tls_context_for`.
+
+Calls: the core offers every SIP event to the phone's
+:class:`~phone_sim.call.aio.CallManager` first (``core.ua_hook``). The manager is made on the
+first ``dial()``/``next_call()`` or the first INVITE that arrives, so an idle phone in a fleet
+carries none of it (nor imports the media stack).
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ import logging
 import random
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phone_sim.account import Account, SipHost, SipTransport
+from phone_sim.call.session import CallConfig, call_signature
 from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.firmware import FirmwareProfile
+from phone_sim.media.negotiation import MediaEncryption
 from phone_sim.phone.registration import (
+    EXTRA_METHODS,
     ClosePeer,
     CloseTransport,
     OpenTransport,
@@ -41,16 +51,36 @@ from phone_sim.phone.registration import (
     SipTransportError,
     Unregistered,
 )
+from phone_sim.sip.headers import NameAddr
 from phone_sim.sip.signature import PhoneSignature
-from phone_sim.sip.ua import Address
+from phone_sim.sip.ua import Address, RequestReceived, UaEvent
+from phone_sim.sip.uri import SipUri
 from phone_sim.tls.aio import open_tls_connection
 from phone_sim.tls.client import TlsClientContext, TrustStore
 
-__all__ = ["Phone", "tls_context_for"]
+if TYPE_CHECKING:
+    from phone_sim.call.aio import Call, CallManager
+
+__all__ = ["Phone", "phone_signature", "tls_context_for"]
 
 logger = logging.getLogger(__name__)
 
 _CONTEXTS: dict[tuple[FirmwareProfile, TrustStore | None], TlsClientContext] = {}
+
+
+_SIGNATURES: dict[FirmwareProfile, PhoneSignature] = {}
+
+
+def phone_signature(profile: FirmwareProfile) -> PhoneSignature:
+    """What a :class:`Phone` of *profile* advertises: the firmware's User-Agent, Allow and
+    Supported, with ``100rel, timer`` and PRACK/UPDATE because the phone's call layer
+    implements them (:func:`~phone_sim.call.session.call_signature`). One per profile."""
+    signature = _SIGNATURES.get(profile)
+    if signature is None:
+        signature = _SIGNATURES[profile] = call_signature(
+            PhoneSignature.for_profile(profile, extra_methods=EXTRA_METHODS)
+        )
+    return signature
 
 
 def tls_context_for(profile: FirmwareProfile, trust: TrustStore | None = None) -> TlsClientContext:
@@ -146,12 +176,21 @@ class Phone:
     fixes the address UDP binds and advertises (default: the route towards the registrar).
     *listen_port* (TCP accounts only; 0 = any free port) also opens a TCP listener, as the
     firmware listens on 5060: requests a PBX sends there are answered on that connection.
-    *signature* replaces the profile's (a call layer advertising ``100rel``, PRACK...).
+    *signature* replaces what the phone advertises (default: :func:`phone_signature`).
 
-    Use it as an async context manager; leaving the block unregisters and closes.
+    Calls: :meth:`dial` places one, :meth:`next_call` takes the next incoming one.
+    *call_config* tunes them (session timers, 100rel, ring timeout). An incoming INVITE
+    rings at once (180) whether or not anyone waits on :meth:`next_call`; with
+    *auto_answer* the phone also answers it (200) and echoes the caller's audio, else it
+    rings until answered, rejected, cancelled or ``call_config.ring_timeout`` (480).
+
+    Use it as an async context manager; leaving the block hangs up, unregisters and closes.
     """
 
     __slots__ = (
+        "_auto_answer",
+        "_call_config",
+        "_calls",
         "_closed",
         "_core",
         "_gen",
@@ -190,6 +229,8 @@ class Phone:
         listen_port: int | None = None,
         rng: random.Random | None = None,
         signature: PhoneSignature | None = None,
+        call_config: CallConfig | None = None,
+        auto_answer: bool = False,
     ) -> None:
         self.profile = profile
         self.account = account
@@ -200,8 +241,13 @@ class Phone:
         self._listener: asyncio.AbstractServer | None = None
         self._peers: dict[Address, _Accepted] = {}
         self._core = RegistrationCore(
-            profile, account, settings=settings, rng=rng, signature=signature
+            profile, account, settings=settings, rng=rng,
+            signature=signature or phone_signature(profile),
         )
+        self._core.ua_hook = self._ua_event
+        self._calls: CallManager | None = None
+        self._call_config = call_config
+        self._auto_answer = auto_answer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stream: _Stream | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -361,8 +407,10 @@ class Phone:
         return await asyncio.shield(self._stopped)
 
     async def close(self) -> None:
-        """Unregister if registered and release every socket and timer."""
+        """Hang up every call, unregister if registered, release every socket and timer."""
         try:
+            if self._calls is not None and not self._closed:
+                await self._calls.close()
             await self.unregister()
         finally:
             self._closed = True
@@ -378,6 +426,76 @@ class Phone:
     async def _iterate(queue: asyncio.Queue[PhoneEvent]) -> AsyncIterator[PhoneEvent]:
         while True:
             yield await queue.get()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    @property
+    def calls(self) -> CallManager:
+        """The phone's calls (``calls.calls`` by Call-ID, ``calls.refused`` by status); made
+        on first use, inside the running loop."""
+        if self._calls is None:
+            # Imported here: the media stack is heavy, and a registering fleet needs none.
+            from phone_sim.call.aio import CallManager  # noqa: PLC0415
+
+            core = self._core
+            self._calls = CallManager(
+                get_ua=lambda: core.ua,
+                flush=self._pump,
+                local_uri=self._local_uri,
+                domain=lambda: self.account.domain_for(core.registered_host or core.host),
+                destination=lambda: core.remote,
+                media_host=self._media_host(),
+                get_media_host=self._media_host,
+                media_encryption=MediaEncryption.from_config(core.host.media_encryption),
+                config=self._call_config,
+                auto_answer=self._auto_answer,
+            )
+        return self._calls
+
+    def _local_uri(self) -> NameAddr:
+        host = self._core.registered_host or self._core.host
+        return NameAddr(
+            SipUri("sip", self.account.username, None, self.account.domain_for(host), None, ())
+        )
+
+    def _media_host(self) -> str:
+        # RTP goes from the address the SIP transport uses (as the firmware does).
+        ua = self._core.ua
+        if ua is not None:
+            return ua.config.local_host.strip("[]")
+        return self._local_host or "127.0.0.1"
+
+    def _ua_event(self, event: UaEvent, now: float) -> bool:
+        # The core's hook: the calls take INVITEs and everything in their dialogs.
+        calls = self._calls
+        if calls is None:
+            if not (
+                isinstance(event, RequestReceived)
+                and event.request.method == "INVITE"
+                and event.request.to_tag is None
+            ) or self._closed:
+                return False
+            calls = self.calls
+        return calls.handle_ua_event(event, now)
+
+    async def dial(self, to: str | SipUri) -> Call:
+        """Call *to* (``"102"``: an extension at the phone's SIP domain; or a ``sip:`` URI)
+        over the phone's registered transport; returns once the INVITE is sent (then
+        ``await call.wait_answered()``). Raises :class:`UsageError` before :meth:`register`.
+        """
+        if self._closed:
+            raise UsageError("the phone is closed")
+        if self._core.ua is None:
+            raise UsageError("the phone has no SIP transport yet: register first")
+        return await self.calls.dial(to)
+
+    async def next_call(self, timeout: float | None = None) -> Call:
+        """The next incoming call still going: ringing (``await call.answer()`` or
+        ``await call.reject(486)``), or already answered with *auto_answer*. Raises
+        ``CallTimeout`` after *timeout* seconds."""
+        if self._closed:
+            raise UsageError("the phone is closed")
+        return await self.calls.next_call(timeout)
 
     # -- the pump -------------------------------------------------------------------------------
 

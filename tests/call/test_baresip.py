@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from phone_sim.account import Account, SipHost, SipTransport
-from phone_sim.call.aio import Call, CallingPhone
+from phone_sim.call.aio import Call
 from phone_sim.firmware import profile_for
 from phone_sim.media.negotiation import Direction
-from phone_sim.phone import RegistrationSettings
+from phone_sim.phone import Phone, RegistrationSettings
 from phone_sim.tls.client import TrustStore
 from tests.peers.audio import wav_tone_report
 from tests.peers.baresip import Baresip
@@ -42,9 +42,9 @@ def _account(kam: Kamailio, user: str, transport: SipTransport = SipTransport.TL
 
 
 @pytest.fixture
-async def phone(kamailio: Kamailio, peer_pki: TestPki) -> AsyncIterator[CallingPhone]:
+async def phone(kamailio: Kamailio, peer_pki: TestPki) -> AsyncIterator[Phone]:
     trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
-    async with CallingPhone(PROFILE, _account(kamailio, "101"), trust=trust,
+    async with Phone(PROFILE, _account(kamailio, "101"), trust=trust,
                             settings=FAST) as phone:
         await phone.register(timeout=10)
         yield phone
@@ -77,13 +77,13 @@ async def test_phone_sim_calls_baresip_both_tones_heard_and_srtp_on_the_wire(
     await callee.wait_registered()
     capture = await asyncio.to_thread(capture_factory, udp_ports=[*callee.rtp_ports])
     trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
-    async with CallingPhone(PROFILE, _account(kamailio, "101", transport), trust=trust,
+    async with Phone(PROFILE, _account(kamailio, "101", transport), trust=trust,
                             settings=FAST) as phone:
         await phone.register(timeout=10)
         await _call_baresip(phone, callee, capture)
 
 
-async def _call_baresip(phone: CallingPhone, callee: Baresip, capture: Capture) -> None:
+async def _call_baresip(phone: Phone, callee: Baresip, capture: Capture) -> None:
     call = await phone.dial("102")
     await call.wait_answered(timeout=10)
     call.play_tone(OURS)
@@ -107,7 +107,7 @@ async def _call_baresip(phone: CallingPhone, callee: Baresip, capture: Capture) 
 
 
 async def test_baresip_calls_phone_sim_hold_resume_and_dtmf(
-    kamailio: Kamailio, baresip_factory: BaresipFactory, phone: CallingPhone,
+    kamailio: Kamailio, baresip_factory: BaresipFactory, phone: Phone,
 ) -> None:
     caller = baresip_factory(kamailio, "102", tone_hz=THEIRS)
     await caller.wait_registered()
