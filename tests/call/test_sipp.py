@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,8 +29,7 @@ async def phone() -> AsyncIterator[UdpCallAgent]:
 async def _run(phone: UdpCallAgent, scenario: str | Path, tmp_path: Path,
                keys: dict[str, str]) -> SippResult:
     return await run_sipp(scenario, ("127.0.0.1", phone.port), workdir=tmp_path,
-                          service="101", keys=keys, timeout=8,
-                          media_port=_free_media_base())
+                          service="101", keys=keys, timeout=8)
 
 
 def _final(result: SippResult) -> int:
@@ -97,32 +95,12 @@ async def test_reliable_provisional_and_prack(tmp_path: Path, rel: str) -> None:
     assert _final(result) == 200
 
 
-def _free_media_base() -> int:
-    """An even port with the next three free too: SIPp binds audio and video RTP/RTCP."""
-    for _ in range(100):
-        base = free_port() & ~1
-        socks = []
-        try:
-            for port in range(base, base + 4):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return base
-    raise RuntimeError("no four free UDP ports in a row")
-
-
 async def test_phone_sim_pracks_a_reliable_180_from_sipp(tmp_path: Path) -> None:
     require("sipp")
     uas_port = free_port()
     uas = asyncio.create_task(run_sipp(
         CALL_FIXTURES / "uas_100rel_answer.xml", ("127.0.0.1", 9), workdir=tmp_path,
         local_port=uas_port, service="102", keys={"crypto": sdes_crypto_line()}, timeout=8,
-        media_port=_free_media_base(),
     ))
     try:
         await asyncio.sleep(0.5)  # SIPp binds its port
