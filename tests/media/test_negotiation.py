@@ -1067,17 +1067,33 @@ def test_negotiated_keys_carry_srtp_between_two_media_streams() -> None:
     stats = callee.statistics()
     assert stats.packets_received >= 9
     assert stats.srtp_auth_failures == 0
-    # a hold re-offer keeps the keys, so the media layer keeps its SRTP context
+    # a hold re-offer keeps the keys, so the media layer keeps its SRTP context and sessions
     context = callee.srtp
+    assert context is not None
     _, held = pair.exchange(pair.caller.hold())
     assert held.srtp is not None and not held.rx_key_changed
     callee.update(0.3, direction=held.direction, tx_key=held.srtp.tx_key, rx_key=held.srtp.rx_key)
     assert callee.srtp is context
-    # a re-key is a new context
-    _, rekeyed = pair.exchange(pair.caller.create_offer(rekey=True))
+    assert context.keys_equal(tx_key=held.srtp.tx_key, rx_key=held.srtp.rx_key)
+    # a re-key replaces the sessions: the new keys are live, the old ones are gone, and the
+    # caller's packets under its new key are accepted
+    caller_rekeyed, rekeyed = pair.exchange(pair.caller.create_offer(rekey=True))
     assert rekeyed.srtp is not None and rekeyed.rx_key_changed
+    assert caller_rekeyed.srtp is not None and caller_rekeyed.tx_key_changed
     callee.update(0.4, tx_key=rekeyed.srtp.tx_key, rx_key=rekeyed.srtp.rx_key)
-    assert callee.srtp is not context
+    rekeyed_context = callee.srtp
+    assert rekeyed_context is not None
+    assert rekeyed_context.keys_equal(tx_key=rekeyed.srtp.tx_key, rx_key=rekeyed.srtp.rx_key)
+    assert not rekeyed_context.keys_equal(tx_key=held.srtp.tx_key, rx_key=held.srtp.rx_key)
+    caller.update(0.4, tx_key=caller_rekeyed.srtp.tx_key, rx_key=caller_rekeyed.srtp.rx_key)
+    received = callee.statistics().packets_received
+    for tick in range(21, 31):
+        now = tick * 0.02
+        for packet in caller.packets_to_send(now):
+            callee.receive_datagram(packet, now)
+    stats = callee.statistics()
+    assert stats.packets_received > received
+    assert stats.srtp_auth_failures == 0
 
 
 def _header(message: bytes, name: str) -> str:
