@@ -45,7 +45,7 @@ def _account(kam: Kamailio, user: str, transport: SipTransport = SipTransport.TL
 async def phone(kamailio: Kamailio, peer_pki: TestPki) -> AsyncIterator[Phone]:
     trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
     async with Phone(PROFILE, _account(kamailio, "101"), trust=trust,
-                            settings=FAST) as phone:
+                     settings=FAST) as phone:
         await phone.register(timeout=10)
         yield phone
 
@@ -78,7 +78,7 @@ async def test_phone_sim_calls_baresip_both_tones_heard_and_srtp_on_the_wire(
     capture = await asyncio.to_thread(capture_factory, udp_ports=[*callee.rtp_ports])
     trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
     async with Phone(PROFILE, _account(kamailio, "101", transport), trust=trust,
-                            settings=FAST) as phone:
+                     settings=FAST) as phone:
         await phone.register(timeout=10)
         await _call_baresip(phone, callee, capture)
 
