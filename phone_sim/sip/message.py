@@ -113,7 +113,7 @@ def _parse_call_id(value: str) -> str:
 
 #: Longest header value text the parse memos keep, and how many values each keeps.
 _MEMO_MAX_TEXT = 256
-_MEMO_SIZE = 2048
+_MEMO_SIZE = 512
 #: Every memo, so tests can empty them and compare against fresh parses.
 _MEMOS: list[dict[str, Any]] = []
 
