@@ -63,16 +63,18 @@ async def _gather_batches(coros: list, batch: int = 100) -> list:  # type: ignor
     return results
 
 
-def _stream_totals(calls: list[Call]) -> tuple[int, int, int]:
-    sent = received = failures = 0
+def _stream_totals(calls: list[Call]) -> tuple[int, int, int, int]:
+    """Packets sent, received, lost (sequence gaps seen by the receivers), SRTP failures."""
+    sent = received = lost = failures = 0
     for call in calls:
         if call.stream is None:
             continue
         stats = call.stream.statistics()
         sent += stats.packets_sent
         received += stats.packets_received
+        lost += stats.packets_lost
         failures += stats.srtp_auth_failures + stats.srtp_replay_failures
-    return sent, received, failures
+    return sent, received, lost, failures
 
 
 async def run_phones(n: int, seconds: float, warmup: float) -> dict[str, float]:
@@ -115,15 +117,15 @@ async def run_phones(n: int, seconds: float, warmup: float) -> dict[str, float]:
                                          return_exceptions=True)
             # Held: the window over which CPU and loss are measured.
             both = calls + answered
-            sent0, received0, _ = _stream_totals(both)
+            sent0, received0, lost0, _ = _stream_totals(both)
             lab_cpu1 = _child_cpu(lab.pid)
             cpu1, wall1 = time.process_time(), time.perf_counter()
             await asyncio.sleep(seconds)
             held_cpu = time.process_time() - cpu1
             held_wall = time.perf_counter() - wall1
             held_lab_cpu = _child_cpu(lab.pid) - lab_cpu1
-            sent1, received1, failures = _stream_totals(both)
-            sent, received = sent1 - sent0, received1 - received0
+            sent1, received1, lost1, failures = _stream_totals(both)
+            sent, received, lost = sent1 - sent0, received1 - received0, lost1 - lost0
             # Teardown: N BYEs at once.
             wall2 = time.perf_counter()
             await asyncio.gather(*(call.hangup(timeout=30) for call in calls))
@@ -139,8 +141,10 @@ async def run_phones(n: int, seconds: float, warmup: float) -> dict[str, float]:
         "cpu_per_call_second": held_cpu / (n * held_wall),
         "cpu_share": held_cpu / held_wall,
         "lab_cpu_share": held_lab_cpu / held_wall,
-        # In-flight packets at the window's edges make sent and received differ by a few.
-        "loss": max(sent - received, 0) / sent if sent else 1.0,
+        # Gaps in the sequence numbers the receivers saw over the window (sent - received
+        # would count the packets in flight at its edges).
+        "loss": lost / (received + lost) if received + lost else 1.0,
+        "lost": lost,
         "carried": sent / (2 * n * 50 * held_wall),
         "sent": sent,
         "srtp_failures": failures,
@@ -161,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\n{'calls':>5} {'setup/s':>8} {'setup s':>7} {'ms cpu/setup':>12} "
           f"{'lab ms/setup':>12} {'bye/s':>7} | {'floor ms/cs':>11} {'engine ms/cs':>12} "
           f"{'phones ms/cs':>12} {'/engine':>7} {'/floor':>6} {'core %':>6} {'lab %':>5} "
-          f"{'carried':>7} {'loss':>7} {'srtp err':>8} {'heard':>5}")
+          f"{'carried':>7} {'lost':>5} {'srtp err':>8} {'heard':>5}")
     for n in [int(x) for x in args.sweep.split(",")]:
         floor = 100 * (crypto_floor(2 * n) + await udp_floor(2 * n))
         engine = await run_calls(n, args.seconds, args.warmup, False)
@@ -174,7 +178,7 @@ async def main(args: argparse.Namespace) -> None:
               f"{engine['cpu_per_call_second'] * 1e3:12.3f} {ours * 1e3:12.3f} "
               f"{ours / engine['cpu_per_call_second']:7.2f} {ours / floor:6.2f} "
               f"{r['cpu_share'] * 100:5.1f}% {r['lab_cpu_share'] * 100:4.1f}% "
-              f"{r['carried'] * 100:6.1f}% {r['loss'] * 100:6.3f}% {r['srtp_failures']:8.0f} "
+              f"{r['carried'] * 100:6.1f}% {r['lost']:5.0f} {r['srtp_failures']:8.0f} "
               f"{r['heard'] * 100:4.0f}%{short}", flush=True)
 
 

@@ -5,7 +5,7 @@ See ``docs/registration.md``.
 
 from __future__ import annotations
 
-from phone_sim.phone.aio import Phone, tls_context_for
+from phone_sim.phone.aio import Phone, phone_signature, tls_context_for
 from phone_sim.phone.registration import (
     AuthenticationRefused,
     ConnectionDropped,
@@ -45,5 +45,6 @@ __all__ = [
     "RequestAnswered",
     "SipTransportError",
     "Unregistered",
+    "phone_signature",
     "tls_context_for",
 ]

@@ -434,6 +434,10 @@ class Phone:
         """The phone's calls (``calls.calls`` by Call-ID, ``calls.refused`` by status); made
         on first use, inside the running loop."""
         if self._calls is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                raise UsageError("a phone's calls live in a running event loop") from None
             # Imported here: the media stack is heavy, and a registering fleet needs none.
             from phone_sim.call.aio import CallManager  # noqa: PLC0415
 

@@ -19,8 +19,7 @@ from phone_sim.errors import UsageError
 from phone_sim.firmware import profile_for
 from phone_sim.lab import Lab
 from phone_sim.media.negotiation import Direction
-from phone_sim.phone import Phone, RegistrationSettings
-from phone_sim.phone.aio import phone_signature
+from phone_sim.phone import Phone, RegistrationSettings, phone_signature
 from phone_sim.tls.client import TrustStore
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
@@ -68,6 +67,8 @@ def test_the_phone_advertises_what_its_call_layer_implements() -> None:
     phone = Phone(PROFILE, Account(username="101", password="x", host_primary=SipHost(
         server="127.0.0.1", port=5061, transport=SipTransport.TLS)))
     assert phone.core._signature is signature
+    with pytest.raises(UsageError, match="running event loop"):
+        _ = phone.calls
 
 
 async def test_dial_before_register_is_a_usage_error() -> None:
