@@ -958,9 +958,9 @@ def _baresip_answer(tmp_path: Path, offer: bytes) -> tuple[bytes, str]:
 
 
 def _baresip_call(tmp_path: Path, offer: bytes, attempt: int) -> tuple[bytes, str]:
-    from tests.peers.ports import free_port
+    from tests.peers.ports import free_port_run
 
-    sip_port = free_port()
+    sip_port = free_port_run(2)  # baresip also listens for TLS on its SIP port + 1
     log_path = tmp_path / f"baresip-{attempt}.log"
     log = log_path.open("wb")
     process = _start_baresip(tmp_path, sip_port, log)
@@ -1104,7 +1104,7 @@ def _header(message: bytes, name: str) -> str:
 
 @pytest.mark.peer
 def test_baresip_offers_and_accepts_the_phones_answer(tmp_path: Path) -> None:
-    from tests.peers.ports import free_port
+    from tests.peers.ports import free_port_run
 
     _baresip_files(tmp_path)
     phone = OfferAnswer(LocalAudio(host="127.0.0.1", rtp_port=47002))
@@ -1112,7 +1112,7 @@ def test_baresip_offers_and_accepts_the_phones_answer(tmp_path: Path) -> None:
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.5)
     port = sock.getsockname()[1]
-    sip_port = free_port()
+    sip_port = free_port_run(2)  # baresip also listens for TLS on its SIP port + 1
     log_path = tmp_path / "baresip-dial.log"
     log = log_path.open("wb")
     process = _start_baresip(tmp_path, sip_port, log, f"/dial sip:102@127.0.0.1:{port}")
