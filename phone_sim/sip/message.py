@@ -429,7 +429,7 @@ class SipRequest(SipMessage):
         for name, text in self.headers._entries:
             if name in ("Via", "From", "To", "Call-ID", "CSeq"):
                 if name == "To" and to_tag is not None and status != 100:
-                    to = NameAddr.parse(text, "To")
+                    to = _parse_name_addr_to(text)
                     if to.tag is None:
                         text = str(to.with_tag(to_tag))  # noqa: PLW2901
                 out._entries.append((name, text))
