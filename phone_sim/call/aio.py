@@ -567,6 +567,18 @@ class CallManager:
 
     # -- fed by the owner --------------------------------------------------------------------
 
+    def transport_changed(self) -> None:
+        """The owner's UA may have changed (reconnect) or gone (connection lost): end the
+        calls of the old transport now rather than at the next SIP event."""
+        ua = self._get_ua()
+        if ua is self.router.ua:
+            return
+        if ua is None:
+            self.router.detach()
+            self._after()
+        else:
+            self._sync_ua()
+
     def handle_ua_event(self, event: UaEvent, now: float) -> bool:
         """One UA event; True when it belonged to a call (the owner then ignores it)."""
         if self._sync_ua() is None:

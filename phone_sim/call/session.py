@@ -1350,10 +1350,21 @@ class CallRouter:
 
     def attach(self, ua: UserAgent, *, destination: Address | None = None) -> None:
         """Use *ua* from now on (the phone made a new transport); live calls are dropped."""
-        for session in list(self.sessions.values()):
-            session._end("the phone's SIP transport was replaced", status=503)
+        self._drop_all("the phone's SIP transport was replaced")
         self.ua = ua
         self.destination = destination
+
+    def detach(self, reason: str = "the phone's SIP transport was lost") -> None:
+        """The phone's transport is gone: every call ends (503, *reason*) and none can start
+        until :meth:`attach`. The firmware's dialogs are bound to its connection too."""
+        self._drop_all(reason)
+        self.ua = None
+
+    def _drop_all(self, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            # Their transactions went with the UA: nothing will ever answer them.
+            session._client.clear()
+            session._end(reason, status=503)
 
     def dial(
         self,

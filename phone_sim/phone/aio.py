@@ -520,6 +520,9 @@ class Phone:
                     accepted.transport.close()
         while (event := core.next_event()) is not None:
             self._dispatch(event)
+        calls = self._calls
+        if calls is not None and calls.router.ua is not core.ua:
+            calls.transport_changed()  # a reconnect or a lost connection ends the calls
         self._arm()
 
     def _write(self, data: bytes, destination: Address) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from phone_sim.call.session import (
     CallConfig,
+    CallEnded,
     CallEstablished,
     CallRinging,
     CallRouter,
@@ -790,6 +791,25 @@ def test_router_reaps_finished_calls_and_keeps_live_ones() -> None:
     a.hangup(pair.now)
     pair.pump()
     assert pair.ra.reap() == [a] and pair.rb.reap() == [b]
+
+
+def test_a_lost_transport_ends_every_call_and_they_are_reaped() -> None:
+    pair = CallPair()
+    a, _b = established(pair)
+    a.hold(pair.now)  # a re-INVITE in flight when the transport goes
+    pair.ra.detach()
+    assert pair.ra.ua is None
+    events = []
+    while (event := a.next_event()) is not None:
+        events.append(event)
+    ended = [e for e in events if isinstance(e, CallEnded)]
+    assert len(ended) == 1 and ended[0].status == 503 and "lost" in ended[0].reason
+    assert a.state is CallState.TERMINATED
+    assert pair.ra.reap() == [a] and not pair.ra.sessions
+    with pytest.raises(UsageError, match="register first"):
+        pair.ra.dial(SipUri("sip", "102", None, "127.0.0.1", None, ()), pair.now,
+                     from_=NameAddr(SipUri("sip", "101", None, "127.0.0.1", None, ())),
+                     local=LocalAudio(host="127.0.0.1", rtp_port=4000))
 
 
 def test_keys_never_appear_in_repr() -> None:

@@ -239,6 +239,43 @@ async def test_a_ringing_phone_nobody_answers_times_out_then_answers_the_next(
         assert (await call.wait_ended(timeout=10)).by_peer
 
 
+@pytest.mark.peer
+async def test_a_lost_connection_ends_the_call_and_the_phones_call_again_after(
+    kamailio: Kamailio, peer_pki: TestPki
+) -> None:
+    trust = _trust(peer_pki)
+
+    def account(user: str) -> Account:
+        base = _account(kamailio, user)
+        host = SipHost(server=base.host_primary.server, port=base.host_primary.port,
+                       transport=SipTransport.TLS, media_encryption="sdes", retry=0.5)
+        return Account(username=user, password=base.password, host_primary=host,
+                       domain=kamailio.domain, server_name=kamailio.domain)
+
+    async with (
+        Phone(PROFILE, account("101"), trust=trust, settings=FAST) as a,
+        Phone(PROFILE, account("102"), trust=trust, settings=FAST, auto_answer=True) as b,
+    ):
+        await asyncio.gather(a.register(timeout=10), b.register(timeout=10))
+        call = await a.dial("102")
+        await call.wait_answered(timeout=10)
+        (answered,) = b.calls.calls.values()
+        # Kamailio goes away: both TLS connections drop, and with them the dialogs.
+        await asyncio.to_thread(kamailio.stop)
+        for side in (call, answered):
+            ended = await side.wait_ended(timeout=5)
+            assert ended.status == 503 and "transport" in ended.reason
+        assert call.endpoint is None and answered.endpoint is None  # media closed
+        # It comes back: the phones re-register by themselves and call again.
+        await asyncio.to_thread(kamailio.start)
+        await asyncio.gather(a.wait_registered(timeout=20), b.wait_registered(timeout=20))
+        call = await a.dial("102")
+        await call.wait_answered(timeout=10)
+        call.play_tone(1004)
+        await call.wait_tone(1004, timeout=10)
+        await call.hangup()
+
+
 # -- through the embedded lab -------------------------------------------------------------------
 
 
