@@ -503,8 +503,9 @@ class CallManager:
     *get_ua* returns the UA in use (it may change when the phone reconnects); *flush* writes
     what the UA wants sent and re-arms its timer (the owner's pump); *local_uri* is the
     phone's address of record for From; *domain* completes a bare extension ("102").
-    *get_media_host*, if given, is asked for the media address each time the UA changes (the
-    phone's address on its new transport); else *media_host* stays.
+    *get_media_host* and *get_media_encryption*, if given, are asked again each time the UA
+    changes (the phone's address on its new transport, the media encryption of the host it
+    registers with, which may be the alternate); else *media_host*, *media_encryption* stay.
 
     An incoming call rings at once (180) and is queued for :meth:`next_call`. With
     *auto_answer* it is also answered (200) and echoes what it hears, whether or not anyone
@@ -527,9 +528,11 @@ class CallManager:
         clock: MediaClock | None = None,
         rng: random.Random | None = None,
         get_media_host: Callable[[], str] | None = None,
+        get_media_encryption: Callable[[], MediaEncryption] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._get_media_host = get_media_host
+        self._get_media_encryption = get_media_encryption
         self._get_ua = get_ua
         self._flush = flush
         self._local_uri = local_uri
@@ -559,8 +562,10 @@ class CallManager:
         if ua is not None and ua is not self.router.ua:
             if self._get_media_host is not None:
                 self.media_host = self._get_media_host()
-                self.router.local = LocalAudio(host=self.media_host, rtp_port=9,
-                                               media_encryption=self.media_encryption)
+            if self._get_media_encryption is not None:
+                self.media_encryption = self._get_media_encryption()
+            self.router.local = LocalAudio(host=self.media_host, rtp_port=9,
+                                           media_encryption=self.media_encryption)
             self.router.attach(ua, destination=self._destination())
             self._after()
         return ua

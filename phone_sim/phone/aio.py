@@ -450,7 +450,8 @@ class Phone:
                 destination=lambda: core.remote,
                 media_host=self._media_host(),
                 get_media_host=self._media_host,
-                media_encryption=MediaEncryption.from_config(core.host.media_encryption),
+                media_encryption=self._media_encryption(),
+                get_media_encryption=self._media_encryption,
                 config=self._call_config,
                 auto_answer=self._auto_answer,
             )
@@ -468,6 +469,10 @@ class Phone:
         if ua is not None:
             return ua.config.local_host.strip("[]")
         return self._local_host or "127.0.0.1"
+
+    def _media_encryption(self) -> MediaEncryption:
+        # The host in use: after a failover, the alternate's <media_encryption>.
+        return MediaEncryption.from_config(self._core.host.media_encryption)
 
     def _ua_event(self, event: UaEvent, now: float) -> bool:
         # The core's hook: the calls take INVITEs and everything in their dialogs.
