@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -146,3 +147,50 @@ async def test_media_that_cannot_start_ends_the_call_cleanly() -> None:
         ended = await call.wait_ended(timeout=10)
         assert call.media_error is not None and "closed" in call.media_error
         assert not ended.by_peer
+
+
+async def test_next_call_skips_calls_that_ended_while_nobody_waited() -> None:
+    a, b = await _pair()
+    try:
+        cancelled = await a.calls.dial(str(b.uri))
+        await cancelled.hangup(timeout=10)  # CANCEL while it rings: nobody took it
+        assert await _until(lambda: not b.calls.calls)
+        call = await a.calls.dial(str(b.uri))
+        incoming = await b.calls.next_call(timeout=10)
+        assert incoming.session.call_id == call.session.call_id
+        await incoming.reject(486)
+        with pytest.raises(CallFailed):
+            await call.wait_answered(timeout=10)
+        # A waiter that closes with the agent is told so, not left hanging.
+        waiting = asyncio.ensure_future(b.calls.next_call())
+        await asyncio.sleep(0)
+        await b.calls.close()
+        with pytest.raises(CallFailed, match="closed"):
+            await waiting
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_auto_answering_agent_nobody_reads_keeps_only_live_calls_queued() -> None:
+    a, b = await _pair(auto_answer=True)
+    try:
+        for _ in range(20):
+            call = await a.calls.dial(str(b.uri))
+            await call.wait_answered(timeout=10)
+            await call.hangup(timeout=10)
+        assert await _until(lambda: not b.calls.calls)
+        assert len(b.calls._incoming) < 16
+        with pytest.raises(CallFailed, match="no incoming call"):
+            await b.calls.next_call(timeout=0.1)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return check()
