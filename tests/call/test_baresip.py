@@ -140,3 +140,24 @@ async def test_baresip_calls_phone_sim_hold_resume_and_dtmf(
     await caller.hangup()
     ended = await call.wait_ended(timeout=10)
     assert ended.by_peer
+
+
+async def test_baresip_calls_an_auto_answering_phone_nobody_waits_on_and_hears_its_echo(
+    kamailio: Kamailio, baresip_factory: BaresipFactory, peer_pki: TestPki,
+) -> None:
+    trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
+    async with Phone(PROFILE, _account(kamailio, "101"), trust=trust, settings=FAST,
+                     auto_answer=True) as phone:
+        await phone.register(timeout=10)
+        caller = baresip_factory(kamailio, "102", tone_hz=THEIRS)
+        await caller.wait_registered()
+        await caller.dial("101")  # no next_call(): the phone answers and echoes by itself
+        await caller.wait_event("CALL_ESTABLISHED")
+        (call,) = phone.calls.calls.values()
+        await call.wait_tone(THEIRS, timeout=10)
+        await asyncio.sleep(2.0)
+        await caller.hangup()
+        assert (await call.wait_ended(timeout=10)).by_peer
+        await caller.wait_event("CALL_CLOSED")
+    # baresip recorded what it received: its own tone, echoed by phone-sim over SRTP.
+    assert wav_tone_report(_heard(caller.recordings()), THEIRS).windows_with_tone >= 10
