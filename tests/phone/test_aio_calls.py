@@ -23,6 +23,7 @@ from phone_sim.phone import Phone, RegistrationSettings, phone_signature
 from phone_sim.tls.client import TrustStore
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
+from tests.phone.registrars import KamailioServer, wait_bindings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -269,6 +270,10 @@ async def test_a_lost_connection_ends_the_call_and_the_phones_call_again_after(
         # It comes back: the phones re-register by themselves and call again.
         await asyncio.to_thread(kamailio.start)
         await asyncio.gather(a.wait_registered(timeout=20), b.wait_registered(timeout=20))
+        # Kamailio's location table is in memory: wait until it holds both new bindings.
+        server = KamailioServer(kamailio, trust)
+        await asyncio.gather(wait_bindings(server, "101", timeout=20),
+                             wait_bindings(server, "102", timeout=20))
         call = await a.dial("102")
         await call.wait_answered(timeout=10)
         call.play_tone(1004)
