@@ -965,7 +965,8 @@ class RegistrationCore:
                 body=request.body,
             ))
         elif method == "INVITE":
-            status = 480  # no call layer in this phone yet: Temporarily Unavailable
+            # Only a core without a call layer sees an INVITE (a Phone's ua_hook takes them).
+            status = 480  # Temporarily Unavailable
         elif method in ("BYE", "CANCEL"):
             status = 481
         try:
