@@ -599,20 +599,8 @@ class Proxy:
 
     def _forward(self, server: _ServerTx, target: _Target, popped: int, now: float) -> None:
         request = server.request
-        out = request.copy()
-        if target.uri is not None:
-            out = replace(out, uri=target.uri)
+        out = _forwarded_copy(request, target, popped)
         headers = out.headers
-        # RFC 3261 16.6 steps 3 and 7 / 16.4: Max-Forwards, and the lab's Route values off.
-        max_forwards = request.max_forwards
-        headers.set("Max-Forwards", 70 if max_forwards is None else max_forwards - 1)
-        if popped:
-            rest = request.routes[popped:]
-            headers.remove("Route")
-            for route in rest:
-                headers.add("Route", route)
-        # The lab consumed its own credentials (Kamailio's consume_credentials()).
-        headers.remove("Proxy-Authorization")
         in_dialog = request.to_tag is not None
         if request.method in _RECORD_ROUTE and not in_dialog:
             # RFC 3261 16.6 step 4, one entry per leg (Kamailio's double record-routing):
@@ -691,18 +679,8 @@ class Proxy:
         except (_Reply, SipParseError) as exc:
             logger.debug("dropped an ACK from %s: %s", flow, exc)
             return
-        out = request.copy()
-        if target.uri is not None:
-            out = replace(out, uri=target.uri)
+        out = _forwarded_copy(request, target, popped)
         headers = out.headers
-        max_forwards = request.max_forwards
-        headers.set("Max-Forwards", 70 if max_forwards is None else max_forwards - 1)
-        if popped:
-            rest = request.routes[popped:]
-            headers.remove("Route")
-            for route in rest:
-                headers.add("Route", route)
-        headers.remove("Proxy-Authorization")
         seed = f"{request.top_via.branch}|{request.call_id}|{request.cseq.seq}"
         branch = "z9hG4bKlabs" + hashlib.sha256(seed.encode()).hexdigest()[:16]
         headers.insert(0, "Via", _via(target.flow, branch))
@@ -918,6 +896,29 @@ def _deadline(entry: _Entry) -> float | None:
     if isinstance(entry, _ClientTx) and entry.timer_c is not None:
         return entry.timer_c if at is None else min(at, entry.timer_c)
     return at
+
+
+def _forwarded_copy(request: SipRequest, target: _Target, popped: int) -> SipRequest:
+    """The copy of ``request`` the lab sends on: retargeted, one hop older, its Routes popped.
+
+    RFC 3261 16.6 steps 2, 3 and 7 / 16.4: the Request-URI becomes the target's contact,
+    Max-Forwards goes down by one, and the lab's own ``popped`` Route values come off. The lab
+    consumed its own credentials, so Proxy-Authorization goes too (Kamailio's
+    consume_credentials()).
+    """
+    out = request.copy()
+    if target.uri is not None:
+        out = replace(out, uri=target.uri)
+    headers = out.headers
+    max_forwards = request.max_forwards
+    headers.set("Max-Forwards", 70 if max_forwards is None else max_forwards - 1)
+    if popped:
+        rest = request.routes[popped:]
+        headers.remove("Route")
+        for route in rest:
+            headers.add("Route", route)
+    headers.remove("Proxy-Authorization")
+    return out
 
 
 def _via(flow: Flow, branch: str) -> Via:
