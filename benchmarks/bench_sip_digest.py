@@ -20,9 +20,8 @@ scanner`` is how many times faster the fast path is) and ``compute_response``
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+
+from bench_sip_parse import rate  # the same CPU-time rate measure as the parse benchmark
 
 from phone_sim.sip.digest import (
     DigestChallenge,
@@ -42,26 +41,6 @@ CHALLENGE = (
 URI = "sip:pbx.example.com"
 
 
-def rate(func: Callable[[], object], seconds: float, runs: int) -> float:
-    """Median calls per CPU second over ``runs`` runs of about ``seconds`` each."""
-    n = 1
-    while True:  # calibrate a batch that takes about 1/10 of a run
-        t0 = time.process_time()
-        for _ in range(n):
-            func()
-        if time.process_time() - t0 > seconds / 10:
-            break
-        n *= 2
-    rates = []
-    for _ in range(runs):
-        count = 0
-        t0 = time.process_time()
-        while (elapsed := time.process_time() - t0) < seconds:
-            for _ in range(n):
-                func()
-            count += n
-        rates.append(count / elapsed)
-    return statistics.median(rates)
 
 
 def main() -> None:
