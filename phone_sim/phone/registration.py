@@ -628,7 +628,8 @@ class RegistrationCore:
                 elif isinstance(item, MessageRejected):
                     self._answer_rejected(item.error, source)
                 else:
-                    self._ua.receive_datagram(bytes(item), source, now)
+                    # The framer has parsed it already: no second parse (docs/sip-transactions.md).
+                    self._ua.receive_message(item, source, now)
         self._process_ua(now)
 
     # -- timers ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The sans-I/O SIP user agent core: it owns the transactions of one phone (or one peer).
 
-Feed it datagrams (``receive_datagram(data, source, now)``), timers (``handle_timer(now)``)
+Feed it datagrams (``receive_datagram(data, source, now)``) or a stream framer's parsed
+messages (``receive_message(message, source, now)``), timers (``handle_timer(now)``)
 and API calls (``send_request``, ``respond``, ``cancel``, ``send_ack``); take out what to
 send (``datagrams_to_send()``), what happened (``next_event()``) and when to wake it next
 (``get_timer()``). It does no I/O and reads no clock, as aioquic's ``QuicConnection``.
@@ -745,7 +746,11 @@ class UserAgent:
     # -- input ---------------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
-        """Take one datagram (or one framed message from a stream) from *source*."""
+        """Take one datagram (or one framed message from a stream, as bytes) from *source*.
+
+        Parses *data* and goes on as :meth:`receive_message`; a stream transport that already
+        holds the framer's parsed message should call :meth:`receive_message` directly.
+        """
         if is_keepalive(data):
             return  # RFC 5626 4.4.1 / RFC 3261 7.5: CRLF keep-alives carry nothing
         try:
@@ -753,6 +758,17 @@ class UserAgent:
         except SipParseError as exc:
             self._reject_unparseable(exc, source, now)
             return
+        self.receive_message(message, source, now)
+
+    def receive_message(
+        self, message: SipRequest | SipResponse, source: Address, now: float
+    ) -> None:
+        """Take one already parsed message from *source*: a stream framer's output.
+
+        Does what :meth:`receive_datagram` does once its bytes parsed, without parsing again.
+        A header that the parser let through but this layer cannot use is discarded with a
+        :class:`MessageDiscarded` event, as for a datagram.
+        """
         try:
             if isinstance(message, SipResponse):
                 self._on_response(message, source, now)

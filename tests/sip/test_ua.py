@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from phone_sim.errors import UsageError
 from phone_sim.sip.dialog import Dialog, DialogState
 from phone_sim.sip.digest import DigestCredentials
+from phone_sim.sip.framer import MessageRejected, StreamFramer
 from phone_sim.sip.headers import NameAddr
-from phone_sim.sip.message import SipResponse, parse_message
+from phone_sim.sip.message import SipRequest, SipResponse, parse_message
 from phone_sim.sip.signature import PhoneSignature
 from phone_sim.sip.transaction import TimerSettings
 from phone_sim.sip.ua import (
@@ -927,3 +928,110 @@ def test_retransmitted_responses_do_not_grow_the_timer_heap() -> None:
     assert pair.phone.stats["absorbed"] == 999
     pair.phone.handle_timer(10.0)
     assert pair.phone.transactions == 0 and pair.phone.get_timer() is None
+
+
+# -- receive_message: a stream framer's parsed message, the same as its bytes -------------------
+
+
+def _framed_run(direct: bool) -> tuple[list[object], list[bytes], dict[str, int]]:
+    """REGISTER (401, 200), then OPTIONS and INVITE from the server, then bad input, on TCP.
+
+    The phone gets the server's stream through a :class:`StreamFramer`; *direct* hands it the
+    framer's messages with ``receive_message``, otherwise their bytes with ``receive_datagram``.
+    Returns the phone's events, what the phone sent, and its stats.
+    """
+    pair = UaPair(transport="TCP", on_server_request=Registrar({"101": PASSWORD}))
+    framer = StreamFramer()
+    sent: list[bytes] = []
+    events: list[object] = []
+
+    def deliver(data: bytes) -> None:
+        for item in framer.feed(data):
+            assert isinstance(item, SipRequest | SipResponse), item
+            if direct:
+                pair.phone.receive_message(item, SERVER_ADDR, pair.now)
+            else:
+                pair.phone.receive_datagram(bytes(item), SERVER_ADDR, pair.now)
+
+    def pump() -> None:
+        for _ in range(100):
+            moved = False
+            for data, _dst in pair.phone.datagrams_to_send():
+                moved = True
+                sent.append(data)
+                pair.server.receive_datagram(data, PHONE_ADDR, pair.now)
+            for data, _dst in pair.server.datagrams_to_send():
+                moved = True
+                deliver(data)
+            while (event := pair.phone.next_event()) is not None:
+                moved = True
+                events.append(event)
+            while (event := pair.server.next_event()) is not None:
+                moved = True
+                if isinstance(event, RequestReceived) and pair.on_server_request:
+                    pair.on_server_request(pair, event)
+            if not moved:
+                return
+        raise AssertionError("never went quiet")
+
+    register(pair)
+    pump()
+    target = NameAddr(SipUri("sip", "101", None, PHONE_ADDR[0], PHONE_ADDR[1]))
+    pbx = NameAddr(SipUri("sip", "pbx", None, SERVER_ADDR[0], SERVER_ADDR[1]))
+    for method in ("OPTIONS", "INVITE"):
+        request = pair.server.create_request(method, target.uri, from_=pbx, to=target)
+        pair.server.send_request(request, pair.now)
+        pump()
+    # Well framed, but wrong for this layer: a stray response, one with a foreign Via, a
+    # request that requires an extension the phone lacks (420).
+    stray = (
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1:5062;branch=z9hG4bKPjnone\r\n"
+        "From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    bad = [
+        stray,
+        stray.replace("5062", "5999"),
+        _raw_request("OPTIONS", "Require: 100rel\r\n").decode(),
+    ]
+    for text in bad:
+        deliver(text.encode())
+        pump()
+    sent.extend(data for data, _dst in pair.phone.datagrams_to_send())
+    return events, sent, dict(pair.phone.stats)
+
+
+def test_receive_message_matches_receive_datagram() -> None:
+    by_message = _framed_run(direct=True)
+    by_bytes = _framed_run(direct=False)
+    events, sent, stats = by_message
+    assert by_message == by_bytes
+    # The run covers what it claims: challenged then registered, requests answered, bad
+    # input discarded, a 420 sent.
+    statuses = [e.response.status for e in events if isinstance(e, ResponseReceived)]
+    assert statuses == [200]
+    assert [e.request.method for e in events if isinstance(e, RequestReceived)] == ["INVITE"]
+    discarded = [e for e in events if isinstance(e, MessageDiscarded)]
+    assert len(discarded) == 2, discarded
+    assert sum(1 for d in sent if d.startswith(b"SIP/2.0 420 ")) == 1
+    assert sum(1 for d in sent if d.startswith(b"REGISTER ")) == 2
+    assert stats["discarded"] == 2
+
+
+def test_a_message_the_framer_rejects_never_reaches_receive_message() -> None:
+    # A malformed header line spoils the message, not the stream: the framer hands over a
+    # MessageRejected (its answer is the transport owner's: RegistrationCore answers 400),
+    # then the next message, which receive_message takes as receive_datagram takes its bytes.
+    raw = _raw_request("OPTIONS").replace(b"Max-Forwards: 70\r\n", b"Max-Forwards 70\r\n")
+    items = StreamFramer().feed(raw + _raw_request("OPTIONS", branch="z9hG4bKnext"))
+    assert isinstance(items[0], MessageRejected) and items[0].error.status == 400
+    assert isinstance(items[1], SipRequest)
+    answers = []
+    for direct in (True, False):
+        ua = UaPair(transport="TCP").phone
+        if direct:
+            ua.receive_message(items[1], SERVER_ADDR, 0.0)
+        else:
+            ua.receive_datagram(bytes(items[1]), SERVER_ADDR, 0.0)
+        answers.append([data for data, _ in ua.datagrams_to_send()])
+    assert answers[0] == answers[1] and answers[0][0].startswith(b"SIP/2.0 200 ")
