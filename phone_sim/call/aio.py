@@ -61,10 +61,15 @@ from phone_sim.sip.uri import SipUri
 
 __all__ = [
     "Call",
+    "CallAnswered",
+    "CallArrived",
     "CallFailed",
+    "CallFinished",
     "CallManager",
+    "CallPlaced",
     "CallStats",
     "CallTimeout",
+    "PhoneCallEvent",
     "UdpCallAgent",
     "shared_media_clock",
 ]
@@ -140,6 +145,59 @@ class CallStats:
             "dtmf_received": self.dtmf_received,
             "tones_heard": list(self.tones_heard),
         }
+
+
+# -- the call facts a phone's event stream carries (``Phone.events()``) ------------------------
+# The session's own events (CallRinging, CallEstablished, CallEnded...) say what happened to
+# one session and carry no Call-ID; a phone has several calls, so these name the call.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallPlaced:
+    """The phone sent an INVITE (``dial()``)."""
+
+    call_id: str
+    """The call's Call-ID (the key of ``phone.calls.calls``)."""
+    remote: str
+    """The URI called."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallArrived:
+    """An acceptable INVITE arrived: the phone rings (180 sent)."""
+
+    call_id: str
+    """The call's Call-ID (``next_call()`` returns the :class:`Call`)."""
+    remote: str
+    """The caller's URI (From)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAnswered:
+    """The call is up: 2xx received (outgoing) or ACK received (incoming)."""
+
+    call_id: str
+    """The call's Call-ID."""
+    incoming: bool
+    """Whether the peer called us."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallFinished:
+    """The call is over, answered or not (the session's :class:`CallEnded`, with its
+    Call-ID)."""
+
+    call_id: str
+    """The call's Call-ID."""
+    reason: str
+    """Why, in words."""
+    status: int | None = None
+    """The SIP status that ended it (486, 487, 488...), if one did."""
+    by_peer: bool = False
+    """True when the peer ended it (BYE, CANCEL, a rejection)."""
+
+
+PhoneCallEvent = CallPlaced | CallArrived | CallAnswered | CallFinished
 
 
 class _EchoSource(AudioSource):
@@ -511,6 +569,10 @@ class CallManager:
     *auto_answer* it is also answered (200) and echoes what it hears, whether or not anyone
     waits on :meth:`next_call`; without, it rings until answered, rejected, cancelled, or
     ``CallConfig.ring_timeout`` (480).
+
+    *on_event*, if given, is told each call's lifecycle (:data:`PhoneCallEvent`: placed or
+    arrived, answered, finished), synchronously, in order; the ``Phone`` puts them on its
+    :meth:`~phone_sim.phone.aio.Phone.events` stream.
     """
 
     def __init__(
@@ -529,8 +591,10 @@ class CallManager:
         rng: random.Random | None = None,
         get_media_host: Callable[[], str] | None = None,
         get_media_encryption: Callable[[], MediaEncryption] | None = None,
+        on_event: Callable[[PhoneCallEvent], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self._notify = on_event
         self._get_media_host = get_media_host
         self._get_media_encryption = get_media_encryption
         self._get_ua = get_ua
@@ -606,6 +670,8 @@ class CallManager:
             self.calls[received.session.call_id] = new
             # The phone rings at once, as the firmware does; the owner's pump sends it.
             received.session.ring(self.loop.time())
+            if self._notify is not None:
+                self._notify(CallArrived(call_id=received.session.call_id, remote=new.remote))
             self._queue_incoming(new)
             if self.auto_answer:
                 self._spawn(self._auto_answer(new))
@@ -614,9 +680,19 @@ class CallManager:
             while (event := session.next_event()) is not None:
                 if call is not None:
                     call._on_event(event)
+                if self._notify is not None:
+                    self._tell(call_id, session, event)
         for session in router.reap():
             self.calls.pop(session.call_id, None)
         self._arm()
+
+    def _tell(self, call_id: str, session: CallSession, event: CallEvent) -> None:
+        assert self._notify is not None
+        if isinstance(event, CallEstablished):
+            self._notify(CallAnswered(call_id=call_id, incoming=not session.outgoing))
+        elif isinstance(event, CallEnded):
+            self._notify(CallFinished(call_id=call_id, reason=event.reason,
+                                        status=event.status, by_peer=event.by_peer))
 
     def _queue_incoming(self, call: Call) -> None:
         incoming = self._incoming
@@ -695,6 +771,8 @@ class CallManager:
         call = Call(self, session)
         call.endpoint = endpoint
         self.calls[session.call_id] = call
+        if self._notify is not None:
+            self._notify(CallPlaced(call_id=session.call_id, remote=str(target)))
         self._after()
         self._flush()
         return call

@@ -59,7 +59,7 @@ from phone_sim.tls.aio import open_tls_connection
 from phone_sim.tls.client import TlsClientContext, TrustStore
 
 if TYPE_CHECKING:
-    from phone_sim.call.aio import Call, CallManager
+    from phone_sim.call.aio import Call, CallManager, PhoneCallEvent
 
 __all__ = ["Phone", "phone_signature", "tls_context_for"]
 
@@ -259,7 +259,7 @@ class Phone:
         self._waiters: list[asyncio.Future[RegistrationSucceeded]] = []
         self._registered: list[asyncio.Future[RegistrationSucceeded]] = []
         self._stopped: asyncio.Future[Unregistered] | None = None
-        self._queue: asyncio.Queue[PhoneEvent] | None = None
+        self._queue: asyncio.Queue[PhoneEvent | PhoneCallEvent] | None = None
         self._last: RegistrationSucceeded | None = None
         self._last_error: PhoneSimError | None = None
         self._closed = False
@@ -416,14 +416,19 @@ class Phone:
             self._closed = True
             self._teardown()
 
-    def events(self) -> AsyncIterator[PhoneEvent]:
-        """Events from now on, as they happen (one consumer)."""
+    def events(self) -> AsyncIterator[PhoneEvent | PhoneCallEvent]:
+        """Events from now on, as they happen (one consumer): the registration's
+        (:data:`~phone_sim.phone.registration.PhoneEvent`) and each call's lifecycle
+        (:data:`~phone_sim.call.aio.PhoneCallEvent`: ``CallPlaced`` or ``CallArrived``, then
+        ``CallAnswered`` if it comes up, then ``CallFinished``)."""
         if self._queue is None:
             self._queue = asyncio.Queue()
         return self._iterate(self._queue)
 
     @staticmethod
-    async def _iterate(queue: asyncio.Queue[PhoneEvent]) -> AsyncIterator[PhoneEvent]:
+    async def _iterate(
+        queue: asyncio.Queue[PhoneEvent | PhoneCallEvent],
+    ) -> AsyncIterator[PhoneEvent | PhoneCallEvent]:
         while True:
             yield await queue.get()
 
@@ -454,8 +459,14 @@ class Phone:
                 get_media_encryption=self._media_encryption,
                 config=self._call_config,
                 auto_answer=self._auto_answer,
+                on_event=self._call_event,
             )
         return self._calls
+
+    def _call_event(self, event: PhoneCallEvent) -> None:
+        # A call's lifecycle, for events(); nobody listening costs one test.
+        if self._queue is not None:
+            self._queue.put_nowait(event)
 
     def _local_uri(self) -> NameAddr:
         host = self._core.registered_host or self._core.host
