@@ -768,3 +768,29 @@ def test_the_ua_hook_takes_the_events_it_claims(registered: Net) -> None:
     assert registered.core.ua is not None
     (options,) = _deliver(registered, _request("OPTIONS"))
     assert options.status == 200
+
+
+@pytest.mark.parametrize("transport", [SipTransport.UDP, SipTransport.TCP])
+def test_stream_messages_are_parsed_once(
+    transport: SipTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a stream the framer's parsed message goes to UserAgent.receive_message: the core's
+    # own parse (phone_sim.sip.ua.parse_message) is for datagrams only.
+    import phone_sim.sip.ua as ua_module
+
+    parses: list[bytes] = []
+    real = ua_module.parse_message
+
+    def counting(data: bytes) -> SipRequest | SipResponse:
+        parses.append(data)
+        return real(data)
+
+    monkeypatch.setattr(ua_module, "parse_message", counting)
+    net, primary, _ = _net(_account(transport=transport))
+    net.pump()
+    assert net.core.state is RegState.REGISTERED and len(primary.seen) == 2
+    net.core.receive_data(_request("OPTIONS"), primary.address, net.now)
+    ((raw, _),) = net.core.datagrams_to_send()
+    assert raw.startswith(b"SIP/2.0 200 ")
+    # UDP: the 401, the 200 and the OPTIONS, each parsed by the core; TCP: none of them.
+    assert len(parses) == (3 if transport is SipTransport.UDP else 0)
