@@ -19,7 +19,8 @@ at most one timer handle. TLS contexts are shared per (profile, trust store):
 Calls: the core offers every SIP event to the phone's
 :class:`~phone_sim.call.aio.CallManager` first (``core.ua_hook``). The manager is made on the
 first ``dial()``/``next_call()`` or the first INVITE that arrives, so an idle phone in a fleet
-carries none of it (nor imports the media stack).
+carries none of it (nor imports the media stack). The manager reports each call's lifecycle
+(``CallPlaced``/``CallArrived``, ``CallAnswered``, ``CallFinished``) to :meth:`Phone.events`.
 """
 
 from __future__ import annotations

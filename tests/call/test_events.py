@@ -30,13 +30,14 @@ FAST = RegistrationSettings(register_timeout=5.0, unregister_timeout=2.0)
 CALL_EVENTS = (CallPlaced, CallArrived, CallAnswered, CallFinished)
 
 
-def _phone(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS) -> Phone:
+def _phone(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS, *,
+           auto_answer: bool = False) -> Phone:
     host = SipHost(server=lab.host, port=lab.ports[transport.value], transport=transport,
                    media_encryption="sdes", retry=0.5)
     account = Account(username=user, password="1234", host_primary=host,
                       domain=lab.server_name, server_name=lab.server_name)
     trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-    return Phone(PROFILE, account, trust=trust, settings=FAST)
+    return Phone(PROFILE, account, trust=trust, settings=FAST, auto_answer=auto_answer)
 
 
 class _Recorder:
@@ -139,6 +140,28 @@ async def test_a_cancelled_incoming_call_arrives_and_finishes_by_the_peer() -> N
         assert isinstance(arrived, CallArrived)
         assert isinstance(finished, CallFinished) and finished.by_peer
         assert arrived.call_id == finished.call_id == call.session.call_id
+        recorder.stop()
+
+
+async def test_an_auto_answered_call_nobody_takes_still_shows_on_the_stream() -> None:
+    async with (
+        Lab({"101": "1234", "102": "1234"}) as lab,
+        _phone(lab, "101") as caller,
+        _phone(lab, "102", auto_answer=True) as callee,
+    ):
+        recorder = _Recorder(callee)
+        await caller.register(timeout=10)
+        await callee.register(timeout=10)
+        call = await caller.dial("102")
+        await call.wait_answered(timeout=10)
+        await recorder.until(lambda: any(isinstance(e, CallAnswered) for e in recorder.events))
+        await call.hangup()
+        await recorder.until_finished()
+        call_id = call.session.call_id
+        arrived, answered, finished = recorder.calls()
+        assert isinstance(arrived, CallArrived) and arrived.call_id == call_id
+        assert answered == CallAnswered(call_id=call_id, incoming=True)
+        assert isinstance(finished, CallFinished) and finished.by_peer
         recorder.stop()
 
 
