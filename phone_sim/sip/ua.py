@@ -573,19 +573,9 @@ class UserAgent:
 
     def _send_cancel(self, ctx: _ClientContext, now: float) -> int:
         invite = ctx.request
-        h = Headers()
         # 9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via (branch) as the
         # INVITE; the Route set of the INVITE.
-        h.add("Via", invite.top_via)
-        for route in invite.headers.lines("Route"):
-            h.add("Route", route)
-        h.add("Max-Forwards", self.config.signature.max_forwards)
-        h.add("From", invite.headers.lines("From")[0])
-        h.add("To", invite.headers.lines("To")[0])
-        h.add("Call-ID", invite.call_id)
-        h.add("CSeq", CSeq(invite.cseq.seq, "CANCEL"))
-        h.add("User-Agent", self.config.signature.user_agent)
-        cancel = SipRequest("CANCEL", invite.uri, h)
+        cancel = self._same_hop_request("CANCEL", invite, invite.headers.lines("To")[0])
         handle = self._new_handle()
         cctx = _ClientContext(handle, cancel, ctx.destination, False, None)
         branch = invite.top_via.branch or ""
@@ -929,17 +919,22 @@ class UserAgent:
     def _non_2xx_ack(self, invite: SipRequest, response: SipResponse) -> SipRequest:
         # RFC 3261 17.1.1.3: Request-URI, Call-ID, From, top Via and Route of the INVITE,
         # To of the response, CSeq number of the INVITE with method ACK.
+        return self._same_hop_request("ACK", invite, response.headers.lines("To")[0])
+
+    def _same_hop_request(self, method: str, invite: SipRequest, to: str) -> SipRequest:
+        """CANCEL or non-2xx ACK for ``invite``: its Request-URI, top Via (branch), Route set,
+        From, Call-ID and CSeq number, with ``method`` and the given To line."""
         h = Headers()
         h.add("Via", invite.top_via)
         for route in invite.headers.lines("Route"):
             h.add("Route", route)
         h.add("Max-Forwards", self.config.signature.max_forwards)
         h.add("From", invite.headers.lines("From")[0])
-        h.add("To", response.headers.lines("To")[0])
+        h.add("To", to)
         h.add("Call-ID", invite.call_id)
-        h.add("CSeq", CSeq(invite.cseq.seq, "ACK"))
+        h.add("CSeq", CSeq(invite.cseq.seq, method))
         h.add("User-Agent", self.config.signature.user_agent)
-        return SipRequest("ACK", invite.uri, h)
+        return SipRequest(method, invite.uri, h)
 
     def _response_destination(self, via: Via, source: Address) -> Address:
         # RFC 3261 18.2.2 with RFC 3581 4: reliable transports answer on the connection the
