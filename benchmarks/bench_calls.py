@@ -37,7 +37,8 @@ from phone_sim.account import Account, SipHost, SipTransport
 from phone_sim.call.aio import Call
 from phone_sim.firmware import profile_for
 from phone_sim.lab.aio_process import LabProcess
-from phone_sim.phone import Phone, RegistrationSettings, tls_context_for
+from phone_sim.phone import Phone, RegistrationSettings, build_phone, tls_context_for
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.tls.client import TrustStore
 
 PROFILE = profile_for("D65", "2_9_22")
@@ -91,8 +92,9 @@ async def run_phones(n: int, seconds: float, warmup: float) -> dict[str, float]:
                            media_encryption="sdes", reregister=3600)
             account = Account(username=user, password=PASSWORD, host_primary=host,
                               domain=lab.server_name, server_name=lab.server_name)
-            return Phone(PROFILE, account, tls_context=context, settings=SETTINGS,
-                         auto_answer=auto_answer)
+            config = PhoneConfig(profile=PROFILE, accounts=(account,), registration=SETTINGS,
+                                 auto_answer=auto_answer)
+            return build_phone(config, tls_context=context)
 
         callers = [phone(u, auto_answer=False) for u in callers_users]
         callees = [phone(u, auto_answer=True) for u in callees_users]

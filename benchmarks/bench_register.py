@@ -41,7 +41,8 @@ from phone_sim.account import Account, SipHost, SipTransport
 from phone_sim.errors import PhoneSimError
 from phone_sim.firmware import profile_for
 from phone_sim.lab.aio_process import LabProcess
-from phone_sim.phone import Phone, RegistrationSettings, tls_context_for
+from phone_sim.phone import Phone, RegistrationSettings, build_phone, tls_context_for
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.tls.aio import open_tls_connection
 from phone_sim.tls.client import TrustStore
 
@@ -135,8 +136,9 @@ async def bench_registrations(
 
     async def register(i: int) -> object:
         user = names[i]
-        phone = Phone(PROFILE, _account(user, target.users[user], target.port, target.domain),
-                      tls_context=context, settings=SETTINGS)
+        account = _account(user, target.users[user], target.port, target.domain)
+        config = PhoneConfig(profile=PROFILE, accounts=(account,), registration=SETTINGS)
+        phone = build_phone(config, tls_context=context)
         try:
             await phone.register()
         except PhoneSimError as exc:

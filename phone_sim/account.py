@@ -147,6 +147,12 @@ class Account:
     """The account index (0-5) in the phone's configuration."""
     line_label: str | None = None
     """The label shown on the phone's line key (informational)."""
+    caller_id: str | None = None
+    """The display name the phone puts in From and Contact (``caller_id``)."""
+    enabled: bool = True
+    """The line is in use (``status="1"``)."""
+    register: bool = True
+    """The line registers (``register="1"``); an unregistered line still places calls."""
 
     def __post_init__(self) -> None:
         if not _USER_RE.match(self.username):
@@ -163,6 +169,10 @@ class Account:
             _check_host(self.server_name, "server name")
         if not 0 <= self.index <= 5:
             raise AccountError(f"account index {self.index} out of range (0-5)")
+        for name in ("line_label", "caller_id"):
+            value = getattr(self, name)
+            if value is not None and any(c in value for c in '\r\n\0"\\'):
+                raise AccountError(f"bad {name} {value!r}: no quotes, backslashes or line breaks")
 
     @property
     def auth_username(self) -> str:

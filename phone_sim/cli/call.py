@@ -19,38 +19,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from phone_sim.account import Account, SipHost, SipTransport, parse_server
 from phone_sim.call.aio import Call, CallFailed, CallStats
 from phone_sim.call.session import CallEnded
+from phone_sim.cli._phone import add_phone_options, phone_from_args
 from phone_sim.errors import PhoneSimError, UsageError
-from phone_sim.firmware import DEFAULT_MODEL, Model, newest_firmware, profile_for
-from phone_sim.phone import Phone, RegistrationSettings
-from phone_sim.tls.client import TrustStore
+from phone_sim.phone import Phone
 
 __all__ = ["add_parser"]
-
-
-def _registration_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("registration")
-    g.add_argument("--server", required=True, metavar="HOST[:PORT]",
-                   help="the registrar/PBX (default port 5061 for TLS, 5060 otherwise)")
-    g.add_argument("--transport", default="tls", choices=["tls", "tcp", "udp"],
-                   help="SIP transport (default tls)")
-    g.add_argument("--user", required=True, help="the SIP user (account username), e.g. 101")
-    g.add_argument("--password", required=True, help="the digest password (never printed)")
-    g.add_argument("--authname", help="the digest user name when it differs from --user")
-    g.add_argument("--domain", help="the SIP domain (default --servername, else the host)")
-    g.add_argument("--servername", metavar="NAME",
-                   help="the server name checked against the certificate and sent as SNI")
-    g.add_argument("--model", help=f"phone model (default {DEFAULT_MODEL.value})")
-    g.add_argument("--firmware", help="firmware version (default the newest known: "
-                   f"{newest_firmware(DEFAULT_MODEL)}, {newest_firmware(Model.D80)} on a D80)")
-    g.add_argument("--ca", action="append", default=[], metavar="FILE",
-                   help="private root CA (PEM) loaded onto the phone; repeatable")
-    g.add_argument("--media-encryption", choices=["sdes", "none"],
-                   help="SDES-SRTP or plain RTP (default sdes over TLS, none otherwise)")
-    g.add_argument("--timeout", type=float, default=32.0, metavar="SECONDS",
-                   help="how long registration may take (default 32)")
 
 
 def _media_options(p: argparse.ArgumentParser) -> None:
@@ -78,7 +53,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--answer-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="how long to wait for the answer (default 30)")
     _media_options(p)
-    _registration_options(p)
+    add_phone_options(p, media=True)
     p.set_defaults(func=run_call)
 
     a = subparsers.add_parser(
@@ -92,7 +67,7 @@ def add_parser(subparsers: Any) -> None:
     a.add_argument("--max-duration", type=float, default=3600.0, metavar="SECONDS",
                    help="hang up a call after this long (default 3600)")
     _media_options(a)
-    _registration_options(a)
+    add_phone_options(a, media=True)
     a.set_defaults(func=run_answer)
 
 
@@ -123,21 +98,6 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError("--expect-tone must be in 20-3900 Hz")
     if args.record is not None and not Path(args.record).resolve().parent.is_dir():
         raise UsageError(f"--record {args.record!r}: the directory does not exist")
-
-
-def _build(args: argparse.Namespace, *, auto_answer: bool = False) -> Phone:
-    transport = SipTransport.parse(args.transport)
-    server, port = parse_server(args.server, transport)
-    encryption = args.media_encryption or ("sdes" if transport is SipTransport.TLS else "none")
-    host = SipHost(server=server, port=port, transport=transport,
-                   media_encryption=None if encryption == "none" else encryption)
-    account = Account(username=args.user, password=args.password, authname=args.authname,
-                      host_primary=host, domain=args.domain, server_name=args.servername)
-    profile = profile_for(args.model or DEFAULT_MODEL, args.firmware)
-    trust = TrustStore.from_files(args.ca) if args.ca else TrustStore()
-    settings = RegistrationSettings(register_timeout=args.timeout)
-    return Phone(profile, account, trust=trust, settings=settings,
-                 auto_answer=auto_answer)
 
 
 def _emit(args: argparse.Namespace, text: str, obj: dict[str, Any]) -> None:
@@ -201,7 +161,7 @@ def run_call(args: argparse.Namespace) -> int:
                                                        for c in args.dtmf.upper())):
         raise UsageError(f"--dtmf {args.dtmf!r}: digits 0-9, *, #, A-D only")
     play = _check_play(args.play)
-    phone = _build(args)
+    phone = phone_from_args(args)
     return asyncio.run(_call(phone, play, args))
 
 
@@ -282,7 +242,7 @@ def run_answer(args: argparse.Namespace) -> int:
     if not args.max_duration > 0:
         raise UsageError("--max-duration must be positive")
     play = _check_play(args.play)
-    phone = _build(args)
+    phone = phone_from_args(args)
     return asyncio.run(_answer(phone, play, args))
 
 

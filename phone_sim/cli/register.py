@@ -15,21 +15,19 @@ import signal
 import sys
 from typing import Any
 
-from phone_sim.account import Account, AccountError, SipHost, SipTransport, parse_server
+from phone_sim.cli._phone import add_phone_options, phone_config_from_args
 from phone_sim.errors import PhoneSimError
-from phone_sim.firmware import DEFAULT_MODEL, Model, newest_firmware, profile_for
 from phone_sim.phone import (
     ConnectionDropped,
     FailedOver,
     Phone,
     RegistrationFailed,
     RegistrationRefused,
-    RegistrationSettings,
     RegistrationSucceeded,
     ReprovisionRequested,
 )
+from phone_sim.phone.aio import build_phone
 from phone_sim.phone.registration import PhoneEvent
-from phone_sim.tls.client import TrustStore
 from phone_sim.tls.verdict import TlsError
 
 __all__ = ["add_parser"]
@@ -45,27 +43,7 @@ def add_parser(subparsers: Any) -> None:
         "registered, refreshing, until Ctrl-C, then unregisters. Exit 0 registered, 1 refused "
         "(TLS policy, authentication, a 4xx/5xx/6xx), 2 usage error, network error or no answer.",
     )
-    p.add_argument("--server", required=True, metavar="HOST[:PORT]",
-                   help="the registrar (default port 5061 for TLS, 5060 otherwise)")
-    p.add_argument("--transport", required=True, choices=["tls", "tcp", "udp"],
-                   help="SIP transport")
-    p.add_argument("--user", required=True, help="the SIP user (account username), e.g. 101")
-    p.add_argument("--password", required=True, help="the digest password (never printed)")
-    p.add_argument("--authname", help="the digest user name when it differs from --user")
-    p.add_argument("--domain", help="the SIP domain of From/To/Request-URI "
-                   "(default --servername, else the server host)")
-    p.add_argument("--servername", metavar="NAME",
-                   help="the server name configured on the phone: checked against the "
-                   "certificate and sent as SNI (default the server host)")
-    p.add_argument("--model", help=f"phone model (default {DEFAULT_MODEL.value})")
-    p.add_argument("--firmware", help="firmware version (default the newest known: "
-                   f"{newest_firmware(DEFAULT_MODEL)}, {newest_firmware(Model.D80)} on a D80)")
-    p.add_argument("--ca", action="append", default=[], metavar="FILE",
-                   help="private root CA (PEM) loaded onto the phone; repeatable")
-    p.add_argument("--expires", type=int, default=300, metavar="SECONDS",
-                   help="the registration period asked for (reregister, default 300)")
-    p.add_argument("--timeout", type=float, default=32.0, metavar="SECONDS",
-                   help="how long an attempt may take (default 32)")
+    add_phone_options(p, media=False)
     p.add_argument("--once", action="store_true",
                    help="register, report, unregister and exit")
     p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
@@ -73,28 +51,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> tuple[Phone, str]:
-    transport = SipTransport.parse(args.transport)
-    server, port = parse_server(args.server, transport)
-    if args.expires < 1:
-        raise AccountError("--expires must be at least 1 second")
-    if not args.timeout > 0:
-        raise AccountError("--timeout must be positive")
-    host = SipHost(server=server, port=port, transport=transport, reregister=args.expires)
-    account = Account(
-        username=args.user,
-        password=args.password,
-        authname=args.authname,
-        host_primary=host,
-        domain=args.domain,
-        server_name=args.servername,
-    )
-    model = args.model or DEFAULT_MODEL
-    profile = profile_for(model, args.firmware)
-    trust = TrustStore.from_files(args.ca) if args.ca else TrustStore()
-    settings = RegistrationSettings(register_timeout=args.timeout)
-    phone = Phone(profile, account, trust=trust, settings=settings)
-    aor = f"{account.username}@{account.domain_for(host)}"
-    return phone, aor
+    config = phone_config_from_args(args)
+    account = config.primary_account
+    aor = f"{account.username}@{account.domain_for(account.host_primary)}"
+    return build_phone(config), aor
 
 
 def run(args: argparse.Namespace) -> int:

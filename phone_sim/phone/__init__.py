@@ -5,7 +5,15 @@ See ``docs/registration.md``.
 
 from __future__ import annotations
 
-from phone_sim.phone.aio import Phone, phone_signature, tls_context_for
+from phone_sim.phone.aio import Phone, build_phone, phone_signature, tls_context_for
+from phone_sim.phone.config import (
+    MODEL_LINES,
+    MediaOptions,
+    NetworkOptions,
+    PhoneConfig,
+    PhoneConfigError,
+    normalize_mac,
+)
 from phone_sim.phone.registration import (
     AuthenticationRefused,
     ConnectionDropped,
@@ -27,11 +35,16 @@ from phone_sim.phone.registration import (
 )
 
 __all__ = [
+    "MODEL_LINES",
     "AuthenticationRefused",
     "ConnectionDropped",
     "FailedOver",
+    "MediaOptions",
     "MessageReceived",
+    "NetworkOptions",
     "Phone",
+    "PhoneConfig",
+    "PhoneConfigError",
     "PhoneEvent",
     "RegState",
     "RegistrationCore",
@@ -45,6 +58,8 @@ __all__ = [
     "RequestAnswered",
     "SipTransportError",
     "Unregistered",
+    "build_phone",
+    "normalize_mac",
     "phone_signature",
     "tls_context_for",
 ]

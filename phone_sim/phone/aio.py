@@ -2,7 +2,7 @@
 
 ::
 
-    async with Phone(profile, account, trust=trust) as phone:
+    async with Phone(PhoneConfig(profile=profile, accounts=(account,), trust=trust)) as phone:
         await phone.register()          # the first attempt's outcome, or its error
         call = await phone.dial("102")  # or: call = await phone.next_call()
         await call.wait_answered()
@@ -32,11 +32,12 @@ import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from phone_sim.account import Account, SipHost, SipTransport
-from phone_sim.call.session import CallConfig, call_signature
+from phone_sim.account import SipHost, SipTransport
+from phone_sim.call.session import call_signature
 from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.firmware import FirmwareProfile
 from phone_sim.media.negotiation import MediaEncryption
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.phone.registration import (
     EXTRA_METHODS,
     ClosePeer,
@@ -45,7 +46,6 @@ from phone_sim.phone.registration import (
     PhoneEvent,
     RegistrationCore,
     RegistrationFailed,
-    RegistrationSettings,
     RegistrationSucceeded,
     RegistrationTimeout,
     RegState,
@@ -62,7 +62,7 @@ from phone_sim.tls.client import TlsClientContext, TrustStore
 if TYPE_CHECKING:
     from phone_sim.call.aio import Call, CallManager, PhoneCallEvent
 
-__all__ = ["Phone", "phone_signature", "tls_context_for"]
+__all__ = ["Phone", "build_phone", "phone_signature", "tls_context_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,21 +169,21 @@ def _route_address(family: int, remote: Address) -> str:
 
 
 class Phone:
-    """One emulated D-Series phone with one account, registering over UDP, TCP or TLS.
+    """One emulated D-Series phone, registering over UDP, TCP or TLS.
 
-    *profile* is the firmware (its User-Agent, digest algorithms and TLS policy); *account*
-    says who and where. *trust* is the phone's CA store for TLS (or pass a shared
-    *tls_context*). *settings* tunes timing (keep-alives, jitter for fleets). *local_host*
-    fixes the address UDP binds and advertises (default: the route towards the registrar).
-    *listen_port* (TCP accounts only; 0 = any free port) also opens a TCP listener, as the
-    firmware listens on 5060: requests a PBX sends there are answered on that connection.
-    *signature* replaces what the phone advertises (default: :func:`phone_signature`).
+    *config* (:class:`~phone_sim.phone.config.PhoneConfig`) says everything: the firmware
+    (User-Agent, digest algorithms, TLS policy), the accounts, the trust store, timing
+    (``config.registration``), calls (``config.calls``), the network (``local_host`` fixes
+    the address UDP binds and advertises; ``listen_port`` also opens a TCP listener, as the
+    firmware listens on 5060). Build one with :func:`build_phone`. *tls_context* shares a TLS
+    context; *signature* replaces what the phone advertises (default:
+    :func:`phone_signature`); *rng* seeds Call-IDs, tags and jitter.
 
-    Calls: :meth:`dial` places one, :meth:`next_call` takes the next incoming one.
-    *call_config* tunes them (session timers, 100rel, ring timeout). An incoming INVITE
-    rings at once (180) whether or not anyone waits on :meth:`next_call`; with
-    *auto_answer* the phone also answers it (200) and echoes the caller's audio, else it
-    rings until answered, rejected, cancelled or ``call_config.ring_timeout`` (480).
+    Calls: :meth:`dial` places one, :meth:`next_call` takes the next incoming one. An
+    incoming INVITE rings at once (180) whether or not anyone waits on :meth:`next_call`;
+    with ``config.auto_answer`` the phone also answers it (200) and echoes the caller's
+    audio, else it rings until answered, rejected, cancelled or ``config.calls.ring_timeout``
+    (480).
 
     Use it as an async context manager; leaving the block hangs up, unregisters and closes.
     """
@@ -215,40 +215,35 @@ class Phone:
         "_udp_local",
         "_waiters",
         "account",
+        "config",
         "profile",
     )
 
     def __init__(
         self,
-        profile: FirmwareProfile,
-        account: Account,
+        config: PhoneConfig,
         *,
-        trust: TrustStore | None = None,
         tls_context: TlsClientContext | None = None,
-        settings: RegistrationSettings | None = None,
-        local_host: str | None = None,
-        listen_port: int | None = None,
         rng: random.Random | None = None,
         signature: PhoneSignature | None = None,
-        call_config: CallConfig | None = None,
-        auto_answer: bool = False,
     ) -> None:
-        self.profile = profile
-        self.account = account
-        self._trust = trust
+        self.config = config
+        self.profile = config.profile
+        self.account = config.primary_account
+        self._trust = config.trust
         self._tls_context = tls_context
-        self._local_host = local_host
-        self._listen_port = listen_port
+        self._local_host = config.network.local_host
+        self._listen_port = config.network.listen_port
         self._listener: asyncio.AbstractServer | None = None
         self._peers: dict[Address, _Accepted] = {}
         self._core = RegistrationCore(
-            profile, account, settings=settings, rng=rng,
-            signature=signature or phone_signature(profile),
+            config.profile, self.account, settings=config.registration, rng=rng,
+            signature=signature or phone_signature(config.profile),
         )
         self._core.ua_hook = self._ua_event
         self._calls: CallManager | None = None
-        self._call_config = call_config
-        self._auto_answer = auto_answer
+        self._call_config = config.calls
+        self._auto_answer = config.auto_answer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stream: _Stream | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -770,3 +765,12 @@ class Phone:
             self._timer = None
             self._timer_at = None
         self._close_transport(final=True)
+
+
+def build_phone(config: PhoneConfig, *, tls_context: TlsClientContext | None = None) -> Phone:
+    """The one way every command, scenario and fixture makes a phone from its *config*.
+
+    The TLS context is shared per (firmware profile, trust store) unless *tls_context* is
+    given, so a fleet of identical phones pays for one.
+    """
+    return Phone(config, tls_context=tls_context)

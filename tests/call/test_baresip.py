@@ -18,6 +18,7 @@ from phone_sim.call.aio import Call
 from phone_sim.firmware import profile_for
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone import Phone, RegistrationSettings
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.tls.client import TrustStore
 from tests.peers.audio import wav_tone_report
 from tests.peers.baresip import Baresip
@@ -44,8 +45,9 @@ def _account(kam: Kamailio, user: str, transport: SipTransport = SipTransport.TL
 @pytest.fixture
 async def phone(kamailio: Kamailio, peer_pki: TestPki) -> AsyncIterator[Phone]:
     trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
-    async with Phone(PROFILE, _account(kamailio, "101"), trust=trust,
-                     settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(_account(kamailio, "101"),), trust=trust,
+        registration=FAST)) as phone:
         await phone.register(timeout=10)
         yield phone
 
@@ -77,8 +79,9 @@ async def test_phone_sim_calls_baresip_both_tones_heard_and_srtp_on_the_wire(
     await callee.wait_registered()
     capture = await asyncio.to_thread(capture_factory, udp_ports=[*callee.rtp_ports])
     trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
-    async with Phone(PROFILE, _account(kamailio, "101", transport), trust=trust,
-                     settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(_account(kamailio, "101", transport),), trust=trust,
+        registration=FAST)) as phone:
         await phone.register(timeout=10)
         await _call_baresip(phone, callee, capture)
 
@@ -146,8 +149,9 @@ async def test_baresip_calls_an_auto_answering_phone_nobody_waits_on_and_hears_i
     kamailio: Kamailio, baresip_factory: BaresipFactory, peer_pki: TestPki,
 ) -> None:
     trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
-    async with Phone(PROFILE, _account(kamailio, "101"), trust=trust, settings=FAST,
-                     auto_answer=True) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(_account(kamailio, "101"),), trust=trust, registration=FAST,
+        auto_answer=True)) as phone:
         await phone.register(timeout=10)
         caller = baresip_factory(kamailio, "102", tone_hz=THEIRS)
         await caller.wait_registered()

@@ -21,6 +21,7 @@ from phone_sim.call.aio import (
 from phone_sim.firmware import profile_for
 from phone_sim.lab import Lab
 from phone_sim.phone import Phone, PhoneEvent, RegistrationSettings, RegistrationSucceeded
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.tls.client import TrustStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,7 +38,9 @@ def _phone(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS, *,
     account = Account(username=user, password="1234", host_primary=host,
                       domain=lab.server_name, server_name=lab.server_name)
     trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-    return Phone(PROFILE, account, trust=trust, settings=FAST, auto_answer=auto_answer)
+    return Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=trust, registration=FAST,
+        auto_answer=auto_answer))
 
 
 class _Recorder:

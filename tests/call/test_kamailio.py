@@ -10,6 +10,7 @@ import pytest
 from phone_sim.call.aio import CallFailed
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone import Phone
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.tls.client import TrustStore
 from tests.call.test_baresip import FAST, PROFILE, _account
 from tests.peers.certs import TestPki
@@ -32,8 +33,12 @@ async def test_two_phone_sims_call_through_kamailio_over_tls(
 ) -> None:
     trust = TrustStore.from_files([peer_pki.ca.cert], public_roots=False)
     async with (
-        Phone(PROFILE, _account(kamailio, "101"), trust=trust, settings=FAST) as a,
-        Phone(PROFILE, _account(kamailio, "102"), trust=trust, settings=FAST) as b,
+        Phone(PhoneConfig(
+            profile=PROFILE, accounts=(_account(kamailio, "101"),), trust=trust,
+            registration=FAST)) as a,
+        Phone(PhoneConfig(
+            profile=PROFILE, accounts=(_account(kamailio, "102"),), trust=trust,
+            registration=FAST)) as b,
     ):
         await asyncio.gather(a.register(timeout=10), b.register(timeout=10))
         call = await a.dial("102")

@@ -13,6 +13,7 @@ from phone_sim.firmware import profile_for
 from phone_sim.lab import Lab
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone import Phone, RegistrationSettings
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.tls.client import TrustStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,7 +31,9 @@ def _account(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS) ->
 
 def _phone(lab: Lab, user: str, transport: SipTransport = SipTransport.TLS) -> Phone:
     trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-    return Phone(PROFILE, _account(lab, user, transport), trust=trust, settings=FAST)
+    return Phone(PhoneConfig(
+        profile=PROFILE, accounts=(_account(lab, user, transport),), trust=trust,
+        registration=FAST))
 
 
 def _direction(call: Call) -> Direction:
@@ -123,7 +126,8 @@ async def test_the_echo_refuses_plain_rtp_with_488_and_keeps_working() -> None:
                                              transport=SipTransport.TLS,
                                              media_encryption=None, retry=0.5))
         trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-        async with Phone(PROFILE, plain, trust=trust, settings=FAST) as phone:
+        async with Phone(PhoneConfig(
+            profile=PROFILE, accounts=(plain,), trust=trust, registration=FAST)) as phone:
             await phone.register(timeout=10)
             call = await phone.dial("600")
             with pytest.raises(CallFailed) as failed:

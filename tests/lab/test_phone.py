@@ -11,6 +11,7 @@ from phone_sim.account import Account, SipHost, SipTransport
 from phone_sim.firmware import profile_for
 from phone_sim.lab import BindingRemoved, Lab
 from phone_sim.phone import Phone, RegistrationSettings, ReprovisionRequested
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.tls.client import TrustStore
 from phone_sim.tls.verdict import TlsRefused
 
@@ -34,7 +35,9 @@ def _account(lab: Lab, transport: SipTransport, password: str = "1234") -> Accou
 async def test_phone_registers_and_the_lab_reaches_it(transport: SipTransport) -> None:
     async with Lab({"101": "1234"}) as lab:
         trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-        async with Phone(PROFILE, _account(lab, transport), trust=trust, settings=FAST) as phone:
+        async with Phone(PhoneConfig(
+            profile=PROFILE, accounts=(_account(lab, transport),), trust=trust,
+            registration=FAST)) as phone:
             await phone.register(timeout=10)
             binding = await lab.wait_binding("101")
             assert str(binding.uri) == phone.contact
@@ -62,7 +65,9 @@ async def test_phone_registers_and_the_lab_reaches_it(transport: SipTransport) -
 async def test_validating_phone_refuses_a_lab_it_was_not_given_the_ca_of() -> None:
     async with Lab({"101": "1234"}, transports=["tls"]) as lab:
         account = _account(lab, SipTransport.TLS)
-        phone = Phone(PROFILE, account, trust=TrustStore(public_roots=False), settings=FAST)
+        phone = Phone(PhoneConfig(
+            profile=PROFILE, accounts=(account,), trust=TrustStore(public_roots=False),
+            registration=FAST))
         async with phone:
             with pytest.raises(TlsRefused) as info:
                 await phone.register(timeout=10)

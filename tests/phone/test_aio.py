@@ -28,6 +28,7 @@ from phone_sim.phone import (
     ReprovisionRequested,
     RequestAnswered,
 )
+from phone_sim.phone.config import NetworkOptions, PhoneConfig
 from phone_sim.tls.client import TrustStore
 from phone_sim.tls.verdict import TlsRefused
 from tests.peers.certs import TestPki
@@ -108,7 +109,8 @@ async def test_registers_and_the_registrar_shows_the_contact(
     server: Server, transport: SipTransport
 ) -> None:
     account = _account(server, transport)
-    async with Phone(PROFILE, account, trust=server.trust, settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=server.trust, registration=FAST)) as phone:
         done = await phone.register(timeout=10)
         assert isinstance(done, RegistrationSucceeded)
         assert done.expires == 60
@@ -126,7 +128,9 @@ async def test_refreshes_before_the_granted_expiry(
     short_server: Server, transport: SipTransport
 ) -> None:
     account = _account(short_server, transport, reregister=4)
-    async with Phone(PROFILE, account, trust=short_server.trust, settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=short_server.trust,
+        registration=FAST)) as phone:
         events = phone.events()
         first = await phone.register(timeout=10)
         assert first.expires == 4 and not first.refresh
@@ -150,7 +154,8 @@ async def test_reregisters_by_itself_after_the_registrar_restarts(
     server: Server, transport: SipTransport
 ) -> None:
     account = _account(server, transport, retry=0.3)
-    async with Phone(PROFILE, account, trust=server.trust, settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=server.trust, registration=FAST)) as phone:
         events = phone.events()
         await phone.register(timeout=10)
         await wait_bindings(server, "101")
@@ -168,7 +173,7 @@ async def test_reregisters_by_itself_after_the_registrar_restarts(
 
 async def test_udp_phone_reregisters_after_restart_at_its_refresh(short_server: Server) -> None:
     account = _account(short_server, SipTransport.UDP, reregister=4)
-    async with Phone(PROFILE, account, settings=FAST) as phone:
+    async with Phone(PhoneConfig(profile=PROFILE, accounts=(account,), registration=FAST)) as phone:
         await phone.register(timeout=10)
         await short_server.restart()
         # UDP has no connection to lose: the next refresh (2 s) puts the binding back.
@@ -179,7 +184,8 @@ async def test_udp_phone_reregisters_after_restart_at_its_refresh(short_server: 
 @pytest.mark.parametrize("transport", TRANSPORTS, ids=str)
 async def test_wrong_password_fails_cleanly(server: Server, transport: SipTransport) -> None:
     account = _account(server, transport, password="not-the-password")
-    async with Phone(PROFILE, account, trust=server.trust, settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=server.trust, registration=FAST)) as phone:
         with pytest.raises(AuthenticationRefused) as info:
             await phone.register(timeout=10)
         assert info.value.status in (401, 403)
@@ -193,7 +199,8 @@ async def test_wrong_password_fails_cleanly(server: Server, transport: SipTransp
 async def test_untrusted_server_certificate_is_refused_with_the_bitmask(server: Server) -> None:
     # The phone trusts only the public roots: the test CA is unknown to it.
     account = _account(server, SipTransport.TLS)
-    async with Phone(PROFILE, account, trust=TrustStore(), settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=TrustStore(), registration=FAST)) as phone:
         with pytest.raises(TlsRefused) as info:
             await phone.register(timeout=10)
     assert info.value.exit_code == 1
@@ -209,7 +216,8 @@ async def test_certificate_for_another_name_is_refused(server: Server) -> None:
         username="101", password=base.password, host_primary=base.host_primary,
         domain=server.domain, server_name="other.test",
     )
-    async with Phone(PROFILE, account, trust=server.trust, settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=server.trust, registration=FAST)) as phone:
         with pytest.raises(TlsRefused) as info:
             await phone.register(timeout=10)
     verdict = info.value.verdict
@@ -221,7 +229,8 @@ async def test_old_firmware_connects_despite_the_bad_certificate(server: Server)
     # Firmware before 2_9_0 does not validate: it registers to an untrusted server.
     old = profile_for("D65", "2_3_9")
     account = _account(server, SipTransport.TLS)
-    async with Phone(old, account, trust=TrustStore(), settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=old, accounts=(account,), trust=TrustStore(), registration=FAST)) as phone:
         done = await phone.register(timeout=10)
         assert done.expires == 60
 
@@ -236,7 +245,7 @@ async def test_fails_over_to_the_alternate_and_back(server: Server) -> None:
                     transport=SipTransport.TCP, reregister=4)
     account = Account(username="101", password=server.password("101"), host_primary=dead,
                       host_alternate=alive, domain=server.domain)
-    async with Phone(PROFILE, account, settings=FAST) as phone:
+    async with Phone(PhoneConfig(profile=PROFILE, accounts=(account,), registration=FAST)) as phone:
         events = phone.events()
         done = await phone.wait_registered(timeout=10)
         assert done.host == alive
@@ -270,8 +279,9 @@ async def test_options_through_kamailio_reaches_the_phone_on_its_connection(
 ) -> None:
     require("sipp")
     account = _account(kamailio, transport)
-    async with Phone(PROFILE, account, trust=_trust(peer_pki), settings=FAST,
-                     local_host="127.0.0.1") as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=_trust(peer_pki), registration=FAST,
+        network=NetworkOptions(local_host="127.0.0.1"))) as phone:
         await phone.register(timeout=10)
         await kamailio.wait_bindings("101")
         events = phone.events()
@@ -292,8 +302,9 @@ async def test_check_sync_message_and_info_through_kamailio(
 ) -> None:
     require("sipp")
     account = _account(kamailio, transport)
-    async with Phone(PROFILE, account, trust=_trust(peer_pki), settings=FAST,
-                     local_host="127.0.0.1") as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), trust=_trust(peer_pki), registration=FAST,
+        network=NetworkOptions(local_host="127.0.0.1"))) as phone:
         await phone.register(timeout=10)
         await kamailio.wait_bindings("101")
         events = phone.events()
@@ -317,7 +328,9 @@ async def test_sipp_malformed_request_gets_400_then_options_200_over_udp(
 ) -> None:
     require("sipp")
     account = _account(kamailio, SipTransport.UDP)
-    async with Phone(PROFILE, account, settings=FAST, local_host="127.0.0.1") as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), registration=FAST,
+        network=NetworkOptions(local_host="127.0.0.1"))) as phone:
         await phone.register(timeout=10)
         assert phone.contact is not None
         port = int(phone.contact.rsplit(":", 1)[1].split(";")[0])
@@ -343,7 +356,8 @@ async def test_fails_back_to_the_primary_when_it_returns() -> None:
                          transport=SipTransport.TCP, reregister=4)
         account = Account(username="101", password=alternate.password("101"),
                           host_primary=first, host_alternate=second, domain=alternate.domain)
-        async with Phone(PROFILE, account, settings=FAST) as phone:
+        async with Phone(PhoneConfig(
+            profile=PROFILE, accounts=(account,), registration=FAST)) as phone:
             done = await phone.wait_registered(timeout=10)
             assert done.host == second
             await primary.start()
@@ -366,8 +380,9 @@ async def test_sipp_over_tcp_to_the_phones_listener_options_and_malformed(
 ) -> None:
     require("sipp")
     account = _account(kamailio, SipTransport.TCP)
-    async with Phone(PROFILE, account, settings=FAST, local_host="127.0.0.1",
-                     listen_port=0) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(account,), registration=FAST,
+        network=NetworkOptions(local_host="127.0.0.1", listen_port=0))) as phone:
         await phone.register(timeout=10)
         address = phone.listen_address
         assert address is not None
@@ -391,8 +406,9 @@ async def test_keepalives_reach_the_lab(transport: SipTransport) -> None:
         assert lab.lab is not None
         settings = RegistrationSettings(register_timeout=5.0, stream_ka_interval=0.2,
                                         udp_ka_interval=0.2)
-        async with Phone(PROFILE, _account(lab, transport), trust=lab.trust,
-                         settings=settings) as phone:
+        async with Phone(PhoneConfig(
+            profile=PROFILE, accounts=(_account(lab, transport),), trust=lab.trust,
+            registration=settings)) as phone:
             await phone.register(timeout=10)
             before = lab.lab.registrar.stats["keepalives"]
             await asyncio.sleep(1.1)

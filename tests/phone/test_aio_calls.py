@@ -20,6 +20,7 @@ from phone_sim.firmware import profile_for
 from phone_sim.lab import Lab
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone import Phone, RegistrationSettings, phone_signature
+from phone_sim.phone.config import PhoneConfig
 from phone_sim.tls.client import TrustStore
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
@@ -65,8 +66,9 @@ def test_the_phone_advertises_what_its_call_layer_implements() -> None:
     # The firmware's own methods stay (NOTIFY check-sync, MESSAGE).
     assert {"NOTIFY", "MESSAGE", "OPTIONS"} <= set(signature.allow)
     assert phone_signature(PROFILE) is signature  # one per profile, shared by a fleet
-    phone = Phone(PROFILE, Account(username="101", password="x", host_primary=SipHost(
-        server="127.0.0.1", port=5061, transport=SipTransport.TLS)))
+    account = Account(username="101", password="x", host_primary=SipHost(
+        server="127.0.0.1", port=5061, transport=SipTransport.TLS))
+    phone = Phone(PhoneConfig(profile=PROFILE, accounts=(account,)))
     assert phone.core._signature is signature
     with pytest.raises(UsageError, match="running event loop"):
         _ = phone.calls
@@ -75,7 +77,7 @@ def test_the_phone_advertises_what_its_call_layer_implements() -> None:
 async def test_dial_before_register_is_a_usage_error() -> None:
     account = Account(username="101", password="x", host_primary=SipHost(
         server="127.0.0.1", port=9, transport=SipTransport.UDP))
-    async with Phone(PROFILE, account) as phone:
+    async with Phone(PhoneConfig(profile=PROFILE, accounts=(account,))) as phone:
         with pytest.raises(UsageError, match="register first"):
             await phone.dial("102")
         with pytest.raises(CallTimeout, match="no incoming call within"):
@@ -99,8 +101,9 @@ def test_calling_phone_is_a_deprecated_alias_of_phone() -> None:
 
 @pytest.fixture
 async def callee(kamailio: Kamailio, peer_pki: TestPki) -> AsyncIterator[Phone]:
-    async with Phone(PROFILE, _account(kamailio, "102"), trust=_trust(peer_pki),
-                     settings=FAST) as phone:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(_account(kamailio, "102"),), trust=_trust(peer_pki),
+        registration=FAST)) as phone:
         await phone.register(timeout=10)
         yield phone
 
@@ -111,8 +114,9 @@ async def callee(kamailio: Kamailio, peer_pki: TestPki) -> AsyncIterator[Phone]:
 async def test_refused_then_answered_on_the_same_phones_through_kamailio(
     kamailio: Kamailio, peer_pki: TestPki, callee: Phone, transport: SipTransport
 ) -> None:
-    async with Phone(PROFILE, _account(kamailio, "101", transport), trust=_trust(peer_pki),
-                     settings=FAST) as caller:
+    async with Phone(PhoneConfig(
+        profile=PROFILE, accounts=(_account(kamailio, "101", transport),), trust=_trust(peer_pki),
+        registration=FAST)) as caller:
         await caller.register(timeout=10)
         assert caller._calls is None  # a registered phone without calls carries no call layer
         # 1. Busy: the callee refuses with 486; the caller's call fails naming it.
@@ -168,8 +172,11 @@ async def test_an_unacceptable_offer_gets_488_and_the_phone_takes_the_next_call(
 ) -> None:
     trust = _trust(peer_pki)
     plain = _account(kamailio, "101", media_encryption=None)  # RTP/AVP: the phone wants SDES
-    async with (Phone(PROFILE, plain, trust=trust, settings=FAST) as rtp,
-                Phone(PROFILE, _account(kamailio, "103"), trust=trust, settings=FAST) as srtp):
+    async with (Phone(PhoneConfig(
+        profile=PROFILE, accounts=(plain,), trust=trust, registration=FAST)) as rtp,
+                Phone(PhoneConfig(
+                    profile=PROFILE, accounts=(_account(kamailio, "103"),), trust=trust,
+                    registration=FAST)) as srtp):
         await asyncio.gather(rtp.register(timeout=10), srtp.register(timeout=10))
         call = await rtp.dial("102")
         with pytest.raises(CallFailed) as info:
@@ -191,9 +198,12 @@ async def test_auto_answer_with_nobody_waiting_echoes_the_caller(
 ) -> None:
     trust = _trust(peer_pki)
     async with (
-        Phone(PROFILE, _account(kamailio, "101"), trust=trust, settings=FAST) as caller,
-        Phone(PROFILE, _account(kamailio, "102"), trust=trust, settings=FAST,
-              auto_answer=True) as answerer,
+        Phone(PhoneConfig(
+            profile=PROFILE, accounts=(_account(kamailio, "101"),), trust=trust,
+            registration=FAST)) as caller,
+        Phone(PhoneConfig(
+            profile=PROFILE, accounts=(_account(kamailio, "102"),), trust=trust, registration=FAST,
+            auto_answer=True)) as answerer,
     ):
         await asyncio.gather(caller.register(timeout=10), answerer.register(timeout=10))
         for _ in range(2):  # twice: the phone keeps answering with nobody on next_call()
@@ -215,9 +225,12 @@ async def test_a_ringing_phone_nobody_answers_times_out_then_answers_the_next(
 ) -> None:
     trust = _trust(peer_pki)
     async with (
-        Phone(PROFILE, _account(kamailio, "101"), trust=trust, settings=FAST) as caller,
-        Phone(PROFILE, _account(kamailio, "102"), trust=trust, settings=FAST,
-              call_config=CallConfig(ring_timeout=1.0)) as ringing,
+        Phone(PhoneConfig(
+            profile=PROFILE, accounts=(_account(kamailio, "101"),), trust=trust,
+            registration=FAST)) as caller,
+        Phone(PhoneConfig(
+            profile=PROFILE, accounts=(_account(kamailio, "102"),), trust=trust, registration=FAST,
+            calls=CallConfig(ring_timeout=1.0))) as ringing,
     ):
         await asyncio.gather(caller.register(timeout=10), ringing.register(timeout=10))
         # Nobody waits on next_call(): the phone rings (180), then gives up with 480.
@@ -254,8 +267,11 @@ async def test_a_lost_connection_ends_the_call_and_the_phones_call_again_after(
                        domain=kamailio.domain, server_name=kamailio.domain)
 
     async with (
-        Phone(PROFILE, account("101"), trust=trust, settings=FAST) as a,
-        Phone(PROFILE, account("102"), trust=trust, settings=FAST, auto_answer=True) as b,
+        Phone(PhoneConfig(
+            profile=PROFILE, accounts=(account("101"),), trust=trust, registration=FAST)) as a,
+        Phone(PhoneConfig(
+            profile=PROFILE, accounts=(account("102"),), trust=trust, registration=FAST,
+            auto_answer=True)) as b,
     ):
         await asyncio.gather(a.register(timeout=10), b.register(timeout=10))
         call = await a.dial("102")
@@ -284,13 +300,13 @@ async def test_a_lost_connection_ends_the_call_and_the_phones_call_again_after(
 # -- through the embedded lab -------------------------------------------------------------------
 
 
-def _lab_phone(lab: Lab, user: str, **kwargs: object) -> Phone:
+def _lab_phone(lab: Lab, user: str) -> Phone:
     host = SipHost(server=lab.host, port=lab.ports["tls"], transport=SipTransport.TLS,
                    media_encryption="sdes", retry=0.5)
     account = Account(username=user, password="1234", host_primary=host,
                       domain=lab.server_name, server_name=lab.server_name)
     trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-    return Phone(PROFILE, account, trust=trust, settings=FAST, **kwargs)  # type: ignore[arg-type]
+    return Phone(PhoneConfig(profile=PROFILE, accounts=(account,), trust=trust, registration=FAST))
 
 
 async def test_phone_to_phone_through_the_lab_refusal_then_call() -> None:

@@ -1,0 +1,32 @@
+"""The public API is re-exported from ``phone_sim`` lazily (PEP 562)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import phone_sim
+
+
+def test_every_export_resolves_and_is_listed() -> None:
+    assert set(phone_sim.__all__) == {"__version__", *phone_sim._EXPORTS}
+    for name in phone_sim._EXPORTS:
+        value = getattr(phone_sim, name)
+        assert getattr(value, "__name__", name) == name
+
+
+def test_importing_the_package_loads_no_media_stack() -> None:
+    code = ("import sys, phone_sim; phone_sim.PhoneConfig; phone_sim.build_phone; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiortc', 'av')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    try:
+        phone_sim.NoSuchThing  # noqa: B018
+    except AttributeError as exc:
+        assert "NoSuchThing" in str(exc)
+    else:
+        raise AssertionError("no AttributeError")
