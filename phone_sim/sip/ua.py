@@ -46,6 +46,7 @@ from phone_sim.sip.digest import (
 from phone_sim.sip.headers import CSeq, Headers, HeaderValue, HeaderValueError, NameAddr, Via
 from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse, is_keepalive, parse_message
+from phone_sim.sip.routing import Address, default_port, response_destination
 from phone_sim.sip.signature import (
     PhoneSignature,
     new_branch,
@@ -86,11 +87,7 @@ __all__ = [
     "UserAgent",
 ]
 
-#: A transport address: ``(host, port)``. The host may be a name; the adapter resolves it.
-Address = tuple[str, int]
-
 _RELIABLE = frozenset({"TCP", "TLS", "WS", "WSS", "SCTP"})
-_DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 _AUTH_HEADERS = ("Authorization", "Proxy-Authorization")
 
 
@@ -126,7 +123,7 @@ class UaConfig:
     """Beyond this many live server transactions new requests get 503 (flood guard)."""
 
     def __post_init__(self) -> None:
-        if self.transport.upper() not in _DEFAULT_PORTS:
+        if self.transport.upper() not in ("UDP", "TCP", "TLS"):
             raise UsageError(f"unknown SIP transport {self.transport!r} (UDP, TCP or TLS)")
         if not 0 < self.local_port < 65536:
             raise UsageError(f"local port {self.local_port} out of range")
@@ -242,7 +239,7 @@ class _ClientContext:
     __slots__ = (
         "acks",
         "attempt",
-        "authenticate",
+        "auth",
         "cancel_pending",
         "destination",
         "handle",
@@ -255,13 +252,14 @@ class _ClientContext:
         handle: int,
         request: SipRequest,
         destination: Address,
-        authenticate: bool,
+        auth: DigestClient | None,
         attempt: AuthAttempt | None,
     ) -> None:
         self.handle = handle
         self.request = request
         self.destination = destination
-        self.authenticate = authenticate
+        # The digest client that answers this request's challenges (None: none do).
+        self.auth = auth
         self.attempt = attempt
         self.cancel_pending = False
         self.acks: dict[str, tuple[bytes, Address]] = {}
@@ -312,7 +310,7 @@ def _uri_destination(uri: SipUri, transport: str) -> Address:
             f"cannot send to {uri}: not a sip:/sips: URI with a host "
             "(give a destination or an outbound proxy)"
         )
-    default = 5061 if uri.is_secure else _DEFAULT_PORTS[transport]
+    default = default_port("SIPS" if uri.is_secure else transport)
     return (uri.host_address, uri.port or default)
 
 
@@ -459,14 +457,15 @@ class UserAgent:
         headers: Iterable[tuple[str, HeaderValue]] = (),
         body: bytes = b"",
         content_type: str | None = None,
-        contact: bool | None = None,
+        contact: bool | NameAddr | None = None,
         routes: Sequence[NameAddr] = (),
     ) -> SipRequest:
         """An out-of-dialog request with the phone's signature (no Via yet).
 
         A From without tag gets one; ``to`` defaults to From without tag (REGISTER);
         Call-ID and CSeq are made up when not given (CSeq starts below 2**16, as pjsip).
-        Contact is added for INVITE, REGISTER, SUBSCRIBE and REFER unless *contact* says.
+        Contact is added for INVITE, REGISTER, SUBSCRIBE and REFER unless *contact* says;
+        a :class:`NameAddr` is used as the Contact (an account's own, on a shared UA).
         """
         if method.upper() != method or method in ("ACK", "CANCEL"):
             raise UsageError(f"create_request cannot build {method!r} (ACK/CANCEL have helpers)")
@@ -476,6 +475,8 @@ class UserAgent:
             to = NameAddr(from_.uri, from_.display_name)
         if contact is None:
             contact = method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER")
+        if contact is True:
+            contact = self.contact
         return self.config.signature.build_request(
             method,
             uri,
@@ -483,7 +484,7 @@ class UserAgent:
             to=to,
             call_id=call_id or new_call_id(self._rng),
             cseq=cseq if cseq is not None else self._rng.randint(1, 0xFFFF),
-            contact=self.contact if contact else None,
+            contact=contact or None,
             routes=routes,
             headers=headers,
             body=body,
@@ -499,25 +500,31 @@ class UserAgent:
         *,
         destination: Address | None = None,
         authenticate: bool = True,
+        auth: DigestClient | None = None,
     ) -> int:
         """Start a client transaction for *request* (no Via; one is added). Returns the
-        handle that :class:`ResponseReceived` and friends carry; a digest retry keeps it."""
+        handle that :class:`ResponseReceived` and friends carry; a digest retry keeps it.
+
+        *auth* answers its challenges (an account's own digest client on a UA that several
+        accounts share); default: the UA's ``config.credentials``. With *authenticate*
+        False, a 401/407 goes up as it is."""
         if request.method in ("ACK", "CANCEL"):
             raise UsageError(f"use send_ack/cancel for {request.method}")
         if "Via" in request.headers:
             raise UsageError("send_request adds the Via itself; the request already has one")
         if destination is None:
             destination = self._destination_for(request)
+        digest = (auth or self._digest) if authenticate else None
         attempt: AuthAttempt | None = None
-        if authenticate and self._digest is not None and self.config.preemptive_auth:
-            attempt = self._digest.authorize(
+        if digest is not None and self.config.preemptive_auth:
+            attempt = digest.authorize(
                 method=request.method, uri=str(request.uri), body=request.body
             )
             if attempt is not None:
                 for name, value in attempt.headers:
                     request.headers.add(name, value)
         handle = self._new_handle()
-        ctx = _ClientContext(handle, request, destination, authenticate, attempt)
+        ctx = _ClientContext(handle, request, destination, digest, attempt)
         self._start_client(ctx, now)
         return handle
 
@@ -577,7 +584,7 @@ class UserAgent:
         # INVITE; the Route set of the INVITE.
         cancel = self._same_hop_request("CANCEL", invite, invite.headers.lines("To")[0])
         handle = self._new_handle()
-        cctx = _ClientContext(handle, cancel, ctx.destination, False, None)
+        cctx = _ClientContext(handle, cancel, ctx.destination, None, None)
         branch = invite.top_via.branch or ""
         key = client_key(branch, "CANCEL")
         tx = new_transaction(TransactionKind.NON_INVITE_CLIENT, key,
@@ -661,12 +668,13 @@ class UserAgent:
         headers: Iterable[tuple[str, HeaderValue]] = (),
         body: bytes = b"",
         content_type: str | None = None,
-        contact: bool | None = None,
+        contact: bool | NameAddr | None = None,
     ) -> SipResponse:
         """Answer the request of server transaction *transaction* with *status*.
 
-        The To tag is the transaction's own; the Contact is added to 101-299 answers to
-        INVITE unless *contact* says otherwise.
+        The To tag is the transaction's own; the Contact (the UA's, or the given
+        :class:`NameAddr`) is added to 101-299 answers to INVITE unless *contact* says
+        otherwise.
         """
         if not 100 <= status <= 699:
             raise UsageError(f"status {status} out of range")
@@ -678,8 +686,10 @@ class UserAgent:
         if contact is None:
             contact = ctx.request.method == "INVITE" and 100 < status < 300
         extra: list[tuple[str, HeaderValue]] = []
+        if contact is True:
+            contact = self.contact
         if contact:
-            extra.append(("Contact", self.contact))
+            extra.append(("Contact", contact))
         extra.extend(headers)
         return self._respond(tx, ctx, status, now, reason=reason, headers=extra, body=body,
                              content_type=content_type)
@@ -782,15 +792,16 @@ class UserAgent:
                 response = partial.create_response(exc.status, f"Bad Request ({exc})"[:120]
                                                    if exc.status == 400 else None)
                 response.headers.add("User-Agent", self.config.signature.user_agent)
-                via = partial.top_via
-                self._send(bytes(response), self._response_destination(via, source))
+                destination = response_destination(partial.top_via, source,
+                                                   reliable=self.config.reliable)
+                self._send(bytes(response), destination)
             except (SipParseError, HeaderValueError, ValueError):
                 pass
         self._discard(f"unparseable: {exc}", source)
 
     def _our_sent_by(self, via: Via) -> bool:
         c = self.config
-        port = via.port or _DEFAULT_PORTS[c.transport.upper()]
+        port = via.port or default_port(c.transport)
         return via.host.strip("[]").lower() == c.local_host.strip("[]").lower() and (
             port == c.local_port
         )
@@ -838,8 +849,7 @@ class UserAgent:
         status = response.status
         if (
             status in (401, 407)
-            and ctx.authenticate
-            and self._digest is not None
+            and ctx.auth is not None
             and self._retry_with_credentials(ctx, response, now)
         ):
             return
@@ -863,7 +873,8 @@ class UserAgent:
     ) -> bool:
         """Answer a 401/407: send the request again with credentials. False if there is
         nothing to answer with (the response then goes up as it is)."""
-        assert self._digest is not None
+        digest = ctx.auth
+        assert digest is not None
         request = ctx.request
         fields = [
             (name, value)
@@ -878,7 +889,7 @@ class UserAgent:
                     value, proxy=name == "Proxy-Authenticate"
                 )
             ]
-            attempt = self._digest.respond(
+            attempt = digest.respond(
                 challenges,
                 method=request.method,
                 uri=str(request.uri),
@@ -886,7 +897,7 @@ class UserAgent:
                 previous=ctx.attempt,
             )
         except (AuthenticationFailed, DigestError) as exc:
-            self._digest.forget()
+            digest.forget()
             logger.info("authentication failed for %s: %s", request.method, exc)
             self._events.append(AuthenticationRejected(
                 transaction=ctx.handle, request=request, response=response, reason=str(exc),
@@ -908,7 +919,7 @@ class UserAgent:
             headers.add("Content-Type", value)
         retry = SipRequest(request.method, request.uri, headers, request.body)
         old = ctx.tx
-        new_ctx = _ClientContext(ctx.handle, retry, ctx.destination, True, attempt)
+        new_ctx = _ClientContext(ctx.handle, retry, ctx.destination, digest, attempt)
         new_ctx.cancel_pending = ctx.cancel_pending
         if old is not None and self._handles.get(ctx.handle) is old:
             del self._handles[ctx.handle]
@@ -936,19 +947,6 @@ class UserAgent:
         h.add("User-Agent", self.config.signature.user_agent)
         return SipRequest(method, invite.uri, h)
 
-    def _response_destination(self, via: Via, source: Address) -> Address:
-        # RFC 3261 18.2.2 with RFC 3581 4: reliable transports answer on the connection the
-        # request came on; UDP goes to received (or sent-by) and the rport port.
-        if self.config.reliable:
-            return source
-        host = via.received or via.host
-        if host.startswith("["):
-            host = host[1:-1]
-        rport = via.rport
-        if isinstance(rport, int) and not isinstance(rport, bool):
-            return (host, rport)
-        return (host, via.port or 5060)
-
     def _stamp_received(self, request: SipRequest, source: Address) -> Via:
         # RFC 3261 18.2.1 and RFC 3581 4: note where the request really came from.
         via = request.top_via
@@ -971,7 +969,7 @@ class UserAgent:
             return
         original = request.top_via
         via = self._stamp_received(request, source)
-        destination = self._response_destination(via, source)
+        destination = response_destination(via, source, reliable=self.config.reliable)
         method = request.method
         try:
             key = server_key(
