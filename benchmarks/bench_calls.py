@@ -112,7 +112,7 @@ async def run_phones(n: int, seconds: float, warmup: float) -> dict[str, float]:
             setup_lab_cpu = _child_cpu(lab.pid) - lab_cpu0
             for call in calls:
                 call.play_tone(1004)
-            answered = [c for p in callees for c in p.calls.calls.values()]
+            answered = [c for p in callees for c in p.calls.values()]
             await asyncio.sleep(warmup)
             sample = calls[: min(5, n)]
             heard = await asyncio.gather(*(c.wait_tone(1004, timeout=5) for c in sample),

@@ -8,9 +8,10 @@ phone_sim`` is cheap, and the media stack (aiortc, PyAV) loads only when a call 
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from phone_sim._lazy import lazy_exports
 
 try:
     __version__ = version("phone-sim")
@@ -40,6 +41,35 @@ _EXPORTS: dict[str, str] = {
     "CallConfig": "phone_sim.call.session",
     "CallFailed": "phone_sim.call.aio",
     "CallTimeout": "phone_sim.call.aio",
+    # events and errors of the phone
+    "AuthenticationRefused": "phone_sim.phone.registration",
+    "CallAnswered": "phone_sim.phone.events",
+    "CallArrived": "phone_sim.phone.events",
+    "CallFinished": "phone_sim.phone.events",
+    "CallMediaNegotiated": "phone_sim.phone.events",
+    "CallPlaced": "phone_sim.phone.events",
+    "CallProgressed": "phone_sim.phone.events",
+    "CallRefreshed": "phone_sim.phone.events",
+    "CallStats": "phone_sim.call.aio",
+    "CallUpdateRefused": "phone_sim.phone.events",
+    "ConnectionDropped": "phone_sim.phone.events",
+    "FailedOver": "phone_sim.phone.events",
+    "MessageReceived": "phone_sim.phone.events",
+    "PhoneCallEvent": "phone_sim.phone.events",
+    "PhoneEvent": "phone_sim.phone.events",
+    "PhoneStopped": "phone_sim.phone.events",
+    "RegistrationError": "phone_sim.phone.registration",
+    "RegistrationFailed": "phone_sim.phone.events",
+    "RegistrationRefused": "phone_sim.phone.registration",
+    "RegistrationSucceeded": "phone_sim.phone.events",
+    "RegistrationTimeout": "phone_sim.phone.registration",
+    "ReprovisionRequested": "phone_sim.phone.events",
+    "RequestAnswered": "phone_sim.phone.events",
+    "SipTransportError": "phone_sim.phone.registration",
+    "TlsNotSupported": "phone_sim.tls.verdict",
+    "TlsVerdict": "phone_sim.tls.verdict",
+    "UdpCallAgent": "phone_sim.phone.aio_agent",
+    "Unregistered": "phone_sim.phone.events",
     # errors
     "PhoneSimError": "phone_sim.errors",
     "UsageError": "phone_sim.errors",
@@ -51,25 +81,53 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "Account",
+    "AuthenticationRefused",
     "Call",
+    "CallAnswered",
+    "CallArrived",
     "CallConfig",
     "CallFailed",
+    "CallFinished",
+    "CallMediaNegotiated",
+    "CallPlaced",
+    "CallProgressed",
+    "CallRefreshed",
+    "CallStats",
     "CallTimeout",
+    "CallUpdateRefused",
+    "ConnectionDropped",
+    "FailedOver",
     "FirmwareProfile",
     "MediaOptions",
+    "MessageReceived",
     "Model",
     "NetworkOptions",
     "Phone",
+    "PhoneCallEvent",
     "PhoneConfig",
+    "PhoneEvent",
     "PhoneSimError",
+    "PhoneStopped",
     "ProtocolError",
+    "RegistrationError",
+    "RegistrationFailed",
+    "RegistrationRefused",
     "RegistrationSettings",
+    "RegistrationSucceeded",
+    "RegistrationTimeout",
     "RemoteError",
+    "ReprovisionRequested",
+    "RequestAnswered",
     "SipHost",
     "SipTransport",
+    "SipTransportError",
     "TlsError",
+    "TlsNotSupported",
     "TlsRefused",
+    "TlsVerdict",
     "TrustStore",
+    "UdpCallAgent",
+    "Unregistered",
     "UsageError",
     "__version__",
     "build_phone",
@@ -78,26 +136,82 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from phone_sim.account import Account, SipHost, SipTransport
-    from phone_sim.call.aio import Call, CallFailed, CallTimeout
-    from phone_sim.call.session import CallConfig
-    from phone_sim.errors import PhoneSimError, ProtocolError, RemoteError, UsageError
-    from phone_sim.firmware import FirmwareProfile, Model, profile_for
-    from phone_sim.phone.aio import Phone, build_phone
-    from phone_sim.phone.config import MediaOptions, NetworkOptions, PhoneConfig, normalize_mac
-    from phone_sim.phone.registration import RegistrationSettings
-    from phone_sim.tls.client import TrustStore
-    from phone_sim.tls.verdict import TlsError, TlsRefused
+    from phone_sim.account import (
+        Account,
+        SipHost,
+        SipTransport,
+    )
+    from phone_sim.call.aio import (
+        Call,
+        CallFailed,
+        CallStats,
+        CallTimeout,
+    )
+    from phone_sim.call.session import (
+        CallConfig,
+    )
+    from phone_sim.errors import (
+        PhoneSimError,
+        ProtocolError,
+        RemoteError,
+        UsageError,
+    )
+    from phone_sim.firmware import (
+        FirmwareProfile,
+        Model,
+        profile_for,
+    )
+    from phone_sim.phone.aio import (
+        Phone,
+        build_phone,
+    )
+    from phone_sim.phone.aio_agent import (
+        UdpCallAgent,
+    )
+    from phone_sim.phone.config import (
+        MediaOptions,
+        NetworkOptions,
+        PhoneConfig,
+        normalize_mac,
+    )
+    from phone_sim.phone.events import (
+        CallAnswered,
+        CallArrived,
+        CallFinished,
+        CallMediaNegotiated,
+        CallPlaced,
+        CallProgressed,
+        CallRefreshed,
+        CallUpdateRefused,
+        ConnectionDropped,
+        FailedOver,
+        MessageReceived,
+        PhoneCallEvent,
+        PhoneEvent,
+        PhoneStopped,
+        RegistrationFailed,
+        RegistrationSucceeded,
+        ReprovisionRequested,
+        RequestAnswered,
+        Unregistered,
+    )
+    from phone_sim.phone.registration import (
+        AuthenticationRefused,
+        RegistrationError,
+        RegistrationRefused,
+        RegistrationSettings,
+        RegistrationTimeout,
+        SipTransportError,
+    )
+    from phone_sim.tls.client import (
+        TrustStore,
+    )
+    from phone_sim.tls.verdict import (
+        TlsError,
+        TlsNotSupported,
+        TlsRefused,
+        TlsVerdict,
+    )
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'phone_sim' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next access is a plain lookup
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

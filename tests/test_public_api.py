@@ -16,7 +16,9 @@ def test_every_export_resolves_and_is_listed() -> None:
 
 
 def test_importing_the_package_loads_no_media_stack() -> None:
-    code = ("import sys, phone_sim; phone_sim.PhoneConfig; phone_sim.build_phone; "
+    # A configuration can be built (and checked) without the media stack.
+    code = ("import sys, phone_sim; phone_sim.PhoneConfig; phone_sim.Account; "
+            "phone_sim.profile_for; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiortc', 'av')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -30,3 +32,15 @@ def test_unknown_name_is_an_attribute_error() -> None:
         assert "NoSuchThing" in str(exc)
     else:
         raise AssertionError("no AttributeError")
+
+
+def test_subpackages_export_what_they_list() -> None:
+    import phone_sim.call
+    import phone_sim.phone
+
+    for package in (phone_sim.phone, phone_sim.call):
+        assert sorted(package.__all__) == sorted(package._EXPORTS)
+        for name in package.__all__:
+            assert getattr(package, name) is not None
+    assert phone_sim.phone.UdpCallAgent is phone_sim.UdpCallAgent
+    assert phone_sim.call.Call is phone_sim.Call

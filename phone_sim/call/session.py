@@ -7,8 +7,9 @@ its Call-ID (:meth:`CallSession.handle_event`), API calls (``answer``, ``reject`
 back :class:`CallEvent` values and one deadline (:meth:`get_timer`). It does no I/O and
 reads no clock; what it sends leaves through the UA's ``datagrams_to_send()``.
 
-:class:`CallRouter` holds the sessions of one phone: it routes UA events to them by Call-ID
-and turns a new INVITE into an incoming session (:class:`CallReceived`).
+:class:`~phone_sim.call.router.CallRouter` holds the sessions of one phone: it routes UA
+events to them by Call-ID and starts a session for a new INVITE
+(:meth:`CallSession.incoming_call`).
 
 What it implements (the phone's pjsip behaviour, PROTOCOL-NOTES §5/§7):
 
@@ -35,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from phone_sim.errors import PhoneSimError, ProtocolError, UsageError
+from phone_sim.errors import ProtocolError, UsageError
 from phone_sim.media.negotiation import (
     LocalAudio,
     NegotiatedAudio,
@@ -44,6 +45,7 @@ from phone_sim.media.negotiation import (
     OfferAnswerState,
 )
 from phone_sim.sip.dialog import Dialog, DialogError, DialogState
+from phone_sim.sip.digest import DigestClient
 from phone_sim.sip.headers import HeaderValue, NameAddr, parse_delta_seconds, parse_params
 from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse
@@ -71,9 +73,7 @@ __all__ = [
     "CallError",
     "CallEstablished",
     "CallEvent",
-    "CallReceived",
     "CallRinging",
-    "CallRouter",
     "CallSession",
     "CallState",
     "MediaNegotiated",
@@ -205,14 +205,6 @@ class SessionRefreshed:
     """``"local"`` or ``"remote"``: who refreshes next."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallReceived:
-    """A new INVITE arrived and its offer is acceptable: the phone is ringing."""
-
-    session: CallSession
-    """The session to answer or reject."""
-
-
 CallEvent = (
     CallRinging | MediaNegotiated | CallEstablished | CallEnded | ReofferFailed
     | SessionRefreshed
@@ -311,8 +303,9 @@ def _warning_text(response: SipResponse) -> str:
 class CallSession:
     """One INVITE session (UAC or UAS) on a shared :class:`UserAgent`.
 
-    Build it with :meth:`outgoing` (places the call at once) or let :class:`CallRouter`
-    build it for an incoming INVITE. Feed it the UA events of its Call-ID and its timers.
+    Build it with :meth:`outgoing_call` (places the call at once) or
+    :meth:`incoming_call` (a new INVITE). Feed it the UA events of its Call-ID and its
+    timers.
     """
 
     def __init__(
@@ -326,12 +319,18 @@ class CallSession:
         destination: Address | None = None,
         rng: random.Random | None = None,
         key_factory: Callable[[], bytes] | None = None,
+        contact: NameAddr | None = None,
+        auth: DigestClient | None = None,
     ) -> None:
         self.ua = ua
         self.config = config
         self.outgoing = outgoing
         self.call_id = call_id
         self.destination = destination
+        # The account's own Contact and digest client (a UA may carry several accounts);
+        # None: the UA's.
+        self._contact: NameAddr | None = contact
+        self._auth = auth
         self.state = CallState.CALLING if outgoing else CallState.INCOMING
         self.dialog: Dialog | None = None
         #: The INVITE that started the call (as last sent, after an auth retry).
@@ -417,6 +416,18 @@ class CallSession:
         return self.oa.negotiated if self.oa is not None else None
 
     @property
+    def finished(self) -> bool:
+        """Over, with nothing left to report and no transaction of ours still out: the
+        session can be forgotten."""
+        return self.state is CallState.TERMINATED and not self._events and not self._client
+
+    def abandon(self, reason: str, *, status: int = 503) -> None:
+        """The transport under the call is gone (its UA with it): end the call now, with
+        *status*, without sending anything; nothing will ever answer its transactions."""
+        self._client.clear()
+        self._end(reason, status=status)
+
+    @property
     def remote_offer(self) -> bytes:
         """The SDP body of the incoming INVITE (empty when it had none)."""
         return self.invite.body if self.invite is not None and not self.outgoing else b""
@@ -458,13 +469,19 @@ class CallSession:
         routes: Iterable[NameAddr] = (),
         rng: random.Random | None = None,
         key_factory: Callable[[], bytes] | None = None,
+        contact: NameAddr | None = None,
+        auth: DigestClient | None = None,
     ) -> CallSession:
-        """Place a call to *target*: the INVITE (with the phone's SDES offer) goes at once."""
+        """Place a call to *target*: the INVITE (with the phone's SDES offer) goes at once.
+
+        *contact* and *auth* are the calling account's Contact and digest client (default:
+        the UA's)."""
         rng = rng or random.Random()
         call_id = new_call_id(rng)
         session = cls(
             ua, config=config or CallConfig(), outgoing=True, call_id=call_id, local=local,
-            destination=destination, rng=rng, key_factory=key_factory,
+            destination=destination, rng=rng, key_factory=key_factory, contact=contact,
+            auth=auth,
         )
         assert session.oa is not None
         body = bytes(session.oa.create_offer())
@@ -472,6 +489,7 @@ class CallSession:
             "INVITE", target, from_=from_.with_tag(new_tag(rng)) if from_.tag is None else from_,
             to=to or NameAddr(target), call_id=call_id, headers=session._timer_headers(),
             body=body, content_type=SDP, routes=tuple(routes),
+            contact=contact if contact is not None else True,
         )
         session._send_invite(invite, now)
         return session
@@ -485,7 +503,8 @@ class CallSession:
 
     def _send_invite(self, invite: SipRequest, now: float) -> None:
         self.invite = invite
-        self._invite_handle = self.ua.send_request(invite, now, destination=self.destination)
+        self._invite_handle = self.ua.send_request(invite, now, destination=self.destination,
+                                                   auth=self._auth)
 
     def cancel(self, now: float) -> None:
         """Give up an outgoing call that has no final answer yet (RFC 3261 9.1)."""
@@ -496,6 +515,34 @@ class CallSession:
         self.ua.cancel(self._invite_handle, now)
 
     # -- answering a call --------------------------------------------------------------------
+
+    @classmethod
+    def incoming_call(
+        cls,
+        ua: UserAgent,
+        event: RequestReceived,
+        now: float,
+        *,
+        local: LocalAudio,
+        config: CallConfig | None = None,
+        rng: random.Random | None = None,
+        key_factory: Callable[[], bytes] | None = None,
+        contact: NameAddr | None = None,
+        auth: DigestClient | None = None,
+    ) -> CallSession:
+        """A session for a new INVITE (*event*, no To tag). Its offer is checked at once, as
+        the firmware does before ringing: an unacceptable one is refused here (488 with a
+        Warning, 400, 415, 422) and the session comes back ``TERMINATED`` with its
+        ``final_status``; otherwise it is ``INCOMING``, ready to :meth:`ring`.
+
+        *local* is the account's media template (its address; the port is set at
+        :meth:`answer`)."""
+        session = cls(
+            ua, config=config or CallConfig(), outgoing=False, call_id=event.request.call_id,
+            local=local, rng=rng, key_factory=key_factory, contact=contact, auth=auth,
+        )
+        session._receive_invite(event, now)
+        return session
 
     def _receive_invite(self, event: RequestReceived, now: float) -> bool:
         """Check a new INVITE; answer the refusals itself. True when the phone rings."""
@@ -591,7 +638,8 @@ class CallSession:
                 self._retx_at = self._retx_deadline
         else:
             response = self.ua.respond(self._invite_handle, status, now,
-                                       headers=self._capability_headers())
+                                       headers=self._capability_headers(),
+                                       contact=self._contact)
             self._ensure_uas_dialog(response, final=False)
 
     def _send_reliable(self, now: float) -> None:
@@ -600,6 +648,7 @@ class CallSession:
         response = self.ua.respond(
             self._invite_handle, int(status), now,
             headers=[("Require", "100rel"), ("RSeq", str(rseq)), *self._capability_headers()],
+            contact=self._contact,
         )
         self._ensure_uas_dialog(response, final=False)
 
@@ -663,7 +712,7 @@ class CallSession:
         self._unacked_1xx = None
         self._retx_at = None
         response = self.ua.respond(self._invite_handle, 200, now, headers=headers, body=body,
-                                   content_type=SDP)
+                                   content_type=SDP, contact=self._contact)
         self._ensure_uas_dialog(response, final=True)
 
     def reject(self, now: float, status: int = 486) -> None:
@@ -765,7 +814,7 @@ class CallSession:
         extra: list[tuple[str, HeaderValue]] = list(headers)
         contact = None
         if method in ("INVITE", "UPDATE"):
-            contact = self.ua.contact
+            contact = self._contact or self.ua.contact
             extra += self._capability_headers()
         return self.dialog.create_request(
             method, contact=contact, headers=extra, body=body,
@@ -774,7 +823,7 @@ class CallSession:
         )
 
     def _send(self, request: SipRequest, now: float, purpose: str) -> int:
-        handle = self.ua.send_request(request, now)
+        handle = self.ua.send_request(request, now, auth=self._auth)
         self._client[handle] = purpose
         return handle
 
@@ -1040,7 +1089,7 @@ class CallSession:
             # RFC 3261 13.2.2.4: a second fork answered: ACK it and hang that one up.
             self.ua.send_ack(event.transaction, response, now, dialog=dialog)
             bye = dialog.create_request("BYE", user_agent=self.ua.config.signature.user_agent)
-            self.ua.send_request(bye, now)
+            self.ua.send_request(bye, now, auth=self._auth)
             return
         self.dialog = dialog
         self.final_status = response.status
@@ -1302,7 +1351,7 @@ class CallSession:
         headers = [*self._capability_headers(), *self._uas_timer_headers(request)]
         self.ua.respond(handle, 200, now, headers=headers, body=body,
                         content_type=SDP if body else None,
-                        contact=True)
+                        contact=self._contact or True)
         if offer_in_200:
             self._answer_from_ack = True
         if negotiated is not None:
@@ -1311,157 +1360,3 @@ class CallSession:
             method == "UPDATE" or not offer_in_200
         ):
             self._arm_session_timer(now)
-
-
-# --------------------------------------------------------------------------------------------
-# All calls of one phone
-
-
-class CallRouter:
-    """The calls of one phone, on the phone's :class:`UserAgent`.
-
-    Feed it every UA event (:meth:`handle_event` returns whether it took it); it creates a
-    :class:`CallSession` for each acceptable new INVITE (:class:`CallReceived` from
-    :meth:`next_event`) and refuses the others itself (488 + Warning, 400, 415, 420, 422).
-    ``local`` is the :class:`LocalAudio` template (the phone's media host); the adapter
-    passes the real port to :meth:`CallSession.answer`.
-    """
-
-    def __init__(
-        self,
-        ua: UserAgent | None = None,
-        *,
-        config: CallConfig | None = None,
-        local: LocalAudio | None = None,
-        destination: Address | None = None,
-        rng: random.Random | None = None,
-        key_factory: Callable[[], bytes] | None = None,
-    ) -> None:
-        self.ua = ua
-        self.config = config or CallConfig()
-        self.local = local
-        self.destination = destination
-        self._rng = rng or random.Random()
-        self._key_factory = key_factory
-        self.sessions: dict[str, CallSession] = {}
-        self._events: deque[CallReceived] = deque()
-        #: Incoming INVITEs refused before ringing, per status.
-        self.refused: dict[int, int] = {}
-
-    def attach(self, ua: UserAgent, *, destination: Address | None = None) -> None:
-        """Use *ua* from now on (the phone made a new transport); live calls are dropped."""
-        self._drop_all("the phone's SIP transport was replaced")
-        self.ua = ua
-        self.destination = destination
-
-    def detach(self, reason: str = "the phone's SIP transport was lost") -> None:
-        """The phone's transport is gone: every call ends (503, *reason*) and none can start
-        until :meth:`attach`. The firmware's dialogs are bound to its connection too."""
-        self._drop_all(reason)
-        self.ua = None
-
-    def _drop_all(self, reason: str) -> None:
-        for session in list(self.sessions.values()):
-            # Their transactions went with the UA: nothing will ever answer them.
-            session._client.clear()
-            session._end(reason, status=503)
-
-    def dial(
-        self,
-        target: SipUri,
-        now: float,
-        *,
-        from_: NameAddr,
-        local: LocalAudio,
-        to: NameAddr | None = None,
-    ) -> CallSession:
-        """Place a call to *target* from *from_*; the INVITE goes at once."""
-        if self.ua is None:
-            raise UsageError("the phone has no SIP transport yet: register first")
-        session = CallSession.outgoing_call(
-            self.ua, target, now, from_=from_, local=local, config=self.config, to=to,
-            destination=self.destination, rng=random.Random(self._rng.random()),
-            key_factory=self._key_factory,
-        )
-        self.sessions[session.call_id] = session
-        return session
-
-    def next_event(self) -> CallReceived | None:
-        """The next new incoming call, or None."""
-        return self._events.popleft() if self._events else None
-
-    def get_timer(self) -> float | None:
-        """The earliest deadline over all calls."""
-        times = [t for s in self.sessions.values() if (t := s.get_timer()) is not None]
-        return min(times) if times else None
-
-    def handle_timer(self, now: float) -> None:
-        """Fire every call's due timers."""
-        for session in list(self.sessions.values()):
-            at = session.get_timer()
-            if at is not None and at <= now:
-                session.handle_timer(now)
-
-    def reap(self) -> list[CallSession]:
-        """Forget ended calls with nothing left to report; returns them."""
-        gone = [s for s in self.sessions.values()
-                if s.state is CallState.TERMINATED and not s._events and not s._client]
-        for session in gone:
-            del self.sessions[session.call_id]
-        return gone
-
-    def handle_event(self, event: UaEvent, now: float) -> bool:
-        """Route one UA event; False when it is not about a call (registration, OPTIONS...)."""
-        if isinstance(event, RequestReceived):
-            request = event.request
-            session = self.sessions.get(request.call_id)
-            if session is not None:
-                if request.method == "INVITE" and request.to_tag is None:
-                    if event.transaction is not None:
-                        # A new INVITE reusing a live Call-ID (RFC 3261 8.2.2.2 merged).
-                        self.ua_respond(event.transaction, 482, now)
-                    return True
-                self._feed(session, event, now)
-                return True
-            if request.method == "INVITE" and request.to_tag is None:
-                self._incoming(event, now)
-                return True
-            return False
-        request_of = getattr(event, "request", None)
-        if request_of is None:
-            return False
-        session = self.sessions.get(request_of.call_id)
-        if session is None:
-            return False
-        self._feed(session, event, now)
-        return True
-
-    @staticmethod
-    def _feed(session: CallSession, event: UaEvent, now: float) -> None:
-        try:
-            session.handle_event(event, now)
-        except PhoneSimError as exc:
-            # A message we did not foresee must not take the phone down: log it loudly (a
-            # test looks for this) and end that call.
-            logger.error("call %s: %s while handling %s", session.call_id, exc,
-                         type(event).__name__)
-            session._end(f"internal error: {exc}", status=500)
-
-    def ua_respond(self, transaction: int, status: int, now: float) -> None:
-        """Answer a request directly (used for refusals outside any call)."""
-        assert self.ua is not None
-        self.ua.respond(transaction, status, now)
-
-    def _incoming(self, event: RequestReceived, now: float) -> None:
-        assert self.ua is not None
-        session = CallSession(
-            self.ua, config=self.config, outgoing=False, call_id=event.request.call_id,
-            local=self.local, rng=random.Random(self._rng.random()),
-            key_factory=self._key_factory,
-        )
-        if session._receive_invite(event, now):
-            self.sessions[session.call_id] = session
-            self._events.append(CallReceived(session=session))
-        else:
-            status = session.final_status or 0
-            self.refused[status] = self.refused.get(status, 0) + 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from phone_sim.call.aio import Call, CallFailed, CallStats
-from phone_sim.call.session import CallEnded
+from phone_sim.call.events import CallFinished
 from phone_sim.cli._phone import add_phone_options, phone_from_args
 from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.phone import Phone
@@ -208,16 +208,21 @@ async def _call(phone: Phone, play: tuple[str, float | Path] | None,
                 elif check.exception() is not None:
                     failure = (f"the {args.expect_tone:g} Hz tone was not heard "
                                f"({check.exception()})")
-            if ended.done():
-                reason: CallEnded = ended.result()
-                if failure is None and not sleeper.done() and not stopped.done():
-                    failure = f"the call ended early: {reason.reason}"
+            if ended.done() and not sleeper.done() and not stopped.done():
+                finished: CallFinished = ended.result()
+                if finished.by_peer and finished.status is None:
+                    # A normal hang-up by the peer (a playback that is done) is not a failure
+                    # when every expectation held.
+                    _emit(args, f"the peer hung up ({finished.reason})",
+                          {"event": "hung-up-by-peer", "reason": finished.reason})
+                elif failure is None:
+                    failure = f"the call ended early: {finished.reason}"
             for task in (sleeper, stopped, ended):
                 task.cancel()
         finally:
             live.cancel()
         final = call.stats
-        if call.session.ended is None:
+        if call.ended is None:
             with contextlib.suppress(PhoneSimError):
                 await call.hangup()
         _emit(args, f"final: {_stats_line(final)}",
@@ -298,10 +303,10 @@ async def _serve(call: Call, args: argparse.Namespace, stop: asyncio.Event) -> i
     finally:
         live.cancel()
     final = call.stats
-    if call.session.ended is None:
+    if call.ended is None:
         with contextlib.suppress(PhoneSimError):
             await call.hangup()
-    reason = call.session.ended.reason if call.session.ended else "?"
+    reason = call.ended.reason if call.ended else "?"
     _emit(args, f"call from {call.remote} ended ({reason}): {_stats_line(final)}",
           {"event": "ended", "from": call.remote, "reason": reason, **_stats_obj(final),
            "tone_heard": tone_ok})

@@ -27,7 +27,7 @@ from phone_sim.phone import (
     ReprovisionRequested,
 )
 from phone_sim.phone.aio import build_phone
-from phone_sim.phone.registration import PhoneEvent
+from phone_sim.phone.events import PhoneEvent
 from phone_sim.tls.verdict import TlsError
 
 __all__ = ["add_parser"]
@@ -137,26 +137,30 @@ async def _main(phone: Phone, aor: str, args: argparse.Namespace) -> int:
              "contact": done.contact, "user_agent": phone.profile.user_agent},
         )
         if not args.once:
-            watcher = asyncio.ensure_future(_watch(events, args))
+            watcher = asyncio.ensure_future(_watch(events, args, first=done))
             try:
                 await stop.wait()
             finally:
                 watcher.cancel()
         result = await phone.unregister()
-        if result.confirmed:
-            _emit(args, "unregistered", {"result": "unregistered"})
-            return 0
-        if result.host is None:
+        if not result.registered:
             _emit(args, "not registered at shutdown; nothing to remove",
                   {"result": "not-registered"})
             return 0 if args.once else 2
+        if result.confirmed:
+            _emit(args, "unregistered", {"result": "unregistered"})
+            return 0
         print("phone-sim register: error: the registrar did not confirm the un-REGISTER",
               file=sys.stderr)
         return 2
 
 
-async def _watch(events: Any, args: argparse.Namespace) -> None:
+async def _watch(
+    events: Any, args: argparse.Namespace, *, first: RegistrationSucceeded
+) -> None:
     async for event in events:
+        if event is first:
+            continue  # already reported as "registered": the stream replays it
         line = _event_line(event)
         if line is not None:
             _emit(args, *line)

@@ -1,8 +1,9 @@
 """The lab's echo service (extension ``600``): an auto-answering UAS that echoes audio and DTMF.
 
 It is a SIP user agent on its own loopback UDP port inside the lab process, built on the call
-layer (:class:`phone_sim.call.aio.UdpCallAgent`: the sans-I/O call session with PRACK,
-session timers and hold, and a media endpoint per call). The lab's proxy routes
+layer (:class:`phone_sim.phone.aio_agent.UdpCallAgent`, a phone whose one line does not
+register: the sans-I/O call session with PRACK, session timers and hold, and a media
+endpoint per call). The lab's proxy routes
 ``sip:600@<lab domain>`` to it from its UDP listener with Record-Route, so a phone on TLS
 reaches it over the phone's own connection, and the echo's in-dialog requests come back
 through the lab.
@@ -21,8 +22,9 @@ import asyncio
 import contextlib
 import logging
 
-from phone_sim.call.aio import Call, CallFailed, UdpCallAgent
+from phone_sim.call.aio import Call, CallFailed
 from phone_sim.errors import UsageError
+from phone_sim.phone.aio_agent import UdpCallAgent
 from phone_sim.sip.ua import Address
 
 logger = logging.getLogger(__name__)
@@ -40,11 +42,11 @@ class _LabOnlyAgent(UdpCallAgent):
 
     allowed: frozenset[Address] = frozenset()
 
-    def _receive(self, data: bytes, source: Address) -> None:
+    def _datagram(self, data: bytes, source: Address) -> None:
         if self.allowed and (source[0], source[1]) not in self.allowed:
             logger.debug("echo: dropped a datagram from %s:%d (not the lab)", *source)
             return
-        super()._receive(data, source)
+        super()._datagram(data, source)
 
 
 class EchoService:
@@ -74,7 +76,7 @@ class EchoService:
     @property
     def refused(self) -> dict[int, int]:
         """INVITEs refused before ringing, by status (488 for an offer without SDES...)."""
-        return dict(self._agent.calls.refused)
+        return self._agent.refused
 
     def accept_only_from(self, *sources: Address) -> None:
         """Take SIP only from these addresses (the lab's UDP listener); none: from anyone."""
@@ -108,7 +110,7 @@ class EchoService:
 
     async def _serve(self) -> None:
         while True:
-            call = await self._agent.calls.next_call()
+            call = await self._agent.next_call()
             self.calls_answered += 1
             task = asyncio.get_running_loop().create_task(self._echo_dtmf(call))
             self._calls.add(task)
@@ -119,7 +121,7 @@ class EchoService:
         call layer's echo source)."""
         sent = 0
         try:
-            while call.session.ended is None:
+            while call.ended is None:
                 # The call collects media events only while someone waits on it: an empty
                 # wait collects them and returns at once.
                 await call.wait_dtmf("", timeout=1.0)

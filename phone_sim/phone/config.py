@@ -90,6 +90,8 @@ class NetworkOptions:
 
     local_host: str | None = None
     """The address UDP binds and SIP/RTP advertise (default: the route towards the server)."""
+    sip_port: int = 0
+    """The UDP port the phone's SIP socket binds (the firmware's 5060; 0: any free one)."""
     listen_port: int | None = None
     """Also listen for TCP on this port (0: any free one), as the firmware listens on 5060;
     None: no listener."""
@@ -97,6 +99,8 @@ class NetworkOptions:
     def __post_init__(self) -> None:
         if self.listen_port is not None and not 0 <= self.listen_port < 65536:
             raise PhoneConfigError(f"listen port {self.listen_port} out of range (0-65535)")
+        if not 0 <= self.sip_port < 65536:
+            raise PhoneConfigError(f"SIP port {self.sip_port} out of range (0-65535)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

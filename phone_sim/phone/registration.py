@@ -1,21 +1,16 @@
-"""The phone's registration state machine, sans-I/O.
+"""One account's registration, sans-I/O: :class:`Registration`.
 
-:class:`RegistrationCore` owns one account's registration and the SIP user agent core that
-carries it. It does no I/O and reads no clock: the asyncio adapter
-(:mod:`phone_sim.phone.aio`) feeds it
+A registration only registers. It does not own a transport or a user agent: it asks the
+phone core for a *flow* to its registrar (:class:`OpenFlow`), is told when the flow is open
+(:meth:`Registration.flow_opened`, with the flow's :class:`~phone_sim.sip.ua.UserAgent`),
+failed or lost, sends its REGISTERs through that user agent with its own Contact and digest
+client (several accounts may share one flow, as pjsip's accounts share a transport), and is
+fed the UA events of its own REGISTER transactions. It reports past-tense events
+(:mod:`phone_sim.phone.events`) and one deadline (:meth:`get_timer`).
 
-- ``start(now)``, ``stop(now)`` (unregister), ``handle_timer(now)``;
-- ``transport_opened(local, remote, now)``, ``transport_failed(error, now)`` and
-  ``transport_lost(now)`` about the transport it was asked to open;
-- ``receive_data(data, source, now)`` with what arrived (a datagram, or stream bytes that the
-  core frames itself with the SIP core's :class:`~phone_sim.sip.framer.StreamFramer`);
-
-and takes out ``datagrams_to_send()``, ``next_command()`` (:class:`OpenTransport`,
-:class:`CloseTransport`), ``next_event()`` (past-tense frozen dataclasses) and
-``get_timer()`` (one deadline for everything: transactions, refresh, retry, keep-alive).
-
-The policy for ``reregister``, ``retry`` and ``num_retries`` and for failover is in
-``docs/registration.md``; each branch below cites it as "doc §".
+The policy for ``reregister``, ``retry``, ``num_retries``, failover, failback and recovery
+after a dropped connection is written in ``docs/registration.md``; each branch here cites
+it as "doc §".
 """
 
 from __future__ import annotations
@@ -23,31 +18,29 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from phone_sim.account import Account, SipHost, SipTransport
 from phone_sim.errors import PhoneSimError, RemoteError
-from phone_sim.firmware import FirmwareProfile
-from phone_sim.sip.digest import DigestCredentials
-from phone_sim.sip.framer import (
-    KeepAlivePingReceived,
-    KeepAlivePongReceived,
-    MessageRejected,
-    StreamFramer,
+from phone_sim.phone.events import (
+    ConnectionDropped,
+    FailedOver,
+    RegistrationEvent,
+    RegistrationFailed,
+    RegistrationSucceeded,
+    Unregistered,
 )
+from phone_sim.sip.digest import DigestClient, DigestCredentials
 from phone_sim.sip.headers import HeaderValueError, NameAddr
 from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse
+from phone_sim.sip.routing import Address
 from phone_sim.sip.signature import PhoneSignature, new_call_id, new_tag
 from phone_sim.sip.ua import (
-    Address,
     AuthenticationRejected,
-    RequestReceived,
     ResponseReceived,
     TransactionTimedOut,
     TransportFailed,
-    UaConfig,
     UaEvent,
     UserAgent,
 )
@@ -57,42 +50,17 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AuthenticationRefused",
-    "ClosePeer",
-    "CloseTransport",
-    "ConnectionDropped",
-    "FailedOver",
-    "MessageReceived",
-    "OpenTransport",
-    "PhoneEvent",
+    "CloseFlow",
+    "OpenFlow",
     "RegState",
-    "RegistrationCore",
+    "Registration",
     "RegistrationError",
-    "RegistrationFailed",
     "RegistrationRefused",
     "RegistrationSettings",
-    "RegistrationSucceeded",
+    "RegistrationStateError",
     "RegistrationTimeout",
-    "ReprovisionRequested",
-    "RequestAnswered",
     "SipTransportError",
-    "Unregistered",
 ]
-
-_SHARED_RNG = random.Random()
-_SIGNATURES: dict[FirmwareProfile, PhoneSignature] = {}
-
-
-def _signature_for(profile: FirmwareProfile) -> PhoneSignature:
-    # One (immutable) signature per profile, shared by a fleet's phones.
-    signature = _SIGNATURES.get(profile)
-    if signature is None:
-        signature = _SIGNATURES[profile] = PhoneSignature.for_profile(
-            profile, extra_methods=EXTRA_METHODS
-        )
-    return signature
-
-#: Methods the phone handles beyond the SIP core's (check-sync NOTIFY, MESSAGE).
-EXTRA_METHODS = ("NOTIFY", "MESSAGE")
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,13 +97,17 @@ class SipTransportError(RegistrationError):
     exit_code = 2
 
 
+class RegistrationStateError(PhoneSimError):
+    """A transition the table does not allow (a bug in the caller or here)."""
+
+
 # --------------------------------------------------------------------------------------------
-# Settings, commands, events
+# Settings and what a registration asks of the core
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegistrationSettings:
-    """Timing of the phone's registration; the defaults follow pjsip as the firmware uses it."""
+    """Timing of the phone's registrations; the defaults follow pjsip as the firmware uses it."""
 
     register_timeout: float = 32.0
     """Seconds an attempt may take (connect, TLS, REGISTER and its digest retry): 64*T1."""
@@ -148,9 +120,16 @@ class RegistrationSettings:
     udp_ka_interval: float = 15.0
     """CRLF keep-alive period on UDP (the ``udp_ka_interval`` setting; pjsua's 15 s); 0 off."""
     jitter: float = 0.0
-    """Up to this many seconds, drawn at random per phone, added to every retry and
-    reconnect delay (and taken off each refresh delay, down to a quarter of the grant) so
+    """Up to this many seconds, drawn at random per phone, added to every retry delay after
+    a failed attempt (and taken off each refresh delay, down to a quarter of the grant) so
     that a fleet does not retry or refresh in lockstep (0 = the profile's timing)."""
+    reconnect_window: float = 10.0
+    """After a dropped connection, the first reconnect waits a random 0 to this many
+    seconds: pjsua's ``reg_retry_random_interval`` (10 s), so that a fleet whose server
+    restarts does not come back in one burst (doc §recovery); 0 reconnects at once."""
+    reconnect_backoff: float = 8.0
+    """After a failed reconnect, the next waits 0.5-1 x this, doubling per failure up to the
+    host's ``retry`` (doc §recovery); 0 uses ``retry`` alone."""
     failback: bool = True
     """When registered on the alternate, try the primary again at each half-period."""
 
@@ -158,249 +137,149 @@ class RegistrationSettings:
         for name in ("register_timeout", "unregister_timeout"):
             if not getattr(self, name) > 0:
                 raise PhoneSimError(f"{name} must be positive")
-        for name in ("refresh_margin", "stream_ka_interval", "udp_ka_interval", "jitter"):
-            if getattr(self, name) < 0:
+        for name in ("refresh_margin", "stream_ka_interval", "udp_ka_interval", "jitter",
+                     "reconnect_window", "reconnect_backoff"):
+            if not getattr(self, name) >= 0:
                 raise PhoneSimError(f"{name} must not be negative")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OpenTransport:
-    """The adapter must open a transport to *host* and report ``transport_opened``/failed."""
+class OpenFlow:
+    """The registration needs a flow to *host* (the core opens one, or shares an open one)."""
 
     host: SipHost
     """Where to."""
     server_name: str
-    """The name to check the TLS certificate against (and send as SNI)."""
+    """The name the TLS certificate is checked against (and sent as SNI)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CloseTransport:
-    """The adapter must close the current transport (a UDP socket only when *final*)."""
+class CloseFlow:
+    """The registration no longer uses *flow* (the core closes it if nobody else does)."""
 
-    final: bool
-    """True when the phone stops: close everything."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClosePeer:
-    """The adapter must close the connection a PBX opened to the phone's listener."""
-
-    peer: Address
-    """Its remote address (the *source* it was fed with)."""
+    flow: int
+    """The flow given up."""
 
 
-Command = OpenTransport | CloseTransport | ClosePeer
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RegistrationSucceeded:
-    """The registrar accepted the binding (first time or refresh)."""
-
-    host: SipHost
-    """The registrar."""
-    expires: int
-    """Seconds granted (the Contact's expires, else the Expires header)."""
-    contact: str
-    """The Contact the phone registered."""
-    refresh: bool
-    """True for a refresh of a live registration."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RegistrationFailed:
-    """An attempt failed; the phone retries at ``retry_at`` (None when it stopped)."""
-
-    host: SipHost
-    """The registrar tried."""
-    error: PhoneSimError
-    """What went wrong (``TlsRefused`` with its bitmask, :class:`AuthenticationRefused`...)."""
-    retry_at: float | None
-    """When the next attempt starts, on the caller's clock."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FailedOver:
-    """The phone moved from one registrar to the other."""
-
-    from_host: SipHost
-    """The host given up."""
-    to_host: SipHost
-    """The host tried next."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionDropped:
-    """The registrar closed the connection (or a framing error ended it); the phone
-    reconnects and registers again."""
-
-    host: SipHost
-    """The registrar."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Unregistered:
-    """The phone removed its binding (or gave up waiting) and stopped."""
-
-    host: SipHost | None
-    """The registrar, None when the phone was not registered."""
-    confirmed: bool
-    """True when the registrar answered the un-REGISTER with 2xx."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReprovisionRequested:
-    """A ``NOTIFY`` with ``Event: check-sync`` arrived (answered 200)."""
-
-    source: Address
-    """Who sent it."""
-    reboot: bool
-    """True when the event carried ``reboot=true``."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageReceived:
-    """An out-of-dialog MESSAGE arrived (answered 200)."""
-
-    sender: str
-    """The From URI."""
-    content_type: str | None
-    """Its Content-Type."""
-    body: bytes
-    """Its body, as bytes."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestAnswered:
-    """The phone answered a request that arrived (OPTIONS, NOTIFY, a refused INVITE...)."""
-
-    method: str
-    """The request method."""
-    status: int
-    """The status sent."""
-    source: Address
-    """Who sent it."""
-
-
-PhoneEvent = (
-    RegistrationSucceeded
-    | RegistrationFailed
-    | FailedOver
-    | ConnectionDropped
-    | Unregistered
-    | ReprovisionRequested
-    | MessageReceived
-    | RequestAnswered
-)
+FlowCommand = OpenFlow | CloseFlow
 
 
 class RegState(enum.Enum):
-    """Where the registration is."""
+    """Where an account's registration is."""
 
     IDLE = "idle"
     CONNECTING = "connecting"
     REGISTERING = "registering"
     REGISTERED = "registered"
+    READY = "ready"
+    """A line with ``register="0"``: its flow is open and it places calls, unregistered."""
     WAITING = "waiting"
     UNREGISTERING = "unregistering"
     STOPPED = "stopped"
 
 
 # The transition table (STYLE: one table; a pair not in it is a bug, raised as such).
+_S = RegState
 _TRANSITIONS: dict[RegState, frozenset[RegState]] = {
-    RegState.IDLE: frozenset({RegState.CONNECTING, RegState.STOPPED}),
-    RegState.CONNECTING: frozenset(
-        {RegState.REGISTERING, RegState.WAITING, RegState.CONNECTING, RegState.STOPPED}
-    ),
-    RegState.REGISTERING: frozenset(
-        {RegState.REGISTERED, RegState.WAITING, RegState.CONNECTING, RegState.REGISTERING,
-         RegState.UNREGISTERING, RegState.STOPPED}
-    ),
-    RegState.REGISTERED: frozenset(
-        {RegState.REGISTERING, RegState.CONNECTING, RegState.WAITING, RegState.UNREGISTERING,
-         RegState.STOPPED}
-    ),
-    RegState.WAITING: frozenset({RegState.CONNECTING, RegState.REGISTERING, RegState.STOPPED}),
-    RegState.UNREGISTERING: frozenset({RegState.STOPPED}),
-    RegState.STOPPED: frozenset(),
+    _S.IDLE: frozenset({_S.CONNECTING, _S.STOPPED}),
+    _S.CONNECTING: frozenset(
+        {_S.REGISTERING, _S.READY, _S.WAITING, _S.CONNECTING, _S.STOPPED}),
+    _S.REGISTERING: frozenset(
+        {_S.REGISTERED, _S.WAITING, _S.CONNECTING, _S.REGISTERING, _S.UNREGISTERING,
+         _S.STOPPED}),
+    _S.REGISTERED: frozenset(
+        {_S.REGISTERING, _S.CONNECTING, _S.WAITING, _S.UNREGISTERING, _S.STOPPED}),
+    _S.READY: frozenset({_S.WAITING, _S.STOPPED}),
+    _S.WAITING: frozenset({_S.CONNECTING, _S.REGISTERING, _S.STOPPED}),
+    _S.UNREGISTERING: frozenset({_S.STOPPED}),
+    _S.STOPPED: frozenset(),
 }
 
 
-class RegistrationStateError(PhoneSimError):
-    """A transition the table does not allow (a bug in the caller or here)."""
-
-
 # --------------------------------------------------------------------------------------------
-# The core
+# The machine
 
 
-class RegistrationCore:
-    """The registration of one account over one transport at a time (see module docstring).
+class Registration:
+    """The registration of one account (see the module docstring).
 
-    ``rng`` makes Call-IDs, tags, branches and the jitter; seed it for reproducible tests.
+    *account* says who and where; *index* names it in events; *signature* is what the phone
+    advertises; *rng* makes Call-IDs, tags and the jitter. *register* False makes a line
+    that opens its flow but never registers (``register="0"``).
     """
 
     __slots__ = (
         "_attempt_at",
         "_attempt_deadline",
+        "_backoff",
         "_call_id",
         "_commands",
         "_cseq",
         "_events",
         "_expires_asked",
         "_failures",
-        "_framer",
         "_from",
         "_host_index",
         "_ka_at",
         "_min_expires_tries",
         "_out",
-        "_peers",
         "_probing_primary",
         "_refresh_at",
         "_reg_handle",
+        "_register",
         "_registered_host",
-        "_remote",
         "_rng",
         "_signature",
         "_state",
-        "_ua",
         "_unreg_deadline",
         "account",
         "contact",
+        "digest",
         "expires",
-        "profile",
+        "flow",
+        "index",
+        "remote",
         "settings",
-        "ua_hook",
+        "ua",
     )
 
     def __init__(
         self,
-        profile: FirmwareProfile,
         account: Account,
         *,
-        settings: RegistrationSettings | None = None,
-        rng: random.Random | None = None,
-        signature: PhoneSignature | None = None,
+        settings: RegistrationSettings,
+        signature: PhoneSignature,
+        rng: random.Random,
+        register: bool = True,
     ) -> None:
-        self.profile = profile
         self.account = account
-        self.settings = settings or RegistrationSettings()
-        # One generator shared by every phone without its own: a Random is 2.5 KB, and a
-        # fleet holds thousands of phones.
-        self._rng = rng or _SHARED_RNG
-        self._signature = signature or _signature_for(profile)
+        self.index = account.index
+        self.settings = settings
+        self._signature = signature
+        self._rng = rng
+        self._register = register
         self._state = RegState.IDLE
         self._host_index = 0
         self._failures = 0
-        self._ua: UserAgent | None = None
-        self._framer: StreamFramer | None = None
-        # Connections the PBX opened to the phone's TCP listener, each with its own framer.
-        self._peers: dict[Address, StreamFramer] = {}
-        self._remote: Address | None = None
-        self._reg_handle: int | None = None
-        self._call_id = new_call_id(self._rng)
+        # Consecutive failed reconnects after a dropped flow (doc §recovery); None: not
+        # recovering from a drop.
+        self._backoff: int | None = None
+        #: The account's own digest client: its nonce cache outlives a flow, as pjsip's.
+        self.digest = DigestClient(
+            DigestCredentials(username=account.auth_username, password=account.password),
+            algorithms=signature.digest_algorithms,
+            cnonce_factory=lambda: new_tag(self._rng),
+        )
+        #: The flow in use (its id), its user agent and the registrar's address on it.
+        self.flow: int | None = None
+        self.ua: UserAgent | None = None
+        self.remote: Address | None = None
+        #: The account's Contact on the flow (with the ``caller_id`` display name).
+        self.contact: NameAddr | None = None
         self._from: NameAddr | None = None
-        self._cseq = self._rng.randint(1, 0x7FFF)
+        self._reg_handle: int | None = None
+        self._call_id = new_call_id(rng)
+        self._cseq = rng.randint(1, 0x7FFF)
         self._expires_asked = 0
         self._min_expires_tries = 0
         self._probing_primary = False
@@ -410,23 +289,15 @@ class RegistrationCore:
         self._refresh_at: float | None = None
         self._ka_at: float | None = None
         self._unreg_deadline: float | None = None
-        self._out: list[tuple[bytes, Address]] = []
         # Lists, not deques: a deque costs 760 bytes even when empty, and these stay tiny.
-        self._commands: list[Command] = []
-        self._events: list[PhoneEvent] = []
-        #: The Contact URI registered (after the transport opened).
-        self.contact: str | None = None
+        self._out: list[tuple[bytes, Address]] = []
+        self._commands: list[FlowCommand] = []
+        self._events: list[RegistrationEvent] = []
         #: Seconds granted by the last successful registration.
         self.expires: int | None = None
-        #: Offered every SIP core event first (``hook(event, now)``); an event it returns
-        #: True for is the hook's (a call layer takes INVITE, BYE, in-dialog requests...).
-        self.ua_hook: Callable[[UaEvent, float], bool] | None = None
 
     def __repr__(self) -> str:
-        return (
-            f"<RegistrationCore {self.account.username}@{self.host.label} "
-            f"{self._state.value}>"
-        )
+        return f"<Registration {self.account.username}@{self.host.label} {self._state.value}>"
 
     # -- properties -----------------------------------------------------------------------
 
@@ -441,16 +312,6 @@ class RegistrationCore:
         return self.account.hosts[self._host_index]
 
     @property
-    def ua(self) -> UserAgent | None:
-        """The SIP user agent core of the open transport (None between transports)."""
-        return self._ua
-
-    @property
-    def remote(self) -> Address | None:
-        """The registrar's address on the open transport, or None."""
-        return self._remote
-
-    @property
     def registered(self) -> bool:
         """True while a binding is believed live."""
         return self._registered_host is not None and self._state in (
@@ -462,6 +323,26 @@ class RegistrationCore:
         """The host holding the binding, or None."""
         return self._registered_host
 
+    @property
+    def usable(self) -> bool:
+        """Whether calls can go over this account's flow now."""
+        return self.ua is not None and self._state in (
+            RegState.REGISTERED, RegState.REGISTERING, RegState.READY
+        )
+
+    @property
+    def domain(self) -> str:
+        """The SIP domain in use (From, To, Request-URI of a bare extension)."""
+        return self.account.domain_for(self._registered_host or self.host)
+
+    def owns(self, event: UaEvent, ua: UserAgent) -> bool:
+        """Whether *event* (from *ua*) is about this registration's REGISTER."""
+        return (
+            ua is self.ua
+            and self._reg_handle is not None
+            and getattr(event, "transaction", None) == self._reg_handle
+        )
+
     def _set_state(self, new: RegState) -> None:
         old = self._state
         if new not in _TRANSITIONS[old]:
@@ -472,52 +353,43 @@ class RegistrationCore:
 
     # -- output ---------------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        """What to send, as ``(data, destination)``; on a stream the destination is the
-        connection's remote address."""
-        if self._ua is not None:
-            self._out.extend(self._ua.datagrams_to_send())
+    def data_to_send(self) -> list[tuple[bytes, Address]]:
+        """Keep-alive pings to send on the flow, as ``(data, destination)``."""
         out, self._out = self._out, []
         return out
 
-    def next_command(self) -> Command | None:
-        """The next transport command for the adapter, or None."""
+    def next_command(self) -> FlowCommand | None:
+        """The next thing the core must do with flows, or None."""
         return self._commands.pop(0) if self._commands else None
 
-    def next_event(self) -> PhoneEvent | None:
+    def next_event(self) -> RegistrationEvent | None:
         """The next event, or None."""
         return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
-        """The one deadline the adapter arms (None: nothing scheduled)."""
+        """This registration's earliest deadline (its REGISTER transactions are the UA's)."""
         candidates = [
-            self._attempt_at,
-            self._attempt_deadline,
-            self._refresh_at,
-            self._ka_at,
-            self._unreg_deadline,
-            self._ua.get_timer() if self._ua is not None else None,
+            t for t in (self._attempt_at, self._attempt_deadline, self._refresh_at,
+                        self._ka_at, self._unreg_deadline)
+            if t is not None
         ]
-        present = [t for t in candidates if t is not None]
-        return min(present) if present else None
+        return min(candidates) if candidates else None
 
     # -- API input --------------------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Begin: open the transport to the primary and register."""
+        """Begin: ask for a flow to the primary and register over it."""
         if self._state is not RegState.IDLE:
             raise RegistrationStateError(f"start() in state {self._state.value}")
         self._open(now)
 
     def stop(self, now: float) -> None:
-        """Unregister if registered, then close (``Unregistered`` says when it is done)."""
+        """Unregister if registered, then stop (``Unregistered`` says when it is done)."""
         if self._state in (RegState.STOPPED, RegState.UNREGISTERING):
             return
         self._clear_timers()
         in_flight = self._state is RegState.REGISTERING
-        if (self._registered_host is not None or in_flight) and (
-            self._ua is not None and self._remote is not None
-        ):
+        if (self._registered_host is not None or in_flight) and self.ua is not None:
             # Abandon any REGISTER in flight; the un-REGISTER supersedes it (and removes a
             # binding the registrar may be creating right now).
             self._set_state(RegState.UNREGISTERING)
@@ -526,119 +398,102 @@ class RegistrationCore:
             return
         self._finish(confirmed=False, host=None)
 
-    # -- transport input ----------------------------------------------------------------------
+    # -- flow input ---------------------------------------------------------------------------
 
-    def transport_opened(self, local: Address, remote: Address, now: float) -> None:
-        """The transport asked for is open: *local* is what goes in Via/Contact and
-        *remote* the registrar's address (as :meth:`receive_data` will name it)."""
+    def flow_opened(self, flow: int, ua: UserAgent, remote: Address, now: float) -> None:
+        """The flow asked for is open: *ua* carries it and *remote* is the registrar's
+        address on it."""
         if self._state is not RegState.CONNECTING:
             return  # stale: a stop() or failure overtook the connect
-        host = self.host
-        self._remote = remote
-        self._framer = StreamFramer() if host.transport.reliable else None
-        local_host = local[0]
-        if ":" in local_host and not local_host.startswith("["):
-            local_host = f"[{local_host}]"  # RFC 3261 25.1: an IPv6 reference in Via/Contact
-        config = UaConfig(
-            local_host=local_host,
-            local_port=local[1],
-            transport=host.transport.value.upper(),
-            user=self.account.username,
-            signature=self._signature,
-            answer_options=False,  # answered here, so that RequestAnswered reports it
-            credentials=(
-                DigestCredentials(
-                    username=self.account.auth_username, password=self.account.password
-                ),
-            ),
-        )
-        self._ua = UserAgent(config, rng=self._rng)
-        self.contact = str(self._ua.contact.uri)
-        domain = self.account.domain_for(host)
-        self._from = NameAddr(SipUri("sip", self.account.username, None, domain, None, ()))
-        self._from = self._from.with_tag(new_tag(self._rng))
+        self.flow = flow
+        self.ua = ua
+        self.remote = remote
+        config = ua.config
+        account = self.account
+        contact = self._signature.contact(account.username, config.local_host,
+                                          config.local_port, config.transport)
+        self.contact = NameAddr(contact.uri, account.caller_id)
+        domain = account.domain_for(self.host)
+        self._from = NameAddr(SipUri("sip", account.username, None, domain, None, ()),
+                              account.caller_id).with_tag(new_tag(self._rng))
+        if self.host.transport is SipTransport.UDP:
+            self._arm_keepalive(now)
+        if not self._register:
+            self._attempt_deadline = None
+            self._backoff = None
+            self._set_state(RegState.READY)
+            return
         self._set_state(RegState.REGISTERING)
-        self._arm_keepalive(now)
-        self._send_register(now, expires=host.reregister)
+        self._send_register(now, expires=self.host.reregister)
 
-    def transport_failed(self, error: PhoneSimError, now: float) -> None:
-        """Opening the transport failed (refused, TLS refusal, unreachable...)."""
+    def flow_failed(self, error: PhoneSimError, now: float) -> None:
+        """Opening the flow failed (refused, TLS refusal, unreachable...)."""
         if self._state is not RegState.CONNECTING:
             return
         self._attempt_failed(error, now)
 
-    def peer_closed(self, peer: Address) -> None:
-        """A connection the PBX opened to the phone's listener closed."""
-        self._peers.pop(peer, None)
-
-    def transport_lost(self, now: float) -> None:
-        """The open transport closed under us (the registrar restarted, a framing error)."""
+    def flow_lost(self, now: float) -> None:
+        """The flow closed under us (the registrar restarted, a framing error)."""
         state = self._state
-        self._drop_transport()
+        self._drop_flow()
         if state is RegState.UNREGISTERING:
             self._finish(confirmed=False, host=self._registered_host)
             return
-        if state in (RegState.REGISTERED, RegState.REGISTERING):
+        if state is RegState.CONNECTING:
+            self._attempt_failed(
+                SipTransportError(f"the connection to {self.host.label} closed"), now)
+            return
+        if state in (RegState.REGISTERED, RegState.REGISTERING, RegState.READY):
             host = self.host
-            self._events.append(ConnectionDropped(host=host))
+            self._events.append(ConnectionDropped(account=self.index, host=host))
             if state is RegState.REGISTERING and self._registered_host is None:
                 self._attempt_failed(
                     SipTransportError(f"{host.label} closed the connection during REGISTER"),
                     now,
                 )
                 return
-            # doc §reconnect: reconnect at once (plus the fleet jitter), same host.
+            # doc §recovery: reconnect after a random 0-reconnect_window s (pjsua's
+            # randomised first retry), then back off.
             self._registered_host = None
             self._clear_timers()
+            self._backoff = 0
             self._set_state(RegState.WAITING)
-            self._attempt_at = now + self._jitter()
+            self._attempt_at = now + self._rng.uniform(0.0, self.settings.reconnect_window)
 
-    def receive_data(self, data: bytes, source: Address, now: float) -> None:
-        """Bytes from the transport: a datagram (UDP) or a piece of the stream.
+    # -- UA input -------------------------------------------------------------------------------
 
-        On TCP/TLS, bytes from a *source* other than the registrar come from a connection
-        the PBX opened to the phone's listener (see :meth:`peer_closed`).
-        """
-        if self._ua is None:
-            return
-        framer = self._framer
-        if framer is not None and source != self._remote:
-            framer = self._peers.get(source)
-            if framer is None:
-                framer = self._peers[source] = StreamFramer()
-        if framer is None:
-            self._ua.receive_datagram(data, source, now)
-        else:
-            try:
-                items = framer.feed(data)
-            except SipParseError as exc:
-                logger.info("framing error from %s: %s; closing", source, exc)
-                if source != self._remote:
-                    self._peers.pop(source, None)
-                    self._commands.append(ClosePeer(peer=source))
-                    return
-                self._commands.append(CloseTransport(final=False))
-                self.transport_lost(now)
-                return
-            for item in items:
-                if isinstance(item, KeepAlivePingReceived):
-                    self._out.append((b"\r\n", source))  # RFC 5626 4.4.1 pong
-                elif isinstance(item, KeepAlivePongReceived):
-                    continue
-                elif isinstance(item, MessageRejected):
-                    self._answer_rejected(item.error, source)
-                else:
-                    # The framer has parsed it already: no second parse (docs/sip-transactions.md).
-                    self._ua.receive_message(item, source, now)
-        self._process_ua(now)
+    def handle_ua_event(self, event: UaEvent, now: float) -> None:
+        """An event of this registration's REGISTER transaction (see :meth:`owns`)."""
+        if event.__class__ is ResponseReceived:
+            assert isinstance(event, ResponseReceived)
+            self._on_register_response(event.response, event.request, now)
+        elif isinstance(event, AuthenticationRejected):
+            self._cseq = event.request.cseq.seq + 1
+            status = event.response.status
+            self._register_failed(
+                AuthenticationRefused(
+                    f"{self.host.label} refused the credentials of "
+                    f"{self.account.auth_username!r} ({status}): {event.reason}",
+                    status=status,
+                ),
+                now,
+            )
+        elif isinstance(event, TransactionTimedOut):
+            self._register_failed(
+                RegistrationTimeout(
+                    f"no answer to REGISTER from {self.host.label} (Timer {event.timer})"
+                ),
+                now,
+            )
+        elif isinstance(event, TransportFailed):
+            self._register_failed(
+                SipTransportError(f"cannot send REGISTER to {self.host.label}"), now
+            )
 
-    # -- timers ---------------------------------------------------------------------------------
+    # -- timers -----------------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever is due at *now*."""
-        if self._ua is not None:
-            self._ua.handle_timer(now)
-            self._process_ua(now)
         if self._unreg_deadline is not None and now >= self._unreg_deadline:
             self._unreg_deadline = None
             self._finish(confirmed=False, host=self._registered_host)
@@ -650,8 +505,7 @@ class RegistrationCore:
                 f"{self.settings.register_timeout:g} s"
             )
             if self._state in (RegState.CONNECTING, RegState.REGISTERING):
-                self._commands.append(CloseTransport(final=False))
-                self._attempt_failed(error, now)
+                self._register_failed(error, now)
         if self._attempt_at is not None and now >= self._attempt_at:
             self._attempt_at = None
             if self._state is RegState.WAITING:
@@ -677,50 +531,51 @@ class RegistrationCore:
         host = self.host
         self._set_state(RegState.CONNECTING)
         self._attempt_deadline = now + self.settings.register_timeout
-        self._commands.append(
-            OpenTransport(host=host, server_name=self.account.tls_name_for(host))
-        )
+        self._commands.append(OpenFlow(host=host, server_name=self.account.tls_name_for(host)))
 
-    def _drop_transport(self) -> None:
-        self._ua = None
-        self._framer = None
-        self._remote = None
+    def _drop_flow(self) -> None:
+        self.flow = None
+        self.ua = None
+        self.remote = None
         self._reg_handle = None
         self._ka_at = None
 
+    def _release_flow(self) -> None:
+        if self.flow is not None:
+            self._commands.append(CloseFlow(flow=self.flow))
+        self._drop_flow()
+
     def _arm_keepalive(self, now: float) -> None:
-        s = self.settings
-        interval = s.udp_ka_interval if self.host.transport is SipTransport.UDP else (
-            s.stream_ka_interval
-        )
+        # pjsua: the account sends "\r\n" to its registrar every ka_interval on UDP; stream
+        # flows keep themselves alive (the core's job).
+        interval = self.settings.udp_ka_interval
         self._ka_at = now + interval if interval > 0 else None
 
     def _send_keepalive(self, now: float) -> None:
-        if self._remote is None:
+        if self.remote is None:
             self._ka_at = None
             return
-        # pjsip: "\r\n\r\n" ping on TCP/TLS (RFC 5626), "\r\n" on UDP.
-        ping = b"\r\n" if self.host.transport is SipTransport.UDP else b"\r\n\r\n"
-        self._out.append((ping, self._remote))
+        self._out.append((b"\r\n", self.remote))
         self._arm_keepalive(now)
 
     def _send_register(self, now: float, *, expires: int) -> None:
-        assert self._ua is not None and self._remote is not None and self._from is not None
-        host = self.host
-        domain = self.account.domain_for(host)
+        assert self.ua is not None and self.remote is not None and self._from is not None
+        domain = self.account.domain_for(self.host)
         self._expires_asked = expires
-        request = self._ua.create_request(
+        request = self.ua.create_request(
             "REGISTER",
             SipUri("sip", None, None, domain, None, ()),
             from_=self._from,
-            to=NameAddr(self._from.uri),
+            to=NameAddr(self._from.uri, self._from.display_name),
             call_id=self._call_id,
             cseq=self._cseq,
             headers=[("Expires", str(expires))],
+            contact=self.contact,
         )
         # RFC 3261 10.2.4: same Call-ID, CSeq one higher on every refresh.
         self._cseq += 1
-        self._reg_handle = self._ua.send_request(request, now, destination=self._remote)
+        self._reg_handle = self.ua.send_request(request, now, destination=self.remote,
+                                                auth=self.digest)
         if self._state is not RegState.UNREGISTERING:
             self._attempt_deadline = now + self.settings.register_timeout
 
@@ -734,59 +589,14 @@ class RegistrationCore:
         ):
             # doc §failback: on the alternate, try the primary again at each half-period.
             self._probing_primary = True
-            self._commands.append(CloseTransport(final=False))
-            self._drop_transport()
+            self._release_flow()
             self._registered_host = None
             self._host_index = 0
             self._failures = 0
-            self._set_state(RegState.CONNECTING)
-            self._attempt_deadline = now + self.settings.register_timeout
-            self._commands.append(
-                OpenTransport(host=self.host, server_name=self.account.tls_name_for(self.host))
-            )
+            self._open(now)
             return
         self._set_state(RegState.REGISTERING)
         self._send_register(now, expires=self.host.reregister)
-
-    def _process_ua(self, now: float) -> None:
-        ua = self._ua
-        while ua is not None and (event := ua.next_event()) is not None:
-            if self.ua_hook is not None and self.ua_hook(event, now):
-                ua = self._ua
-                continue
-            if isinstance(event, RequestReceived):
-                self._on_request(event, now)
-            elif event.__class__ is ResponseReceived:
-                assert isinstance(event, ResponseReceived)
-                if event.transaction == self._reg_handle:
-                    self._on_register_response(event.response, event.request, now)
-            elif isinstance(event, AuthenticationRejected):
-                if event.transaction == self._reg_handle:
-                    self._cseq = event.request.cseq.seq + 1
-                    status = event.response.status
-                    self._register_failed(
-                        AuthenticationRefused(
-                            f"{self.host.label} refused the credentials of "
-                            f"{self.account.auth_username!r} ({status}): {event.reason}",
-                            status=status,
-                        ),
-                        now,
-                    )
-            elif isinstance(event, TransactionTimedOut):
-                if event.transaction == self._reg_handle:
-                    self._register_failed(
-                        RegistrationTimeout(
-                            f"no answer to REGISTER from {self.host.label} (Timer {event.timer})"
-                        ),
-                        now,
-                    )
-            elif (
-                isinstance(event, TransportFailed) and event.transaction == self._reg_handle
-            ):
-                self._register_failed(
-                    SipTransportError(f"cannot send REGISTER to {self.host.label}"), now
-                )
-            ua = self._ua
 
     def _on_register_response(
         self, response: SipResponse, request: SipRequest, now: float
@@ -813,6 +623,7 @@ class RegistrationCore:
             refresh = self._registered_host is not None
             self._registered_host = host
             self._failures = 0
+            self._backoff = None
             self._min_expires_tries = 0
             self._probing_primary = False
             self._attempt_deadline = None
@@ -827,15 +638,17 @@ class RegistrationCore:
                 delay = max(delay - self._jitter(), granted / 4.0)
             self._refresh_at = now + delay
             self._events.append(RegistrationSucceeded(
-                host=host, expires=granted, contact=self.contact or "", refresh=refresh,
+                account=self.index, host=host, expires=granted,
+                contact=str(self.contact.uri) if self.contact is not None else "",
+                refresh=refresh,
             ))
             return
         if status == 423 and self._min_expires_tries < 2:
             # RFC 3261 10.2.8: ask again with at least Min-Expires.
-            value = response.headers.get("Min-Expires")
-            if value is not None and value.strip().isdigit():
+            value = (response.headers.get("Min-Expires") or "").strip()
+            if value.isascii() and value.isdigit() and len(value) <= 10:
                 self._min_expires_tries += 1
-                self._send_register(now, expires=max(int(value.strip()), self._expires_asked))
+                self._send_register(now, expires=max(int(value), self._expires_asked))
                 return
         reason = response.reason or ""
         error_cls = AuthenticationRefused if status in (401, 403, 407) else RegistrationRefused
@@ -847,7 +660,7 @@ class RegistrationCore:
 
     def _granted_expires(self, response: SipResponse) -> int:
         # RFC 3261 10.2.4: the expires parameter of our Contact in the 2xx, else Expires.
-        ours: SipUri | None = self._ua.contact.uri if self._ua is not None else None
+        ours: SipUri | None = self.contact.uri if self.contact is not None else None
         try:
             contacts = response.contacts
         except (SipParseError, HeaderValueError):
@@ -855,7 +668,9 @@ class RegistrationCore:
         header = response.expires
         found_any = False
         for contact in contacts:
-            if ours is not None and _same_contact(contact.uri, ours):
+            # RFC 3261 19.1.4 comparison: a registrar's added parameters (alias...) do not
+            # hide our Contact, an explicit port never equals an absent one.
+            if ours is not None and contact.uri.equivalent(ours):
                 found_any = True
                 value = contact.expires
                 if value is not None:
@@ -871,9 +686,6 @@ class RegistrationCore:
         if self._state is RegState.UNREGISTERING:
             self._finish(confirmed=False, host=self._registered_host)
             return
-        if self.host.transport.reliable:
-            self._commands.append(CloseTransport(final=False))
-        self._drop_transport()
         self._attempt_failed(error, now)
 
     def _attempt_failed(self, error: PhoneSimError, now: float) -> None:
@@ -881,13 +693,15 @@ class RegistrationCore:
         self._registered_host = None
         self._attempt_deadline = None
         self._refresh_at = None
-        self._drop_transport()
+        if self.flow is not None:
+            self._release_flow()
         if self._probing_primary and self.account.host_alternate is not None:
             # doc §failback: the primary still fails; back to the alternate at once.
             self._probing_primary = False
             self._host_index = 1
             self._failures = 0
-            self._events.append(RegistrationFailed(host=host, error=error, retry_at=now))
+            self._events.append(RegistrationFailed(account=self.index, host=host, error=error,
+                                                   retry_at=now))
             self._set_state(RegState.WAITING)
             self._attempt_at = now
             return
@@ -898,89 +712,34 @@ class RegistrationCore:
             old = host
             self._host_index = 1 - self._host_index
             self._failures = 0
-            self._events.append(RegistrationFailed(host=old, error=error, retry_at=now))
-            self._events.append(FailedOver(from_host=old, to_host=self.host))
+            self._backoff = None
+            self._events.append(RegistrationFailed(account=self.index, host=old, error=error,
+                                                   retry_at=now))
+            self._events.append(FailedOver(account=self.index, from_host=old,
+                                           to_host=self.host))
             self._set_state(RegState.WAITING)
             self._attempt_at = now
             return
-        retry_at = now + host.retry + self._jitter()
-        self._events.append(RegistrationFailed(host=host, error=error, retry_at=retry_at))
+        retry_at = now + self._retry_delay(host)
+        self._events.append(RegistrationFailed(account=self.index, host=host, error=error,
+                                               retry_at=retry_at))
         self._set_state(RegState.WAITING)
         self._attempt_at = retry_at
 
+    def _retry_delay(self, host: SipHost) -> float:
+        backoff = self._backoff
+        base = self.settings.reconnect_backoff
+        if backoff is None or base <= 0:
+            return host.retry + self._jitter()  # doc §retry
+        # doc §recovery: after a dropped flow, 0.5-1 x base * 2**n, capped at the retry.
+        self._backoff = backoff + 1
+        ceiling = min(host.retry, base * 2.0**backoff)
+        return self._rng.uniform(ceiling / 2.0, ceiling)
+
     def _finish(self, *, confirmed: bool, host: SipHost | None) -> None:
-        self._peers.clear()
         self._clear_timers()
         self._unreg_deadline = None
         self._registered_host = None
-        self._drop_transport()
+        self._release_flow()
         self._set_state(RegState.STOPPED)
-        self._commands.append(CloseTransport(final=True))
-        self._events.append(Unregistered(host=host, confirmed=confirmed))
-
-    # -- requests that arrive -----------------------------------------------------------------
-
-    def _answer_rejected(self, error: SipParseError, source: Address) -> None:
-        partial = error.partial
-        if error.status is None or not isinstance(partial, SipRequest) or partial.method == "ACK":
-            return
-        try:
-            response = partial.create_response(error.status)
-            response.headers.add("User-Agent", self._signature.user_agent)
-            self._out.append((bytes(response), source))
-        except (SipParseError, HeaderValueError, ValueError):
-            logger.debug("cannot answer a malformed request from %s", source)
-
-    def _on_request(self, event: RequestReceived, now: float) -> None:
-        ua = self._ua
-        request = event.request
-        handle = event.transaction
-        if ua is None or handle is None:
-            return  # an ACK: nothing to do without calls
-        method = request.method
-        status = 405
-        headers: list[tuple[str, str]] = []
-        if request.to_tag is not None:
-            status = 481  # RFC 3261 12.2.2: no such dialog
-        elif method == "NOTIFY":
-            events = [e.split(";")[0].strip().lower() for e in request.tokens("Event")]
-            if "check-sync" in events:
-                status = 200
-                raw = ",".join(request.headers.get_all("Event")).lower()
-                self._events.append(
-                    ReprovisionRequested(source=event.source, reboot="reboot=true" in raw)
-                )
-            else:
-                status = 489  # RFC 6665 8.2.2: Bad Event
-        elif method == "OPTIONS":
-            # RFC 3261 11.2: 200 with what the phone supports.
-            status = 200
-            sig = self._signature
-            headers = [("Allow", sig.allow_header), ("Accept", ", ".join(sig.accept))]
-            if sig.supported:
-                headers.append(("Supported", ", ".join(sig.supported)))
-        elif method == "MESSAGE":
-            status = 200
-            self._events.append(MessageReceived(
-                sender=str(request.from_.uri), content_type=request.content_type,
-                body=request.body,
-            ))
-        elif method == "INVITE":
-            # Only a core without a call layer sees an INVITE (a Phone's ua_hook takes them).
-            status = 480  # Temporarily Unavailable
-        elif method in ("BYE", "CANCEL"):
-            status = 481
-        try:
-            ua.respond(handle, status, now, headers=headers)
-        except PhoneSimError as exc:
-            logger.debug("could not answer %s: %s", method, exc)
-            return
-        self._events.append(RequestAnswered(method=method, status=status, source=event.source))
-
-
-def _same_contact(a: SipUri, b: SipUri) -> bool:
-    return (
-        (a.user or "") == (b.user or "")
-        and a.host.lower().strip("[]") == b.host.lower().strip("[]")
-        and (a.port or 0) == (b.port or 0)
-    )
+        self._events.append(Unregistered(account=self.index, host=host, confirmed=confirmed))

@@ -464,8 +464,9 @@ class UserAgent:
 
         A From without tag gets one; ``to`` defaults to From without tag (REGISTER);
         Call-ID and CSeq are made up when not given (CSeq starts below 2**16, as pjsip).
-        Contact is added for INVITE, REGISTER, SUBSCRIBE and REFER unless *contact* says;
-        a :class:`NameAddr` is used as the Contact (an account's own, on a shared UA).
+        Contact is added for INVITE, REGISTER, SUBSCRIBE and REFER unless *contact* says
+        (True/False); a :class:`NameAddr` is the Contact to use where one is due (an
+        account's own, on a UA several accounts share).
         """
         if method.upper() != method or method in ("ACK", "CANCEL"):
             raise UsageError(f"create_request cannot build {method!r} (ACK/CANCEL have helpers)")
@@ -473,10 +474,11 @@ class UserAgent:
             from_ = from_.with_tag(new_tag(self._rng))
         if to is None:
             to = NameAddr(from_.uri, from_.display_name)
-        if contact is None:
-            contact = method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER")
-        if contact is True:
-            contact = self.contact
+        due = method in ("INVITE", "REGISTER", "SUBSCRIBE", "REFER")
+        if contact is None or contact is True or contact is False:
+            contact = self.contact if (due if contact is None else contact) else None
+        elif not due:
+            contact = None
         return self.config.signature.build_request(
             method,
             uri,
@@ -672,9 +674,9 @@ class UserAgent:
     ) -> SipResponse:
         """Answer the request of server transaction *transaction* with *status*.
 
-        The To tag is the transaction's own; the Contact (the UA's, or the given
-        :class:`NameAddr`) is added to 101-299 answers to INVITE unless *contact* says
-        otherwise.
+        The To tag is the transaction's own; the Contact is added to 101-299 answers to
+        INVITE unless *contact* says otherwise (True/False); a :class:`NameAddr` is the
+        Contact to use where one is due (an account's own, on a shared UA).
         """
         if not 100 <= status <= 699:
             raise UsageError(f"status {status} out of range")
@@ -683,12 +685,13 @@ class UserAgent:
             raise UsageError(f"no live server transaction {transaction}")
         ctx = tx.context
         assert isinstance(ctx, _ServerContext)
-        if contact is None:
-            contact = ctx.request.method == "INVITE" and 100 < status < 300
+        due = ctx.request.method == "INVITE" and 100 < status < 300
+        if contact is None or contact is True or contact is False:
+            contact = self.contact if (due if contact is None else contact) else None
+        elif not due:
+            contact = None
         extra: list[tuple[str, HeaderValue]] = []
-        if contact is True:
-            contact = self.contact
-        if contact:
+        if contact is not None:
             extra.append(("Contact", contact))
         extra.extend(headers)
         return self._respond(tx, ctx, status, now, reason=reason, headers=extra, body=body,

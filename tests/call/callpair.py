@@ -1,7 +1,8 @@
 """Two phones' call layers wired together in memory with a fake clock (h11's
 ``ConnectionPair``): each side is a :class:`UserAgent` with the call signature and a
 :class:`CallRouter`. Datagrams go straight from one core to the other; ``drop`` loses chosen
-ones. Events the routers do not take (OPTIONS, stray responses) land in ``unrouted``.
+ones. A new INVITE goes to the router's ``incoming`` (the phone core's job in a phone); events
+the routers do not take (OPTIONS, stray responses) land in ``unrouted``.
 """
 
 from __future__ import annotations
@@ -9,21 +10,18 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from phone_sim.call.session import (
-    CallConfig,
-    CallEvent,
-    CallReceived,
-    CallRouter,
-    CallSession,
-    call_signature,
-)
+from phone_sim.call.events import CallArrived, PhoneCallEvent
+from phone_sim.call.router import CallRouter
+from phone_sim.call.session import CallConfig, CallSession, call_signature
+from phone_sim.errors import UsageError
 from phone_sim.media.negotiation import LocalAudio
 from phone_sim.sip.digest import DigestCredentials
 from phone_sim.sip.headers import NameAddr
 from phone_sim.sip.message import SipRequest, SipResponse, parse_message
 from phone_sim.sip.signature import PhoneSignature
-from phone_sim.sip.ua import Address, UaConfig, UaEvent, UserAgent
+from phone_sim.sip.ua import Address, RequestReceived, UaConfig, UaEvent, UserAgent
 from phone_sim.sip.uri import SipUri
 
 A_ADDR: Address = ("127.0.0.1", 5062)
@@ -85,7 +83,7 @@ class CallPair:
     drop: Callable[[Wire], bool] | None = None
     wire: list[Wire] = field(default_factory=list)
     unrouted: list[tuple[str, UaEvent]] = field(default_factory=list)
-    events: dict[str, list[CallEvent]] = field(default_factory=dict)
+    events: dict[str, list[PhoneCallEvent]] = field(default_factory=dict)
     on_incoming: Callable[[CallPair, CallSession], None] | None = None
     #: Hook for B's raw UA events that its router did not take (a scripted peer).
     on_b_unrouted: Callable[[CallPair, UaEvent], None] | None = None
@@ -95,10 +93,8 @@ class CallPair:
         self.a = make_ua(A_ADDR, "101", transport=self.transport, calls=self.calls_a,
                          credentials=self.credentials_a, seed=11)
         self.b = make_ua(B_ADDR, "102", transport=self.transport, calls=self.calls_b, seed=22)
-        self.ra = CallRouter(self.a, config=self.config_a, local=self.audio("a"),
-                             rng=random.Random(1))
-        self.rb = CallRouter(self.b, config=self.config_b, local=self.audio("b"),
-                             rng=random.Random(2))
+        self.ra = CallRouter(config=self.config_a, rng=random.Random(1))
+        self.rb = CallRouter(config=self.config_b, rng=random.Random(2))
         self._addr = {id(self.a): A_ADDR, id(self.b): B_ADDR}
 
     @staticmethod
@@ -110,8 +106,9 @@ class CallPair:
         """A calls *user* at B."""
         target = SipUri("sip", user, None, B_ADDR[0], B_ADDR[1], ())
         from_ = NameAddr(SipUri("sip", "101", None, "127.0.0.1", None, ()))
-        session = self.ra.dial(target, self.now, from_=from_, local=self.audio("a"),
-                               **kwargs)  # type: ignore[arg-type]
+        call_id = self.ra.dial(self.a, target, self.now, account=0, from_=from_,
+                               local=self.audio("a"), **kwargs)  # type: ignore[arg-type]
+        session = self.ra.sessions[call_id]
         self.pump()
         return session
 
@@ -132,25 +129,50 @@ class CallPair:
                         peer.receive_datagram(data, wire.source, self.now)
                 while (event := ua.next_event()) is not None:
                     moved = True
-                    if not router.handle_event(event, self.now):
-                        self.unrouted.append((name, event))
-                        if name == "b" and self.on_b_unrouted is not None:
-                            self.on_b_unrouted(self, event)
-                while (received := router.next_event()) is not None:
+                    if router.handle_event(event, self.now):
+                        continue
+                    if (
+                        isinstance(event, RequestReceived)
+                        and event.request.method == "INVITE"
+                        and event.request.to_tag is None
+                    ):
+                        router.incoming(ua, event, self.now, account=0, local=self.audio(name))
+                        continue
+                    self.unrouted.append((name, event))
+                    if name == "b" and self.on_b_unrouted is not None:
+                        self.on_b_unrouted(self, event)
+                while (call_event := router.next_event()) is not None:
                     moved = True
-                    self._on_received(received)
-                for session in list(router.sessions.values()):
-                    while (call_event := session.next_event()) is not None:
-                        moved = True
-                        self.events.setdefault(session.call_id + name, []).append(call_event)
+                    self.events.setdefault(call_event.call_id + name, []).append(call_event)
+                    if isinstance(call_event, CallArrived):
+                        self._on_arrived(router.sessions[call_event.call_id])
             if not moved:
                 return
         raise AssertionError("the pair never went quiet")
 
-    def _on_received(self, received: CallReceived) -> None:
-        self.incoming.append(received.session)
+    def _on_arrived(self, session: CallSession) -> None:
+        self.incoming.append(session)
         if self.on_incoming is not None:
-            self.on_incoming(self, received.session)
+            self.on_incoming(self, session)
+
+    def router_of(self, session: CallSession) -> CallRouter | None:
+        """The router holding *session* (A and B hold a call under the same Call-ID);
+        None once it was forgotten (over)."""
+        for router in (self.ra, self.rb):
+            if router.sessions.get(session.call_id) is session:
+                return router
+        return None
+
+    def act(self, session: CallSession, verb: str, *args: Any, **kwargs: Any) -> None:
+        """Call the router API *verb* (answer, reject, hangup, hold...) on *session*, as a
+        phone does. A call the router forgot is over: hanging it up does nothing, anything
+        else is a :class:`UsageError`, as the router says for an unknown Call-ID."""
+        router = self.router_of(session)
+        if router is None:
+            if verb == "hangup":
+                return
+            raise UsageError(f"call {session.call_id} is over: cannot {verb}")
+        getattr(router, verb)(session.call_id, self.now, *args, **kwargs)
 
     def advance(self, seconds: float) -> None:
         """Move the clock, firing every timer on the way in order."""
@@ -172,7 +194,9 @@ class CallPair:
             self.pump()
         self.now = target
 
-    def of(self, session: CallSession, side: str, kind: type | None = None) -> list[CallEvent]:
+    def of(
+        self, session: CallSession, side: str, kind: type | None = None
+    ) -> list[PhoneCallEvent]:
         """A session's events (of one class)."""
         events = self.events.get(session.call_id + side, [])
         return [e for e in events if kind is None or isinstance(e, kind)]
@@ -190,10 +214,10 @@ class CallPair:
 
 def answer_at_once(pair: CallPair, session: CallSession) -> None:
     """B's behaviour: ring, then answer."""
-    session.ring(pair.now)
-    session.answer(pair.now, local=pair.audio("b"))
+    pair.act(session, "ring")
+    pair.act(session, "answer", local=pair.audio("b"))
 
 
 def ring_only(pair: CallPair, session: CallSession) -> None:
     """B's behaviour: ring and wait."""
-    session.ring(pair.now)
+    pair.act(session, "ring")

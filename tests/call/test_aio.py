@@ -1,4 +1,5 @@
-"""Two phone-sim SIP stacks calling each other over UDP on 127.0.0.1, with SRTP media."""
+"""Two phone-sim phones without a registrar (UdpCallAgent) calling each other over UDP on
+127.0.0.1, with SRTP media: the asyncio Call."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from phone_sim.call.aio import Call, CallFailed, UdpCallAgent, shared_media_clock
+from phone_sim.call.aio import Call, CallFailed, shared_media_clock
 from phone_sim.call.session import CallState
 from phone_sim.errors import UsageError
 from phone_sim.media.negotiation import Direction
+from phone_sim.phone.aio_agent import UdpCallAgent
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,8 +29,8 @@ async def _pair(auto_answer: bool = False) -> tuple[UdpCallAgent, UdpCallAgent]:
 
 
 async def _connected(a: UdpCallAgent, b: UdpCallAgent) -> tuple[Call, Call]:
-    call = await a.calls.dial(str(b.uri))
-    incoming = await b.calls.next_call(timeout=10)
+    call = await a.dial(str(b.uri))
+    incoming = await b.next_call(timeout=10)
     assert incoming.incoming and incoming.state is CallState.INCOMING
     await incoming.answer()
     await call.wait_answered(timeout=10)
@@ -39,7 +41,7 @@ async def test_tones_cross_over_srtp_both_ways_and_hangup() -> None:
     a, b = await _pair()
     try:
         call, incoming = await _connected(a, b)
-        assert a.calls.clock is b.calls.clock is shared_media_clock()  # one pacer per loop
+        assert a.media_clock is b.media_clock is shared_media_clock()  # one pacer per loop
         assert call.progress == [180]
         call.play_tone(1004)
         incoming.play_tone(697)
@@ -84,8 +86,8 @@ async def test_dtmf_hold_and_resume() -> None:
 async def test_reject_and_auto_answer_echo() -> None:
     a, b = await _pair()
     try:
-        call = await a.calls.dial(str(b.uri))
-        incoming = await b.calls.next_call(timeout=10)
+        call = await a.dial(str(b.uri))
+        incoming = await b.next_call(timeout=10)
         await incoming.reject(486)
         with pytest.raises(CallFailed, match="486") as info:
             await call.wait_answered(timeout=10)
@@ -94,7 +96,7 @@ async def test_reject_and_auto_answer_echo() -> None:
         await b.close()
     echo = await UdpCallAgent("127.0.0.1", user="600", auto_answer=True).__aenter__()
     try:
-        call = await a.calls.dial(str(echo.uri))
+        call = await a.dial(str(echo.uri))
         await call.wait_answered(timeout=10)
         call.play_tone(1004)
         await call.wait_tone(1004, timeout=10)  # our own tone, echoed back over SRTP
@@ -107,14 +109,14 @@ async def test_reject_and_auto_answer_echo() -> None:
 async def test_unanswered_call_can_be_cancelled_and_bad_targets_are_clear() -> None:
     a, b = await _pair()
     try:
-        call = await a.calls.dial(str(b.uri))
-        incoming = await b.calls.next_call(timeout=10)
+        call = await a.dial(str(b.uri))
+        incoming = await b.next_call(timeout=10)
         await asyncio.sleep(0.05)
         ended = await call.hangup()
         assert ended.status == 487
         assert (await incoming.wait_ended(timeout=10)).status == 487
         with pytest.raises(UsageError, match="bad call target"):
-            await a.calls.dial("10 2")
+            await a.dial("10 2")
         with pytest.raises(UsageError, match="no media"):
             await incoming.send_dtmf("1")
     finally:
@@ -128,7 +130,7 @@ async def test_ipv6_loopback_call() -> None:
         UdpCallAgent("::1", user="102", auto_answer=True) as b,
     ):
         assert str(b.uri).startswith("sip:102@[::1]:")
-        call = await a.calls.dial(str(b.uri))
+        call = await a.dial(str(b.uri))
         await call.wait_answered(timeout=10)
         call.play_tone(1004)
         await call.wait_tone(1004, timeout=10)  # echoed by b
@@ -141,7 +143,7 @@ async def test_media_that_cannot_start_ends_the_call_cleanly() -> None:
         UdpCallAgent("127.0.0.1", user="101") as a,
         UdpCallAgent("127.0.0.1", user="102", auto_answer=True) as b,
     ):
-        call = await a.calls.dial(str(b.uri))
+        call = await a.dial(str(b.uri))
         assert call.endpoint is not None
         call.endpoint.close()  # the media sockets are gone before the answer arrives
         ended = await call.wait_ended(timeout=10)
@@ -152,19 +154,19 @@ async def test_media_that_cannot_start_ends_the_call_cleanly() -> None:
 async def test_next_call_skips_calls_that_ended_while_nobody_waited() -> None:
     a, b = await _pair()
     try:
-        cancelled = await a.calls.dial(str(b.uri))
+        cancelled = await a.dial(str(b.uri))
         await cancelled.hangup(timeout=10)  # CANCEL while it rings: nobody took it
-        assert await _until(lambda: not b.calls.calls)
-        call = await a.calls.dial(str(b.uri))
-        incoming = await b.calls.next_call(timeout=10)
-        assert incoming.session.call_id == call.session.call_id
+        assert await _until(lambda: not b.calls)
+        call = await a.dial(str(b.uri))
+        incoming = await b.next_call(timeout=10)
+        assert incoming.call_id == call.call_id
         await incoming.reject(486)
         with pytest.raises(CallFailed):
             await call.wait_answered(timeout=10)
         # A waiter that closes with the agent is told so, not left hanging.
-        waiting = asyncio.ensure_future(b.calls.next_call())
+        waiting = asyncio.ensure_future(b.next_call())
         await asyncio.sleep(0)
-        await b.calls.close()
+        await b.close()
         with pytest.raises(CallFailed, match="closed"):
             await waiting
     finally:
@@ -176,13 +178,13 @@ async def test_an_auto_answering_agent_nobody_reads_keeps_only_live_calls_queued
     a, b = await _pair(auto_answer=True)
     try:
         for _ in range(20):
-            call = await a.calls.dial(str(b.uri))
+            call = await a.dial(str(b.uri))
             await call.wait_answered(timeout=10)
             await call.hangup(timeout=10)
-        assert await _until(lambda: not b.calls.calls)
-        assert len(b.calls._incoming) < 16
+        assert await _until(lambda: not b.calls)
+        assert len(b._incoming) < 16
         with pytest.raises(CallFailed, match="no incoming call"):
-            await b.calls.next_call(timeout=0.1)
+            await b.next_call(timeout=0.1)
     finally:
         await a.close()
         await b.close()

@@ -157,7 +157,7 @@ async def test_baresip_calls_an_auto_answering_phone_nobody_waits_on_and_hears_i
         await caller.wait_registered()
         await caller.dial("101")  # no next_call(): the phone answers and echoes by itself
         await caller.wait_event("CALL_ESTABLISHED")
-        (call,) = phone.calls.calls.values()
+        (call,) = phone.calls.values()
         await call.wait_tone(THEIRS, timeout=10)
         await asyncio.sleep(2.0)
         await caller.hangup()

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from phone_sim.account import Account, SipHost, SipTransport
-from phone_sim.call.aio import (
+from phone_sim.call.aio import CallFailed
+from phone_sim.call.events import (
     CallAnswered,
     CallArrived,
-    CallFailed,
     CallFinished,
     CallPlaced,
     PhoneCallEvent,
@@ -88,10 +88,11 @@ async def test_an_answered_call_is_placed_arrived_answered_and_finished_on_both_
         await call.wait_ended(timeout=10)
         await caller_events.until_finished()
         await callee_events.until_finished()
-        call_id = call.session.call_id
-        assert incoming.session.call_id == call_id  # the lab proxies, it does not bridge
+        call_id = call.call_id
+        assert incoming.call_id == call_id  # the lab proxies, it does not bridge
         placed, answered, finished = caller_events.calls()
-        assert placed == CallPlaced(call_id=call_id, remote=f"sip:102@{lab.server_name}")
+        assert placed == CallPlaced(call_id=call_id, account=0,
+                                    remote=f"sip:102@{lab.server_name}")
         assert answered == CallAnswered(call_id=call_id, incoming=False)
         assert isinstance(finished, CallFinished) and finished.call_id == call_id
         assert finished.by_peer and finished.status is None and finished.reason
@@ -117,10 +118,10 @@ async def test_a_refused_call_is_placed_then_finished_with_the_status_never_answ
             await call.wait_answered(timeout=10)
         await recorder.until_finished()
         placed, finished = recorder.calls()
-        assert placed == CallPlaced(call_id=call.session.call_id,
+        assert placed == CallPlaced(call_id=call.call_id, account=0,
                                     remote=f"sip:999@{lab.server_name}")
         assert isinstance(finished, CallFinished)
-        assert finished.call_id == call.session.call_id
+        assert finished.call_id == call.call_id
         assert finished.status == 404 and finished.by_peer
         recorder.stop()
 
@@ -142,7 +143,7 @@ async def test_a_cancelled_incoming_call_arrives_and_finishes_by_the_peer() -> N
         arrived, finished = recorder.calls()
         assert isinstance(arrived, CallArrived)
         assert isinstance(finished, CallFinished) and finished.by_peer
-        assert arrived.call_id == finished.call_id == call.session.call_id
+        assert arrived.call_id == finished.call_id == call.call_id
         recorder.stop()
 
 
@@ -160,7 +161,7 @@ async def test_an_auto_answered_call_nobody_takes_still_shows_on_the_stream() ->
         await recorder.until(lambda: any(isinstance(e, CallAnswered) for e in recorder.events))
         await call.hangup()
         await recorder.until_finished()
-        call_id = call.session.call_id
+        call_id = call.call_id
         arrived, answered, finished = recorder.calls()
         assert isinstance(arrived, CallArrived) and arrived.call_id == call_id
         assert answered == CallAnswered(call_id=call_id, incoming=True)
@@ -168,7 +169,7 @@ async def test_an_auto_answered_call_nobody_takes_still_shows_on_the_stream() ->
         recorder.stop()
 
 
-async def test_a_phone_that_never_calls_has_only_registration_events_and_no_call_layer() -> None:
+async def test_a_phone_that_never_calls_has_only_registration_events_and_no_calls() -> None:
     async with Lab({"101": "1234"}) as lab:
         phone = _phone(lab, "101")
         recorder = _Recorder(phone)
@@ -176,5 +177,5 @@ async def test_a_phone_that_never_calls_has_only_registration_events_and_no_call
         await phone.close()
         await recorder.until(lambda: len(recorder.events) >= 2)
         assert recorder.calls() == []
-        assert phone._calls is None  # the call layer was never made
+        assert phone.calls == {} and phone.core.calls.sessions == {}
         recorder.stop()

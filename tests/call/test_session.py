@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,19 +10,16 @@ from typing import Any
 
 import pytest
 
-from phone_sim.call.session import (
-    CallConfig,
-    CallEnded,
-    CallEstablished,
-    CallRinging,
-    CallRouter,
-    CallSession,
-    CallState,
-    MediaNegotiated,
-    ReofferFailed,
-    SessionRefreshed,
-    call_signature,
+from phone_sim.call.events import (
+    CallAnswered,
+    CallFinished,
+    CallMediaNegotiated,
+    CallProgressed,
+    CallRefreshed,
+    CallUpdateRefused,
 )
+from phone_sim.call.router import CallRouter
+from phone_sim.call.session import CallConfig, CallSession, CallState, call_signature
 from phone_sim.errors import UsageError
 from phone_sim.media.negotiation import Direction, LocalAudio, OfferAnswer
 from phone_sim.media.sdes import generate_key
@@ -31,7 +29,15 @@ from phone_sim.sip.message import SipRequest, SipResponse
 from phone_sim.sip.signature import PhoneSignature
 from phone_sim.sip.ua import RequestReceived, ResponseReceived, UaEvent
 from phone_sim.sip.uri import SipUri
-from tests.call.callpair import A_ADDR, B_ADDR, CallPair, Wire, answer_at_once, ring_only
+from tests.call.callpair import (
+    A_ADDR,
+    B_ADDR,
+    CallPair,
+    Wire,
+    answer_at_once,
+    make_ua,
+    ring_only,
+)
 
 SDP_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "sdp"
 CALL_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "call"
@@ -59,16 +65,16 @@ def test_call_answered_both_sides_agree_on_crossed_srtp_keys() -> None:
     assert pair.lines(A_ADDR) == ["INVITE sip:102@127.0.0.1:5064 SIP/2.0",
                                   "ACK sip:102@127.0.0.1:5064;ob SIP/2.0"]
     assert pair.lines(B_ADDR) == ["SIP/2.0 100 Trying", "SIP/2.0 180 Ringing", "SIP/2.0 200 OK"]
-    ma = only(pair.of(a, "a"), MediaNegotiated)
-    mb = only(pair.of(b, "b"), MediaNegotiated)
+    ma = only(pair.of(a, "a"), CallMediaNegotiated)
+    mb = only(pair.of(b, "b"), CallMediaNegotiated)
     assert len(ma) == 1 and len(mb) == 1
     na, nb = ma[0].audio, mb[0].audio
     assert na.srtp is not None and nb.srtp is not None
     assert na.srtp.tx_key == nb.srtp.rx_key and na.srtp.rx_key == nb.srtp.tx_key
     assert na.srtp.suite == "AES_CM_128_HMAC_SHA1_80"
     assert (na.remote_rtp_port, nb.remote_rtp_port) == (6000, 4000)
-    assert only(pair.of(a, "a"), CallEstablished) and only(pair.of(b, "b"), CallEstablished)
-    ringing = only(pair.of(a, "a"), CallRinging)
+    assert only(pair.of(a, "a"), CallAnswered) and only(pair.of(b, "b"), CallAnswered)
+    ringing = only(pair.of(a, "a"), CallProgressed)
     assert [r.status for r in ringing] == [180]
 
 
@@ -93,7 +99,7 @@ def test_invite_carries_the_firmware_headers_and_an_sdes_offer() -> None:
 def test_the_caller_hangs_up_with_bye() -> None:
     pair = CallPair()
     a, b = established(pair)
-    a.hangup(pair.now)
+    pair.act(a, "hangup")
     pair.pump()
     assert pair.lines(A_ADDR, "BYE") and pair.lines(B_ADDR, "SIP/2.0 200") [-1:]
     assert a.ended is not None and not a.ended.by_peer
@@ -104,7 +110,7 @@ def test_the_caller_hangs_up_with_bye() -> None:
 def test_the_callee_hangs_up_with_bye_and_the_caller_answers_it() -> None:
     pair = CallPair()
     a, b = established(pair)
-    b.hangup(pair.now)
+    pair.act(b, "hangup")
     pair.pump()
     assert pair.lines(B_ADDR, "BYE")
     assert pair.lines(A_ADDR, "SIP/2.0 200 OK")
@@ -114,7 +120,7 @@ def test_the_callee_hangs_up_with_bye_and_the_caller_answers_it() -> None:
 @pytest.mark.parametrize("status", [486, 603, 480])
 def test_rejecting_an_incoming_call(status: int) -> None:
     pair = CallPair()
-    pair.on_incoming = lambda p, s: s.reject(p.now, status)
+    pair.on_incoming = lambda p, s: p.act(s, "reject", status)
     a = pair.dial()
     assert a.state is CallState.TERMINATED
     assert a.ended is not None and a.ended.status == status and a.ended.by_peer
@@ -128,7 +134,7 @@ def test_cancel_before_the_answer() -> None:
     pair.on_incoming = ring_only
     a = pair.dial()
     assert a.state is CallState.EARLY
-    a.hangup(pair.now)
+    pair.act(a, "hangup")
     pair.pump()
     assert pair.lines(A_ADDR, "CANCEL")
     assert "SIP/2.0 487 Request Terminated" in pair.lines(B_ADDR)
@@ -141,7 +147,7 @@ def test_the_callee_hanging_up_before_answering_declines_with_603() -> None:
     pair = CallPair()
     pair.on_incoming = ring_only
     a = pair.dial()
-    pair.incoming[0].hangup(pair.now)
+    pair.act(pair.incoming[0], "hangup")
     pair.pump()
     assert a.ended is not None and a.ended.status == 603
 
@@ -150,12 +156,12 @@ def test_api_misuse_is_a_usage_error() -> None:
     pair = CallPair()
     a, b = established(pair)
     with pytest.raises(UsageError, match="cannot answer"):
-        b.answer(pair.now)
+        pair.act(b, "answer", local=pair.audio("b"))
     with pytest.raises(UsageError, match="nothing to cancel"):
         a.cancel(pair.now)
     with pytest.raises(UsageError, match=r"in progress"):
-        a.hold(pair.now)
-        a.hold(pair.now)
+        pair.act(a, "hold")
+        pair.act(a, "hold")
     incoming = _incoming_session()
     with pytest.raises(UsageError, match="rejection status"):
         incoming.reject(0.0, 200)
@@ -195,7 +201,7 @@ class ChallengingRouter(CallRouter):
     """B as a PBX leg that asks for Proxy-Authorization on new INVITEs."""
 
     def __init__(self, pair: CallPair, *, digest: DigestServer) -> None:
-        super().__init__(pair.b, config=pair.config_b, local=pair.audio("b"))
+        super().__init__(config=pair.config_b)
         self.digest = digest
         self.pair = pair
         self.challenges = 0
@@ -213,8 +219,7 @@ class ChallengingRouter(CallRouter):
             ).ok
             if not ok:
                 self.challenges += 1
-                assert self.ua is not None
-                self.ua.respond(event.transaction, 407, now, headers=[
+                self.pair.b.respond(event.transaction, 407, now, headers=[
                     ("Proxy-Authenticate", str(self.digest.challenge(now)))])
                 return True
         return super().handle_event(event, now)
@@ -396,10 +401,10 @@ def test_no_offer_invite_gets_the_offer_in_200_and_the_answer_from_the_ack() -> 
     ok = final_from_a(pair)
     assert ok.status == 200 and b"a=crypto:1 AES_CM_128_HMAC_SHA1_80" in ok.body
     assert a_side.state is CallState.CONFIRMED
-    negotiated = only(pair.of(a_side, "a"), MediaNegotiated)
+    negotiated = only(pair.of(a_side, "a"), CallMediaNegotiated)
     assert len(negotiated) == 1
     assert negotiated[0].audio.remote_rtp_port == 6000
-    assert only(pair.of(a_side, "a"), CallEstablished)
+    assert only(pair.of(a_side, "a"), CallAnswered)
 
 
 def test_no_offer_invite_with_an_unusable_answer_in_the_ack_ends_with_bye() -> None:
@@ -427,10 +432,10 @@ def test_reliable_180_is_pracked() -> None:
     assert pracks[0].headers.get("RAck") == f"{rseq} {invite.cseq.seq} INVITE"
     assert pracks[0].cseq.seq == invite.cseq.seq + 1
     assert "SIP/2.0 200 OK" in pair.lines(B_ADDR)
-    assert [r.reliable for r in only(pair.of(a, "a"), CallRinging)] == [True]
+    assert [r.reliable for r in only(pair.of(a, "a"), CallProgressed)] == [True]
     assert a.state is CallState.CONFIRMED and b.state is CallState.CONFIRMED
     # The BYE after a PRACK uses the next CSeq.
-    a.hangup(pair.now)
+    pair.act(a, "hangup")
     pair.pump()
     assert pair.sent(A_ADDR, "BYE")[0].cseq.seq == invite.cseq.seq + 2
 
@@ -535,7 +540,7 @@ def test_the_refresher_refreshes_with_update_at_half_the_interval() -> None:
     assert len(pair.lines(A_ADDR, "UPDATE")) == 5
     assert a.state is CallState.CONFIRMED and b.state is CallState.CONFIRMED
     assert not pair.lines(B_ADDR, "BYE")
-    assert only(pair.of(b, "b"), SessionRefreshed)
+    assert only(pair.of(b, "b"), CallRefreshed)
 
 
 def test_refresh_by_reinvite_keeps_the_sdp_version() -> None:
@@ -548,7 +553,7 @@ def test_refresh_by_reinvite_keeps_the_sdp_version() -> None:
     origin = next(line for line in again.split(b"\r\n") if line.startswith(b"o="))
     assert origin == next(line for line in first.split(b"\r\n") if line.startswith(b"o="))
     assert len(pair.lines(A_ADDR, "ACK")) == 2
-    assert only(pair.of(b, "b"), MediaNegotiated)[-1].audio.tx_key_changed is False
+    assert only(pair.of(b, "b"), CallMediaNegotiated)[-1].audio.tx_key_changed is False
 
 
 def test_without_refreshes_the_other_side_ends_the_session() -> None:
@@ -588,9 +593,9 @@ def test_update_refused_with_405_falls_back_to_reinvite() -> None:
     pair = CallPair(calls_b=False)  # B's UA does not allow UPDATE: it answers 405 itself
     a, _ = established(pair)
     a._peer_allow.add("UPDATE")  # as if B had claimed UPDATE in Allow
-    a.refresh(pair.now)
+    pair.act(a, "refresh")
     pair.pump()
-    assert [e.status for e in only(pair.of(a, "a"), ReofferFailed)] == [405]
+    assert [e.status for e in only(pair.of(a, "a"), CallUpdateRefused)] == [405]
     pair.advance(0.01)  # the retry is a timer due at once
     assert len(pair.lines(A_ADDR, "INVITE")) == 2  # the refresh went again as re-INVITE
     assert a.state is CallState.CONFIRMED
@@ -607,7 +612,7 @@ def test_timer_off_when_the_signature_does_not_advertise_it() -> None:
 
 
 def _direction(pair: CallPair, session: CallSession, side: str) -> Direction:
-    direction: Direction = only(pair.of(session, side), MediaNegotiated)[-1].audio.direction
+    direction: Direction = only(pair.of(session, side), CallMediaNegotiated)[-1].audio.direction
     return direction
 
 
@@ -617,18 +622,18 @@ def test_hold_and_resume_in_both_directions(holder: str) -> None:
     a, b = established(pair)
     me, other = (a, b) if holder == "a" else (b, a)
     peer_side = "b" if holder == "a" else "a"
-    me.hold(pair.now)
+    pair.act(me, "hold")
     pair.pump()
     assert _direction(pair, me, holder) is Direction.SENDONLY
     assert _direction(pair, other, peer_side) is Direction.RECVONLY
-    last = only(pair.of(other, peer_side), MediaNegotiated)[-1].audio
+    last = only(pair.of(other, peer_side), CallMediaNegotiated)[-1].audio
     assert not last.tx_key_changed and not last.rx_key_changed  # hold keeps the SRTP session
-    other.hold(pair.now)  # both on hold: inactive
+    pair.act(other, "hold")  # both on hold: inactive
     pair.pump()
     assert _direction(pair, other, peer_side) is Direction.INACTIVE
-    other.resume(pair.now)
+    pair.act(other, "resume")
     pair.pump()
-    me.resume(pair.now)
+    pair.act(me, "resume")
     pair.pump()
     assert _direction(pair, me, holder) is Direction.SENDRECV
     assert _direction(pair, other, peer_side) is Direction.SENDRECV
@@ -638,11 +643,11 @@ def test_hold_and_resume_in_both_directions(holder: str) -> None:
 def test_glare_gets_491_and_both_retry() -> None:
     pair = CallPair()
     a, b = established(pair)
-    a.hold(pair.now)
-    b.hold(pair.now)
+    pair.act(a, "hold")
+    pair.act(b, "hold")
     pair.pump()
-    assert [e.status for e in only(pair.of(a, "a"), ReofferFailed)] == [491]
-    assert [e.status for e in only(pair.of(b, "b"), ReofferFailed)] == [491]
+    assert [e.status for e in only(pair.of(a, "a"), CallUpdateRefused)] == [491]
+    assert [e.status for e in only(pair.of(b, "b"), CallUpdateRefused)] == [491]
     pair.advance(5)
     assert _direction(pair, a, "a") is Direction.INACTIVE
     assert _direction(pair, b, "b") is Direction.INACTIVE
@@ -659,7 +664,7 @@ def test_a_refused_reoffer_keeps_the_call() -> None:
     pair.pump()
     assert any(line.startswith("SIP/2.0 488") for line in pair.lines(A_ADDR))
     assert a.state is CallState.CONFIRMED
-    a.hold(pair.now)
+    pair.act(a, "hold")
     pair.pump()
     assert _direction(pair, a, "a") is Direction.SENDONLY
 
@@ -678,7 +683,7 @@ def test_in_dialog_malformed_sdp_gets_400_and_an_old_cseq_500() -> None:
     pair.pump()
     assert pair.lines(A_ADDR, "SIP/2.0")[-1].startswith("SIP/2.0 500")
     assert a.state is CallState.CONFIRMED
-    a.hangup(pair.now)
+    pair.act(a, "hangup")
     pair.pump()
     assert b.ended is not None and b.ended.by_peer
 
@@ -703,7 +708,7 @@ def test_reinvite_without_sdp_gets_an_offer_and_takes_the_answer_from_ack() -> N
     request = b._dialog_request("INVITE")
     pair.b.send_request(request, pair.now)  # not registered with the session: scripted
     pair.pump()
-    assert len(only(pair.of(a, "a"), MediaNegotiated)) == 2
+    assert len(only(pair.of(a, "a"), CallMediaNegotiated)) == 2
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -723,7 +728,7 @@ def test_the_callee_hanging_up_before_the_ack_sends_bye_after_it() -> None:
     pair = CallPair(drop=lambda w: held["on"] and w.first_line.startswith("ACK"))
     a, b = established(pair)
     assert b.state is CallState.ANSWERED
-    b.hangup(pair.now)
+    pair.act(b, "hangup")
     pair.pump()
     assert not pair.lines(B_ADDR, "BYE")  # RFC 3261 15: not before the ACK
     held["on"] = False
@@ -737,7 +742,7 @@ def test_hanging_up_while_the_200_waits_for_prack_declines() -> None:
                     drop=lambda w: w.first_line.startswith("PRACK"))
     a, b = established(pair)
     assert b.state is CallState.ANSWERED
-    b.hangup(pair.now)
+    pair.act(b, "hangup")
     pair.pump()
     assert a.ended is not None and a.ended.status == 603
 
@@ -771,9 +776,8 @@ def test_no_answer_at_all_times_out() -> None:
 def test_in_dialog_request_for_an_unknown_dialog_is_not_taken() -> None:
     pair = CallPair()
     a, b = established(pair)
-    a.hangup(pair.now)
+    pair.act(a, "hangup")
     pair.pump()
-    pair.ra.reap()
     assert a.call_id not in pair.ra.sessions
     # A second BYE for the finished call is not the call layer's: the phone answers 481.
     assert b.dialog is not None
@@ -784,32 +788,32 @@ def test_in_dialog_request_for_an_unknown_dialog_is_not_taken() -> None:
             for m in [e.request.method]] == ["BYE"]
 
 
-def test_router_reaps_finished_calls_and_keeps_live_ones() -> None:
+def test_router_forgets_finished_calls_and_keeps_live_ones() -> None:
     pair = CallPair()
     a, b = established(pair)
-    assert pair.ra.reap() == []
-    a.hangup(pair.now)
+    assert pair.ra.sessions == {a.call_id: a} and pair.rb.sessions == {b.call_id: b}
+    pair.act(a, "hangup")
+    assert a.call_id in pair.ra.sessions  # its BYE is still out
     pair.pump()
-    assert pair.ra.reap() == [a] and pair.rb.reap() == [b]
+    assert pair.ra.sessions == {} and pair.rb.sessions == {}
+    assert [type(e) for e in pair.of(a, "a")][-1] is CallFinished
 
 
 def test_a_lost_transport_ends_every_call_and_they_are_reaped() -> None:
     pair = CallPair()
     a, _b = established(pair)
-    a.hold(pair.now)  # a re-INVITE in flight when the transport goes
-    pair.ra.detach()
-    assert pair.ra.ua is None
+    pair.act(a, "hold")  # a re-INVITE in flight when the transport goes
+    other = make_ua(("127.0.0.1", 5070), "101", seed=3)
+    pair.ra.detach(other)  # another transport: nothing of this call
+    assert a.state is CallState.CONFIRMED
+    pair.ra.detach(pair.a)
     events = []
-    while (event := a.next_event()) is not None:
+    while (event := pair.ra.next_event()) is not None:
         events.append(event)
-    ended = [e for e in events if isinstance(e, CallEnded)]
+    ended = [e for e in events if isinstance(e, CallFinished)]
     assert len(ended) == 1 and ended[0].status == 503 and "lost" in ended[0].reason
     assert a.state is CallState.TERMINATED
-    assert pair.ra.reap() == [a] and not pair.ra.sessions
-    with pytest.raises(UsageError, match="register first"):
-        pair.ra.dial(SipUri("sip", "102", None, "127.0.0.1", None, ()), pair.now,
-                     from_=NameAddr(SipUri("sip", "101", None, "127.0.0.1", None, ())),
-                     local=LocalAudio(host="127.0.0.1", rtp_port=4000))
+    assert not pair.ra.sessions
 
 
 def test_keys_never_appear_in_repr() -> None:
@@ -827,9 +831,10 @@ def test_seeded_key_factory_is_used() -> None:
     keys = [bytes(rng.getrandbits(8) for _ in range(30)) for _ in range(4)]
     it = iter(keys)
     router = CallRouter(key_factory=lambda: next(it))
-    assert router.ua is None
-    with pytest.raises(UsageError, match="register first"):
-        router.dial(SipUri("sip", "1", None, "127.0.0.1", None, ()), 0.0,
-                    from_=NameAddr(SipUri("sip", "2", None, "127.0.0.1", None, ())),
-                    local=LocalAudio(host="127.0.0.1", rtp_port=4000))
+    ua = make_ua(A_ADDR, "2")
+    router.dial(ua, SipUri("sip", "1", None, "127.0.0.1", None, ()), 0.0, account=0,
+                from_=NameAddr(SipUri("sip", "2", None, "127.0.0.1", None, ())),
+                local=LocalAudio(host="127.0.0.1", rtp_port=4000))
+    (invite, _), = ua.datagrams_to_send()
+    assert base64.b64encode(keys[0]).decode() in invite.decode()
     assert len(generate_key()) == 30

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from phone_sim.call.aio import UdpCallAgent
 from phone_sim.call.session import CallConfig
+from phone_sim.phone.aio_agent import UdpCallAgent
 from tests.peers.plugin import require
 from tests.peers.ports import free_port
 from tests.peers.sipp import SippResult, run_sipp, sdes_crypto_line
@@ -51,7 +51,7 @@ async def test_unacceptable_offers_get_488_with_warning(
     assert _final(result) == 488
     (refusal,) = [m for m in result.received_messages() if m.startswith("SIP/2.0 488")]
     assert "Warning: 399 127.0.0.1" in refusal and warning in refusal
-    assert phone.calls.refused == {488: 1}
+    assert phone.refused == {488: 1}
 
 
 async def test_correct_offer_is_answered_then_ack_and_bye(
@@ -105,7 +105,7 @@ async def test_phone_sim_pracks_a_reliable_180_from_sipp(tmp_path: Path) -> None
     try:
         await asyncio.sleep(0.5)  # SIPp binds its port
         async with UdpCallAgent("127.0.0.1", user="101") as phone:
-            call = await phone.calls.dial(f"sip:102@127.0.0.1:{uas_port}")
+            call = await phone.dial(f"sip:102@127.0.0.1:{uas_port}")
             await call.wait_answered(timeout=8)
             assert call.progress == [180]
             assert call.negotiated is not None and call.negotiated.encrypted

@@ -6,12 +6,10 @@ in use yet."""
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-import phone_sim.call.aio as call_aio
 from phone_sim.account import Account, SipHost, SipTransport
 from phone_sim.call.aio import Call, CallFailed, CallTimeout
 from phone_sim.call.session import CallConfig, CallState
@@ -69,9 +67,8 @@ def test_the_phone_advertises_what_its_call_layer_implements() -> None:
     account = Account(username="101", password="x", host_primary=SipHost(
         server="127.0.0.1", port=5061, transport=SipTransport.TLS))
     phone = Phone(PhoneConfig(profile=PROFILE, accounts=(account,)))
-    assert phone.core._signature is signature
-    with pytest.raises(UsageError, match="running event loop"):
-        _ = phone.calls
+    assert phone.core.signature is signature
+    assert phone.calls == {}  # nothing is made before the phone runs
 
 
 async def test_dial_before_register_is_a_usage_error() -> None:
@@ -84,16 +81,6 @@ async def test_dial_before_register_is_a_usage_error() -> None:
             await phone.next_call(timeout=0.05)
     with pytest.raises(UsageError, match="closed"):
         await phone.dial("102")
-
-
-def test_calling_phone_is_a_deprecated_alias_of_phone() -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        alias = call_aio.CallingPhone
-    assert alias is Phone
-    assert any(issubclass(w.category, DeprecationWarning) for w in caught)
-    with pytest.raises(AttributeError):
-        _ = call_aio.NoSuchThing
 
 
 # -- through Kamailio ---------------------------------------------------------------------------
@@ -118,7 +105,7 @@ async def test_refused_then_answered_on_the_same_phones_through_kamailio(
         profile=PROFILE, accounts=(_account(kamailio, "101", transport),), trust=_trust(peer_pki),
         registration=FAST)) as caller:
         await caller.register(timeout=10)
-        assert caller._calls is None  # a registered phone without calls carries no call layer
+        assert caller.calls == {}
         # 1. Busy: the callee refuses with 486; the caller's call fails naming it.
         call = await caller.dial("102")
         incoming = await callee.next_call(timeout=10)
@@ -162,7 +149,7 @@ async def test_refused_then_answered_on_the_same_phones_through_kamailio(
         ended = await call.hangup()
         assert not ended.by_peer
         assert (await incoming.wait_ended(timeout=10)).by_peer
-        assert await _until(lambda: not caller.calls.calls and not callee.calls.calls)
+        assert await _until(lambda: not caller.calls and not callee.calls)
         assert caller.registered and callee.registered
 
 
@@ -182,7 +169,7 @@ async def test_an_unacceptable_offer_gets_488_and_the_phone_takes_the_next_call(
         with pytest.raises(CallFailed) as info:
             await call.wait_answered(timeout=10)
         assert info.value.status == 488
-        assert callee.calls.refused == {488: 1}
+        assert callee.refused == {488: 1}
         # The refusal never reached next_call(); the next good call does.
         good = await srtp.dial("102")
         incoming = await callee.next_call(timeout=10)
@@ -214,7 +201,7 @@ async def test_auto_answer_with_nobody_waiting_echoes_the_caller(
             await call.hangup()
         # next_call() still reports the calls, but only those still going.
         # (the caller's hang-up returns once its BYE is out; the BYE reaches the answerer after)
-        assert await _until(lambda: not answerer.calls.calls)
+        assert await _until(lambda: not answerer.calls)
         with pytest.raises(CallTimeout):
             await answerer.next_call(timeout=0.2)
 
@@ -276,7 +263,7 @@ async def test_a_lost_connection_ends_the_call_and_the_phones_call_again_after(
         await asyncio.gather(a.register(timeout=10), b.register(timeout=10))
         call = await a.dial("102")
         await call.wait_answered(timeout=10)
-        (answered,) = b.calls.calls.values()
+        (answered,) = b.calls.values()
         # Kamailio goes away: both TLS connections drop, and with them the dialogs.
         await asyncio.to_thread(kamailio.stop)
         for side in (call, answered):

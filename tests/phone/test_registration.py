@@ -1,4 +1,4 @@
-"""The sans-I/O registration core with a fake clock and an in-memory registrar.
+"""Registration, through the sans-I/O phone core, with a fake clock and an in-memory registrar.
 
 The registrar here answers REGISTER with a real digest challenge (the SIP core's
 ``DigestServer``) and grants ``min(asked, max_expires)``; the network is a dict of which
@@ -18,26 +18,35 @@ from hypothesis import strategies as st
 from phone_sim.account import Account, SipHost, SipTransport
 from phone_sim.errors import PhoneSimError
 from phone_sim.firmware import profile_for
-from phone_sim.phone.registration import (
-    AuthenticationRefused,
-    ClosePeer,
+from phone_sim.phone.config import PhoneConfig
+from phone_sim.phone.core import (
     CloseTransport,
+    OpenTransport,
+    PhoneCore,
+    Shutdown,
+    phone_signature,
+)
+from phone_sim.phone.events import (
+    CallArrived,
     ConnectionDropped,
     FailedOver,
     MessageReceived,
-    OpenTransport,
     PhoneEvent,
-    RegistrationCore,
+    PhoneStopped,
     RegistrationFailed,
-    RegistrationRefused,
-    RegistrationSettings,
     RegistrationSucceeded,
-    RegistrationTimeout,
-    RegState,
     ReprovisionRequested,
     RequestAnswered,
-    SipTransportError,
     Unregistered,
+)
+from phone_sim.phone.registration import (
+    AuthenticationRefused,
+    Registration,
+    RegistrationRefused,
+    RegistrationSettings,
+    RegistrationTimeout,
+    RegState,
+    SipTransportError,
 )
 from phone_sim.sip.digest import DigestServer
 from phone_sim.sip.message import SipRequest, SipResponse, parse_message
@@ -95,29 +104,60 @@ class FakeRegistrar:
                 423, to_tag="r", headers=[("Min-Expires", str(self.min_expires))]))]
         contact = message.contacts[0]
         granted = min(asked, self.max_expires)
+        user = contact.uri.user or ""
         if granted == 0:
             self.bindings.pop(str(contact.uri), None)
             return [bytes(message.create_response(200, to_tag="r"))]
         self.bindings[str(contact.uri)] = granted
+        del user
         return [bytes(message.create_response(
             200, to_tag="r",
             headers=[("Contact", f"{contact};expires={granted}"), ("Expires", str(granted))]))]
 
 
 class Net:
-    """Drives a core: runs its commands, carries its datagrams, advances a fake clock."""
+    """Drives a phone core: runs its transport commands, carries what it sends, advances a
+    fake clock. Each registrar is one host; a TCP/TLS flow is a connection to it."""
 
-    def __init__(self, core: RegistrationCore, *registrars: FakeRegistrar) -> None:
+    def __init__(self, core: PhoneCore, *registrars: FakeRegistrar) -> None:
         self.core = core
         self.registrars = {r.address[0]: r for r in registrars}
         self.now = 1000.0
         self.events: list[PhoneEvent] = []
         self.opened: list[str] = []
         self.closed: list[CloseTransport] = []
-        self.to_phone: list[tuple[bytes, Address]] = []  # what the phone sent elsewhere
+        self.shutdown = False
+        self.flows: dict[int, FakeRegistrar] = {}
+        self.to_phone: list[tuple[int | None, bytes, Address]] = []  # sent elsewhere
+
+    @property
+    def reg(self) -> Registration:
+        """The primary line's registration."""
+        return self.core.primary
+
+    @property
+    def contact(self) -> str | None:
+        contact = self.reg.contact
+        return str(contact.uri) if contact is not None else None
 
     def registrar_for(self, host: SipHost) -> FakeRegistrar | None:
         return self.registrars.get(host.server)
+
+    def lose(self) -> None:
+        """The primary line's connection closes under the phone."""
+        flow = self.reg.flow
+        assert flow is not None
+        self.flows.pop(flow, None)
+        self.core.transport_lost(flow, self.now)
+
+    def deliver(self, data: bytes, source: Address) -> None:
+        """Bytes from *source* to the phone: on the primary line's flow for TCP/TLS, as a
+        datagram for UDP."""
+        flow = self.reg.flow
+        if self.reg.host.transport is SipTransport.UDP or flow is None:
+            self.core.receive_datagram(data, source, self.now)
+        else:
+            self.core.receive_data(flow, data, self.now)
 
     def pump(self) -> None:
         core = self.core
@@ -130,23 +170,35 @@ class Net:
                     registrar = self.registrar_for(command.host)
                     if registrar is None or not registrar.up:
                         core.transport_failed(
+                            command.flow,
                             SipTransportError(f"connection refused by {command.host.label}"),
                             self.now,
                         )
                     else:
-                        core.transport_opened(PHONE_ADDR, registrar.address, self.now)
+                        self.flows[command.flow] = registrar
+                        core.transport_opened(command.flow, PHONE_ADDR, registrar.address,
+                                              self.now)
                 elif isinstance(command, CloseTransport):
                     self.closed.append(command)
-            for data, destination in core.datagrams_to_send():
+                    self.flows.pop(command.flow, None)
+                else:
+                    assert isinstance(command, Shutdown)
+                    self.shutdown = True
+            for flow, data, destination in core.data_to_send():
                 busy = True
                 registrar = self.registrars.get(destination[0])
                 if registrar is None or registrar.address != destination:
-                    self.to_phone.append((data, destination))
+                    self.to_phone.append((flow, data, destination))
                     continue
                 if not registrar.up:
                     continue
+                if flow is not None and self.flows.get(flow) is not registrar:
+                    continue  # a connection the phone closed meanwhile
                 for reply in registrar.handle(data, self.now):
-                    core.receive_data(reply, registrar.address, self.now)
+                    if flow is None:
+                        core.receive_datagram(reply, registrar.address, self.now)
+                    else:
+                        core.receive_data(flow, reply, self.now)
             while (event := core.next_event()) is not None:
                 busy = True
                 self.events.append(event)
@@ -186,11 +238,10 @@ def _account(
     )
 
 
-def _core(account: Account, **settings: float | bool) -> RegistrationCore:
-    return RegistrationCore(
-        PROFILE, account, settings=RegistrationSettings(**settings),  # type: ignore[arg-type]
-        rng=random.Random(7),
-    )
+def _core(account: Account, *, seed: int = 7, **settings: float | bool) -> PhoneCore:
+    config = PhoneConfig(profile=PROFILE, accounts=(account,),
+                         registration=RegistrationSettings(**settings))  # type: ignore[arg-type]
+    return PhoneCore(config, signature=phone_signature(PROFILE), rng=random.Random(seed))
 
 
 def _net(account: Account, *, jitter: float = 0.0, **settings: float | bool) -> tuple[
@@ -210,7 +261,7 @@ def _net(account: Account, *, jitter: float = 0.0, **settings: float | bool) -> 
 def test_registers_after_the_digest_challenge() -> None:
     net, primary, _ = _net(_account())
     net.pump()
-    assert net.core.state is RegState.REGISTERED
+    assert net.reg.state is RegState.REGISTERED
     ok = net.of(RegistrationSucceeded)
     assert len(ok) == 1 and ok[0].expires == 300 and not ok[0].refresh
     first, second = primary.seen
@@ -220,7 +271,7 @@ def test_registers_after_the_digest_challenge() -> None:
     assert first.headers.get("Expires") == "300"
     assert str(first.uri) == "sip:pbx.test"
     assert first.headers.get("User-Agent") == PROFILE.user_agent
-    assert list(primary.bindings) == [net.core.contact]
+    assert list(primary.bindings) == [net.contact]
 
 
 def test_refreshes_before_expiry_with_same_call_id_and_higher_cseq() -> None:
@@ -278,7 +329,7 @@ def test_wrong_password_fails_with_authentication_refused_and_retries() -> None:
     assert error.exit_code == 1
     assert "wrong" not in str(error)
     assert failed[0].retry_at == pytest.approx(net.now + 30.0)
-    assert net.core.state is RegState.WAITING
+    assert net.reg.state is RegState.WAITING
     net.advance(30.0)
     assert len(net.of(RegistrationFailed)) == 2
 
@@ -327,11 +378,11 @@ def test_retry_then_failover_after_num_retries_then_failback() -> None:
     assert net.opened[-1] == ALTERNATE
     net.advance(1.5)
     assert net.opened[-2:] == [PRIMARY, ALTERNATE]  # probe failed, back to the alternate
-    assert net.core.registered_host is not None
-    assert net.core.registered_host.server == ALTERNATE
+    assert net.reg.registered_host is not None
+    assert net.reg.registered_host.server == ALTERNATE
     primary.up = True
     net.advance(50.0)
-    assert net.core.registered_host.server == PRIMARY
+    assert net.reg.registered_host.server == PRIMARY
     assert net.of(RegistrationSucceeded)[-1].host.server == PRIMARY
     # Back on the primary: ordinary refreshes, no more probing.
     opened = len(net.opened)
@@ -349,15 +400,14 @@ def test_without_alternate_the_phone_keeps_retrying_the_primary() -> None:
     assert not net.of(FailedOver)
     primary.up = True
     net.advance(5.0)
-    assert net.core.state is RegState.REGISTERED
+    assert net.reg.state is RegState.REGISTERED
 
 
 def test_jitter_spreads_retries_of_a_fleet() -> None:
     retry_delays = []
     for seed in range(20):
         account = _account(retry=10.0)
-        core = RegistrationCore(PROFILE, account, rng=random.Random(seed),
-                                settings=RegistrationSettings(jitter=5.0))
+        core = _core(account, seed=seed, jitter=5.0)
         net = Net(core, FakeRegistrar((PRIMARY, 5060), up=False))
         core.start(net.now)
         net.pump()
@@ -379,29 +429,99 @@ def test_without_jitter_the_retry_follows_the_profile_exactly() -> None:
 # -- connections ----------------------------------------------------------------------------------
 
 
-def test_dropped_connection_reconnects_and_reregisters_at_once() -> None:
-    net, _primary, _ = _net(_account(transport=SipTransport.TLS))
+def test_dropped_connection_reconnects_within_the_window_and_reregisters() -> None:
+    net, _primary, _ = _net(_account(transport=SipTransport.TLS), reconnect_window=4.0)
     net.pump()
-    assert net.core.state is RegState.REGISTERED
-    net.core.transport_lost(net.now)
-    net.advance(0.0)
-    assert net.of(ConnectionDropped)
+    assert net.reg.state is RegState.REGISTERED
+    net.lose()
+    net.pump()
+    assert net.of(ConnectionDropped) and net.reg.state is RegState.WAITING
+    at = net.core.get_timer()
+    assert at is not None and net.now <= at <= net.now + 4.0
+    net.advance(4.0)
     assert net.opened == [PRIMARY, PRIMARY]
-    assert net.core.state is RegState.REGISTERED
+    assert net.reg.state is RegState.REGISTERED
     assert len(net.of(RegistrationSucceeded)) == 2
 
 
-def test_reconnect_failure_falls_back_to_the_retry_timer() -> None:
-    net, primary, _ = _net(_account(transport=SipTransport.TCP, retry=3.0))
+def test_without_a_window_the_reconnect_is_immediate() -> None:
+    net, _primary, _ = _net(_account(transport=SipTransport.TCP), reconnect_window=0.0)
+    net.pump()
+    net.lose()
+    net.advance(0.0)
+    assert net.opened == [PRIMARY, PRIMARY] and net.reg.state is RegState.REGISTERED
+
+
+def test_reconnects_after_a_drop_back_off_with_jitter_up_to_the_retry() -> None:
+    net, primary, _ = _net(_account(transport=SipTransport.TCP, retry=30.0, num_retries=99),
+                           reconnect_window=0.0, reconnect_backoff=4.0)
     net.pump()
     primary.up = False
-    net.core.transport_lost(net.now)
+    net.lose()
+    net.advance(0.0)
+    delays = []
+    for _ in range(5):
+        failed = net.of(RegistrationFailed)[-1]
+        assert failed.retry_at is not None
+        delays.append(failed.retry_at - net.now)
+        net.run_until(failed.retry_at)
+    # 0.5-1 x 4, 8, 16, then the host's retry (30) caps it: 15-30 s.
+    for delay, ceiling in zip(delays, (4.0, 8.0, 16.0, 30.0, 30.0), strict=True):
+        assert ceiling / 2 <= delay <= ceiling
+    primary.up = True
+    net.advance(30.0)
+    assert net.reg.state is RegState.REGISTERED
+    # Registered again: the next failure is an ordinary one, at the retry interval.
+    primary.refuse_with = 403
+    net.advance(3600.0)
+    refused = [f for f in net.of(RegistrationFailed)
+               if isinstance(f.error, RegistrationRefused)]
+    assert refused and refused[0].retry_at is not None
+
+
+def test_a_fleet_recovering_from_a_restart_spreads_out() -> None:
+    # 1,000 phones drop at t=0, the registrar is back at t=2.4 (as the benchmark does it
+    # with real sockets): with the default settings the reconnects spread over the window
+    # and the back-off.
+    done = []
+    for seed in range(1000):
+        account = _account(transport=SipTransport.TLS, num_retries=99)
+        primary = FakeRegistrar((PRIMARY, 5060))
+        core = _core(account, seed=seed)
+        net = Net(core, primary)
+        core.start(net.now)
+        net.pump()
+        start = net.now
+        primary.up = False
+        net.lose()
+        net.run_until(start + 2.4)
+        primary.up = True
+        while net.reg.state is not RegState.REGISTERED:
+            at = net.core.get_timer()
+            assert at is not None
+            net.run_until(at)
+        done.append(net.now - start)
+    done.sort()
+    assert done[int(0.99 * len(done)) - 1] <= 2.4 + 15.0
+    per_second: dict[int, int] = {}
+    for t in done:
+        per_second[int(t)] = per_second.get(int(t), 0) + 1
+    assert max(per_second.values()) <= 0.2 * len(done)
+
+
+def test_reconnect_failure_falls_back_to_the_back_off() -> None:
+    net, primary, _ = _net(_account(transport=SipTransport.TCP, retry=3.0),
+                           reconnect_window=0.0)
+    net.pump()
+    primary.up = False
+    net.lose()
     net.advance(0.0)
     failed = net.of(RegistrationFailed)
-    assert len(failed) == 1 and failed[0].retry_at == net.now + 3.0
+    assert len(failed) == 1 and failed[0].retry_at is not None
+    assert net.now + 1.5 <= failed[0].retry_at <= net.now + 3.0  # capped by retry
     primary.up = True
     net.advance(3.0)
-    assert net.core.state is RegState.REGISTERED
+    assert net.reg.state is RegState.REGISTERED
 
 
 def test_stream_bytes_are_framed_in_any_chunking() -> None:
@@ -411,24 +531,25 @@ def test_stream_bytes_are_framed_in_any_chunking() -> None:
     core.start(0.0)
     command = core.next_command()
     assert isinstance(command, OpenTransport)
-    core.transport_opened(PHONE_ADDR, primary.address, 0.0)
-    for rounds in range(2):
-        (data, _), = core.datagrams_to_send()
+    core.transport_opened(command.flow, PHONE_ADDR, primary.address, 0.0)
+    for _ in range(2):
+        ((flow, data, _),) = core.data_to_send()
+        assert flow == command.flow
         for reply in primary.handle(data, 0.0):
             for i in range(0, len(reply), 7):  # 7-byte pieces
-                core.receive_data(reply[i : i + 7], primary.address, 0.0)
-        del rounds
-    assert core.state is RegState.REGISTERED
+                core.receive_data(command.flow, reply[i : i + 7], 0.0)
+    assert core.primary.state is RegState.REGISTERED
 
 
 def test_a_framing_error_closes_and_reconnects() -> None:
-    net, primary, _ = _net(_account(transport=SipTransport.TCP))
+    net, primary, _ = _net(_account(transport=SipTransport.TCP), reconnect_window=0.0)
     net.pump()
-    net.core.receive_data(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", primary.address, net.now)
+    flow = net.reg.flow
+    net.deliver(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", primary.address)
     net.advance(0.0)
-    assert net.closed and not net.closed[0].final
+    assert [c.flow for c in net.closed] == [flow]
     assert net.of(ConnectionDropped)
-    assert net.core.state is RegState.REGISTERED
+    assert net.reg.state is RegState.REGISTERED
     assert net.opened == [PRIMARY, PRIMARY]
 
 
@@ -452,8 +573,8 @@ def test_keepalives_follow_the_transport() -> None:
 def test_a_ping_on_the_stream_is_answered_with_a_pong() -> None:
     net, primary, _ = _net(_account(transport=SipTransport.TLS))
     net.pump()
-    net.core.receive_data(b"\r\n\r\n", primary.address, net.now)
-    assert net.core.datagrams_to_send() == [(b"\r\n", primary.address)]
+    net.deliver(b"\r\n\r\n", primary.address)
+    assert net.core.data_to_send() == [(net.reg.flow, b"\r\n", primary.address)]
 
 
 # -- unregistering ----------------------------------------------------------------------------
@@ -468,10 +589,11 @@ def test_stop_unregisters_with_expires_zero() -> None:
     assert primary.seen[-1].headers.get("Expires") == "0"
     assert primary.bindings == {}
     done = net.of(Unregistered)
-    assert done == [Unregistered(host=net.core.account.host_primary, confirmed=True)]
-    assert net.closed[-1].final
-    assert net.core.state is RegState.STOPPED
-    assert net.core.get_timer() is None
+    assert done == [Unregistered(account=0, host=net.reg.account.host_primary, confirmed=True)]
+    assert net.of(PhoneStopped) == [PhoneStopped(confirmed=True, registered=True)]
+    assert net.shutdown
+    assert net.reg.state is RegState.STOPPED
+    assert net.core.stopped and net.core.get_timer() is None
 
 
 def test_stop_gives_up_after_the_unregister_timeout() -> None:
@@ -481,7 +603,7 @@ def test_stop_gives_up_after_the_unregister_timeout() -> None:
     net.core.stop(net.now)
     net.advance(2.5)
     assert net.of(Unregistered) == [
-        Unregistered(host=net.core.account.host_primary, confirmed=False)
+        Unregistered(account=0, host=net.reg.account.host_primary, confirmed=False)
     ]
 
 
@@ -491,7 +613,7 @@ def test_stop_while_not_registered_just_stops() -> None:
     net.pump()
     net.core.stop(net.now)
     net.pump()
-    assert net.of(Unregistered) == [Unregistered(host=None, confirmed=False)]
+    assert net.of(Unregistered) == [Unregistered(account=0, host=None, confirmed=False)]
     assert net.core.get_timer() is None
 
 
@@ -524,7 +646,7 @@ def _request(method: str, *, extra: str = "", body: bytes = b"", to_tag: str = "
 
 def _answers(net: Net) -> list[SipResponse]:
     out = []
-    for data, _ in net.core.datagrams_to_send():
+    for _, data, _ in net.core.data_to_send():
         message = parse_message(data)
         assert isinstance(message, SipResponse)
         out.append(message)
@@ -535,13 +657,13 @@ def _answers(net: Net) -> list[SipResponse]:
 def registered() -> Net:
     net, _, _ = _net(_account())
     net.pump()
-    assert net.core.state is RegState.REGISTERED
+    assert net.reg.state is RegState.REGISTERED
     net.events.clear()
     return net
 
 
 def _deliver(net: Net, data: bytes) -> list[SipResponse]:
-    net.core.receive_data(data, _SERVER, net.now)
+    net.core.receive_datagram(data, _SERVER, net.now)
     answers = _answers(net)
     while (event := net.core.next_event()) is not None:
         net.events.append(event)
@@ -595,37 +717,39 @@ def test_out_of_dialog_bye_gets_481(registered: Net) -> None:
     assert answer.status == 481
 
 
-def test_invite_is_declined_for_now(registered: Net) -> None:
-    answers = _deliver(registered, _request("INVITE"))
-    assert [a.status for a in answers] == [100, 480]
-    assert registered.of(RequestAnswered)[-1].status == 480
+def test_invite_without_sdp_rings_and_is_a_call(registered: Net) -> None:
+    answers = _deliver(registered, _request(
+        "INVITE", extra="Contact: <sip:asterisk@192.0.2.1:5060>\r\n"))
+    assert [a.status for a in answers] == [100, 180]
+    (arrived,) = registered.of(CallArrived)
+    assert arrived.account == 0 and arrived.remote == "sip:asterisk@pbx.test"
 
 
 def test_malformed_request_gets_400_and_the_phone_keeps_working(registered: Net) -> None:
-    registered.core.receive_data(
+    registered.core.receive_datagram(
         _request("OPTIONS", cseq="not-a-number OPTIONS"), _SERVER, registered.now
     )
-    ((raw, destination),) = registered.core.datagrams_to_send()
+    ((_, raw, destination),) = registered.core.data_to_send()
     assert raw.startswith(b"SIP/2.0 400 ") and destination == _SERVER
     (again,) = _deliver(registered, _request("OPTIONS"))
     assert again.status == 200
-    assert registered.core.state is RegState.REGISTERED
+    assert registered.reg.state is RegState.REGISTERED
 
 
 def test_garbage_never_raises(registered: Net) -> None:
     for junk in (b"\x00\xff garbage", b"INVITE\r\n\r\n", b"SIP/2.0 abc\r\n\r\n", b"\r\n"):
-        registered.core.receive_data(junk, _SERVER, registered.now)
-        registered.core.datagrams_to_send()
-    assert registered.core.state is RegState.REGISTERED
+        registered.core.receive_datagram(junk, _SERVER, registered.now)
+        registered.core.data_to_send()
+    assert registered.reg.state is RegState.REGISTERED
 
 
 def test_malformed_request_on_a_stream_gets_400() -> None:
     net, primary, _ = _net(_account(transport=SipTransport.TCP))
     net.pump()
-    net.core.receive_data(_request("OPTIONS", cseq="x OPTIONS"), primary.address, net.now)
-    ((raw, _),) = net.core.datagrams_to_send()
+    net.deliver(_request("OPTIONS", cseq="x OPTIONS"), primary.address)
+    ((_, raw, _),) = net.core.data_to_send()
     assert raw.startswith(b"SIP/2.0 400 ")
-    assert net.core.state is RegState.REGISTERED
+    assert net.reg.state is RegState.REGISTERED
 
 
 def test_password_is_not_in_any_repr() -> None:
@@ -638,7 +762,7 @@ def test_stop_during_the_first_register_still_unregisters() -> None:
     net, primary, _ = _net(_account())
     primary.answering = False
     net.pump()
-    assert net.core.state is RegState.REGISTERING
+    assert net.reg.state is RegState.REGISTERING
     primary.answering = True
     net.core.stop(net.now)
     net.pump()
@@ -651,13 +775,15 @@ def test_stop_during_the_first_register_still_unregisters() -> None:
 def test_ipv6_local_address_is_bracketed_in_contact_and_via() -> None:
     core = _core(_account())
     core.start(0.0)
-    core.next_command()
-    core.transport_opened(("2001:db8::7", 5060), (PRIMARY, 5060), 0.0)
-    ((data, _),) = core.datagrams_to_send()
+    command = core.next_command()
+    assert isinstance(command, OpenTransport)
+    core.transport_opened(command.flow, ("2001:db8::7", 5060), (PRIMARY, 5060), 0.0)
+    ((_, data, _),) = core.data_to_send()
     request = parse_message(data)
     assert isinstance(request, SipRequest)
     assert request.top_via.host == "[2001:db8::7]"
-    assert core.contact == "sip:101@[2001:db8::7]:5060;ob"
+    contact = core.primary.contact
+    assert contact is not None and str(contact.uri) == "sip:101@[2001:db8::7]:5060;ob"
 
 
 def test_jitter_spreads_refreshes_earlier_never_later() -> None:
@@ -665,8 +791,7 @@ def test_jitter_spreads_refreshes_earlier_never_later() -> None:
     for seed in range(20):
         account = _account(reregister=300, transport=SipTransport.TCP)
         # No keep-alive, and TCP (no Timer K): the only deadline left is the refresh.
-        core = RegistrationCore(PROFILE, account, rng=random.Random(seed),
-                                settings=RegistrationSettings(jitter=20.0, stream_ka_interval=0))
+        core = _core(account, seed=seed, jitter=20.0, stream_ka_interval=0)
         net = Net(core, FakeRegistrar((PRIMARY, 5060)))
         core.start(net.now)
         net.advance(0.0)  # the finished REGISTER transactions go (Timer K = 0 on TCP)
@@ -682,21 +807,39 @@ def test_a_pbx_connection_to_the_listener_is_framed_on_its_own() -> None:
     net, primary, _ = _net(_account(transport=SipTransport.TCP))
     net.pump()
     pbx: Address = ("203.0.113.5", 41000)
+    flow = net.core.connection_accepted(PHONE_ADDR, pbx, net.now)
     request = _request("OPTIONS")
     # Half of a request from the PBX, then the registrar's ping, then the rest.
-    net.core.receive_data(request[:40], pbx, net.now)
-    net.core.receive_data(b"\r\n\r\n", primary.address, net.now)
-    net.core.receive_data(request[40:], pbx, net.now)
-    out = net.core.datagrams_to_send()
-    assert out[0] == (b"\r\n", primary.address)
-    assert out[1][1] == pbx and out[1][0].startswith(b"SIP/2.0 200 ")
+    net.core.receive_data(flow, request[:40], net.now)
+    net.deliver(b"\r\n\r\n", primary.address)
+    net.core.receive_data(flow, request[40:], net.now)
+    out = net.core.data_to_send()
+    assert out[0] == (net.reg.flow, b"\r\n", primary.address)
+    assert out[1][0] == flow and out[1][2] == pbx and out[1][1].startswith(b"SIP/2.0 200 ")
     # A stream from the PBX that cannot be framed closes that connection only.
-    net.core.receive_data(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n", pbx, net.now)
-    command = net.core.next_command()
-    assert isinstance(command, ClosePeer) and command.peer == pbx
+    net.core.receive_data(flow, b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n", net.now)
+    assert net.core.next_command() == CloseTransport(flow=flow)
     assert net.core.next_command() is None
-    assert net.core.state is RegState.REGISTERED
-    net.core.peer_closed(pbx)
+    assert net.reg.state is RegState.REGISTERED
+    assert [type(e) for e in _drain(net)] == [RequestAnswered]  # the OPTIONS
+    net.core.transport_lost(flow, net.now)  # its end, reported by the shell: nothing more
+    assert net.core.next_command() is None and not _drain(net)
+    assert net.reg.state is RegState.REGISTERED
+
+
+def test_a_check_sync_from_elsewhere_is_refused(registered: Net) -> None:
+    notify = _request("NOTIFY", extra="Event: check-sync\r\n")
+    registered.core.receive_datagram(notify, ("203.0.113.66", 5060), registered.now)
+    ((_, raw, _),) = registered.core.data_to_send()
+    assert raw.startswith(b"SIP/2.0 403 ")
+    assert not [e for e in _drain(registered) if isinstance(e, ReprovisionRequested)]
+
+
+def _drain(net: Net) -> list[PhoneEvent]:
+    events = []
+    while (event := net.core.next_event()) is not None:
+        events.append(event)
+    return events
 
 
 # -- any sequence of inputs ---------------------------------------------------------------------
@@ -720,8 +863,7 @@ def test_no_sequence_of_inputs_breaks_the_core(
                        reregister=60)
     primary = FakeRegistrar((PRIMARY, 5060))
     other = FakeRegistrar((ALTERNATE, 5060))
-    core = RegistrationCore(PROFILE, account, rng=random.Random(seed),
-                            settings=RegistrationSettings(jitter=2.0, register_timeout=8.0))
+    core = _core(account, seed=seed, jitter=2.0, register_timeout=8.0)
     net = Net(core, primary, other)
     core.start(net.now)
     for action, value in actions:
@@ -730,10 +872,11 @@ def test_no_sequence_of_inputs_breaks_the_core(
         elif action == "advance":
             net.advance(value)
         elif action == "lost":
-            core.transport_lost(net.now)
+            if net.reg.flow is not None:
+                net.lose()
         elif action == "junk":
-            core.receive_data(b"\r\n\r\nINVITE x\r\n\r\n" + bytes([int(value) % 256]) * 3,
-                              primary.address, net.now)
+            net.deliver(b"\r\n\r\nINVITE x\r\n\r\n" + bytes([int(value) % 256]) * 3,
+                        primary.address)
         elif action in ("down", "up"):
             primary.up = other.up = action == "up"
         elif action == "mute":
@@ -743,31 +886,9 @@ def test_no_sequence_of_inputs_breaks_the_core(
     core.stop(net.now)
     net.advance(10.0)
     # However it got here, stop() ends in STOPPED with nothing left scheduled.
-    assert core.state is RegState.STOPPED
-    assert core.get_timer() is None
-    assert net.of(Unregistered)
-    if core.registered_host is None and net.closed:
-        assert net.closed[-1].final
-
-
-def test_the_ua_hook_takes_the_events_it_claims(registered: Net) -> None:
-    claimed: list[str] = []
-
-    def hook(event: object, now: float) -> bool:
-        from phone_sim.sip.ua import RequestReceived
-
-        if isinstance(event, RequestReceived) and event.request.method == "INVITE":
-            claimed.append(event.request.method)
-            return True
-        return False
-
-    registered.core.ua_hook = hook
-    answers = _deliver(registered, _request("INVITE"))
-    assert claimed == ["INVITE"]
-    assert [a.status for a in answers] == [100]  # the hook answers it, not the phone's 480
-    assert registered.core.ua is not None
-    (options,) = _deliver(registered, _request("OPTIONS"))
-    assert options.status == 200
+    assert net.reg.state is RegState.STOPPED
+    assert core.stopped and core.get_timer() is None
+    assert net.of(Unregistered) and net.of(PhoneStopped) and net.shutdown
 
 
 @pytest.mark.parametrize("transport", [SipTransport.UDP, SipTransport.TCP])
@@ -788,9 +909,9 @@ def test_stream_messages_are_parsed_once(
     monkeypatch.setattr(ua_module, "parse_message", counting)
     net, primary, _ = _net(_account(transport=transport))
     net.pump()
-    assert net.core.state is RegState.REGISTERED and len(primary.seen) == 2
-    net.core.receive_data(_request("OPTIONS"), primary.address, net.now)
-    ((raw, _),) = net.core.datagrams_to_send()
+    assert net.reg.state is RegState.REGISTERED and len(primary.seen) == 2
+    net.deliver(_request("OPTIONS"), primary.address)
+    ((_, raw, _),) = net.core.data_to_send()
     assert raw.startswith(b"SIP/2.0 200 ")
     # UDP: the 401, the 200 and the OPTIONS, each parsed by the core; TCP: none of them.
     assert len(parses) == (3 if transport is SipTransport.UDP else 0)
