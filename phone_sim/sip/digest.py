@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import logging
 import re
@@ -27,12 +28,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from phone_sim.errors import ProtocolError, RemoteError, UsageError
+from phone_sim.sip.limits import SipParseError
+from phone_sim.sip.uri import SipUri
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ALGORITHMS",
     "DEFAULT_ALGORITHMS",
+    "MAX_TRACKED_NONCES",
     "AuthAttempt",
     "AuthenticationFailed",
     "DigestChallenge",
@@ -113,6 +117,9 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _NC_RE = re.compile(r"[0-9a-fA-F]{8}")
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+#: Hex digits of each algorithm's request-digest (RFC 7616 §3.4.1).
+_DIGEST_LENGTH = {"MD5": 32, "SHA-256": 64, "SHA-512-256": 64}
 
 
 class _Scanner:
@@ -400,6 +407,13 @@ class DigestResponse:
         for required in ("username", "realm", "nonce", "uri", "response"):
             if required not in params:
                 raise DigestError(f"digest credentials without {required}")
+        for name, text in params.items():
+            # The message parser keeps undecodable bytes as lone surrogates; they would
+            # raise in the hashes (UnicodeEncodeError) long after the answer was accepted.
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DigestError(f"digest parameter {name!r} is not UTF-8") from None
         nc: int | None = None
         if "nc" in params:
             text = params["nc"]
@@ -409,13 +423,18 @@ class DigestResponse:
         qop = params.get("qop")
         if qop is not None and (nc is None or "cnonce" not in params):
             raise DigestError("digest credentials with qop need nc and cnonce")
+        algorithm = canonical_algorithm(params.get("algorithm"))
+        response = params["response"]
+        size = _DIGEST_LENGTH[algorithm.removesuffix("-sess")]
+        if len(response) != size or _HEX_RE.fullmatch(response) is None:
+            raise DigestError(f"digest response is not {size} hex digits")
         return cls(
             username=params["username"],
             realm=params["realm"],
             nonce=params["nonce"],
             uri=params["uri"],
-            response=params["response"].lower(),
-            algorithm=canonical_algorithm(params.get("algorithm")),
+            response=response.lower(),
+            algorithm=algorithm,
             cnonce=params.get("cnonce"),
             opaque=params.get("opaque"),
             qop=qop.lower() if qop is not None else None,
@@ -682,21 +701,42 @@ class DigestVerdict:
     ok: bool
     """True when the credentials are right and the nonce is fresh."""
     stale: bool = False
-    """True when the credentials are right but the nonce expired: re-challenge with stale."""
+    """True when the digest is right but its nonce cannot be used (expired, bound to another
+    request, its count already used): re-challenge with ``stale=true``."""
     username: str | None = None
     """The authenticated user, when ``ok``."""
     reason: str = ""
     """Why the answer was refused."""
+    malformed: bool = False
+    """True when the answer cannot be used at all (unparseable, or its ``uri`` is not the
+    Request-URI): RFC 7616 §3.4.6 answers 400 Bad Request."""
+
+
+#: Nonce counts kept per nonce by default (:class:`DigestServer`'s replay table).
+MAX_TRACKED_NONCES = 65_536
 
 
 class DigestServer:
-    """Issues digest challenges and checks answers (the registrar side of UaPair tests).
+    """Issues digest challenges and checks answers (the lab's registrar and proxy, and the
+    in-memory peers of tests).
 
-    Nonces are ``base64(timestamp || HMAC(secret, timestamp))``: no per-nonce state, and a
-    nonce older than ``nonce_lifetime`` seconds is answered with ``stale=true``.
+    Nonces are ``base64(timestamp || serial || HMAC(secret, timestamp || serial || bind))``
+    (32 bytes, 43 characters): they carry their own
+    age (one older than ``nonce_lifetime`` seconds is answered with ``stale=true``) and can be
+    bound to the request they were issued for (``bind``: the proxy binds its nonces to the
+    Call-ID and From tag of the challenged request, as Kamailio's ``auth_checks_*`` do).
+
+    With ``qop=auth`` the server keeps the highest nonce count (``nc``) seen per nonce and
+    refuses a repeated or lower one (RFC 7616 §3.4.5): a captured answer cannot be replayed.
+    The table holds at most ``max_nonces`` nonces and forgets each one when it expires; when
+    it is full the nonce issued first is dropped and every nonce issued before it is then
+    answered with ``stale=true`` (a new challenge, never a second use).
     """
 
-    __slots__ = ("_secret", "algorithm", "nonce_lifetime", "qop", "realm")
+    __slots__ = (
+        "_counts", "_floor", "_issued", "_secret", "_serial", "algorithm", "max_nonces",
+        "nonce_lifetime", "qop", "realm",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -706,40 +746,62 @@ class DigestServer:
         qop: tuple[str, ...] = ("auth",),
         nonce_lifetime: float = 300.0,
         secret: bytes | None = None,
+        max_nonces: int = MAX_TRACKED_NONCES,
     ) -> None:
+        if max_nonces < 1:
+            raise UsageError("max_nonces must be at least 1")
         self.realm = realm
         self.algorithm = canonical_algorithm(algorithm)
         self.qop = qop
         self.nonce_lifetime = nonce_lifetime
+        self.max_nonces = max_nonces
         self._secret = secret if secret is not None else secrets.token_bytes(32)
+        # nonce -> the highest nc accepted; a heap of (issued, nonce) to expire and evict.
+        self._counts: dict[str, int] = {}
+        self._issued: list[tuple[float, str]] = []
+        # Nonces issued at or before this time and not in the table were evicted (or never
+        # counted): they get stale=true.
+        self._floor = float("-inf")
+        self._serial = 0
 
     def __repr__(self) -> str:
         return f"<DigestServer realm={self.realm!r} algorithm={self.algorithm}>"
 
-    def _nonce(self, now: float) -> str:
-        stamp = struct.pack("!d", now)
-        mac = hmac.digest(self._secret, stamp, "sha256")[:16]
-        return base64.urlsafe_b64encode(stamp + mac).decode("ascii").rstrip("=")
+    @property
+    def tracked_nonces(self) -> int:
+        """How many nonces the replay table holds."""
+        return len(self._counts)
 
-    def _nonce_time(self, nonce: str) -> float | None:
+    def _mac(self, stamp: bytes, bind: str) -> bytes:
+        # hmac.digest() is the one-shot C path: a third of hmac.new() per registration.
+        data = stamp + bind.encode("utf-8", "surrogatepass") if bind else stamp
+        return hmac.digest(self._secret, data, "sha256")[:16]
+
+    def _nonce(self, now: float, bind: str = "") -> str:
+        # A serial number makes every nonce unique, even two issued at the same instant:
+        # nonce counts are tracked per nonce, so two clients must never share one.
+        self._serial += 1
+        stamp = struct.pack("!dQ", now, self._serial)
+        return base64.urlsafe_b64encode(stamp + self._mac(stamp, bind)).decode("ascii").rstrip("=")
+
+    def _nonce_time(self, nonce: str, bind: str = "") -> float | None:
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except ValueError:
             return None
-        if len(raw) != 24:
+        if len(raw) != 32:
             return None
-        stamp, mac = raw[:8], raw[8:]
-        # hmac.digest() is the one-shot C path: a third of hmac.new() per registration.
-        expected = hmac.digest(self._secret, stamp, "sha256")[:16]
-        if not hmac.compare_digest(mac, expected):
+        stamp, mac = raw[:16], raw[16:]
+        if not hmac.compare_digest(mac, self._mac(stamp, bind)):
             return None
-        return float(struct.unpack("!d", stamp)[0])
+        return float(struct.unpack("!d", stamp[:8])[0])
 
-    def challenge(self, now: float, *, stale: bool = False) -> DigestChallenge:
-        """A fresh challenge; render it with ``str()`` into ``WWW-Authenticate``."""
+    def challenge(self, now: float, *, stale: bool = False, bind: str = "") -> DigestChallenge:
+        """A fresh challenge; render it with ``str()`` into ``WWW-Authenticate``. ``bind``
+        ties its nonce to one request (what :meth:`verify` must then be given)."""
         return DigestChallenge(
             realm=self.realm,
-            nonce=self._nonce(now),
+            nonce=self._nonce(now, bind),
             algorithm=self.algorithm,
             qop=self.qop,
             opaque=None,
@@ -754,29 +816,37 @@ class DigestServer:
         body: bytes = b"",
         passwords: Mapping[str, str],
         now: float,
+        request_uri: str | SipUri | None = None,
+        bind: str = "",
     ) -> DigestVerdict:
-        """Check an ``Authorization`` value against *passwords* (user name -> password)."""
+        """Check an ``Authorization`` value against *passwords* (user name -> password).
+
+        ``request_uri`` is the Request-URI the answer's ``uri`` must name (RFC 3261 §22.4,
+        RFC 7616 §3.4.6); ``None`` skips that check (in-memory test peers only). ``bind`` is
+        what the nonce was bound to in :meth:`challenge`. A successful answer records its
+        nonce count: the same answer twice is a replay.
+        """
         try:
             answer = DigestResponse.parse(authorization)
         except DigestError as exc:
-            return DigestVerdict(ok=False, reason=str(exc))
+            return DigestVerdict(ok=False, reason=str(exc), malformed=True)
         if answer.realm != self.realm:
-            return DigestVerdict(ok=False, reason=f"wrong realm {answer.realm!r}")
+            return DigestVerdict(ok=False, reason=f"wrong realm {answer.realm[:60]!r}")
         if answer.algorithm != self.algorithm:
             return DigestVerdict(ok=False, reason=f"algorithm {answer.algorithm} not offered")
         if self.qop and answer.qop not in self.qop:
             return DigestVerdict(ok=False, reason="qop missing or not offered")
-        issued = self._nonce_time(answer.nonce)
-        if issued is None:
-            return DigestVerdict(ok=False, reason="nonce not issued by this server")
+        if request_uri is not None and not _same_uri(answer.uri, request_uri):
+            return DigestVerdict(
+                ok=False, malformed=True, reason="digest uri does not match the Request-URI"
+            )
         password = passwords.get(answer.username)
-        if password is None:
-            return DigestVerdict(ok=False, reason="unknown user")
+        # An unknown user costs the same hashes as a known one: no timing tells them apart.
         expected = compute_response(
             algorithm=answer.algorithm,
             username=answer.username,
             realm=answer.realm,
-            password=password,
+            password=password if password is not None else _NO_PASSWORD,
             nonce=answer.nonce,
             method=method,
             uri=answer.uri,
@@ -785,8 +855,68 @@ class DigestServer:
             cnonce=answer.cnonce,
             body=body,
         )
-        if not hmac.compare_digest(expected, answer.response):
+        # Bytes: compare_digest raises on non-ASCII str (parse() already checked for hex).
+        right = hmac.compare_digest(expected.encode("ascii"), answer.response.encode("ascii"))
+        issued = self._nonce_time(answer.nonce, bind)
+        if password is None:
+            return DigestVerdict(ok=False, reason="unknown user")
+        if not right:
             return DigestVerdict(ok=False, reason="wrong response digest")
+        # The digest is right: whatever is wrong with the nonce, the client knows the
+        # password, so it gets stale=true and answers the fresh nonce (RFC 7616 §3.3).
+        if issued is None:
+            reason = "nonce not issued by this server" + (" for this request" if bind else "")
+            return DigestVerdict(ok=False, stale=True, reason=reason)
         if now - issued > self.nonce_lifetime:
             return DigestVerdict(ok=False, stale=True, reason="nonce expired")
+        if answer.nc is not None:
+            refused = self._count(answer.nonce, answer.nc, issued, now)
+            if refused is not None:
+                return DigestVerdict(ok=False, stale=True, reason=refused)
         return DigestVerdict(ok=True, username=answer.username)
+
+    def _count(self, nonce: str, nc: int, issued: float, now: float) -> str | None:
+        """Record ``nc`` for ``nonce``; the reason it is refused, or None."""
+        counts = self._counts
+        heap = self._issued
+        # Forget nonces that have expired: they are answered stale before reaching here.
+        horizon = now - self.nonce_lifetime
+        while heap and heap[0][0] < horizon:
+            _, old = heapq.heappop(heap)
+            counts.pop(old, None)
+        last = counts.get(nonce)
+        if last is None:
+            if issued <= self._floor:
+                return "nonce no longer tracked (replay table full)"
+            while len(counts) >= self.max_nonces:
+                first, evicted = heapq.heappop(heap)
+                counts.pop(evicted, None)
+                self._floor = max(self._floor, first)
+            if issued <= self._floor:
+                return "nonce no longer tracked (replay table full)"
+            heapq.heappush(heap, (issued, nonce))
+        elif nc <= last:
+            return f"nonce count {nc} already used (last {last}): a replay"
+        counts[nonce] = nc
+        return None
+
+
+#: Stands in for the password of an unknown user, so that the hashes still run.
+_NO_PASSWORD = "\0phone-sim: no such user\0"  # noqa: S105 - not a secret
+
+
+def _same_uri(digest_uri: str, request_uri: str | SipUri) -> bool:
+    """RFC 3261 §22.4: the digest-uri names the Request-URI (19.1.4 equality)."""
+    if isinstance(request_uri, str):
+        if digest_uri == request_uri:
+            return True
+        try:
+            request_uri = SipUri.parse(request_uri)
+        except SipParseError:
+            return False
+    elif digest_uri == str(request_uri):
+        return True
+    try:
+        return SipUri.parse(digest_uri).equivalent(request_uri)
+    except SipParseError:
+        return False

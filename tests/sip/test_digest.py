@@ -293,7 +293,7 @@ def test_userhash() -> None:
 
 
 def test_response_parse_round_trip_and_errors() -> None:
-    answer = DigestResponse(username="u", realm="r", nonce="n", uri="sip:x", response="ab",
+    answer = DigestResponse(username="u", realm="r", nonce="n", uri="sip:x", response="ab" * 16,
                             algorithm="MD5", cnonce="c", qop="auth", nc=7, opaque="o")
     assert DigestResponse.parse(str(answer)) == answer
     with pytest.raises(DigestError, match="without response"):
@@ -304,6 +304,9 @@ def test_response_parse_round_trip_and_errors() -> None:
     with pytest.raises(DigestError, match="8 hex"):
         DigestResponse.parse('Digest username="u", realm="r", nonce="n", uri="x", '
                              'response="a", qop=auth, nc=1, cnonce="c"')
+    with pytest.raises(DigestError, match="not 64 hex digits"):
+        DigestResponse.parse('Digest username="u", realm="r", nonce="n", uri="x", '
+                             f'response="{"a" * 32}", algorithm=SHA-256')
 
 
 def test_attempt_is_frozen() -> None:
@@ -381,3 +384,129 @@ def test_fast_auth_param_parser_takes_the_common_shapes() -> None:
     assert _parse_auth_list(challenge)[0][1]["realm"] == 'a"b'
     with pytest.raises(DigestError, match="duplicate digest parameter 'realm'"):
         _parse_auth_list('Digest realm="a", Realm="b"')
+
+
+# --------------------------------------------------------------------------------------------
+# The server side against hostile answers (issue #10: replay, crafted values)
+
+
+def _answer(server: DigestServer, *, now: float = 1.0, uri: str = "sip:r", bind: str = "",
+            client: DigestClient | None = None) -> tuple[DigestClient, str]:
+    client = client or _client()
+    attempt = client.respond([server.challenge(now, bind=bind)], method="REGISTER", uri=uri)
+    return client, attempt.headers[0][1]
+
+
+def _verify(server: DigestServer, value: str, *, now: float = 2.0, uri: str | None = "sip:r",
+            bind: str = "") -> object:
+    return server.verify(value, method="REGISTER", passwords={"101": "1234"}, now=now,
+                         request_uri=uri, bind=bind)
+
+
+@pytest.mark.parametrize(
+    ("name", "crafted"),
+    [
+        ("response", "é" * 32),          # hmac.compare_digest raised TypeError on non-ASCII str
+        ("response", "zz" * 16),          # not hex
+        ("response", "ab"),               # too short for MD5
+        ("uri", "sip:r\udcff"),          # a non-UTF-8 byte, as the parser's surrogateescape
+        ("username", "10\udcff1"),
+        ("cnonce", "\udc80"),
+        ("realm", "r\udcff"),
+    ],
+)
+def test_a_crafted_answer_is_malformed_never_raises(name: str, crafted: str) -> None:
+    server = DigestServer("r", secret=b"k" * 32)
+    _, value = _answer(server)
+    parsed = DigestResponse.parse(value)
+    params = {
+        "username": parsed.username, "realm": parsed.realm, "nonce": parsed.nonce,
+        "uri": parsed.uri, "response": parsed.response, "cnonce": parsed.cnonce,
+    }
+    params[name] = crafted
+    fields = ", ".join(f'{k}="{v}"' for k, v in params.items())
+    crafted_value = f"Digest {fields}, algorithm=MD5, qop=auth, nc=00000001"
+    verdict = server.verify(crafted_value, method="REGISTER", passwords={"101": "1234"},
+                            now=2.0, request_uri=None)
+    assert not verdict.ok and not verdict.stale and verdict.malformed
+    assert verdict.reason
+
+
+def test_the_digest_uri_must_be_the_request_uri() -> None:
+    server = DigestServer("r", secret=b"k" * 32)
+    client, value = _answer(server, uri="sip:101@r")
+    moved = _verify(server, value, uri="sip:102@r")
+    assert not moved.ok and moved.malformed  # type: ignore[attr-defined]
+    assert "does not match the Request-URI" in moved.reason  # type: ignore[attr-defined]
+    # RFC 3261 19.1.4 equality, not string equality: the host is case-insensitive.
+    _client2, value = _answer(server, uri="sip:101@R", client=client)
+    assert _verify(server, value, uri="sip:101@r").ok  # type: ignore[attr-defined]
+
+
+def test_a_replayed_nonce_count_is_refused_with_stale() -> None:
+    server = DigestServer("r", secret=b"k" * 32)
+    client, first = _answer(server)
+    assert _verify(server, first).ok  # type: ignore[attr-defined]
+    replay = _verify(server, first, now=3.0)
+    assert not replay.ok and replay.stale  # type: ignore[attr-defined]
+    assert "nonce count" in replay.reason  # type: ignore[attr-defined]
+    # The phone's next answer with the same nonce (nc=2) is fine; going back is not.
+    attempt = client.authorize(method="REGISTER", uri="sip:r")
+    assert attempt is not None
+    second = attempt.headers[0][1]
+    assert "nc=00000002" in second
+    assert _verify(server, second, now=4.0).ok  # type: ignore[attr-defined]
+    lower = _verify(server, first, now=5.0)
+    assert not lower.ok and lower.stale  # type: ignore[attr-defined]
+
+
+def test_the_nonce_count_table_is_bounded_and_expires_with_the_nonces() -> None:
+    server = DigestServer("r", secret=b"k" * 32, nonce_lifetime=10.0, max_nonces=3)
+    values = []
+    for n in range(5):
+        _c, value = _answer(server, now=float(n))
+        assert _verify(server, value, now=float(n)).ok  # type: ignore[attr-defined]
+        values.append(value)
+    assert server.tracked_nonces == 3
+    # An evicted nonce can no longer be counted: its next use gets stale, never a replay.
+    client = _client()
+    client.respond([server.challenge(0.0)], method="REGISTER", uri="sip:r")
+    attempt = client.authorize(method="REGISTER", uri="sip:r")
+    assert attempt is not None
+    verdict = _verify(server, attempt.headers[0][1], now=5.0)
+    assert not verdict.ok and verdict.stale  # type: ignore[attr-defined]
+    # Once their nonces have expired, the entries go.
+    _c, fresh = _answer(server, now=30.0)
+    assert _verify(server, fresh, now=30.0).ok  # type: ignore[attr-defined]
+    assert server.tracked_nonces == 1
+
+
+def test_a_bound_nonce_serves_only_its_request() -> None:
+    server = DigestServer("r", secret=b"k" * 32)
+    _c, value = _answer(server, bind="call-1\x00tag")
+    other = _verify(server, value, bind="call-2\x00tag")
+    assert not other.ok and other.stale  # type: ignore[attr-defined]
+    assert _verify(server, value, bind="call-1\x00tag").ok  # type: ignore[attr-defined]
+
+
+def test_an_expired_nonce_is_merely_stale() -> None:
+    server = DigestServer("r", secret=b"k" * 32, nonce_lifetime=5.0)
+    _c, value = _answer(server, now=0.0)
+    verdict = _verify(server, value, now=6.0)
+    assert verdict.stale and not verdict.malformed and verdict.reason == "nonce expired"  # type: ignore[attr-defined]
+
+
+_PARAM_NAMES = ["username", "realm", "nonce", "uri", "response", "cnonce", "nc", "qop",
+                "algorithm", "opaque"]
+
+
+@given(st.dictionaries(st.sampled_from(_PARAM_NAMES),
+                       st.text(max_size=40) | st.sampled_from(["\udcff", "é" * 32, "0" * 8]),
+                       max_size=10))
+def test_any_answer_gets_a_verdict_never_an_exception(params: dict[str, str]) -> None:
+    server = DigestServer("r", secret=b"k" * 32)
+    fields = ", ".join(f'{k}="{v}"' for k, v in params.items())
+    for value in (f"Digest {fields}", f"Digest {fields.replace(chr(34), '')}"):
+        verdict = server.verify(value, method="INVITE", passwords={"101": "1234"}, now=1.0,
+                                request_uri="sip:r", bind="x")
+        assert not verdict.ok
