@@ -515,7 +515,7 @@ class Registrar:
         )
         self.stats: dict[str, int] = {
             "requests": 0, "registers": 0, "challenges": 0, "refused": 0, "malformed": 0,
-            "keepalives": 0, "retransmissions": 0,
+            "keepalives": 0, "retransmissions": 0, "internal_errors": 0,
         }  # fmt: skip
 
     def __repr__(self) -> str:
@@ -751,6 +751,23 @@ class Registrar:
             if isinstance(message, SipRequest) and exc.partial is None:
                 exc.partial = message
             self._reject(exc, flow, now)
+        except Exception as exc:
+            # A bug reached by some input must cost that request, not the connection (an
+            # exception here would end in asyncio's handler: a traceback, the socket closed,
+            # no answer). One line at ERROR names it; the traceback is at DEBUG.
+            self.stats["internal_errors"] += 1
+            what = message.method if isinstance(message, SipRequest) else message.status
+            logger.error(
+                "internal error on %s from %s: %s: %s",
+                what, flow, type(exc).__name__, _printable(str(exc)),
+            )  # fmt: skip
+            logger.debug("internal error on %s from %s", what, flow, exc_info=True)
+            if isinstance(message, SipRequest) and message.method != "ACK":
+                try:
+                    response = message.create_response(500, "Server Internal Error")
+                except (SipParseError, ValueError):
+                    return
+                self._send_response(message, response, flow, None, now)
 
     def _dispatch(self, message: SipRequest | SipResponse, flow: Flow, now: float) -> None:
         if isinstance(message, SipResponse):
@@ -789,6 +806,8 @@ class Registrar:
             )  # fmt: skip
             return
         if not flow.reliable:
+            # Keyed by source too: nobody else's datagram is taken for a retransmission.
+            txkey = (*txkey, *map(str, flow.remote))
             cached = self._udp_responses.get(txkey)
             if cached is not None:
                 self.stats["retransmissions"] += 1
@@ -945,6 +964,7 @@ class Registrar:
     ) -> LabUser | None:
         answers = request.headers.get_all("Authorization")
         verdict = None
+        malformed = None
         for answer in answers:
             verdict = self._digest.verify(
                 answer,
@@ -952,13 +972,23 @@ class Registrar:
                 body=request.body,
                 passwords=self.users.passwords,
                 now=now,
+                request_uri=request.uri,
             )
             if verdict.ok:
                 assert verdict.username is not None
                 return self.users.by_authname(verdict.username)
             if verdict.stale:
                 break
-        # RFC 3261 22.1 / RFC 7616 3.3: challenge; stale=true when only the nonce was old.
+            if verdict.malformed:
+                malformed = verdict
+        if malformed is not None and not (verdict is not None and verdict.stale):
+            # RFC 7616 3.4.6: credentials that cannot be used at all (or name another
+            # Request-URI) are a bad request, not a wrong password.
+            raise self._refuse(
+                request, aor, flow, 400, f"Bad Request ({_printable(malformed.reason)})"
+            )
+        # RFC 3261 22.1 / RFC 7616 3.3: challenge; stale=true when only the nonce was unusable
+        # (expired, or its count already used: a replay).
         stale = verdict is not None and verdict.stale
         challenge = self._digest.challenge(now, stale=stale)
         self.stats["challenges"] += 1
@@ -969,6 +999,8 @@ class Registrar:
                 RegistrationRefused(aor=aor, status=401, reason=verdict.reason, flow=flow)
             )
             logger.info("REGISTER for %s from %s refused: %s", aor, flow, verdict.reason)
+        elif stale and verdict is not None and verdict.reason != "nonce expired":
+            logger.info("REGISTER for %s from %s: %s", aor, flow, verdict.reason)
         raise _Refusal(401, "Unauthorized", headers=(("WWW-Authenticate", str(challenge)),))
 
     def _refuse(
@@ -1207,5 +1239,9 @@ def _response_destination(request: SipRequest, flow: Flow, via: Via | None) -> A
 def _reason(status: int, detail: str) -> str:
     base = {400: "Bad Request", 413: "Request Entity Too Large", 505: "Version Not Supported",
             513: "Message Too Large"}.get(status, "Error")  # fmt: skip
-    detail = "".join(c if c.isprintable() else "?" for c in detail)[:120]
-    return f"{base} ({detail})"
+    return f"{base} ({_printable(detail)})"
+
+
+def _printable(text: str) -> str:
+    """``text`` made safe for a reason phrase or a log line: printable, at most 120 chars."""
+    return "".join(c if c.isprintable() and c.isascii() else "?" for c in text)[:120]

@@ -590,3 +590,88 @@ def test_a_field_unreadable_on_demand_gets_400(monkeypatch: pytest.MonkeyPatch) 
     phone = RegisterClient("101", "1234")
     [out] = send(reg, phone.register())
     assert out.startswith(b"SIP/2.0 400 Bad Request (bad Something header)\r\n")
+
+
+# -- hostile clients (issue #10) ------------------------------------------------------------
+
+
+def _authorization(data: bytes) -> str:
+    message = parse_message(data)
+    assert isinstance(message, SipRequest)
+    value = message.headers.get("Authorization")
+    assert value is not None
+    return value
+
+
+def test_a_captured_authorization_replayed_on_another_connection_is_refused() -> None:
+    reg = make()
+    phone = RegisterClient("101", "1234")
+    assert ask(reg, phone, phone.register()).status == 401
+    authorized = phone.register()
+    assert ask(reg, phone, authorized).status == 200
+    # An attacker replays it on its own connection with its own Call-ID and Contact.
+    attacker = RegisterClient("101", "x", call_id="attacker-call", contact_user="attacker",
+                              local=("127.0.0.1", 6666))
+    replay = attacker.register(authorize=False, extra=[
+        f"Authorization: {_authorization(authorized)}"])
+    answer = ask(reg, attacker, replay, TLS2, now=1.0)
+    assert answer.status == 401
+    assert "stale=true" in (answer.headers.get("WWW-Authenticate") or "")
+    assert [b.contact.uri.user for b in reg.bindings("101")] == ["101"]
+    # The same replayed over UDP (a new transaction, not a retransmission) fares no better.
+    assert ask(reg, attacker, replay.replace(b"z9hG4bKPj", b"z9hG4bKPu"), UDP,
+               now=2.0).status == 401
+    assert len(reg.bindings("101")) == 1
+
+
+def test_a_digest_for_another_request_uri_is_a_bad_request() -> None:
+    reg = make()
+    phone = RegisterClient("101", "1234")
+    assert ask(reg, phone, phone.register()).status == 401
+    authorized = phone.register()
+    moved = authorized.replace(b"REGISTER sip:lab.phone-sim.test SIP/2.0",
+                               b"REGISTER sip:127.0.0.1 SIP/2.0", 1)
+    answer = ask(reg, phone, moved)
+    assert answer.status == 400
+    assert "digest uri does not match the Request-URI" in answer.reason
+    assert reg.bindings("101") == []
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        b'response="' + "é".encode() * 32 + b'"',
+        b'uri="sip:lab.phone-sim.test\xff"',
+        b'username="1\xff01"',
+    ],
+)
+def test_crafted_credentials_get_400_and_nothing_raises(crafted: bytes) -> None:
+    reg = make()
+    phone = RegisterClient("101", "1234")
+    assert ask(reg, phone, phone.register()).status == 401
+    authorized = phone.register()
+    name = crafted.split(b"=")[0]
+    start = authorized.index(name + b'="', authorized.index(b"Authorization:"))
+    end = authorized.index(b'"', start + len(name) + 2) + 1
+    bad = authorized[:start] + crafted + authorized[end:]
+    for flow in (TLS1, UDP):
+        [out] = send(reg, bad.replace(b"z9hG4bK", b"z9hG4bK" + flow.transport.encode()), flow)
+        assert out.startswith(b"SIP/2.0 400 "), out[:80]
+    assert reg.bindings("101") == []
+
+
+def test_an_internal_error_is_a_500_and_one_log_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    reg = make()
+
+    def broken(*_args: object) -> None:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(reg, "_register", broken)
+    phone = RegisterClient("101", "1234")
+    with caplog.at_level("INFO", logger="phone_sim.lab"):
+        [out] = send(reg, phone.register())
+    assert out.startswith(b"SIP/2.0 500 Server Internal Error\r\n")
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "TypeError: a bug" in record.getMessage() and record.exc_info is None
