@@ -68,7 +68,14 @@ from phone_sim.sip.transaction import (
 from phone_sim.sip.uri import SipUri
 
 if TYPE_CHECKING:
-    from phone_sim.lab.registrar import Address, Binding, Flow, RegistrarConfig, UserTable
+    from phone_sim.lab.registrar import (
+        Address,
+        Binding,
+        Flow,
+        LabUser,
+        RegistrarConfig,
+        UserTable,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +159,24 @@ class _Target:
     uri: SipUri | None  # the new Request-URI (None: unchanged)
     flow: Flow
     destination: tuple[str, int]
+    user: str = ""  # the lab user on that leg ("" for a service or unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    """One leg of a record-routed dialog, as its flow token names it."""
+
+    flow_id: int
+    transport: str  # lower case
+    destination: tuple[str, int]
+    user: str  # the lab user whose connection it is ("" for a service)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    target: _Target
+    popped: int  # how many Route values are the lab's own
+    caller: str  # the authenticated (or service) user the request came from, "" in-dialog
 
 
 class _ServerTx:
@@ -231,7 +256,7 @@ class Proxy:
         self._seq = 0
         self.stats: dict[str, int] = {
             "routed": 0, "responses": 0, "challenges": 0, "not_found": 0, "unavailable": 0,
-            "cancelled": 0, "timeouts": 0, "stray": 0,
+            "cancelled": 0, "timeouts": 0, "stray": 0, "no_dialog": 0,
         }  # fmt: skip
 
     def __repr__(self) -> str:
@@ -279,8 +304,10 @@ class Proxy:
             return True
         if request.to_tag is not None or "Route" in request.headers:
             return True
-        user = request.uri.user
-        return user is not None and (user in self._services or user in self.users)
+        # Any user part: the proxy challenges it, known or not, so that an unauthenticated
+        # client cannot tell lab users from strangers (a 200 from the lab for an unknown user
+        # and a 407 for a known one would).
+        return request.uri.user is not None
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -397,7 +424,10 @@ class Proxy:
         if method == "ACK":
             self._ack(request, flow, now, txkey)
             return
-        key = ("s", *txkey)
+        # RFC 3261 17.2.3 keys, per flow: a request on another connection (or from another
+        # UDP address) is never taken for a retransmission of someone else's, so nobody who
+        # learns a branch can pre-empt its transaction (or its CANCEL).
+        key = ("s", _flow_key(flow), *txkey)
         existing = self._tx.get(key)
         if existing is not None:
             # A retransmission: the last response again (RFC 3261 17.2.1, 17.2.2).
@@ -415,8 +445,8 @@ class Proxy:
         server = _ServerTx(
             new_transaction(kind, key, reliable=flow.reliable), request, flow, destination, via
         )
-        self._tx[key] = server
         if method == "CANCEL":
+            self._tx[key] = server
             self._cancel(server, txkey, now)
             self._schedule(key, server)
             return
@@ -424,10 +454,13 @@ class Proxy:
             # RFC 3261 16.2: a stateful proxy answers an INVITE with 100 at once.
             self._reply(server, 100, None, (), now)
         new_call = method == "INVITE" and request.to_tag is None
+        # The transaction is stored only once the request has been judged: whatever a
+        # check raises, nothing is left behind without a timer to end it.
         try:
             self._check(request)
-            target, popped = self._route(request, flow, now)
+            route = self._route(request, flow, now)
         except _Reply as reply:
+            self._tx[key] = server
             self._reply(server, reply.status, reply.reason, reply.headers, now)
             self._schedule(key, server)
             if new_call and reply.status != 407:
@@ -437,12 +470,15 @@ class Proxy:
                 ))  # fmt: skip
             return
         except SipParseError as exc:
+            self._tx[key] = server
             self._reply(server, 400, f"Bad Request ({_printable(str(exc))})", (), now)
             self._schedule(key, server)
             return
-        self._forward(server, target, popped, now)
+        self._tx[key] = server
+        self._forward(server, route, now)
         self._schedule(key, server)
         if new_call:
+            target = route.target
             self._emit(CallRouted(
                 call_id=request.call_id, caller=str(request.from_.uri), target=str(request.uri),
                 contact=str(target.uri or request.uri),
@@ -464,79 +500,117 @@ class Proxy:
         if max_forwards is not None and max_forwards <= 0:
             raise _Reply(483, "Too Many Hops")
 
-    def _route(self, request: SipRequest, flow: Flow, now: float) -> tuple[_Target, int]:
-        """Where the request goes, and how many of its Route values are the lab's."""
+    def _route(self, request: SipRequest, flow: Flow, now: float) -> _Route:
+        """Where the request goes, how many of its Route values are the lab's, and who sent
+        it."""
         routes = request.routes
         popped = 0
-        tokens: list[tuple[int, str, Address]] = []
+        call_id = request.call_id
+        legs: list[_Leg] = []
         for route in routes:
-            ours, decoded = self._own_route(route)
+            ours, leg = self._own_route(route, call_id)
             if not ours:
                 break
             popped += 1
-            if decoded is not None:
-                tokens.append(decoded)
+            if leg is not None:
+                legs.append(leg)
         if popped < len(routes):
             # The next hop is not the lab: it would have to dial it, which the lab never does.
             raise _Reply(403, "Forbidden (the lab routes only between its phones)")
-        if tokens:
-            # A dialog the lab record-routed: the leg that is not where it came from.
-            for flow_id, transport, destination in tokens:
-                if transport == "udp":
-                    if not flow.reliable and destination == flow.remote:
-                        continue
-                    if self._udp_flow is None:
-                        break
-                    return _Target(None, self._udp_flow, destination), popped
-                if flow_id == flow.id:
-                    continue
-                live = self._flow_open(flow_id)
-                if live is not None:
-                    return _Target(None, live, live.remote), popped
-                # That connection closed; a phone that re-registered on a new one is reached
-                # there when the Request-URI is its registered contact.
-                for binding in self._all_bindings(request.uri.user):
-                    if binding.flow_alive and _same_contact(binding.contact.uri, request.uri):
-                        return self._to_binding(binding, keep_uri=True), popped
-                self.stats["unavailable"] += 1
-                raise _Reply(480, "Temporarily Unavailable (the connection is closed)")
-            else:
-                # Both legs are this flow (a phone calling itself over one connection).
-                return _Target(None, flow, flow.remote if flow.reliable else tokens[0][2]), popped
-            self.stats["unavailable"] += 1
-            raise _Reply(480, "Temporarily Unavailable (no UDP listener)")
-        in_dialog = request.to_tag is not None
-        if not in_dialog and self.config.require_auth and not self._from_service(flow):
-            self._authenticate(request, now)
+        if request.to_tag is not None:
+            # RFC 3261 16.4 / 12.2: an in-dialog request is routed by the dialog's route set,
+            # and only a dialog the lab record-routed (its tokens, signed for this Call-ID)
+            # from one of its legs is one: anything else gets the same 481 whoever the
+            # Request-URI names (as Kamailio's loose_route() failing; no authentication to
+            # skip, no user to probe).
+            return _Route(self._in_dialog(request, flow, legs), popped, "")
+        if self._from_service(flow):
+            caller = ""  # the lab's own services are not challenged
+        elif self.config.require_auth:
+            caller = self._authenticate(request, now).username
+        else:
+            caller = request.from_.uri.user or ""
         uri = request.uri
         user = uri.user
         service = self._services.get(user) if user is not None else None
-        if service is not None and not in_dialog:
+        if service is not None:
             udp = self._udp_flow
             if udp is None:
                 self.stats["unavailable"] += 1
                 raise _Reply(480, f"Temporarily Unavailable (service {user} needs UDP)")
             host, port = service.address
             target = SipUri("sip", user, None, _host(host), port, ())
-            return _Target(target, udp, service.address), popped
+            return _Route(_Target(target, udp, service.address), popped, caller)
         if user is not None and user in self.users and self._is_lab_host(uri.host):
             bound = [b for b in self._locate(user) if b.flow_alive]
             if not bound:
                 self.stats["unavailable"] += 1
                 raise _Reply(480, "Temporarily Unavailable")
             binding = max(bound, key=lambda b: b.expires_at - b.expires)
-            return self._to_binding(binding), popped
-        # A contact URI (a phone that sends in-dialog requests straight, without Route).
+            return _Route(self._to_binding(binding), popped, caller)
+        # A contact URI (a phone that sends a request straight to another's contact).
         for binding in self._all_bindings(user):
             if binding.flow_alive and _same_contact(binding.contact.uri, uri):
-                return self._to_binding(binding, keep_uri=True), popped
+                return _Route(self._to_binding(binding, keep_uri=True), popped, caller)
         self.stats["not_found"] += 1
         raise _Reply(404, "Not Found")
+
+    def _in_dialog(self, request: SipRequest, flow: Flow, legs: list[_Leg]) -> _Target:
+        """The other leg of the record-routed dialog the request came on."""
+        arrived = next((n for n, leg in enumerate(legs) if self._is_leg(leg, flow)), None)
+        if arrived is None:
+            # A phone whose connection closed mid-call and that registered again comes back
+            # on a new connection: its old leg, if it is that user's.
+            arrived = next(
+                (n for n, leg in enumerate(legs) if self._reconnected(leg, flow)), None
+            )
+        if arrived is None:
+            self.stats["no_dialog"] += 1
+            raise _Reply(481, "Call/Transaction Does Not Exist")
+        others = [leg for n, leg in enumerate(legs) if n != arrived]
+        if not others:
+            self.stats["no_dialog"] += 1
+            raise _Reply(481, "Call/Transaction Does Not Exist")
+        leg = others[0]
+        if leg.transport == "udp":
+            if self._udp_flow is None:
+                self.stats["unavailable"] += 1
+                raise _Reply(480, "Temporarily Unavailable (no UDP listener)")
+            return _Target(None, self._udp_flow, leg.destination, leg.user)
+        live = self._flow_open(leg.flow_id)
+        if live is not None:
+            return _Target(None, live, live.remote, leg.user)
+        # That connection closed; a phone that re-registered on a new one is reached there
+        # when the Request-URI is its registered contact.
+        for binding in self._all_bindings(leg.user or None):
+            if binding.flow_alive and _same_contact(binding.contact.uri, request.uri):
+                return self._to_binding(binding, keep_uri=True)
+        self.stats["unavailable"] += 1
+        raise _Reply(480, "Temporarily Unavailable (the connection is closed)")
+
+    @staticmethod
+    def _is_leg(leg: _Leg, flow: Flow) -> bool:
+        if leg.transport == "udp":
+            return not flow.reliable and leg.destination == flow.remote
+        return flow.reliable and leg.flow_id == flow.id
+
+    def _reconnected(self, leg: _Leg, flow: Flow) -> bool:
+        if not leg.user or leg.transport == "udp" or self._flow_open(leg.flow_id) is not None:
+            return False
+        for binding in self._locate(leg.user):
+            if not binding.flow_alive:
+                continue
+            if flow.reliable and binding.flow.id == flow.id:
+                return True
+            if not flow.reliable and not binding.flow.reliable and binding.source == flow.remote:
+                return True
+        return False
 
     def _to_binding(self, binding: Binding, *, keep_uri: bool = False) -> _Target:
         flow = binding.flow
         destination = flow.remote if flow.reliable else binding.source
-        return _Target(None if keep_uri else binding.contact.uri, flow, destination)
+        user = binding.aor.partition(":")[2].partition("@")[0]
+        return _Target(None if keep_uri else binding.contact.uri, flow, destination, user)
 
     def _all_bindings(self, user: str | None) -> list[Binding]:
         if user is None:
@@ -555,12 +629,12 @@ class Proxy:
             return True
         return host in domains or host in self._names
 
-    def _own_route(self, route: NameAddr) -> tuple[bool, tuple[int, str, Address] | None]:
-        """Whether a Route value is the lab's (a valid token, or its address or name), and
-        the token's leg when it has one."""
+    def _own_route(self, route: NameAddr, call_id: str) -> tuple[bool, _Leg | None]:
+        """Whether a Route value is the lab's (a token signed for this Call-ID, or its address
+        or name), and the token's leg when it has one."""
         uri = route.uri
         token = uri.param(_TOKEN_PARAM)
-        decoded = self._decode_token(token) if token else None
+        decoded = self._decode_token(token, call_id) if token else None
         if decoded is not None:
             return True, decoded
         host = uri.host.strip("[]").lower()
@@ -570,45 +644,62 @@ class Proxy:
             return any(h == host for h, _p in self._listeners), None
         return (host, uri.port) in self._listeners, None
 
-    def _authenticate(self, request: SipRequest, now: float) -> None:
+    def _authenticate(self, request: SipRequest, now: float) -> LabUser:
+        """The user the request's ``Proxy-Authorization`` proves, or a :class:`_Reply`: 407
+        (a fresh challenge, ``stale=true`` when only the nonce was unusable), 400 (credentials
+        that cannot be used at all), 403 (someone else's From)."""
+        # The nonce is bound to the request it challenges (Call-ID and From tag, which the
+        # retry keeps): a Proxy-Authorization is worth one call, not any call.
+        bind = f"{request.call_id}\0{request.from_tag or ''}"
         verdict = None
+        malformed = None
         for answer in request.headers.get_all("Proxy-Authorization"):
             verdict = self._digest.verify(
                 answer, method=request.method, body=request.body,
-                passwords=self.users.passwords, now=now,
+                passwords=self.users.passwords, now=now, request_uri=request.uri, bind=bind,
             )  # fmt: skip
             if verdict.ok:
                 assert verdict.username is not None
                 user = self.users.by_authname(verdict.username)
                 if user is None or request.from_.uri.user != user.username:
                     raise _Reply(403, "Forbidden (From is not the authenticated user)")
-                return
+                return user
             if verdict.stale:
                 break
+            if verdict.malformed:
+                malformed = verdict
         stale = verdict is not None and verdict.stale
-        if verdict is not None and not stale:
-            logger.info("%s from %s refused: %s", request.method, request.from_.uri,
-                        verdict.reason)
+        if malformed is not None and not stale:
+            # RFC 7616 3.4.6.
+            logger.info("%s from %s: bad credentials: %s", request.method,
+                        _printable(str(request.from_.uri)), _printable(malformed.reason))
+            raise _Reply(400, f"Bad Request ({_printable(malformed.reason)})")
+        if verdict is not None and (not stale or verdict.reason != "nonce expired"):
+            logger.info("%s from %s refused: %s", request.method,
+                        _printable(str(request.from_.uri)), verdict.reason)
         self.stats["challenges"] += 1
-        challenge = self._digest.challenge(now, stale=stale)
+        challenge = self._digest.challenge(now, stale=stale, bind=bind)
         raise _Reply(
             407, "Proxy Authentication Required", (("Proxy-Authenticate", str(challenge)),)
         )
 
     # -- forwarding --------------------------------------------------------------------------
 
-    def _forward(self, server: _ServerTx, target: _Target, popped: int, now: float) -> None:
+    def _forward(self, server: _ServerTx, route: _Route, now: float) -> None:
         request = server.request
-        out = _forwarded_copy(request, target, popped)
+        target = route.target
+        out = _forwarded_copy(request, target, route.popped)
         headers = out.headers
         in_dialog = request.to_tag is not None
         if request.method in _RECORD_ROUTE and not in_dialog:
             # RFC 3261 16.6 step 4, one entry per leg (Kamailio's double record-routing):
             # the callee sees the one facing it on top, the caller (reversed) the one facing it.
-            headers.insert(0, "Record-Route", self._record_route(server.flow, server.flow.remote
-                                                                 if server.flow.reliable
-                                                                 else server.destination))
-            headers.insert(0, "Record-Route", self._record_route(target.flow, target.destination))
+            call_id = request.call_id
+            caller = server.flow.remote if server.flow.reliable else server.destination
+            headers.insert(0, "Record-Route",
+                           self._record_route(server.flow, caller, route.caller, call_id))
+            headers.insert(0, "Record-Route", self._record_route(
+                target.flow, target.destination, target.user, call_id))
         branch = f"z9hG4bKlabp{secrets.token_hex(8)}"
         headers.insert(0, "Via", _via(target.flow, branch))
         wire = bytes(out)
@@ -628,40 +719,48 @@ class Proxy:
             self._send(target.flow, target.destination, wire)
         self._schedule(key, client)
 
-    def _record_route(self, flow: Flow, destination: Address) -> NameAddr:
+    def _record_route(self, flow: Flow, destination: Address, user: str,
+                      call_id: str) -> NameAddr:  # fmt: skip
         host, port = flow.local
         params: tuple[tuple[str, str | None], ...] = (
             ("transport", flow.transport.lower()),
             ("lr", None),
-            (_TOKEN_PARAM, self._encode_token(flow, destination)),
+            (_TOKEN_PARAM, self._encode_token(flow, destination, user, call_id)),
         )
         return NameAddr(SipUri("sip", None, None, _host(host), port, params))
 
-    def _encode_token(self, flow: Flow, destination: Address) -> str:
+    def _token_mac(self, payload: str, call_id: str) -> str:
+        data = f"{payload}|{call_id}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()[:16]
+
+    def _encode_token(self, flow: Flow, destination: Address, user: str, call_id: str) -> str:
+        """``flow.transport.address.port.user`` and a MAC over them and the dialog's Call-ID:
+        the leg of one dialog, which only the lab can make."""
         host, port = destination
         try:
             packed = ipaddress.ip_address(host.strip("[]")).packed.hex()
         except ValueError:
             packed = "00"
-        payload = f"{flow.id}.{flow.transport.lower()}.{packed}.{port}"
-        mac = hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()[:12]
-        return f"{payload}.{mac}"
+        payload = f"{flow.id}.{flow.transport.lower()}.{packed}.{port}.{user.encode().hex()}"
+        return f"{payload}.{self._token_mac(payload, call_id)}"
 
-    def _decode_token(self, token: str) -> tuple[int, str, Address] | None:
-        """``(flow id, transport, destination)`` of a token the lab signed, else None."""
+    def _decode_token(self, token: str, call_id: str) -> _Leg | None:
+        """The leg a token names, if the lab signed it for this Call-ID; else None."""
         payload, _, mac = token.rpartition(".")
-        expected = hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()[:12]
-        if not payload or not hmac.compare_digest(mac, expected):
+        if not payload or not hmac.compare_digest(
+            mac.encode("ascii", "replace"), self._token_mac(payload, call_id).encode("ascii")
+        ):
             return None
         try:
-            flow_id, transport, packed, port = payload.split(".")
+            flow_id, transport, packed, port, user = payload.split(".")
             host = str(ipaddress.ip_address(bytes.fromhex(packed)))
-            return int(flow_id), transport, (host, int(port))
+            return _Leg(int(flow_id), transport, (host, int(port)), bytes.fromhex(user).decode())
         except ValueError:
             return None
 
     def _ack(self, request: SipRequest, flow: Flow, now: float, txkey: tuple[str, ...]) -> None:
-        server = self._tx.get(("s", *txkey))
+        key = ("s", _flow_key(flow), *txkey)
+        server = self._tx.get(key)
         if (
             isinstance(server, _ServerTx)
             and server.tx.kind is TransactionKind.INVITE_SERVER
@@ -669,17 +768,18 @@ class Proxy:
         ):
             # The ACK of a non-2xx the lab sent or forwarded ends here (hop by hop).
             server.tx.feed(TxInput.RECV_ACK, now)
-            self._schedule(("s", *txkey), server)
+            self._schedule(key, server)
             return
         # The ACK of a 2xx: routed end to end, statelessly (RFC 3261 16.11), with a branch
         # derived from the incoming one so that its retransmissions keep the same branch.
         try:
             self._check(request)
-            target, popped = self._route(request, flow, now)
+            route = self._route(request, flow, now)
         except (_Reply, SipParseError) as exc:
             logger.debug("dropped an ACK from %s: %s", flow, exc)
             return
-        out = _forwarded_copy(request, target, popped)
+        target = route.target
+        out = _forwarded_copy(request, target, route.popped)
         headers = out.headers
         seed = f"{request.top_via.branch}|{request.call_id}|{request.cseq.seq}"
         branch = "z9hG4bKlabs" + hashlib.sha256(seed.encode()).hexdigest()[:16]
@@ -704,7 +804,9 @@ class Proxy:
         except SipParseError as exc:
             self._reply(server, 400, f"Bad Request ({_printable(str(exc))})", (), now)
             return
-        invite = self._tx.get(("s", *invite_key))
+        # Hop by hop: only the previous hop of the INVITE (same flow) may cancel it, not
+        # whoever learnt its branch.
+        invite = self._tx.get(("s", _flow_key(server.flow), *invite_key))
         if not isinstance(invite, _ServerTx) or invite.tx.kind is not TransactionKind.INVITE_SERVER:
             self._reply(server, 481, "Call/Transaction Does Not Exist", (), now)
             return
@@ -891,6 +993,13 @@ class Proxy:
         self._schedule(server.tx.key, server)
 
 
+def _flow_key(flow: Flow) -> str:
+    if flow.reliable:
+        return str(flow.id)
+    host, port = flow.remote
+    return f"{host}|{port}"
+
+
 def _deadline(entry: _Entry) -> float | None:
     at = entry.tx.get_timer()
     if isinstance(entry, _ClientTx) and entry.timer_c is not None:
@@ -942,4 +1051,4 @@ def _same_contact(a: SipUri, b: SipUri) -> bool:
 
 
 def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)[:120]
+    return "".join(c if c.isprintable() and c.isascii() else "?" for c in text)[:120]

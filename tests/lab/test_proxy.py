@@ -552,3 +552,163 @@ def test_in_dialog_request_follows_a_phone_that_reconnected() -> None:
     [(flow, _, data)] = lab.feed(request("BYE", callee_contact, branch="z9hG4bKre2", cseq=4,
                                          to_tag="callee", extra=routes), TLS1)
     assert flow == TLS1 and _status(data) == 480
+
+
+# -- hostile clients (issue #10) ------------------------------------------------------------
+
+TLS3 = Flow(id=3, transport="TLS", remote=("127.0.0.1", 40007), local=LAB_TLS)
+
+
+def _answered_call(lab: Lab) -> tuple[list[str], list[str]]:
+    """A call 101 -> 102 answered; the caller's and the callee's Route lines."""
+    out = invite(lab)
+    [(_, _, data)] = lab.feed(response_to(out[1][2], 200, body=SDP), TLS2)
+    ok = parsed(data)
+    record_routes = ok.headers.get_all("Record-Route")
+    caller = [f"Route: {r}" for r in reversed(record_routes)]
+    callee = [f"Route: {r}" for r in record_routes]
+    return caller, callee
+
+
+@pytest.mark.parametrize("method", ["INVITE", "MESSAGE", "NOTIFY", "OPTIONS", "BYE", "INFO"])
+def test_a_made_up_to_tag_is_not_a_way_past_authentication(method: str) -> None:
+    lab = Lab()
+    lab.reg.flow_opened(TLS3)
+    lab.reg.next_event()
+    # From a connection nobody authenticated, to every kind of user: 102 registered, 103
+    # offline, 999 unknown. The lab answers each the same way and forwards nothing.
+    answers = []
+    for n, user in enumerate(["102", "103", "999"]):
+        data = request(method, f"sip:{user}@{DOMAIN}", branch=f"z9hG4bKtag{n}", to_user=user,
+                       to_tag="madeup", from_user="666", via="SIP/2.0/TLS 127.0.0.1:40007",
+                       body=SDP if method == "INVITE" else b"")
+        sent = lab.feed(data, TLS3)
+        assert all(f == TLS3 for f, _, _ in sent), "forwarded to a phone"
+        finals = [parsed(d) for _, _, d in sent if _status(d) != 100]
+        assert [type(r) for r in finals] == [SipResponse]
+        final = finals[0]
+        assert isinstance(final, SipResponse)
+        answers.append((final.status, final.reason, final.headers.get("Server")))
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][:2] == (481, "Call/Transaction Does Not Exist")
+    assert answers[0][2] == "phone-sim lab"
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "MESSAGE", "INVITE", "SUBSCRIBE"])
+def test_known_and_unknown_users_look_the_same_without_credentials(method: str) -> None:
+    lab = Lab()
+    answers = []
+    for n, user in enumerate(["102", "103", "999"]):
+        data = request(method, f"sip:{user}@{DOMAIN}", branch=f"z9hG4bKen{n}", to_user=user)
+        finals = [parsed(d) for _, _, d in lab.feed(data, TLS1) if _status(d) != 100]
+        [final] = finals
+        assert isinstance(final, SipResponse)
+        answers.append((final.status, "Proxy-Authenticate" in final.headers))
+    assert answers == [(407, True)] * 3
+
+
+def test_route_tokens_serve_only_their_dialog_and_its_legs() -> None:
+    lab = Lab()
+    lab.reg.flow_opened(TLS3)
+    caller, _callee = _answered_call(lab)
+    callee_contact = "sip:102@127.0.0.1:40002;transport=tls"
+    # The tokens with another Call-ID: not a dialog the lab record-routed.
+    sent = lab.feed(request("BYE", callee_contact, branch="z9hG4bKo1", call_id="other",
+                            cseq=5, to_tag="callee", extra=caller), TLS1)
+    assert [(f, _status(d)) for f, _, d in sent] == [(TLS1, 481)]
+    # The right Call-ID and tokens from a connection that is neither leg.
+    sent = lab.feed(request("BYE", callee_contact, branch="z9hG4bKo2", cseq=6,
+                            to_tag="callee", extra=caller, via="SIP/2.0/TLS 127.0.0.1:40007"),
+                    TLS3)
+    assert [(f, _status(d)) for f, _, d in sent] == [(TLS3, 481)]
+    # An initial request (no To tag) with the tokens still needs credentials.
+    sent = lab.feed(request("MESSAGE", callee_contact, branch="z9hG4bKo3", cseq=7,
+                            extra=caller), TLS1)
+    assert [(f, _status(d)) for f, _, d in sent] == [(TLS1, 407)]
+    # The dialog itself still works.
+    sent = lab.feed(request("BYE", callee_contact, branch="z9hG4bKo4", cseq=8,
+                            to_tag="callee", extra=caller), TLS1)
+    assert [(f, _status(d)) for f, _, d in sent] == [(TLS2, "req")]
+
+
+def test_a_phone_that_reconnected_mid_call_can_still_hang_up() -> None:
+    lab = Lab()
+    _caller, callee = _answered_call(lab)
+    lab.reg.flow_closed(TLS2.id, lab.now)
+    tls3 = Flow(id=3, transport="TLS", remote=("127.0.0.1", 40009), local=LAB_TLS)
+    lab.reg.flow_opened(tls3)
+    lab.register("102", tls3, 40002)
+    bye = request("BYE", "sip:101@127.0.0.1:40001;transport=tls", branch="z9hG4bKrc1",
+                  from_user="102", to_user="101", to_tag="from101", extra=callee, cseq=9,
+                  via="SIP/2.0/TLS 127.0.0.1:40009")
+    [(flow, _, data)] = lab.feed(bye, tls3)
+    assert flow == TLS1 and _status(data) == "req"
+    # Someone else registered on a new connection cannot use 102's closed leg.
+    tls4 = Flow(id=4, transport="TLS", remote=("127.0.0.1", 40010), local=LAB_TLS)
+    lab.reg.flow_opened(tls4)
+    lab.register("103", tls4, 40010)
+    [(flow, _, data)] = lab.feed(bye.replace(b"z9hG4bKrc1", b"z9hG4bKrc2"), tls4)
+    assert flow == tls4 and _status(data) == 481
+
+
+def test_a_cancel_counts_only_from_where_the_invite_came() -> None:
+    lab = Lab()
+    lab.reg.flow_opened(TLS3)
+    out = invite(lab)
+    lab.feed(response_to(out[1][2], 180), TLS2)
+    cancel = request("CANCEL", f"sip:102@{DOMAIN}", branch="z9hG4bKinv1", cseq=2)
+    assert [(f, _status(d)) for f, _, d in lab.feed(cancel, TLS3)] == [(TLS3, 481)]
+    assert [(f.id, _status(d)) for f, _, d in lab.feed(cancel, TLS1)] == [(1, 200), (2, "req")]
+
+
+def test_one_proxy_authorization_authorizes_one_request() -> None:
+    lab = Lab()
+    invite(lab)  # authorized, with nc=1
+    uri = f"sip:102@{DOMAIN}"
+    stolen = lab.proxy_auth("INVITE", uri)
+    first = lab.feed(request("INVITE", uri, branch="z9hG4bKs1", cseq=3, body=SDP,
+                             extra=[f"Proxy-Authorization: {stolen}"]), TLS1)
+    assert [_status(d) for _, _, d in first] == [100, "req"]  # nc=2 on the same call: fine
+    # The same header again, and on another call: a replay, and a nonce of another call.
+    for n, call_id in enumerate(["call1", "call2"]):
+        again = lab.feed(request("INVITE", uri, branch=f"z9hG4bKs2{n}", cseq=4, body=SDP,
+                                 call_id=call_id, extra=[f"Proxy-Authorization: {stolen}"]),
+                         TLS1)
+        assert [_status(d) for _, _, d in again] == [100, 407]
+        challenge = parsed(again[1][2]).headers.get("Proxy-Authenticate") or ""
+        assert "stale=true" in challenge
+
+
+def test_a_proxy_digest_for_another_request_uri_is_a_bad_request() -> None:
+    lab = Lab()
+    invite(lab)
+    auth = lab.proxy_auth("INVITE", f"sip:102@{DOMAIN}")
+    out = lab.feed(request("INVITE", f"sip:103@{DOMAIN}", branch="z9hG4bKu1", cseq=5,
+                           to_user="103", extra=[f"Proxy-Authorization: {auth}"]), TLS1)
+    assert [_status(d) for _, _, d in out] == [100, 400]
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [b'response="' + "é".encode() * 32 + b'"', b'uri="sip:102@lab.phone-sim.test\xff"'],
+)
+def test_crafted_proxy_credentials_get_400_and_leave_no_transaction(crafted: bytes) -> None:
+    lab = Lab()
+    invite(lab)
+    uri = f"sip:102@{DOMAIN}"
+    auth = f"Proxy-Authorization: {lab.proxy_auth('INVITE', uri)}".encode()
+    name = crafted.split(b"=")[0]
+    start = auth.index(name + b'="')
+    end = auth.index(b'"', start + len(name) + 2) + 1
+    bad = auth[:start] + crafted + auth[end:]
+    lab.advance(100)
+    assert lab.reg.proxy.transactions == 0
+    for n in range(20):
+        for flow in (TLS1, UDP):
+            data = request("INVITE", uri, branch=f"z9hG4bKc{n}{flow.transport}",
+                           call_id=f"c{n}", body=SDP)
+            data = data.replace(b"Content-Length:", bad + b"\r\nContent-Length:")
+            out = lab.feed(data, flow)
+            assert [_status(d) for _, _, d in out] == [100, 400]
+    lab.advance(100)
+    assert lab.reg.proxy.transactions == 0
