@@ -71,6 +71,7 @@ _HOST_RE = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+)$"
 )
 _USER_RE = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]{1,128}$")
+_DIGITS_RE = re.compile(r"[0-9]{1,9}")
 
 
 def _check_host(server: str, what: str) -> str:
@@ -225,7 +226,7 @@ def parse_server(text: str, transport: SipTransport) -> tuple[str, int | None]:
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if _DIGITS_RE.fullmatch(text) is None or not 0 < int(text) < 65536:
         raise AccountError(f"bad port in {whole!r}: expected 1-65535")
     return int(text)
 
@@ -234,10 +235,10 @@ def _int_attr(el: ET.Element, name: str, default: int) -> int:
     value = el.get(name)
     if value is None or value == "":
         return default
-    try:
-        return int(value)
-    except ValueError:
-        raise AccountError(f"<{el.tag}> {name}={value!r} is not an integer") from None
+    # ASCII digits only: int() also takes "٥", " 1", "+1" and "1_0"; str.isdigit() takes "²".
+    if _DIGITS_RE.fullmatch(value) is None:
+        raise AccountError(f"<{el.tag}> {name}={value!r} is not an integer")
+    return int(value)
 
 
 def _host_from_xml(el: ET.Element) -> SipHost:

@@ -46,7 +46,13 @@ from phone_sim.media.negotiation import (
 )
 from phone_sim.sip.dialog import Dialog, DialogError, DialogState
 from phone_sim.sip.digest import DigestClient
-from phone_sim.sip.headers import HeaderValue, NameAddr, parse_delta_seconds, parse_params
+from phone_sim.sip.headers import (
+    HeaderValue,
+    NameAddr,
+    parse_delta_seconds,
+    parse_int,
+    parse_params,
+)
 from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse
 from phone_sim.sip.signature import PhoneSignature, new_call_id, new_tag, trimmed_allow
@@ -1029,8 +1035,9 @@ class CallSession:
         if reliable:
             # RFC 3262 4: PRACK each new RSeq once, in order; a retransmission is ignored.
             try:
-                rseq = int(response.headers.get("RSeq") or "")
-            except ValueError:
+                # ASCII digits, 1..2**31-1 (RFC 3262 7.1): int() also took "١", " 1" and "-1".
+                rseq = parse_int(response.headers.get("RSeq") or "", "RSeq", 2**31 - 1)
+            except SipParseError:
                 logger.info("call %s: reliable %d without a usable RSeq", self.call_id,
                             response.status)
                 reliable = False

@@ -73,6 +73,9 @@ WARNING_CODE = 399
 
 _RTPMAP_RE = re.compile(r"([0-9]{1,3}) ([^/\s]+)/([0-9]{1,6})(?:/([0-9]{1,2}))?")
 _RTCP_RE = re.compile(r"([0-9]{1,5})(?: IN (IP4|IP6) (\S+))?")
+# ASCII digits only: str.isdigit() takes "²" (int() then raises) and "٣٠" (int() = 30).
+_PT_RE = re.compile(r"[0-9]{1,3}")
+_MS_RE = re.compile(r"[0-9]{1,9}")
 
 
 class Direction(StrEnum):
@@ -778,7 +781,7 @@ def _choose_formats(
     codec: tuple[PayloadFormat, int] | None = None
     dtmf_pt: int | None = None
     for text in media.formats:
-        if not text.isdigit() or int(text) > 127:
+        if _PT_RE.fullmatch(text) is None or int(text) > 127:
             continue
         pt = int(text)
         fmt = maps[pt] if pt in maps else static_format(pt)
@@ -852,12 +855,12 @@ def _ptime(session: SdpSession, media: SdpMedia) -> int:
     if value is None:
         value = next((a.value for a in session.get_attributes("ptime")), None)
     ptime = DEFAULT_PTIME_MS
-    if value is not None and value.strip().isdigit():
+    if value is not None and _MS_RE.fullmatch(value.strip()):
         asked = int(value.strip())
         if 10 <= asked <= MAX_PTIME_MS and asked % 10 == 0:
             ptime = asked
     maxptime = media.attribute_value("maxptime")
-    if maxptime is not None and maxptime.strip().isdigit():
+    if maxptime is not None and _MS_RE.fullmatch(maxptime.strip()):
         ceiling = int(maxptime.strip()) // 10 * 10
         if 10 <= ceiling < ptime:
             ptime = ceiling

@@ -44,6 +44,8 @@ _BASE64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 # The exponent is at most two digits so that 2^N stays cheap to compute.
 _LIFETIME_RE = re.compile(r"(2\^)([0-9]{1,2})|()([0-9]{1,20})")
 _MKI_RE = re.compile(r"([0-9]{1,20}):([0-9]{1,3})")
+# ASCII digits only: str.isdigit() also takes "²" (then int() raises) and "٦٤" (int() = 64).
+_NUMBER_RE = re.compile(r"[0-9]{1,20}")
 _INLINE_RE = re.compile(r"(inline:)[^|;\s\"]*", re.IGNORECASE)
 _KEY_LINE_RE = re.compile(r"^(k=)[^\r\n]*", re.MULTILINE)
 
@@ -252,17 +254,27 @@ def _check_session_param(param: str) -> str | None:
         return None  # RFC 4568 6.3.7: a "-" parameter is optional and may be ignored
     if name in _WEAKENING_PARAMS:
         return f"session parameter {name} would weaken SRTP; the phone never does that"
+    number = int(value) if _NUMBER_RE.fullmatch(value) else None
     if name == "KDR":
         # RFC 4568 6.3.1: KDR=0 means the key is derived once, which is all pylibsrtp does.
-        if value.isdigit() and int(value) == 0:
+        if number == 0:
             return None
-        return f"session parameter KDR={value[:10]} is not supported (key derivation rate 0 only)"
+        return (
+            f"session parameter KDR={_shown(value, 10)} is not supported "
+            "(key derivation rate 0 only)"
+        )
     if name == "WSH":
-        if value.isdigit() and int(value) >= 64:
+        if number is not None and number >= 64:
             return None  # RFC 4568 6.3.6: a hint; the replay window stays the media layer's
-        return f"session parameter WSH={value[:10]} is invalid (at least 64)"
+        return f"session parameter WSH={_shown(value, 10)} is invalid (at least 64)"
     if name == "FEC_ORDER" and value == "FEC_SRTP":
         return None  # RFC 4568 6.3.4: the default order
     if name in ("FEC_ORDER", "FEC_KEY"):
         return f"session parameter {name} is not supported (no FEC)"
-    return f"unknown mandatory session parameter {name[:30]}"
+    return f"unknown mandatory session parameter {_shown(name, 30)}"
+
+
+def _shown(text: str, limit: int) -> str:
+    """``text`` as a Warning header's quoted string may carry it: printable ASCII, no quote."""
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "?"
+                   for c in text[:limit])

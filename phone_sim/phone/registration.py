@@ -31,7 +31,7 @@ from phone_sim.phone.events import (
     Unregistered,
 )
 from phone_sim.sip.digest import DigestClient, DigestCredentials
-from phone_sim.sip.headers import HeaderValueError, NameAddr
+from phone_sim.sip.headers import HeaderValueError, NameAddr, parse_delta_seconds
 from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse
 from phone_sim.sip.routing import Address
@@ -645,10 +645,14 @@ class Registration:
             return
         if status == 423 and self._min_expires_tries < 2:
             # RFC 3261 10.2.8: ask again with at least Min-Expires.
-            value = (response.headers.get("Min-Expires") or "").strip()
-            if value.isascii() and value.isdigit() and len(value) <= 10:
+            value = response.headers.get("Min-Expires") or ""
+            try:
+                minimum = parse_delta_seconds(value, "Min-Expires")
+            except SipParseError:
+                minimum = None  # ASCII digits only: "²" passes str.isdigit(), then int() raises
+            if minimum is not None:
                 self._min_expires_tries += 1
-                self._send_register(now, expires=max(int(value), self._expires_asked))
+                self._send_register(now, expires=max(minimum, self._expires_asked))
                 return
         reason = response.reason or ""
         error_cls = AuthenticationRefused if status in (401, 403, 407) else RegistrationRefused

@@ -289,9 +289,10 @@ def parse_delta_seconds(text: str, what: str = "Expires") -> int:
     return parse_int(text, what, MAX_DELTA_SECONDS)
 
 
+# [0-9], not \d: in a str pattern \d takes every Unicode decimal digit ("١٥").
 _DATE_RE = re.compile(
-    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d{2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-    r" (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT\Z"
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" ([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT\Z"
 )
 
 

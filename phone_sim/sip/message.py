@@ -87,8 +87,8 @@ REASON_PHRASES: dict[int, str] = {
     606: "Not Acceptable",
 }  # fmt: skip
 
-_VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z", re.IGNORECASE)
-_STATUS_RE = re.compile(r"[1-6]\d\d\Z")
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.IGNORECASE)
+_STATUS_RE = re.compile(r"[1-6][0-9][0-9]\Z")  # [0-9]: in a str pattern \d takes "٠"
 _CALL_ID_BAD_RE = re.compile(r"[\s]")
 _START_LINE_BAD_RE = re.compile(r"[\s]")
 _PASSWORD_IN_LINE_RE = re.compile(r"(sips?:[^:@;?\s]*:)[^@\s]*@", re.IGNORECASE)

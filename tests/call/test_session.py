@@ -440,6 +440,24 @@ def test_reliable_180_is_pracked() -> None:
     assert pair.sent(A_ADDR, "BYE")[0].cseq.seq == invite.cseq.seq + 2
 
 
+def test_an_rseq_that_is_not_ascii_digits_is_not_pracked() -> None:
+    pair = CallPair(config_b=CallConfig(prefer_100rel=True))
+    pair.on_incoming = ring_only
+
+    def tamper(wire: Wire) -> bool:
+        if not wire.first_line.startswith("SIP/2.0 180"):
+            return False
+        head, sep, rest = wire.data.partition(b"RSeq: ")
+        spoiled = head + sep + "١".encode() + rest[rest.index(b"\r\n"):]  # int() read 1
+        pair.a.receive_datagram(spoiled, wire.source, pair.now)
+        return True
+
+    pair.drop = tamper
+    pair.dial()
+    assert pair.lines(B_ADDR, "SIP/2.0 180")
+    assert pair.sent(A_ADDR, "PRACK") == []
+
+
 def test_reliable_180_is_sent_only_when_required_by_default() -> None:
     pair = CallPair()
     established(pair)

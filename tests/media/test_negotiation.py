@@ -296,6 +296,10 @@ KEY46 = b64(bytes(46))
 K1, K2 = b64(bytes([1]) * 30), b64(bytes([2]) * 30)
 
 DECLINES = {
+    "crypto-wsh-not-ascii": (
+        _offer((CRYPTO, CRYPTO + " WSH=²")),
+        "crypto 1: session parameter WSH=? is invalid (at least 64)",
+    ),
     "rtp-avp": (
         fixture("asterisk-22-avp-offer.sdp"),
         "RTP/AVP offered; this phone requires RTP/SAVP",
@@ -701,6 +705,11 @@ def test_glare_is_491() -> None:
         ((("a=ptime:20", "a=ptime:7"),), 20),
         ((("a=ptime:20", "a=ptime:abc"),), 20),
         ((("a=ptime:20\r\n", ""),), 20),
+        # ASCII digits only (issue #10): "²" passed str.isdigit() and crashed int(); "٣٠"
+        # was read as 30.
+        ((("a=ptime:20", "a=ptime:²"),), 20),
+        ((("a=ptime:20", "a=ptime:٣٠"),), 20),
+        ((("a=ptime:20", "a=ptime:30"), ("a=maxptime:150", "a=maxptime:¹")), 30),
     ],
 )
 def test_ptime(pairs: tuple[tuple[str, str], ...], ptime: int) -> None:

@@ -174,3 +174,23 @@ def test_any_key_round_trips(key: bytes, tag: int) -> None:
     attribute = CryptoAttribute.parse(value)
     assert attribute.key_salt == key
     assert attribute.serialize() == value
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "WSH=²",         # passes str.isdigit(), then int() raised ValueError
+        "KDR=¹",
+        "WSH=٦٤",        # Arabic-Indic 64: int() took it, so an invalid value was accepted
+        "KDR=٠",
+        "WSH=６４",      # full-width digits
+        "WSH= 64",
+        "WSH=+64",
+        "WSH=6_4",
+    ],
+)
+def test_session_parameter_numbers_are_ascii_digits_only(param: str) -> None:
+    reason = _reason(f"1 AES_CM_128_HMAC_SHA1_80 inline:{B64} {param}")
+    assert reason is not None
+    assert "is not supported" in reason or "is invalid" in reason
+    assert reason.isascii() and '"' not in reason  # it goes into a Warning header

@@ -70,6 +70,8 @@ def test_a_bare_account_element_loads() -> None:
         ('<account username="1"><host_primary server="x" transport="sctp"/></account>',
          "transport"),
         ('<account username="1"><host_primary server="x" port="http"/></account>', "integer"),
+        ('<account username="1"><host_primary server="x" port="٥٠٦٠"/></account>', "integer"),
+        ('<account username="1"><host_primary server="x" retry=" 3_0"/></account>', "integer"),
         ('<account username="1"><host_primary server="x" port="70000"/></account>', "port"),
         ('<account username="1"><host_primary server="x" retry="0"/></account>', "retry"),
         ('<account username="1"><host_primary server="x" media_encryption="zrtp"/></account>',
@@ -115,7 +117,8 @@ def test_parse_server(text: str, expected: tuple[str, int | None]) -> None:
     assert parse_server(text, SipTransport.TLS) == expected
 
 
-@pytest.mark.parametrize("text", ["", "pbx:0", "pbx:99999", "pbx:abc", "[::1", "[::1]x", "a b"])
+@pytest.mark.parametrize("text", ["", "pbx:0", "pbx:99999", "pbx:abc", "[::1", "[::1]x", "a b",
+                                  "pbx:²", "pbx:٥٠٦٠", "[::1]:¹"])
 def test_parse_server_refuses(text: str) -> None:
     with pytest.raises(AccountError):
         parse_server(text, SipTransport.TLS)

@@ -68,6 +68,7 @@ class FakeRegistrar:
     passwords: dict[str, str] = field(default_factory=lambda: {"101": "secret"})
     max_expires: int = 3600
     min_expires: int | None = None
+    min_expires_text: str | None = None  # the Min-Expires value sent, when not min_expires
     up: bool = True
     answering: bool = True
     refuse_with: int | None = None
@@ -101,7 +102,8 @@ class FakeRegistrar:
         asked = message.expires if message.expires is not None else 3600
         if self.min_expires is not None and 0 < asked < self.min_expires:
             return [bytes(message.create_response(
-                423, to_tag="r", headers=[("Min-Expires", str(self.min_expires))]))]
+                423, to_tag="r",
+                headers=[("Min-Expires", self.min_expires_text or str(self.min_expires))]))]
         contact = message.contacts[0]
         granted = min(asked, self.max_expires)
         user = contact.uri.user or ""
@@ -317,6 +319,15 @@ def test_interval_too_brief_is_retried_with_min_expires() -> None:
     ok = net.of(RegistrationSucceeded)
     assert ok and ok[0].expires == 120
     assert [r.headers.get("Expires") for r in primary.seen][-1] == "120"
+
+
+def test_a_min_expires_that_is_not_ascii_digits_is_a_refusal_not_a_crash() -> None:
+    net, primary, _ = _net(_account(reregister=30))
+    primary.min_expires = 120
+    primary.min_expires_text = "¹²⁰"  # str.isdigit() is true, int() raised (issue #10)
+    net.pump()
+    error = net.of(RegistrationFailed)[0].error
+    assert isinstance(error, RegistrationRefused) and error.status == 423
 
 
 def test_wrong_password_fails_with_authentication_refused_and_retries() -> None:

@@ -198,7 +198,8 @@ def test_cseq() -> None:
 
 def test_date_and_delta_seconds() -> None:
     assert parse_date("Sat, 15 Oct 2005 04:44:56 GMT")
-    for bad in ("Fri, 01 Jan 2010 16:00:00 EST", "Sat, 15 Oct 2005 25:00:00 GMT", "yesterday"):
+    for bad in ("Fri, 01 Jan 2010 16:00:00 EST", "Sat, 15 Oct 2005 25:00:00 GMT", "yesterday",
+                "Sat, ١٥ Oct 2005 04:44:56 GMT"):  # ASCII digits only (issue #10)
         with pytest.raises(SipParseError, match="Date"):
             parse_date(bad)
     assert parse_delta_seconds("3600") == 3600

@@ -215,6 +215,8 @@ def test_response_status_line() -> None:
         (b"SIP/2.0 99 Low", None, "status code"),
         (b"SIP/2.0 700 High", None, "status code"),
         (b"SIP/2.0 2000 OK", None, "status code"),
+        ("SIP/2.0 2٠٠ OK".encode(), None, "status code"),  # ASCII digits only (issue #10)
+        ("OPTIONS sip:a@b SIP/٣.٠".encode(), 400, "version"),
         (b"SIP/3.0 200 OK", None, "version"),
         (b"OPTIONS sip:a@b SIP/3.0", 505, "version"),
         (b"OPTIONS sip:a@b HTTP/1.1", 400, "version"),
