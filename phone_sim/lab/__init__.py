@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from phone_sim.lab.aio import DEFAULT_SERVER_NAME, DEFAULT_USERS, Lab, LabError
 from phone_sim.lab.aio_echo import ECHO_EXTENSION, EchoService
+from phone_sim.lab.limits import LabLimits, LimitsError
 from phone_sim.lab.proxy import Proxy, Service
 from phone_sim.lab.registrar import (
     Binding,
@@ -48,7 +49,9 @@ __all__ = [
     "Lab",
     "LabConfigError",
     "LabError",
+    "LabLimits",
     "LabUser",
+    "LimitsError",
     "PhoneAnswered",
     "PhoneSilent",
     "PhoneUnreachable",

@@ -35,6 +35,7 @@ from typing import Any, cast
 
 from phone_sim.errors import UsageError
 from phone_sim.lab.aio_echo import ECHO_EXTENSION, EchoService
+from phone_sim.lab.limits import ConnectionGuard, Eviction, LabLimits, WarningThrottle
 from phone_sim.lab.proxy import Service
 from phone_sim.lab.registrar import (
     TIMER_F,
@@ -52,10 +53,10 @@ from phone_sim.lab.registrar import (
     UserTable,
 )
 from phone_sim.lab.tls import TlsAcceptError, TlsServerConnection, TlsServerContext
-from phone_sim.sip.framer import MessageRejected, StreamFramer
+from phone_sim.sip.framer import FramerEvent, MessageRejected, StreamFramer
 from phone_sim.sip.headers import HeaderValue
 from phone_sim.sip.limits import SipParseError
-from phone_sim.sip.message import SipResponse
+from phone_sim.sip.message import SipRequest, SipResponse
 from phone_sim.tls.pki import make_server_identity
 
 logger = logging.getLogger(__name__)
@@ -68,17 +69,68 @@ DEFAULT_SERVER_NAME = "lab.phone-sim.test"
 DEFAULT_USERS: Mapping[str, str] = {str(n): "1234" for n in range(101, 107)}
 TRANSPORTS = ("tls", "tcp", "udp")
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+#: Open files kept for the lab itself (listeners, the echo's sockets, logs) beyond connections.
+FD_RESERVE = 128
+#: How each throttled kind of log line is summed up ("... and 12 more <this> in 10 s").
+_THROTTLED = {
+    "tls-failed": "TLS connections dropped (handshake failed)",
+    "handshake": "TLS connections dropped (no handshake in time)",
+    "first-message": "connections closed (no complete SIP message in time)",
+    "idle": "idle connections closed",
+    "budget": "connections closed (buffered-bytes budget)",
+    "total": "connections refused or closed (max_connections)",
+    "per-source": "connections refused or closed (max_connections_per_source)",
+    "write": "connections dropped (write buffer over max_write_buffer)",
+}
 
 
 class LabError(UsageError):
     """The lab cannot start as asked (a port in use, a bad address, a bad credential)."""
 
 
+class _Alarm:
+    """One ``loop.call_at`` armed at a core's next deadline, moved only when it changes."""
+
+    __slots__ = ("_at", "_callback", "_handle", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: float | None = None
+
+    def arm(self, at: float | None) -> None:
+        """Fire at ``at`` (None: never)."""
+        if at == self._at:
+            return
+        self.cancel()
+        self._at = at
+        if at is not None:
+            self._handle = self._loop.call_at(at, self._fire)
+
+    def cancel(self) -> None:
+        """Disarm."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._at = None
+        self._callback()
+
+
 class _Connection(asyncio.Protocol):
-    """One TCP or TLS connection: TLS engine (if any) -> framer -> the registrar."""
+    """One TCP or TLS connection: TLS engine (if any) -> framer -> the registrar.
+
+    Deadlines and caps are the lab's :class:`~phone_sim.lab.limits.ConnectionGuard`'s (no
+    timer per connection). When the lab's answers pile up unread (``pause_writing``), it stops
+    reading and keeps the requests it already framed for when the client drains.
+    """
 
     __slots__ = (
-        "_framer", "_hs_timer", "_lab", "_tls", "_transport", "flow", "last_rx", "transport_name",
+        "_backlog", "_framer", "_lab", "_paused", "_tls", "_transport", "flow", "transport_name",
     )  # fmt: skip
 
     def __init__(self, lab: Lab, transport_name: str, tls: TlsServerConnection | None) -> None:
@@ -87,9 +139,9 @@ class _Connection(asyncio.Protocol):
         self._tls = tls
         self._framer = StreamFramer()
         self._transport: asyncio.Transport | None = None
-        self._hs_timer: asyncio.TimerHandle | None = None
+        self._backlog: deque[FramerEvent] = deque()
+        self._paused = False
         self.flow: Flow | None = None
-        self.last_rx = lab._loop.time()
 
     # socket side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,48 +150,51 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         local = transport.get_extra_info("sockname") or ("?", 0)
         lab = self._lab
-        if len(lab._connections) >= lab.max_connections:
-            logger.warning(
-                "connection from %s refused: the lab holds %d connections already",
-                peer[0], len(lab._connections),
-            )  # fmt: skip
-            self._transport.abort()
-            return
-        self.flow = Flow(
+        flow = Flow(
             id=next(lab._ids),
             transport=self.transport_name,
             remote=(str(peer[0]), int(peer[1])),
             local=(str(local[0]), int(local[1])),
         )
-        lab._connections[self.flow.id] = self
+        admission = lab.guard.admit(flow.id, flow.remote[0], lab._loop.time(),
+                                    tls=self._tls is not None)  # fmt: skip
+        for eviction in admission.evict:
+            lab._evict(eviction)
+        if not admission.admitted:
+            assert admission.refusal is not None
+            lab._log_limit(admission.refusal.kind, logging.WARNING,
+                           "connection from %s refused: %s", flow.remote[0],
+                           admission.refusal.reason)  # fmt: skip
+            self._transport.abort()
+            return
+        self.flow = flow
+        lab._connections[flow.id] = self
+        self._transport.set_write_buffer_limits(high=lab.limits.write_pause_bytes)
         if self._tls is None:
-            lab.registrar.flow_opened(self.flow)
-        else:
-            # A client that never finishes its handshake must not hold the socket forever.
-            self._hs_timer = lab._loop.call_later(lab.handshake_timeout, self._handshake_timeout)
+            lab.registrar.flow_opened(flow)
+        lab._arm_guard()
 
     def data_received(self, data: bytes) -> None:
         flow = self.flow
         if flow is None or self._transport is None:
             return
         lab = self._lab
-        self.last_rx = lab._loop.time()
+        now = lab._loop.time()
         tls = self._tls
         if tls is not None:
             was_open = tls.handshake_done
             try:
                 data = tls.receive_data(data)
             except TlsAcceptError as exc:
-                logger.warning("TLS from %s:%d dropped: %s", *flow.remote, exc)
                 lab.tls_failures += 1
+                lab._log_limit("tls-failed", logging.WARNING, "TLS from %s:%d dropped: %s",
+                               *flow.remote, exc)  # fmt: skip
                 self._write_raw(tls.data_to_send())  # the alert
                 self._transport.close()
                 return
             if not was_open and tls.handshake_done:
-                if self._hs_timer is not None:
-                    self._hs_timer.cancel()
-                    self._hs_timer = None
                 lab.tls_handshakes += 1
+                lab.guard.handshake_done(flow.id, now)
                 lab.registrar.flow_opened(flow)
             self._write_raw(tls.data_to_send())
             if tls.closed and not data:
@@ -147,7 +202,7 @@ class _Connection(asyncio.Protocol):
                 return
         if not data:
             return
-        now = lab._loop.time()
+        guard = lab.guard
         try:
             events = self._framer.feed(data)
         except SipParseError as exc:
@@ -157,27 +212,64 @@ class _Connection(asyncio.Protocol):
             lab._pump()
             self.close()
             return
-        registrar = lab.registrar
         for event in events:
-            registrar.receive_message(event, flow, now)
-        lab._pump()
+            # Only whole SIP messages count as activity: not keep-alives, not dripped bytes.
+            if isinstance(event, SipRequest | SipResponse):
+                guard.message(flow.id, now)
+        self._backlog.extend(events)
+        self._drain(now)
+        for eviction in guard.buffered_bytes(flow.id, self._framer.buffered, now):
+            lab._evict(eviction)
+        lab._arm_guard()
         if tls is not None and tls.closed:
             self.close()
+
+    def _drain(self, now: float) -> None:
+        """Hand the framed messages to the registrar, one at a time while the client reads
+        what the lab answers (RFC-less backpressure: a client that stops reading stops being
+        read)."""
+        flow = self.flow
+        assert flow is not None
+        lab = self._lab
+        registrar = lab.registrar
+        backlog = self._backlog
+        transport = self._transport
+        assert transport is not None
+        while backlog and not self._paused and not transport.is_closing():
+            registrar.receive_message(backlog.popleft(), flow, now)
+            lab._pump()
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._hs_timer is not None:
-            self._hs_timer.cancel()
-            self._hs_timer = None
         flow = self.flow
         if flow is None:
             return
         lab = self._lab
+        self._backlog.clear()
+        lab.guard.closed(flow.id)
         lab._connections.pop(flow.id, None)
         lab.registrar.flow_closed(flow.id, lab._loop.time())
         lab._pump()
+
+    # flow control: asyncio calls these around the transport's write buffer high/low marks
+    def pause_writing(self) -> None:
+        if self._transport is not None and not self._paused:
+            self._paused = True
+            self._lab.stats["paused_reading"] += 1
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        transport = self._transport
+        if transport is None or not self._paused:
+            return
+        self._paused = False
+        if transport.is_closing():
+            return
+        transport.resume_reading()
+        if self._backlog:
+            self._drain(self._lab._loop.time())
 
     # sending
     def send(self, data: bytes) -> None:
@@ -188,8 +280,21 @@ class _Connection(asyncio.Protocol):
 
     def _write_raw(self, data: bytes) -> None:
         transport = self._transport
-        if data and transport is not None and not transport.is_closing():
-            transport.write(data)
+        if not data or transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        lab = self._lab
+        queued = transport.get_write_buffer_size()
+        stats = lab.stats
+        stats["write_buffer_peak"] = max(stats["write_buffer_peak"], queued)
+        if queued > lab.limits.max_write_buffer and self.flow is not None:
+            stats["dropped_write_buffer"] += 1
+            lab._log_limit(
+                "write", logging.WARNING,
+                "dropping %s: %d bytes queued that it does not read (max_write_buffer %d)",
+                self.flow, queued, lab.limits.max_write_buffer,
+            )  # fmt: skip
+            transport.abort()
 
     def close(self) -> None:
         if self._tls is not None:
@@ -198,15 +303,8 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _handshake_timeout(self) -> None:
-        self._hs_timer = None
-        if self._tls is not None and not self._tls.handshake_done and self._transport:
-            assert self.flow is not None
-            logger.warning(
-                "TLS from %s:%d dropped: no handshake within %g s",
-                *self.flow.remote, self._lab.handshake_timeout,
-            )  # fmt: skip
-            self._lab.tls_failures += 1
+    def abort(self) -> None:
+        if self._transport is not None:
             self._transport.abort()
 
 
@@ -261,9 +359,7 @@ class Lab:
         key_pem: bytes | None = None,
         ca_pem: bytes | None = None,
         state_dir: str | os.PathLike[str] | None = None,
-        handshake_timeout: float = 10.0,
-        idle_timeout: float | None = 300.0,
-        max_connections: int = 100_000,
+        limits: LabLimits | None = None,
         on_event: Callable[[RegistrarEvent], None] | None = None,
         echo: bool = True,
         echo_extension: str = ECHO_EXTENSION,
@@ -274,11 +370,11 @@ class Lab:
         default :data:`DEFAULT_USERS`, allowed only on loopback. ``cert_chain_pem`` and
         ``key_pem`` replace the generated certificate (``ca_pem`` is then what ``ca_file``
         holds). ``state_dir`` keeps the CA file there instead of in a temporary directory
-        removed on close. ``config`` defaults to a :class:`RegistrarConfig` whose realm is
-        ``server_name``. ``on_event`` is called with every registrar event.
-        ``idle_timeout``: a TCP/TLS connection that carries no binding and has sent nothing
-        for this long is closed (``None``: never). ``max_connections``: beyond this many,
-        new connections are dropped at once. ``echo``: run the echo service at
+        removed on close. ``config`` defaults to a
+        :class:`RegistrarConfig` whose realm is ``server_name``. ``limits``
+        (:class:`~phone_sim.lab.limits.LabLimits`) caps connections and the bytes they hold
+        and sets the handshake, first-message and idle deadlines. ``on_event`` is called
+        with every registrar event. ``echo``: run the echo service at
         ``echo_extension`` (``600``), reached from a UDP socket on ``host`` (the UDP listener,
         or a private one when the lab has no UDP transport).
         """
@@ -303,12 +399,6 @@ class Lab:
             users = DEFAULT_USERS
         if (cert_chain_pem is None) != (key_pem is None):
             raise LabError("give both the certificate chain and its key, or neither")
-        if handshake_timeout <= 0:
-            raise LabError("handshake_timeout must be positive")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise LabError("idle_timeout must be positive (or None)")
-        if max_connections < 1:
-            raise LabError("max_connections must be at least 1")
         self.host = host
         self.server_name = server_name
         self.transports = tuple(t for t in TRANSPORTS if t in wanted)
@@ -316,10 +406,15 @@ class Lab:
         self.users = UserTable(users)
         self.config = config or RegistrarConfig(realm=server_name)
         self.registrar = Registrar(self.users, self.config)
-        self.handshake_timeout = handshake_timeout
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        self._sweeper: asyncio.TimerHandle | None = None
+        self.limits = limits or LabLimits()
+        #: The connection policy: caps, deadlines, the buffered-bytes budget.
+        self.guard = ConnectionGuard(self.limits)
+        self._throttle = WarningThrottle(self.limits.warning_interval)
+        #: What the socket layer did: reads paused for unread answers, connections dropped
+        #: for them, and the largest write buffer seen.
+        self.stats: dict[str, int] = {
+            "paused_reading": 0, "dropped_write_buffer": 0, "write_buffer_peak": 0,
+        }  # fmt: skip
         self._cert_chain_pem = cert_chain_pem
         self._key_pem = key_pem
         self.ca_pem: bytes = ca_pem or b""
@@ -338,8 +433,8 @@ class Lab:
         self._connections: dict[int, _Connection] = {}
         self._servers: list[asyncio.Server] = []
         self._udp: _Datagrams | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer: _Alarm | None = None
+        self._guard_timer: _Alarm | None = None
         self._waiters: list[tuple[Callable[[RegistrarEvent], bool], asyncio.Future[Any]]] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._started = False
@@ -367,7 +462,10 @@ class Lab:
         if self._started:
             raise LabError("the lab is already started")
         self._started = True
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        self._timer = _Alarm(loop, self._on_timer)
+        self._guard_timer = _Alarm(loop, self._on_guard_timer)
+        self.guard.capacity = _connection_capacity(self.limits)
         try:
             await self._start()
         except BaseException:
@@ -430,8 +528,6 @@ class Lab:
                 self.echo.accept_only_from((_service_host(self._udp.local[0]), self._udp.local[1]))
             proxy.add_service(Service(user=self.echo.extension, address=self.echo.address))
         logger.info("lab listening on %s: %s", self.host, self.ports)
-        if self.idle_timeout is not None and any(t != "udp" for t in self.transports):
-            self._schedule_sweep()
 
     def _write_ca_file(self) -> None:
         if not self.ca_pem:
@@ -473,12 +569,9 @@ class Lab:
             conn.close()
         if self._udp is not None and self._udp.transport is not None:
             self._udp.transport.close()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for alarm in (self._timer, self._guard_timer):
+            if alarm is not None:
+                alarm.cancel()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
@@ -530,41 +623,59 @@ class Lab:
         self._waiters = keep
 
     def _arm_timer(self) -> None:
-        at = self.registrar.get_timer()
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None and not self._closed:
-            self._timer = self._loop.call_at(at, self._on_timer)
+        if self._timer is not None and not self._closed:
+            self._timer.arm(self.registrar.get_timer())
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.registrar.handle_timer(self._loop.time())
         self._pump()
 
-    def _schedule_sweep(self) -> None:
-        assert self.idle_timeout is not None
-        # One periodic sweep for all connections, not a timer per connection.
-        self._sweeper = self._loop.call_later(max(0.05, self.idle_timeout / 4), self._sweep)
+    # -- limits ------------------------------------------------------------------------------
 
-    def _sweep(self) -> None:
-        self._sweeper = None
-        if self._closed or self.idle_timeout is None:
+    def _arm_guard(self) -> None:
+        if self._guard_timer is None or self._closed:
             return
-        cutoff = self._loop.time() - self.idle_timeout
-        for conn in list(self._connections.values()):
-            flow = conn.flow
-            if flow is None or conn.last_rx > cutoff:
-                continue
-            if self.registrar.flow_has_bindings(flow.id):
-                continue  # a phone's connection: it lives as long as the phone keeps it
-            logger.info("closing %s: idle for %g s without a registration", flow, self.idle_timeout)
+        deadlines = [t for t in (self.guard.get_timer(), self._throttle.get_timer())
+                     if t is not None]  # fmt: skip
+        self._guard_timer.arm(min(deadlines) if deadlines else None)
+
+    def _on_guard_timer(self) -> None:
+        now = self._loop.time()
+        # A phone's connection lives as long as the phone keeps it, idle or not.
+        for eviction in self.guard.handle_timer(now, exempt=self.registrar.flow_has_bindings):
+            self._evict(eviction)
+        for kind, count in self._throttle.due(now):
+            level = logging.INFO if kind == "idle" else logging.WARNING
+            logger.log(level, "... and %d more %s in the last %g s", count,
+                       _THROTTLED.get(kind, kind), self.limits.warning_interval)  # fmt: skip
+        self._arm_guard()
+
+    def _evict(self, eviction: Eviction) -> None:
+        """Close a connection a limit says must go (the guard has already forgotten it)."""
+        conn = self._connections.get(eviction.conn_id)
+        if conn is None or conn.flow is None:
+            return
+        flow = conn.flow
+        if eviction.kind == "handshake":
+            self.tls_failures += 1
+            self._log_limit("handshake", logging.WARNING, "TLS from %s:%d dropped: %s",
+                            *flow.remote, eviction.reason)  # fmt: skip
+            conn.abort()
+        elif eviction.kind == "idle":
+            self._log_limit("idle", logging.INFO, "closing %s: %s", flow, eviction.reason)
             conn.close()
-        self._schedule_sweep()
+        else:
+            self._log_limit(eviction.kind, logging.WARNING, "closing %s: %s", flow,
+                            eviction.reason)  # fmt: skip
+            conn.abort()
+
+    def _log_limit(self, kind: str, level: int, message: str, *args: object) -> None:
+        """Log a limit hit, at most once per ``warning_interval`` per kind; the rest are
+        counted and summed up in one line when the interval ends."""
+        if self._throttle.allow(kind, self._loop.time()):
+            logger.log(level, message, *args)
+        else:
+            self._arm_guard()
 
     # -- what tests and tools use ------------------------------------------------------------
 
@@ -670,6 +781,37 @@ class Lab:
     def connections(self) -> int:
         """Open TCP/TLS connections."""
         return len(self._connections)
+
+
+def _connection_capacity(limits: LabLimits) -> int:
+    """``limits.max_connections``, lowered to what the open-file limit leaves room for after
+    raising its soft value towards the hard one (where allowed and asked for)."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+    except ImportError:  # pragma: no cover - not on this platform
+        return limits.max_connections
+    infinity = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limits.max_connections + FD_RESERVE
+    if limits.raise_file_limit and soft != infinity and soft < wanted:
+        target = wanted if hard == infinity else min(wanted, hard)
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (ValueError, OSError) as exc:
+                logger.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+            else:
+                logger.info("raised the open-file limit from %d to %d", soft, target)
+                soft = target
+    if soft == infinity:
+        return limits.max_connections
+    capacity = max(1, soft - FD_RESERVE)
+    if capacity < limits.max_connections:
+        logger.info(
+            "the lab holds at most %d connections (open-file limit %d, %d kept for itself)",
+            capacity, soft, FD_RESERVE,
+        )  # fmt: skip
+    return min(capacity, limits.max_connections)
 
 
 def _service_host(host: str) -> str:

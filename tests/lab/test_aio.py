@@ -17,7 +17,9 @@ from phone_sim.lab import (
     FlowLost,
     Lab,
     LabError,
+    LabLimits,
     LabUser,
+    LimitsError,
     PhoneUnreachable,
     RegistrarConfig,
 )
@@ -201,7 +203,7 @@ async def test_not_tls_on_the_tls_port_is_dropped_and_logged(
 
 
 async def test_silent_tls_client_is_dropped_after_the_handshake_timeout() -> None:
-    async with Lab(USERS, transports=["tls"], handshake_timeout=0.2) as lab:
+    async with Lab(USERS, transports=["tls"], limits=LabLimits(handshake_timeout=0.2)) as lab:
         reader, writer = await asyncio.open_connection(lab.host, lab.ports["tls"])
         async with asyncio.timeout(5):
             assert await reader.read() == b""
@@ -309,8 +311,17 @@ async def test_lab_sends_a_request_to_the_phone_over_its_connection() -> None:
 
 
 async def test_idle_connection_without_binding_is_closed_but_a_phones_is_kept() -> None:
-    async with Lab(USERS, transports=["tcp"], idle_timeout=0.3) as lab:
+    async with Lab(USERS, transports=["tcp"], limits=LabLimits(idle_timeout=0.3)) as lab:
         idle = await tcp_connect(lab)
+        options = (
+            f"OPTIONS sip:{lab.server_name} SIP/2.0\r\n"
+            "Via: SIP/2.0/TCP 127.0.0.1:5099;rport;branch=z9hG4bKPjidle\r\n"
+            f"From: <sip:101@{lab.server_name}>;tag=1\r\nTo: <sip:{lab.server_name}>\r\n"
+            "Call-ID: idle1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        assert (await idle.ask(options)).status == 200  # it spoke once, then idles
+        assert idle.transport is not None
+        idle.transport.write(b"\r\n\r\n")  # keep-alives do not keep a connection
         phone_conn = await tcp_connect(lab)
         phone = RegisterClient("101", "1234", transport="TCP")
         assert (await register_stream(phone_conn, phone)).status == 200
@@ -322,16 +333,18 @@ async def test_idle_connection_without_binding_is_closed_but_a_phones_is_kept() 
 
 
 async def test_connections_beyond_the_cap_are_dropped() -> None:
-    async with Lab(USERS, transports=["tcp"], max_connections=1) as lab:
+    async with Lab(USERS, transports=["tcp"], limits=LabLimits(max_connections=1)) as lab:
         first = await tcp_connect(lab)
+        phone = RegisterClient("101", "1234", transport="TCP")
+        assert (await register_stream(first, phone)).status == 200
         second = await tcp_connect(lab)
         async with asyncio.timeout(5):
             await second.lost
         assert not first.lost.done() and lab.connections == 1
-    with pytest.raises(LabError, match="idle_timeout"):
-        Lab(USERS, idle_timeout=0)
-    with pytest.raises(LabError, match="max_connections"):
-        Lab(USERS, max_connections=0)
+    with pytest.raises(LimitsError, match="idle_timeout"):
+        LabLimits(idle_timeout=0)
+    with pytest.raises(LimitsError, match="max_connections"):
+        LabLimits(max_connections=0)
 
 
 @pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1", "TLSv1_2", "TLSv1_3"])
