@@ -52,6 +52,7 @@ from phone_sim.lab.registrar import (
     RegistrarEvent,
     UserTable,
 )
+from phone_sim.lab.state import CA_FILE, StateDirError, load_or_make_pki
 from phone_sim.lab.tls import TlsAcceptError, TlsServerConnection, TlsServerContext
 from phone_sim.sip.framer import FramerEvent, MessageRejected, StreamFramer
 from phone_sim.sip.headers import HeaderValue
@@ -369,8 +370,9 @@ class Lab:
         ``users``: AOR user -> password, or :class:`LabUser` entries (with an ``authname``);
         default :data:`DEFAULT_USERS`, allowed only on loopback. ``cert_chain_pem`` and
         ``key_pem`` replace the generated certificate (``ca_pem`` is then what ``ca_file``
-        holds). ``state_dir`` keeps the CA file there instead of in a temporary directory
-        removed on close. ``config`` defaults to a
+        holds). ``state_dir`` keeps the lab's PKI there (``ca.pem``, ``ca-key.pem``,
+        ``server.pem``, ``server-key.pem``) and reuses it on the next start, instead of a new
+        CA in a temporary directory removed on close. ``config`` defaults to a
         :class:`RegistrarConfig` whose realm is ``server_name``. ``limits``
         (:class:`~phone_sim.lab.limits.LabLimits`) caps connections and the bytes they hold
         and sets the handshake, first-message and idle deadlines. ``on_event`` is called
@@ -478,12 +480,30 @@ class Lab:
                 names = [self.server_name]
                 if self.host not in ("0.0.0.0", "::", "localhost"):  # noqa: S104
                     names.append(self.host)
-                ca_pem, chain_pem, key_pem = await asyncio.to_thread(make_server_identity, names)
+                if self._state_dir is not None:
+                    # Reuse the CA (and the certificate) kept there: phones that trusted
+                    # this lab's CA must still trust it after a restart.
+                    try:
+                        pki = await asyncio.to_thread(load_or_make_pki, self._state_dir, names)
+                    except StateDirError as exc:
+                        raise LabError(str(exc)) from None
+                    ca_pem, chain_pem, key_pem = pki.ca_pem, pki.chain_pem, pki.key_pem
+                    self.ca_file = self._state_dir / CA_FILE
+                    logger.info(
+                        "lab PKI in %s: %s CA, %s certificate", self._state_dir,
+                        "new" if pki.created_ca else "kept",
+                        "new" if pki.issued else "kept",
+                    )  # fmt: skip
+                else:
+                    ca_pem, chain_pem, key_pem = await asyncio.to_thread(
+                        make_server_identity, names
+                    )
                 self.ca_pem = ca_pem
             else:
                 chain_pem, key_pem = self._cert_chain_pem, self._key_pem
             self._tls_context = TlsServerContext(chain_pem, key_pem)
-            self._write_ca_file()
+            if self.ca_file is None:
+                self._write_ca_file()
         loop = self._loop
         wanted = list(self.transports)
         if self.echo is not None and "udp" not in wanted:

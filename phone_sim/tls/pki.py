@@ -27,6 +27,8 @@ __all__ = [
     "ServerCredential",
     "TestPki",
     "generate_test_pki",
+    "issue_server_certificate",
+    "make_ca",
     "make_crl",
     "make_server_identity",
 ]
@@ -362,12 +364,45 @@ def make_server_identity(
     if not names:
         raise UsageError("make_server_identity needs at least one name")
     now = now or dt.datetime.now(dt.UTC)
-    root = _ca("phone-sim lab root CA", now)
+    ca_pem, ca_key_pem = make_ca(now=now)
+    chain_pem, key_pem = issue_server_certificate(ca_pem, ca_key_pem, names, now=now)
+    return ca_pem, chain_pem, key_pem
+
+
+def make_ca(
+    cn: str = "phone-sim lab root CA", *, now: dt.datetime | None = None
+) -> tuple[bytes, bytes]:
+    """A fresh root CA (ECDSA P-256, ten years): ``(cert_pem, key_pem)``. TEST-ONLY key."""
+    root = _ca(cn, now or dt.datetime.now(dt.UTC))
+    return root.cert.public_bytes(serialization.Encoding.PEM), _key_pem(root.key)
+
+
+def issue_server_certificate(
+    ca_pem: bytes, ca_key_pem: bytes, names: Sequence[str], *, now: dt.datetime | None = None
+) -> tuple[bytes, bytes]:
+    """A server certificate for ``names`` signed by the CA ``ca_pem``/``ca_key_pem`` (as
+    :func:`make_ca` returns them): ``(cert_chain_pem, key_pem)``, the leaf carrying
+    ``sip:<first name>`` as a URI SAN too. Raises ``ValueError`` for an unreadable CA."""
+    if not names:
+        raise UsageError("issue_server_certificate needs at least one name")
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key is not an ECDSA key")
+    issuer = _Issuer(x509.load_pem_x509_certificate(ca_pem), ca_key)
     first = names[0]
     uri_host = f"[{first}]" if ":" in first else first
-    cert, key = _leaf(root, now, cn=first, dns=list(names), uris=[f"sip:{uri_host}"])
+    cert, key = _leaf(issuer, now or dt.datetime.now(dt.UTC), cn=first, dns=list(names),
+                      uris=[f"sip:{uri_host}"])  # fmt: skip
     cred = ServerCredential(kind=CertKind.GOOD, chain=(cert,), key=key)
-    return root.cert.public_bytes(serialization.Encoding.PEM), cred.chain_pem(), cred.key_pem()
+    return cred.chain_pem(), cred.key_pem()
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def make_crl(
