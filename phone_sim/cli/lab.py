@@ -18,6 +18,7 @@ from typing import Any
 
 from phone_sim.errors import UsageError
 from phone_sim.lab.aio import DEFAULT_SERVER_NAME, DEFAULT_USERS, TRANSPORTS, Lab
+from phone_sim.lab.limits import LabLimits
 from phone_sim.lab.registrar import (
     BindingAdded,
     BindingExpired,
@@ -72,7 +73,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="write ca.pem there and keep it (default: a temporary directory removed on exit)",
+        help="keep the lab's CA (ca.pem, the file phones load), its certificate and keys there "
+        "and reuse them on the next start (default: a new CA in a temporary directory removed "
+        "on exit)",
     )
     p.add_argument(
         "--echo-extension",
@@ -81,6 +84,34 @@ def add_parser(subparsers: Any) -> None:
         help="extension of the echo service (default 600)",
     )
     p.add_argument("--no-echo", action="store_true", help="do not run the echo service")
+    defaults = LabLimits()
+    p.add_argument(
+        "--max-connections", type=int, default=defaults.max_connections, metavar="N",
+        help="TCP/TLS connections held at once, lowered to what the open-file limit allows "
+        f"(default {defaults.max_connections})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-connections-per-source", type=int, metavar="N",
+        default=defaults.max_connections_per_source,
+        help="connections from one IP address; lower it for a lab reachable from a network "
+        f"(default {defaults.max_connections_per_source})",
+    )  # fmt: skip
+    p.add_argument(
+        "--first-message-timeout", type=float, metavar="SECONDS",
+        default=defaults.first_message_timeout,
+        help="a new connection must send a whole SIP message within this long "
+        f"(default {defaults.first_message_timeout:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-buffered-bytes", type=int, metavar="N", default=defaults.max_buffered_bytes,
+        help="bytes of incomplete messages held across all connections; beyond, those held "
+        f"longest are closed (default {defaults.max_buffered_bytes})",
+    )  # fmt: skip
+    p.add_argument(
+        "--idle-timeout", type=float, metavar="SECONDS", default=defaults.idle_timeout,
+        help="close a connection without registration that sent no SIP message for this long "
+        f"(default {defaults.idle_timeout:g})",
+    )  # fmt: skip
     p.add_argument("--min-expires", type=int, default=60, help="shortest expiry (s); below: 423")
     p.add_argument("--max-expires", type=int, default=3600, help="longest expiry granted (s)")
     p.add_argument(
@@ -116,6 +147,7 @@ def _lab(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown transport {','.join(bad) or '(none)'}: use tls, tcp, udp")
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive")
+    limits = _limits(args)
     try:
         config = RegistrarConfig(
             realm=args.server_name,
@@ -145,6 +177,7 @@ def _lab(args: argparse.Namespace) -> int:
         transports=transports,
         config=config,
         state_dir=args.state_dir,
+        limits=limits,
         on_event=printer,
         echo=not args.no_echo,
         echo_extension=args.echo_extension,
@@ -154,6 +187,25 @@ def _lab(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=runner) as asyncio_runner:
         asyncio_runner.run(_serve(lab, args, default_users))
     return 0
+
+
+def _limits(args: argparse.Namespace) -> LabLimits:
+    for flag, value in (("--max-connections", args.max_connections),
+                        ("--max-connections-per-source", args.max_connections_per_source),
+                        ("--max-buffered-bytes", args.max_buffered_bytes)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, not {value}")
+    for flag, seconds in (("--first-message-timeout", args.first_message_timeout),
+                          ("--idle-timeout", args.idle_timeout)):
+        if not seconds > 0:
+            raise UsageError(f"{flag} must be positive, not {seconds:g}")
+    return LabLimits(
+        max_connections=args.max_connections,
+        max_connections_per_source=args.max_connections_per_source,
+        first_message_timeout=args.first_message_timeout,
+        idle_timeout=args.idle_timeout,
+        max_buffered_bytes=args.max_buffered_bytes,
+    )
 
 
 def _loop_factory(no_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -183,6 +235,8 @@ async def _serve(lab: Lab, args: argparse.Namespace, default_users: bool) -> Non
                     await stop.wait()
             stats = dict(lab.registrar.stats)
             stats.update({f"proxy_{k}": v for k, v in lab.registrar.proxy.stats.items()})
+            stats.update({f"limit_{k.replace('-', '_')}": v for k, v in lab.guard.stats.items()})
+            stats.update(lab.stats)
             bindings = lab.registrar.binding_count
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -180,3 +180,37 @@ def test_call_event_lines() -> None:
                           reason="Not Found")
     assert event_line(refused).endswith("sip:101@lab -> sip:999@lab: 404 Not Found")
     assert event_json(refused)["status"] == 404
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-connections", "0"], "--max-connections must be at least 1"),
+        (["--max-connections-per-source", "0"], "--max-connections-per-source must be"),
+        (["--first-message-timeout", "0"], "--first-message-timeout must be positive"),
+        (["--idle-timeout", "-5"], "--idle-timeout must be positive"),
+        (["--max-buffered-bytes", "0"], "--max-buffered-bytes must be at least 1"),
+    ],
+)
+def test_bad_limits_exit_2_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["lab", *FREE, "--duration", "0.2", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+async def test_connection_limits_from_the_command_line_hold_and_are_counted() -> None:
+    args = ["--max-connections-per-source", "2", "--first-message-timeout", "0.5"]
+    async with LabProcess({"101": "1234"}, transports=("tcp",), extra_args=args) as lab:
+        loop = asyncio.get_running_loop()
+        conns = []
+        for _ in range(3):
+            _t, conn = await loop.create_connection(Collector, lab.host, lab.ports["tcp"])
+            conns.append(conn)
+        async with asyncio.timeout(10):
+            for conn in conns:  # one refused at once (or made room), the others silent: closed
+                await conn.lost
+    assert lab.final is not None
+    stats = lab.final["stats"]
+    assert stats["limit_per_source"] >= 1 and stats["limit_first_message"] >= 2
