@@ -59,6 +59,12 @@ class LabProcess:
         self._process: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
         self.final: dict[str, Any] | None = None
+        #: What the child logged on stderr, line by line (the last 10,000 lines; read all
+        #: along, so a chatty child never blocks on a full pipe).
+        self.log_lines: list[str] = []
+        #: How many lines it logged in all.
+        self.log_count = 0
+        self._stderr_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         pid = self._process.pid if self._process else None
@@ -121,6 +127,16 @@ class LabProcess:
                 f"{err.decode(errors='replace').strip()}"
             )
         self.info = json.loads(line)
+        self._stderr_task = asyncio.get_running_loop().create_task(self._read_stderr())
+
+    async def _read_stderr(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        stderr = self._process.stderr
+        while line := await stderr.readline():
+            self.log_count += 1
+            self.log_lines.append(line.decode(errors="replace").rstrip("\n"))
+            if len(self.log_lines) > 10_000:
+                del self.log_lines[:1000]
 
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGINT, wait for the final line and the exit (SIGKILL after ``timeout``)."""
@@ -131,11 +147,17 @@ class LabProcess:
             process.send_signal(signal.SIGINT)
         try:
             async with asyncio.timeout(timeout):
-                out, _err = await process.communicate()
+                assert process.stdout is not None
+                out = await process.stdout.read()
+                await process.wait()
+                if self._stderr_task is not None:
+                    await self._stderr_task
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+            if self._stderr_task is not None:
+                self._stderr_task.cancel()
             return
         for line in out.splitlines():
             with contextlib.suppress(ValueError):
