@@ -226,9 +226,9 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def _drain(self, now: float) -> None:
-        """Hand the framed messages to the registrar, one at a time while the client reads
-        what the lab answers (RFC-less backpressure: a client that stops reading stops being
-        read)."""
+        """Hand the framed messages to the registrar one at a time, and stop while the
+        answers to this client pile up unread (``pause_writing``); ``resume_writing`` goes
+        on. A client that stops reading stops being read."""
         flow = self.flow
         assert flow is not None
         lab = self._lab
