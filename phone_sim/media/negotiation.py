@@ -170,6 +170,8 @@ class LocalAudio:
     """The account's codecs, in preference order."""
     dtmf: bool = True
     """Offer and accept ``telephone-event/8000`` (RFC 4733)."""
+    dtmf_payload_type: int = 96
+    """The payload type the phone offers ``telephone-event`` on (96, as the D40's SDP)."""
     media_encryption: MediaEncryption = MediaEncryption.SDES
     """SDES on (``RTP/SAVP`` only) or off (``RTP/AVP`` only)."""
     ptime_ms: int = DEFAULT_PTIME_MS
@@ -196,6 +198,12 @@ class LocalAudio:
             raise LocalAudioError("the account has no codec to offer")
         if any(c.is_dtmf for c in self.codecs):
             raise LocalAudioError("telephone-event is not an audio codec; use dtmf=True")
+        if not 96 <= self.dtmf_payload_type <= 127 or any(
+            c.payload_type == self.dtmf_payload_type for c in self.codecs
+        ):
+            raise LocalAudioError(
+                f"telephone-event payload type {self.dtmf_payload_type} must be dynamic "
+                "(96-127) and not a codec's")
         if len({c.payload_type for c in self.codecs}) != len(self.codecs):
             raise LocalAudioError("the account lists a codec twice")
         if not 10 <= self.ptime_ms <= MAX_PTIME_MS or self.ptime_ms % 10:
@@ -361,6 +369,7 @@ class OfferAnswer:
         self._key_factory = key_factory
         self._tx_key: bytes | None = None
         self._offered_key: bytes | None = None
+        self._offered_dtmf: int | None = None
         self._offered_direction = Direction.SENDRECV
         self._direction_before_offer = Direction.SENDRECV
         #: What the phone wants: sendrecv, or sendonly/inactive while it holds the call.
@@ -387,11 +396,16 @@ class OfferAnswer:
         if self.local.media_encryption is MediaEncryption.SDES:
             key = self._new_key() if self._tx_key is None or rekey else self._tx_key
         formats = [(c.payload_type, c) for c in self.local.codecs]
+        dtmf = None
         if self.local.dtmf:
-            formats.append((TELEPHONE_EVENT.payload_type, TELEPHONE_EVENT))
+            # RFC 3264 8.3.2: a re-offer keeps the numbers the session already uses.
+            agreed = self.negotiated.rx_dtmf_payload_type if self.negotiated else None
+            dtmf = agreed if agreed is not None else self.local.dtmf_payload_type
+            formats.append((dtmf, TELEPHONE_EVENT))
         crypto = None if key is None else CryptoAttribute.for_key(key, tag=1)
         offer = self._stamp(self._body(formats, self.local_direction, crypto))
         self._offered_key = key
+        self._offered_dtmf = dtmf
         self._offered_direction = self.local_direction
         self._set_state(_Input.CREATE_OFFER)
         self.local_sdp = offer
@@ -527,12 +541,17 @@ class OfferAnswer:
             # pjsip's form, as in the D40's SDP: a=rtcp:<port> IN IP4 <address> (RFC 3605).
             value = f"{local.rtcp_port} IN {local.addr_type} {local.host}"
             attributes.append(SdpAttribute(name="rtcp", value=value))
+        # pjmedia's order, as in the D40's SDP: the codecs' rtpmaps, the direction, then
+        # telephone-event's rtpmap and fmtp.
+        events: list[SdpAttribute] = []
         for pt, fmt in formats:
-            attributes.append(SdpAttribute(name="rtpmap", value=f"{pt} {fmt.rtpmap}"))
+            target = events if fmt.is_dtmf else attributes
+            target.append(SdpAttribute(name="rtpmap", value=f"{pt} {fmt.rtpmap}"))
             if fmt.fmtp is not None:
-                attributes.append(SdpAttribute(name="fmtp", value=f"{pt} {fmt.fmtp}"))
+                target.append(SdpAttribute(name="fmtp", value=f"{pt} {fmt.fmtp}"))
         attributes.append(SdpAttribute(name="ptime", value=str(local.ptime_ms)))
         attributes.append(SdpAttribute(name=direction.value))
+        attributes.extend(events)
         if crypto is not None:
             attributes.append(SdpAttribute(name="crypto", value=crypto.serialize()))
         media = SdpMedia(
@@ -552,6 +571,8 @@ class OfferAnswer:
             session_name=local.session_name,
             connection=SdpConnection(addr_type=local.addr_type, address=local.host),
             timings=(SdpTiming(),),
+            # pjsua's session attribute (no NAT detected), as in the D40's SDP.
+            attributes=(SdpAttribute(name="X-nat", value="0"),),
             media=(media,),
         )
 
@@ -659,7 +680,7 @@ class OfferAnswer:
         # RFC 3264 6.1: the answer's direction mirrors the offer's; narrow to both.
         direction = self._offered_direction & audio.direction.reversed()
         ours = {c.encoding_name: c.payload_type for c in self.local.codecs}
-        rx_dtmf = TELEPHONE_EVENT.payload_type if audio.dtmf_payload_type is not None else None
+        rx_dtmf = self._offered_dtmf if audio.dtmf_payload_type is not None else None
         return self._result(
             audio, direction, key, rx_payload_type=ours[audio.codec.encoding_name], rx_dtmf=rx_dtmf
         )

@@ -208,8 +208,12 @@ class PhoneSignature:
     ) -> SipRequest:
         """A request in pjsip's header order, without Via (the user agent core adds it).
 
-        Order: Route, Max-Forwards, From, To, Call-ID, CSeq, User-Agent, Contact, the extra
-        *headers* (Expires...), Allow, Supported, Content-Type.
+        A REGISTER is built by pjsip's registration client: Route, Max-Forwards, From, To,
+        Call-ID, CSeq, User-Agent, Contact, the extra *headers* (Expires...), Allow,
+        Supported. Every other request goes through ``pjsip_endpt_create_request`` (and the
+        INVITE session and the session-timer module add theirs after), as the D40's INVITE
+        shows it: Route, Max-Forwards, From, To, Contact, Call-ID, CSeq, Allow, Supported,
+        the extra *headers* (Session-Expires, Min-SE...), User-Agent. Content-Type is last.
         """
         if not 0 <= cseq < 2**31:
             raise UsageError(f"CSeq {cseq} out of range (RFC 3261 8.1.1.5)")
@@ -219,17 +223,25 @@ class PhoneSignature:
         h.add("Max-Forwards", self.max_forwards)
         h.add("From", from_)
         h.add("To", to)
+        registering = method == "REGISTER"
+        if not registering and contact is not None:
+            h.add("Contact", contact)
         h.add("Call-ID", call_id)
         h.add("CSeq", CSeq(cseq, method))
-        h.add("User-Agent", self.user_agent)
-        if contact is not None:
-            h.add("Contact", contact)
-        for name, value in headers:
-            h.add(name, value)
+        if registering:
+            h.add("User-Agent", self.user_agent)
+            if contact is not None:
+                h.add("Contact", contact)
+            for name, value in headers:
+                h.add(name, value)
         if method not in ("ACK", "CANCEL"):
             h.add("Allow", self.allow_header)
             if self.supported:
                 h.add("Supported", ", ".join(self.supported))
+        if not registering:
+            for name, value in headers:
+                h.add(name, value)
+            h.add("User-Agent", self.user_agent)
         if body:
             if content_type is None:
                 raise UsageError("a request body needs a Content-Type")

@@ -85,15 +85,16 @@ def test_offer_is_exactly_the_phones() -> None:
             "s=digphn\r\n"
             "c=IN IP4 192.0.2.50\r\n"
             "t=0 0\r\n"
-            "m=audio 4000 RTP/SAVP 0 8 9 101\r\n"
+            "a=X-nat:0\r\n"
+            "m=audio 4000 RTP/SAVP 0 8 9 96\r\n"
             "a=rtcp:4001 IN IP4 192.0.2.50\r\n"
             "a=rtpmap:0 PCMU/8000\r\n"
             "a=rtpmap:8 PCMA/8000\r\n"
             "a=rtpmap:9 G722/8000\r\n"
-            "a=rtpmap:101 telephone-event/8000\r\n"
-            "a=fmtp:101 0-15\r\n"
             "a=ptime:20\r\n"
             "a=sendrecv\r\n"
+            "a=rtpmap:96 telephone-event/8000\r\n"
+            "a=fmtp:96 0-15\r\n"
             f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{b64(bytes([0xA1]) * 30)}\r\n"
         ).encode()
     )
@@ -147,7 +148,9 @@ def test_phone_takes_real_answers(name: str, port: int) -> None:
     assert negotiated.remote_rtcp_port == port + 1
     assert negotiated.codec is PCMU
     assert (negotiated.payload_type, negotiated.rx_payload_type) == (0, 0)
-    assert (negotiated.dtmf_payload_type, negotiated.rx_dtmf_payload_type) == (101, 101)
+    # The phone offers telephone-event on 96 (as the D40); Asterisk and baresip answer with
+    # their own 101 (RFC 3264 6.1 only says SHOULD): the phone sends 101 and receives 96.
+    assert (negotiated.dtmf_payload_type, negotiated.rx_dtmf_payload_type) == (101, 96)
     assert negotiated.direction is Direction.SENDRECV
     assert negotiated.ptime_ms == 20
     assert negotiated.srtp is not None
@@ -155,6 +158,21 @@ def test_phone_takes_real_answers(name: str, port: int) -> None:
     assert negotiated.srtp.tx_key == bytes([0xA1]) * 30
     assert negotiated.srtp.rx_key == answer_key
     assert negotiated.tx_key_changed and negotiated.rx_key_changed
+
+
+def test_a_re_offer_keeps_the_telephone_event_number_the_session_uses() -> None:
+    # RFC 3264 8.3.2. The phone answered an offer numbering telephone-event 101: its hold
+    # re-offer says 101 too, not the 96 it offers on a new call.
+    answerer = make()
+    caller = make(dtmf_payload_type=101, key_seeds=(0xB1, 0xB2))
+    answerer.receive_offer(caller.create_offer())
+    re_offer = answerer.hold()
+    assert re_offer.media[0].formats[-1] == "101"
+    # And after a call the phone started with 96 and the peer answered 101, it still says 96.
+    oa = make()
+    oa.create_offer()
+    oa.receive_answer(fixture("asterisk-22-sdes-answer.sdp"))
+    assert oa.hold().media[0].formats[-1] == "96"
 
 
 def test_invite_without_sdp_phone_offers_in_200_and_takes_answer_from_ack() -> None:
