@@ -645,7 +645,8 @@ class Phone:
                 await open_tls_connection(
                     host.server, host.effective_port, context=self._context(),
                     server_name=command.server_name, protocol_factory=factory,
-                    connect_timeout=timeout, handshake_timeout=timeout,
+                    connect_timeout=timeout,
+                    handshake_timeout=min(timeout, self.config.registration.tls_handshake_timeout),
                 )
                 stream = made[0]
         except PhoneSimError as exc:

@@ -113,6 +113,10 @@ class RegistrationSettings:
     """Seconds an attempt may take (connect, TLS, REGISTER and its digest retry): 64*T1."""
     unregister_timeout: float = 5.0
     """Seconds ``stop()`` waits for the answer to the un-REGISTER."""
+    tls_handshake_timeout: float = 10.0
+    """Seconds a TLS handshake may take once connected (as ``tls-check``): a server that
+    accepts the connection and never answers is named for what it is, not as a REGISTER
+    left unanswered."""
     refresh_margin: float = 5.0
     """Refresh this long before expiry (pjsip's 5 s), but never later than half-way."""
     stream_ka_interval: float = 90.0
@@ -134,7 +138,7 @@ class RegistrationSettings:
     """When registered on the alternate, try the primary again at each half-period."""
 
     def __post_init__(self) -> None:
-        for name in ("register_timeout", "unregister_timeout"):
+        for name in ("register_timeout", "unregister_timeout", "tls_handshake_timeout"):
             if not getattr(self, name) > 0:
                 raise PhoneSimError(f"{name} must be positive")
         for name in ("refresh_margin", "stream_ka_interval", "udp_ka_interval", "jitter",
