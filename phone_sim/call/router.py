@@ -59,7 +59,8 @@ class CallRouter:
     makes SDES master keys (tests pass a deterministic one).
     """
 
-    __slots__ = ("_accounts", "_events", "_key_factory", "_rng", "config", "refused", "sessions")
+    __slots__ = ("_accounts", "_events", "_key_factory", "_lingering", "_rng", "config",
+                 "refused", "sessions")
 
     def __init__(
         self,
@@ -76,6 +77,10 @@ class CallRouter:
         # The account index of each live call, for its events.
         self._accounts: dict[str, int] = {}
         self._events: deque[PhoneCallEvent] = deque()
+        # Ended calls still waiting on a transaction of theirs (a late 2xx to a re-INVITE
+        # still gets its ACK), until this deadline: a peer that answers 100 and never a
+        # final response must not keep a call forever.
+        self._lingering: dict[str, float] = {}
         #: Incoming INVITEs refused before ringing, per status (488, 400...).
         self.refused: dict[int, int] = {}
 
@@ -94,6 +99,7 @@ class CallRouter:
     def get_timer(self) -> float | None:
         """The earliest deadline over all calls."""
         times = [t for s in self.sessions.values() if (t := s.get_timer()) is not None]
+        times.extend(self._lingering.values())
         return min(times) if times else None
 
     def session(self, call_id: str) -> CallSession:
@@ -134,7 +140,7 @@ class CallRouter:
         self.sessions[call_id] = session
         self._accounts[call_id] = account
         self._events.append(CallPlaced(call_id=call_id, account=account, remote=str(target)))
-        self._collect(session)
+        self._collect(session, now)
         return call_id
 
     def incoming(
@@ -165,47 +171,47 @@ class CallRouter:
         self._accounts[call_id] = account
         self._events.append(CallArrived(
             call_id=call_id, account=account, remote=str(event.request.from_.uri)))
-        self._collect(session)
+        self._collect(session, now)
         return call_id
 
     # -- acting on a call -----------------------------------------------------------------------
 
     def ring(self, call_id: str, now: float, *, status: int = 180) -> None:
         """Alert on an incoming call: 180 Ringing (or 183), reliably with 100rel."""
-        self._act(call_id, lambda s: s.ring(now, status=status))
+        self._act(call_id, now, lambda s: s.ring(now, status=status))
 
     def answer(self, call_id: str, now: float, *, local: LocalAudio) -> None:
         """Answer an incoming call (200 OK with the SDES answer), media at *local*."""
-        self._act(call_id, lambda s: s.answer(now, local=local))
+        self._act(call_id, now, lambda s: s.answer(now, local=local))
 
     def reject(self, call_id: str, now: float, status: int = 486) -> None:
         """Refuse an incoming call (486 Busy Here, 603 Decline...)."""
-        self._act(call_id, lambda s: s.reject(now, status))
+        self._act(call_id, now, lambda s: s.reject(now, status))
 
     def hangup(self, call_id: str, now: float) -> None:
         """End a call: CANCEL, BYE or 603, whatever its state needs; nothing once over."""
         session = self.sessions.get(call_id)
         if session is not None and session.state is not CallState.TERMINATED:
-            self._act(call_id, lambda s: s.hangup(now))
+            self._act(call_id, now, lambda s: s.hangup(now))
 
     def hold(self, call_id: str, now: float) -> None:
         """Put the call on hold (re-INVITE, sendonly)."""
-        self._act(call_id, lambda s: s.hold(now))
+        self._act(call_id, now, lambda s: s.hold(now))
 
     def resume(self, call_id: str, now: float) -> None:
         """Take the call off hold (re-INVITE, sendrecv)."""
-        self._act(call_id, lambda s: s.resume(now))
+        self._act(call_id, now, lambda s: s.resume(now))
 
     def refresh(self, call_id: str, now: float) -> None:
         """Refresh the RFC 4028 session timer now (UPDATE, or re-INVITE)."""
-        self._act(call_id, lambda s: s.refresh(now))
+        self._act(call_id, now, lambda s: s.refresh(now))
 
-    def _act(self, call_id: str, action: Callable[[CallSession], None]) -> None:
+    def _act(self, call_id: str, now: float, action: Callable[[CallSession], None]) -> None:
         session = self.session(call_id)
         try:
             action(session)
         finally:
-            self._collect(session)
+            self._collect(session, now)
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -235,7 +241,7 @@ class CallRouter:
             logger.error("call %s: %s while handling %s", session.call_id, exc,
                          type(event).__name__)
             session.abandon(f"internal error: {exc}", status=500)
-        self._collect(session)
+        self._collect(session, now)
         return True
 
     def handle_timer(self, now: float) -> None:
@@ -244,7 +250,10 @@ class CallRouter:
             at = session.get_timer()
             if at is not None and at <= now:
                 session.handle_timer(now)
-                self._collect(session)
+                self._collect(session, now)
+        for call_id, deadline in list(self._lingering.items()):
+            if deadline <= now:
+                self._forget(call_id)
 
     def detach(self, ua: UserAgent, reason: str = "the phone's SIP transport was lost") -> None:
         """The transport of *ua* is gone: its calls end now (503, *reason*). The firmware's
@@ -252,11 +261,16 @@ class CallRouter:
         for session in list(self.sessions.values()):
             if session.ua is ua and session.state is not CallState.TERMINATED:
                 session.abandon(reason, status=503)
-                self._collect(session)
+                self._collect(session, None)
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _collect(self, session: CallSession) -> None:
+    def _forget(self, call_id: str) -> None:
+        del self.sessions[call_id]
+        del self._accounts[call_id]
+        self._lingering.pop(call_id, None)
+
+    def _collect(self, session: CallSession, now: float | None) -> None:
         call_id = session.call_id
         events = self._events
         while (event := session.next_event()) is not None:
@@ -276,6 +290,10 @@ class CallRouter:
             elif isinstance(event, CallEnded):
                 events.append(CallFinished(call_id=call_id, reason=event.reason,
                                            status=event.status, by_peer=event.by_peer))
-        if session.finished and self.sessions.get(call_id) is session:
-            del self.sessions[call_id]
-            del self._accounts[call_id]
+        if self.sessions.get(call_id) is not session:
+            return
+        if session.finished:
+            self._forget(call_id)
+        elif session.state is CallState.TERMINATED and now is not None:
+            # Over, with a transaction of ours still out: wait for it at most 64*T1.
+            self._lingering.setdefault(call_id, now + 64 * session.ua.config.timers.t1)

@@ -36,6 +36,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from phone_sim.call.prack import HeldAnswer, PrackClient, ReliableProvisional
+from phone_sim.call.session_timer import MIN_SE_FLOOR, SessionTimer, SessionTiming, min_se_of
 from phone_sim.errors import ProtocolError, UsageError
 from phone_sim.media.negotiation import (
     LocalAudio,
@@ -49,9 +51,7 @@ from phone_sim.sip.digest import DigestClient
 from phone_sim.sip.headers import (
     HeaderValue,
     NameAddr,
-    parse_delta_seconds,
     parse_int,
-    parse_params,
 )
 from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse
@@ -94,8 +94,6 @@ CALL_METHODS: tuple[str, ...] = ("PRACK", "UPDATE")
 CALL_OPTION_TAGS: tuple[str, ...] = ("100rel", "timer")
 
 SDP = "application/sdp"
-#: RFC 4028 4: the smallest Session-Expires anyone may ask for.
-MIN_SE_FLOOR = 90
 
 
 def call_signature(signature: PhoneSignature) -> PhoneSignature:
@@ -270,29 +268,6 @@ _TRANSITIONS: dict[tuple[CallState, _In], CallState] = {
 }
 
 
-def _session_expires(message: SipRequest | SipResponse) -> tuple[int, str | None] | None:
-    """``Session-Expires`` (or its compact form ``x``) as (seconds, refresher)."""
-    value = message.headers.get("Session-Expires") or message.headers.get("x")
-    if value is None:
-        return None
-    head, _, rest = value.partition(";")
-    seconds = parse_delta_seconds(head, "Session-Expires")
-    refresher = None
-    for name, param in parse_params(";" + rest if rest else "", "Session-Expires"):
-        if name.lower() == "refresher" and param is not None:
-            refresher = param.lower()
-    if refresher not in (None, "uac", "uas"):
-        raise SipParseError(f"Session-Expires refresher {refresher!r} is not uac or uas")
-    return seconds, refresher
-
-
-def _min_se(message: SipRequest | SipResponse) -> int | None:
-    value = message.headers.get("Min-SE")
-    if value is None:
-        return None
-    return parse_delta_seconds(value.partition(";")[0], "Min-SE")
-
-
 def _has_tag(message: SipRequest | SipResponse, header: str, tag: str) -> bool:
     return any(t.lower() == tag for t in message.tokens(header))
 
@@ -351,15 +326,13 @@ class CallSession:
         self._invite_handle: int | None = None
         self._cancel_requested = False
         # UAC 100rel: RSeq values already PRACKed, per remote tag (RFC 3262 4).
-        self._prack_rseq: dict[str, int] = {}
+        self._prack_client = PrackClient()
         self._early_answer: bytes | None = None
         # UAS 100rel.
-        self._reliable = False
-        self._rseq = self._rng.randint(1, 2**31 - 1)
-        self._unacked_1xx: tuple[int, str] | None = None  # (rseq, status and reason)
-        self._retx_at: float | None = None
-        self._retx_interval = 0.0
-        self._retx_deadline = 0.0
+        # RFC 3262 as UAS: a sub-machine with its own deadline; this class decides.
+        timers = ua.config.timers
+        self._provisional = ReliableProvisional(
+            self._rng, t1=timers.t1, t2=timers.t2, reliable_transport=ua.config.reliable)
         self._offer_in_invite = False
         self._answer_from_ack = False
         # In-dialog transactions of ours: handle -> purpose.
@@ -370,21 +343,15 @@ class CallSession:
         self._retry_at: float | None = None
         self._retry_kind = ""
         self._peer_allow: set[str] = set()
-        self._peer_timer = False
-        # RFC 4028.
-        self.session_interval: int | None = None
-        self.refresher_local = False
-        self._refresh_at: float | None = None
-        self._expire_at: float | None = None
-        self._se_request = config.session_expires
-        self._min_se = config.min_se
-        self._timers_on = config.session_timers and "timer" in ua.config.signature.supported
+        # RFC 4028, a sub-machine with its own deadlines; this class decides what they mean.
+        self._timer = SessionTimer(
+            enabled=config.session_timers and "timer" in ua.config.signature.supported,
+            session_expires=config.session_expires, min_se=config.min_se,
+        )
         self._prack_on = (
             config.reliable_provisional and "100rel" in ua.config.signature.supported
         )
-        self._pending_timer_start = False
         self._answer_error = ""
-        self._deferred_200: tuple[list[tuple[str, HeaderValue]], bytes] | None = None
         self._bye_after_ack = False
         self._ring_until: float | None = None
         self._ring_status = 480
@@ -407,7 +374,8 @@ class CallSession:
 
     def get_timer(self) -> float | None:
         """The earliest deadline of this call (reliable 1xx, refresh, expiry, 491 retry)."""
-        times = [t for t in (self._retx_at, self._refresh_at, self._expire_at, self._retry_at,
+        times = [t for t in (self._provisional.retransmit_at, self._timer.get_timer(),
+                             self._retry_at,
                              self._ring_until) if t is not None]
         return min(times) if times else None
 
@@ -453,7 +421,9 @@ class CallSession:
         if self._ended is not None:
             return
         self._set_state(_In.END)
-        self._retx_at = self._refresh_at = self._expire_at = self._retry_at = None
+        self._retry_at = None
+        self._provisional.retransmit_at = None
+        self._timer.clear_deadlines()
         self._ring_until = None
         self._ended = CallEnded(reason=reason, status=status, by_peer=by_peer)
         self._events.append(self._ended)
@@ -493,19 +463,12 @@ class CallSession:
         body = bytes(session.oa.create_offer())
         invite = ua.create_request(
             "INVITE", target, from_=from_.with_tag(new_tag(rng)) if from_.tag is None else from_,
-            to=to or NameAddr(target), call_id=call_id, headers=session._timer_headers(),
+            to=to or NameAddr(target), call_id=call_id, headers=session._timer.invite_headers(),
             body=body, content_type=SDP, routes=tuple(routes),
             contact=contact if contact is not None else True,
         )
         session._send_invite(invite, now)
         return session
-
-    def _timer_headers(self) -> list[tuple[str, HeaderValue]]:
-        if not self._timers_on:
-            return []
-        # RFC 4028 7.1: the UAC asks for its interval and states its Min-SE; pjsip leaves the
-        # refresher to the UAS.
-        return [("Session-Expires", str(self._se_request)), ("Min-SE", str(self._min_se))]
 
     def _send_invite(self, invite: SipRequest, now: float) -> None:
         self.invite = invite
@@ -558,23 +521,21 @@ class CallSession:
         self.invite = request
         self._invite_handle = handle
         self._peer_allow = {m.upper() for m in request.tokens("Allow")}
-        self._peer_timer = _has_tag(request, "Supported", "timer") or _has_tag(
-            request, "Require", "timer"
-        )
+        timer = self._timer
+        timer.note_request(request)
         try:
             Dialog.from_uas(request, local_tag="probe")
-            se = _session_expires(request)
-            peer_min_se = _min_se(request)
+            too_short = timer.too_short(request)
+            peer_min_se = min_se_of(request)
         except (DialogError, SipParseError) as exc:
             self._refuse(400, str(exc), now)
             return False
-        if self._timers_on and se is not None and se[0] < self._min_se:
+        if too_short:
             # RFC 4028 8.1: an interval below our Min-SE is refused with 422 and our Min-SE.
-            self._refuse(422, f"Session-Expires {se[0]} below Min-SE", now,
-                         headers=[("Min-SE", str(self._min_se))])
+            self._refuse(422, "Session-Expires below Min-SE", now,
+                         headers=[("Min-SE", str(timer.min_se))])
             return False
-        if peer_min_se is not None:
-            self._min_se = max(self._min_se, peer_min_se)
+        timer.raise_min_se(peer_min_se)
         if request.body:
             if request.media_type != SDP:
                 self._refuse(415, f"body type {request.media_type} is not SDP", now,
@@ -605,7 +566,7 @@ class CallSession:
             _has_tag(request, "Require", "100rel")
             or (self.config.prefer_100rel and _has_tag(request, "Supported", "100rel"))
         ):
-            self._reliable = True
+            self._provisional.enabled = True
         return True
 
     def _refuse(
@@ -629,19 +590,10 @@ class CallSession:
         if not 101 <= status <= 199:
             raise UsageError(f"{status} is not a provisional status")
         assert self._invite_handle is not None and self.invite is not None
-        if self._reliable:
-            if self._unacked_1xx is not None:
-                return  # RFC 3262 3: one unacknowledged reliable 1xx at a time
-            self._rseq += 1
-            self._unacked_1xx = (self._rseq, str(status))
-            self._send_reliable(now)
-            t1 = self.ua.config.timers.t1
-            self._retx_interval = t1
-            self._retx_deadline = now + 64 * t1
-            if not self.ua.config.reliable:
-                self._retx_at = now + t1
-            else:
-                self._retx_at = self._retx_deadline
+        if self._provisional.enabled:
+            if self._provisional.send(status, now) is not None:
+                self._send_reliable(now)
+            # else RFC 3262 3: one unacknowledged reliable 1xx at a time
         else:
             response = self.ua.respond(self._invite_handle, status, now,
                                        headers=self._capability_headers(),
@@ -649,10 +601,11 @@ class CallSession:
             self._ensure_uas_dialog(response, final=False)
 
     def _send_reliable(self, now: float) -> None:
-        assert self._unacked_1xx is not None and self._invite_handle is not None
-        rseq, status = self._unacked_1xx
+        unacked = self._provisional.unacked
+        assert unacked is not None and self._invite_handle is not None
+        rseq, status = unacked
         response = self.ua.respond(
-            self._invite_handle, int(status), now,
+            self._invite_handle, status, now,
             headers=[("Require", "100rel"), ("RSeq", str(rseq)), *self._capability_headers()],
             contact=self._contact,
         )
@@ -697,26 +650,24 @@ class CallSession:
         else:
             body = bytes(self.oa.create_offer())
             self._answer_from_ack = True
-        headers = [*self._capability_headers(), *self._uas_timer_headers(self.invite)]
+        headers = [*self._capability_headers(), *self._timer.answer_headers(self.invite)]
         self._ring_until = None
         self._set_state(_In.ANSWER)
         self.final_status = 200
-        if self._unacked_1xx is not None:
+        if self._provisional.unacked is not None:
             # As pjsip does (sip_100rel.c), the 2xx waits for the PRACK of the reliable 1xx
             # still out, so the caller sees 1xx, PRACK/200, then the INVITE's 200.
-            self._deferred_200 = (headers, body)
+            self._provisional.held = HeldAnswer(headers=tuple(headers), body=body)
         else:
             self._send_200(headers, body, now)
         if negotiated is not None:
             self._events.append(MediaNegotiated(audio=negotiated))
 
     def _send_200(
-        self, headers: list[tuple[str, HeaderValue]], body: bytes, now: float
+        self, headers: Iterable[tuple[str, HeaderValue]], body: bytes, now: float
     ) -> None:
         assert self._invite_handle is not None
-        self._deferred_200 = None
-        self._unacked_1xx = None
-        self._retx_at = None
+        self._provisional.stop()
         response = self.ua.respond(self._invite_handle, 200, now, headers=headers, body=body,
                                    content_type=SDP, contact=self._contact)
         self._ensure_uas_dialog(response, final=True)
@@ -728,83 +679,33 @@ class CallSession:
         if not 300 <= status <= 699:
             raise UsageError(f"{status} is not a rejection status (300-699)")
         assert self._invite_handle is not None
-        self._retx_at = None
+        self._provisional.stop()
         self.final_status = status
         self.ua.respond(self._invite_handle, status, now)
         self._set_state(_In.REJECT)
-        self._retx_at = self._refresh_at = self._expire_at = self._retry_at = None
+        self._retry_at = None
+        self._provisional.retransmit_at = None
+        self._timer.clear_deadlines()
         self._ring_until = None
         self._ended = CallEnded(reason=f"rejected with {status}", status=status)
         self._events.append(self._ended)
 
-    def _uas_timer_headers(self, request: SipRequest) -> list[tuple[str, HeaderValue]]:
-        """RFC 4028 9: the interval and refresher of a 2xx to a session refresh request."""
-        if not self._timers_on:
-            return []
-        try:
-            se = _session_expires(request)
-        except SipParseError:
-            se = None
-        if se is None and not self._peer_timer:
-            self._stop_session_timer()
-            return []
-        interval = se[0] if se is not None else self.session_interval or self._se_request
-        interval = max(interval, self._min_se)
-        asked = se[1] if se is not None else None
-        # 9: the UAS picks uac when the UAC supports timer and did not choose.
-        refresher = asked or ("uac" if self._peer_timer else "uas")
-        # We are the UAS of this request: we refresh when the refresher is "uas".
-        self._start_session_timer(interval, local=refresher == "uas")
-        headers: list[tuple[str, HeaderValue]] = [
-            ("Session-Expires", f"{interval};refresher={refresher}")
-        ]
-        if self._peer_timer:
-            headers.append(("Require", "timer"))
-        return headers
+    # -- session timers (the sub-machine is call/session_timer.py) ------------------------------
 
-    # -- session timers ------------------------------------------------------------------------
+    @property
+    def session_interval(self) -> int | None:
+        """The RFC 4028 session interval in force, None without a session timer."""
+        return self._timer.interval
 
-    def _start_session_timer(self, interval: int, *, local: bool, now: float | None = None) -> None:
-        self.session_interval = interval
-        self.refresher_local = local
-        self._pending_timer_start = True
-        if now is not None:
-            self._arm_session_timer(now)
+    @property
+    def refresher_local(self) -> bool:
+        """Whether the phone refreshes the session (RFC 4028)."""
+        return self._timer.refresher_local
 
-    def _arm_session_timer(self, now: float) -> None:
-        interval = self.session_interval
-        if interval is None:
-            return
-        self._pending_timer_start = False
-        if self.refresher_local:
-            # RFC 4028 10: the refresher refreshes at half the interval.
-            self._refresh_at = now + interval / 2
-            self._expire_at = None
-        else:
-            # RFC 4028 10: the other side sends BYE at interval - min(32, interval/3).
-            self._refresh_at = None
-            self._expire_at = now + interval - min(32, interval / 3)
-        self._events.append(SessionRefreshed(
-            interval=interval, refresher="local" if self.refresher_local else "remote"))
-
-    def _stop_session_timer(self) -> None:
-        self.session_interval = None
-        self._refresh_at = self._expire_at = None
-        self._pending_timer_start = False
-
-    def _uac_timer_from_response(self, response: SipResponse, now: float) -> None:
-        """RFC 4028 7.2: the 2xx to our (re-)INVITE/UPDATE says interval and refresher."""
-        if not self._timers_on:
-            return
-        try:
-            se = _session_expires(response)
-        except SipParseError:
-            se = None
-        if se is None:
-            self._stop_session_timer()  # 7.2: no Session-Expires, no session timer
-            return
-        interval, refresher = se
-        self._start_session_timer(interval, local=refresher in (None, "uac"), now=now)
+    def _timing(self, timing: SessionTiming | None) -> None:
+        if timing is not None:
+            self._events.append(SessionRefreshed(interval=timing.interval,
+                                                 refresher=timing.refresher))
 
     # -- in-dialog requests of ours -----------------------------------------------------------
 
@@ -862,18 +763,10 @@ class CallSession:
             offer = self.oa.resume()
         else:
             offer = self.oa.create_offer()
-        request = self._dialog_request("INVITE", headers=self._refresh_headers(),
+        request = self._dialog_request("INVITE", headers=self._timer.refresh_headers(),
                                        body=bytes(offer))
         self._reinvite_handle = self._send(request, now, "reinvite")
         self._reinvite_kind = kind
-
-    def _refresh_headers(self) -> list[tuple[str, HeaderValue]]:
-        if not self._timers_on or self.session_interval is None:
-            return []
-        # We send the refresh, so from this request's view we (uac) refresh next.
-        refresher = "uac" if self.refresher_local else "uas"
-        return [("Session-Expires", f"{self.session_interval};refresher={refresher}"),
-                ("Min-SE", str(self._min_se))]
 
     def _refresh(self, now: float) -> None:
         self._check_confirmed("refresh")
@@ -881,7 +774,7 @@ class CallSession:
         if method == "auto":
             method = "UPDATE" if "UPDATE" in self._peer_allow else "INVITE"
         if method == "UPDATE":
-            request = self._dialog_request("UPDATE", headers=self._refresh_headers())
+            request = self._dialog_request("UPDATE", headers=self._timer.refresh_headers())
             self._reinvite_handle = self._send(request, now, "update")
             self._reinvite_kind = "refresh"
         else:
@@ -899,11 +792,9 @@ class CallSession:
             self.reject(now, 603)
             return
         if self.state is CallState.ANSWERED:
-            if self._deferred_200 is not None:
+            if self._provisional.held is not None:
                 # The 200 is still held for the PRACK: decline instead of answering.
-                self._deferred_200 = None
-                self._retx_at = None
-                self._unacked_1xx = None
+                self._provisional.stop()
                 self._refuse(603, "hung up before the answer went out", now)
                 return
             # RFC 3261 15: no BYE before the ACK of our 2xx (or Timer L): send it then.
@@ -926,24 +817,16 @@ class CallSession:
         if self._ring_until is not None and now >= self._ring_until:
             self._ring_until = None
             if self.state is CallState.INCOMING:
-                self._retx_at = None
-                self._unacked_1xx = None
+                self._provisional.stop()
                 self._refuse(self._ring_status, "not answered in time", now)
-        if self._retx_at is not None and now >= self._retx_at:
-            if self._unacked_1xx is None or self.state not in (
-                CallState.INCOMING, CallState.ANSWERED
-            ):
-                self._retx_at = None
-            elif now >= self._retx_deadline:
-                # RFC 3262 3: no PRACK within 64*T1: reject the INVITE with a 5xx.
-                self._retx_at = None
-                self._unacked_1xx = None
-                self._deferred_200 = None
-                self._refuse(504, "no PRACK for the reliable provisional response", now)
-            else:
-                self._send_reliable(now)
-                self._retx_interval = min(self._retx_interval * 2, self.ua.config.timers.t2 * 4)
-                self._retx_at = min(now + self._retx_interval, self._retx_deadline)
+        if self.state not in (CallState.INCOMING, CallState.ANSWERED):
+            self._provisional.retransmit_at = None
+        due_1xx = self._provisional.due(now)
+        if due_1xx == "retransmit":
+            self._send_reliable(now)
+        elif due_1xx == "give-up":
+            # RFC 3262 3: no PRACK within 64*T1: reject the INVITE with a 5xx.
+            self._refuse(504, "no PRACK for the reliable provisional response", now)
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             if self.state is CallState.CONFIRMED and self._reinvite_handle is None:
@@ -951,17 +834,15 @@ class CallSession:
                     self._refresh(now)
                 else:
                     self._reoffer(now, self._retry_kind)
-        if self._refresh_at is not None and now >= self._refresh_at:
-            self._refresh_at = None
+        due = self._timer.due(now)
+        if due == "refresh":
             if self.state is CallState.CONFIRMED and self._reinvite_handle is None:
                 self._refresh(now)
             elif self.state is CallState.CONFIRMED:
-                self._refresh_at = now + 1.0  # a re-INVITE is out; it refreshes too
-        if self._expire_at is not None and now >= self._expire_at:
-            self._expire_at = None
-            if self.state in (CallState.CONFIRMED, CallState.ANSWERED):
-                # RFC 4028 10: no refresh arrived in time: end the session with BYE.
-                self._send_bye(now, "session expired (RFC 4028)", status=408)
+                self._timer.postpone_refresh(now)  # a re-INVITE is out; it refreshes too
+        elif due == "expire" and self.state in (CallState.CONFIRMED, CallState.ANSWERED):
+            # RFC 4028 10: no refresh arrived in time: end the session with BYE.
+            self._send_bye(now, "session expired (RFC 4028)", status=408)
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -976,10 +857,9 @@ class CallSession:
             self._on_request(event, now)
         elif isinstance(event, RequestCancelled):
             if event.transaction == self._invite_handle and (
-                self.state is CallState.INCOMING or self._deferred_200 is not None
+                self.state is CallState.INCOMING or self._provisional.held is not None
             ):
-                self._retx_at = None
-                self._deferred_200 = None
+                self._provisional.stop()
                 self.final_status = 487
                 self._end("cancelled by the caller", status=487, by_peer=True)
         elif isinstance(event, AuthenticationRejected):
@@ -1042,12 +922,8 @@ class CallSession:
                             response.status)
                 reliable = False
             else:
-                last = self._prack_rseq.get(response.to_tag)
-                if last is not None and rseq <= last:
-                    return
-                if last is not None and rseq != last + 1:
-                    return  # 4: out of order; wait for the retransmission of the missing one
-                self._prack_rseq[response.to_tag] = rseq
+                if not self._prack_client.accept(response.to_tag, rseq):
+                    return  # 4: a retransmission, or out of order (wait for the missing one)
                 prack = self._dialog_request(
                     "PRACK", headers=[("RAck", f"{rseq} {invite.cseq.seq} INVITE")])
                 self._send(prack, now, "prack")
@@ -1117,35 +993,32 @@ class CallSession:
             self._send_bye(now, f"unusable answer: {self._answer_error}", status=488)
             return
         self._events.append(CallEstablished())
-        self._uac_timer_from_response(response, now)
+        self._timing(self._timer.from_response(response, now))
 
     def _on_failure(self, invite: SipRequest, response: SipResponse, now: float) -> None:
         status = response.status
         if self.state is CallState.TERMINATED:
             return
-        if status == 422 and self._timers_on:
+        if (
+            status == 422
+            and not self._cancel_requested
+            and self._timer.retry_after_422(response)
+        ):
             # RFC 4028 7.4: retry with the peer's Min-SE, same Call-ID and tags, CSeq + 1.
-            try:
-                peer_min = _min_se(response)
-            except SipParseError:
-                peer_min = None
-            if peer_min is not None and peer_min > self._se_request and not self._cancel_requested:
-                self._min_se = max(self._min_se, peer_min)
-                self._se_request = peer_min
-                headers = invite.headers.copy()
-                headers.remove("Via")
-                for name in ("Session-Expires", "Min-SE", "x"):
-                    headers.remove(name)
-                content_type = headers.lines("Content-Type")
-                headers.remove("Content-Type")
-                headers.set("CSeq", f"{invite.cseq.seq + 1} INVITE")
-                for name, value in self._timer_headers():
-                    headers.add(name, value)
-                for value in content_type:
-                    headers.add("Content-Type", value)
-                retry = SipRequest("INVITE", invite.uri, headers, invite.body)
-                self._send_invite(retry, now)
-                return
+            headers = invite.headers.copy()
+            headers.remove("Via")
+            for name in ("Session-Expires", "Min-SE", "x"):
+                headers.remove(name)
+            content_type = headers.lines("Content-Type")
+            headers.remove("Content-Type")
+            headers.set("CSeq", f"{invite.cseq.seq + 1} INVITE")
+            for name, value in self._timer.invite_headers():
+                headers.add(name, value)
+            for value in content_type:
+                headers.add("Content-Type", value)
+            retry = SipRequest("INVITE", invite.uri, headers, invite.body)
+            self._send_invite(retry, now)
+            return
         self.final_status = status
         if self.oa is not None and self.oa.state is OfferAnswerState.OFFER_SENT:
             self.oa.offer_rejected()
@@ -1184,7 +1057,7 @@ class CallSession:
                     OfferAnswerState.REOFFER_SENT,
                 ):
                     self.oa.offer_rejected()
-                self._uac_timer_from_response(response, now)
+                self._timing(self._timer.from_response(response, now))
             else:
                 self._dialog_failed(handle, status, _warning_text(response), now,
                                     response=response)
@@ -1211,16 +1084,11 @@ class CallSession:
             # RFC 3261 14.1 / 12.2.1.2: the dialog is gone.
             self._send_bye(now, f"re-INVITE failed: {reason}", status=status)
             return
-        if status == 422 and response is not None and self.session_interval is not None:
-            try:
-                peer_min = _min_se(response)
-            except SipParseError:
-                peer_min = None
-            if peer_min is not None and peer_min > self.session_interval:
-                self._min_se = max(self._min_se, peer_min)
-                self.session_interval = peer_min
-                self._retry_at, self._retry_kind = now, kind
-                return
+        if status == 422 and response is not None and self._timer.retry_refresh_after_422(
+            response
+        ):
+            self._retry_at, self._retry_kind = now, kind
+            return
         if status == 491:
             # RFC 3261 14.1: retry after 2.1-4 s if we own the Call-ID, else 0-2 s.
             delay = self._rng.uniform(2.1, 4.0) if self.outgoing else self._rng.uniform(0, 2.0)
@@ -1252,7 +1120,7 @@ class CallSession:
             return
         if method == "BYE":
             self.ua.respond(handle, 200, now)
-            self._retx_at = None
+            self._provisional.retransmit_at = None
             self._end("hung up by the peer", by_peer=True)
         elif method == "PRACK":
             self._on_prack(request, handle, now)
@@ -1286,32 +1154,22 @@ class CallSession:
             if self._bye_after_ack:
                 self._send_bye(now, "hung up")
                 return
-            if self.session_interval is not None and self._pending_timer_start:
-                self._arm_session_timer(now)
+            self._timing(self._timer.arm_pending(now))
             self._events.append(CallEstablished())
-        elif self.session_interval is not None and self._pending_timer_start:
-            self._arm_session_timer(now)
+        else:
+            self._timing(self._timer.arm_pending(now))
 
     def _on_prack(self, request: SipRequest, handle: int, now: float) -> None:
         # RFC 3262 3: the RAck must match the unacknowledged reliable 1xx.
-        rack = (request.headers.get("RAck") or "").split()
-        pending = self._unacked_1xx
         invite = self.invite
-        if (
-            pending is None
-            or invite is None
-            or len(rack) != 3
-            or rack[0] != str(pending[0])
-            or rack[1] != str(invite.cseq.seq)
-            or rack[2].upper() != "INVITE"
-        ):
+        rack = request.headers.get("RAck") or ""
+        if invite is None or not self._provisional.acknowledge(rack, invite.cseq.seq):
             self.ua.respond(handle, 481, now)
             return
-        self._unacked_1xx = None
-        self._retx_at = None
         self.ua.respond(handle, 200, now)
-        if self._deferred_200 is not None:
-            self._send_200(*self._deferred_200, now)
+        held = self._provisional.held
+        if held is not None:
+            self._send_200(held.headers, held.body, now)
 
     def _on_reoffer(self, request: SipRequest, handle: int, now: float) -> None:
         method = request.method
@@ -1323,16 +1181,16 @@ class CallSession:
         if method == "INVITE" and self._reinvite_handle is not None:
             self.ua.respond(handle, 491, now)  # RFC 3261 14.2: glare
             return
-        if self._timers_on:
-            try:
-                se = _session_expires(request)
-            except SipParseError as exc:
-                self.ua.respond(handle, 400, now, reason=f"Bad Session-Expires ({exc})"[:80])
-                return
-            if se is not None and se[0] < self._min_se:
-                self.ua.respond(handle, 422, now, headers=[("Min-SE", str(self._min_se))])
-                return
-        self._peer_timer = self._peer_timer or _has_tag(request, "Supported", "timer")
+        timer = self._timer
+        try:
+            too_short = timer.too_short(request)
+        except SipParseError as exc:
+            self.ua.respond(handle, 400, now, reason=f"Bad Session-Expires ({exc})"[:80])
+            return
+        if too_short:
+            self.ua.respond(handle, 422, now, headers=[("Min-SE", str(timer.min_se))])
+            return
+        timer.note_request(request)
         assert self.oa is not None
         body = b""
         negotiated: NegotiatedAudio | None = None
@@ -1355,7 +1213,7 @@ class CallSession:
                 return
             body = bytes(self.oa.create_offer())
             offer_in_200 = True
-        headers = [*self._capability_headers(), *self._uas_timer_headers(request)]
+        headers = [*self._capability_headers(), *self._timer.answer_headers(request)]
         self.ua.respond(handle, 200, now, headers=headers, body=body,
                         content_type=SDP if body else None,
                         contact=self._contact or True)
@@ -1363,7 +1221,5 @@ class CallSession:
             self._answer_from_ack = True
         if negotiated is not None:
             self._events.append(MediaNegotiated(audio=negotiated))
-        if self.session_interval is not None and self._pending_timer_start and (
-            method == "UPDATE" or not offer_in_200
-        ):
-            self._arm_session_timer(now)
+        if method == "UPDATE" or not offer_in_200:
+            self._timing(self._timer.arm_pending(now))
