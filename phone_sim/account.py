@@ -9,15 +9,15 @@ The meaning of ``reregister``, ``retry`` and ``num_retries`` is not public; what
 does with them is written in ``docs/registration.md`` and implemented in
 :mod:`phone_sim.phone.registration`.
 
-:func:`account_from_xml` reads an ``<account>`` element (or a whole ``<config>`` and picks
-the account by index). The password never appears in ``repr()``.
+The phone XML (``<account>`` inside ``<config>``) is read by
+:func:`phone_sim.provisioning.phone_xml.parse_phone_xml`, the one XML path of phone-sim. The
+password never appears in ``repr()``.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 
 from phone_sim.errors import UsageError
@@ -27,7 +27,6 @@ __all__ = [
     "AccountError",
     "SipHost",
     "SipTransport",
-    "account_from_xml",
     "parse_server",
 ]
 
@@ -229,75 +228,3 @@ def _port(text: str, whole: str) -> int:
     if _DIGITS_RE.fullmatch(text) is None or not 0 < int(text) < 65536:
         raise AccountError(f"bad port in {whole!r}: expected 1-65535")
     return int(text)
-
-
-def _int_attr(el: ET.Element, name: str, default: int) -> int:
-    value = el.get(name)
-    if value is None or value == "":
-        return default
-    # ASCII digits only: int() also takes "٥", " 1", "+1" and "1_0"; str.isdigit() takes "²".
-    if _DIGITS_RE.fullmatch(value) is None:
-        raise AccountError(f"<{el.tag}> {name}={value!r} is not an integer")
-    return int(value)
-
-
-def _host_from_xml(el: ET.Element) -> SipHost:
-    server = el.get("server")
-    if not server:
-        raise AccountError(f"<{el.tag}> has no server attribute")
-    transport = SipTransport.parse(el.get("transport") or "udp")
-    port_text = el.get("port")
-    port = None
-    if port_text:
-        port = _int_attr(el, "port", 0)
-    return SipHost(
-        server=server,
-        port=port,
-        transport=transport,
-        reregister=_int_attr(el, "reregister", 300),
-        retry=float(_int_attr(el, "retry", 30)),
-        num_retries=_int_attr(el, "num_retries", 3),
-        media_encryption=el.get("media_encryption") or None,
-    )
-
-
-def account_from_xml(xml: str | bytes, *, index: int | None = None) -> Account:
-    """Read an ``<account>`` element, or pick one from a ``<config>``/``<accounts>``.
-
-    With a whole configuration, *index* chooses the account (default: the first that has
-    ``register="1"`` or no ``register`` attribute). Raises :class:`AccountError` naming what
-    is wrong.
-    """
-    try:
-        # The configuration comes from the user or the provisioning server under test;
-        # ElementTree expands no external entities.
-        root = ET.fromstring(xml)  # noqa: S314
-    except ET.ParseError as exc:
-        raise AccountError(f"the phone configuration is not well-formed XML: {exc}") from None
-    candidates = [root] if root.tag == "account" else list(root.iter("account"))
-    if not candidates:
-        raise AccountError("no <account> element in the configuration")
-    if index is not None:
-        chosen = [a for a in candidates if _int_attr(a, "index", 0) == index]
-        if not chosen:
-            raise AccountError(f"no <account index=\"{index}\"> in the configuration")
-        el = chosen[0]
-    else:
-        registering = [a for a in candidates if a.get("register", "1") == "1"]
-        el = (registering or candidates)[0]
-    username = el.get("username") or el.get("account_id")
-    if not username:
-        raise AccountError("<account> has neither username nor account_id")
-    primary = el.find("host_primary")
-    if primary is None:
-        raise AccountError(f"<account> {username!r} has no <host_primary>")
-    alternate = el.find("host_alternate")
-    return Account(
-        username=username,
-        password=el.get("password") or "",
-        authname=el.get("authname") or None,
-        host_primary=_host_from_xml(primary),
-        host_alternate=_host_from_xml(alternate) if alternate is not None else None,
-        index=_int_attr(el, "index", 0),
-        line_label=el.get("line_label") or None,
-    )

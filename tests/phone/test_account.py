@@ -1,4 +1,4 @@
-"""The account model and the phone XML ``<account>`` loader."""
+"""The account model (the XML ``<account>`` loader is tested in tests/provisioning)."""
 
 from __future__ import annotations
 
@@ -9,80 +9,8 @@ from phone_sim.account import (
     AccountError,
     SipHost,
     SipTransport,
-    account_from_xml,
     parse_server,
 )
-from phone_sim.errors import UsageError
-
-CONFIG = b"""<config>
-  <setting id="config_server_url" value="sip:proxy@asterisk.example.com:5061;transport=tls"/>
-  <accounts>
-    <account index="0" status="1" register="1" account_id="101" username="101" authname="a101"
-             password="1234" passcode="1234" line_label="Bobby J" caller_id="Bobby J">
-      <host_primary server="asterisk.example.com" port="5061" transport="tls"
-                    reregister="120" retry="10" num_retries="2" media_encryption="sdes"/>
-      <host_alternate server="192.0.2.20" transport="udp"/>
-    </account>
-    <account index="1" register="0" username="102" password="x">
-      <host_primary server="pbx2.example.com"/>
-    </account>
-  </accounts>
-</config>"""
-
-
-def test_loads_the_vendor_example() -> None:
-    account = account_from_xml(CONFIG)
-    assert account.username == "101" and account.auth_username == "a101"
-    assert account.password == "1234"
-    assert account.line_label == "Bobby J"
-    primary = account.host_primary
-    assert primary == SipHost(server="asterisk.example.com", port=5061,
-                              transport=SipTransport.TLS, reregister=120, retry=10.0,
-                              num_retries=2, media_encryption="sdes")
-    alternate = account.host_alternate
-    assert alternate is not None
-    assert alternate.transport is SipTransport.UDP and alternate.effective_port == 5060
-    assert alternate.reregister == 300 and alternate.retry == 30.0
-    assert account.hosts == (primary, alternate)
-
-
-def test_picks_an_account_by_index() -> None:
-    account = account_from_xml(CONFIG, index=1)
-    assert account.username == "102"
-    assert account.host_primary.effective_port == 5060
-    with pytest.raises(AccountError, match="index=\"4\""):
-        account_from_xml(CONFIG, index=4)
-
-
-def test_a_bare_account_element_loads() -> None:
-    xml = '<account account_id="201" password="p"><host_primary server="pbx"/></account>'
-    assert account_from_xml(xml).username == "201"
-
-
-@pytest.mark.parametrize(
-    ("xml", "message"),
-    [
-        ("<config>", "well-formed"),
-        ("<config/>", "no <account>"),
-        ('<account password="p"><host_primary server="x"/></account>', "username"),
-        ('<account username="1"/>', "host_primary"),
-        ('<account username="1"><host_primary/></account>', "server"),
-        ('<account username="1"><host_primary server="x" transport="sctp"/></account>',
-         "transport"),
-        ('<account username="1"><host_primary server="x" port="http"/></account>', "integer"),
-        ('<account username="1"><host_primary server="x" port="٥٠٦٠"/></account>', "integer"),
-        ('<account username="1"><host_primary server="x" retry=" 3_0"/></account>', "integer"),
-        ('<account username="1"><host_primary server="x" port="70000"/></account>', "port"),
-        ('<account username="1"><host_primary server="x" retry="0"/></account>', "retry"),
-        ('<account username="1"><host_primary server="x" media_encryption="zrtp"/></account>',
-         "media_encryption"),
-        ('<account username="1"><host_primary server="bad host"/></account>', "server"),
-    ],
-)
-def test_bad_configuration_names_the_problem(xml: str, message: str) -> None:
-    with pytest.raises(AccountError, match=message) as info:
-        account_from_xml(xml)
-    assert isinstance(info.value, UsageError) and info.value.exit_code == 2
 
 
 def test_domain_and_tls_name_defaults() -> None:
@@ -98,8 +26,8 @@ def test_domain_and_tls_name_defaults() -> None:
 
 
 def test_password_is_never_in_repr() -> None:
-    account = account_from_xml(CONFIG)
-    assert "1234" not in repr(account)
+    account = Account(username="101", password="s3cret", host_primary=SipHost(server="pbx"))
+    assert "s3cret" not in repr(account)
 
 
 @pytest.mark.parametrize(
