@@ -167,8 +167,9 @@ class PhoneSimExchange:
                 f"<response method={quoteattr(reply.method)}>\n")
         if reply.document is not None:
             root = parse_xml_document(reply.document, "the document to send")
+            ET.indent(root, space="  ", level=2)  # text content (a PEM) is left as it is
             inner = ET.tostring(root, encoding="unicode")
-            return (head + f"  <result>\n{inner}\n  </result>\n</response>\n").encode()
+            return (head + f"  <result>\n    {inner}\n  </result>\n</response>\n").encode()
         code = reply.error_code or "refused"
         message = reply.error_message or code
         return (head + f"  <errors><error code={quoteattr(code)} "
