@@ -57,12 +57,12 @@ from phone_sim.lab.tls import TlsAcceptError, TlsServerConnection, TlsServerCont
 from phone_sim.sip.framer import FramerEvent, MessageRejected, StreamFramer
 from phone_sim.sip.headers import HeaderValue
 from phone_sim.sip.limits import SipParseError
-from phone_sim.sip.message import SipRequest, SipResponse
+from phone_sim.sip.message import SipRequest, SipResponse, is_keepalive, parse_message
 from phone_sim.tls.pki import make_server_identity
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SERVER_NAME", "DEFAULT_USERS", "Lab", "LabError"]
+__all__ = ["DEFAULT_SERVER_NAME", "DEFAULT_USERS", "Lab", "LabError", "MessageHook"]
 
 DEFAULT_SERVER_NAME = "lab.phone-sim.test"
 #: The accounts a lab on loopback gets when none are given: 101-106, password 1234 (the
@@ -87,6 +87,12 @@ _THROTTLED = {
 
 class LabError(UsageError):
     """The lab cannot start as asked (a port in use, a bad address, a bad credential)."""
+
+
+#: Offered each SIP message the lab receives before the registrar sees it (the DPMA
+#: emulator's ``MESSAGE sip:proxy@``); returns True when it took the message. It answers
+#: through :meth:`Lab.send_to`.
+MessageHook = Callable[[SipRequest | SipResponse, Flow, float], bool]
 
 
 class _Alarm:
@@ -236,8 +242,14 @@ class _Connection(asyncio.Protocol):
         backlog = self._backlog
         transport = self._transport
         assert transport is not None
+        hook = lab.message_hook
         while backlog and not self._paused and not transport.is_closing():
-            registrar.receive_message(backlog.popleft(), flow, now)
+            event = backlog.popleft()
+            if hook is not None and isinstance(event, SipRequest | SipResponse) and hook(
+                event, flow, now
+            ):
+                continue
+            registrar.receive_message(event, flow, now)
             lab._pump()
 
     def eof_received(self) -> bool | None:
@@ -330,6 +342,14 @@ class _Datagrams(asyncio.DatagramProtocol):
         flow = Flow(
             id=self.flow_id, transport="UDP", remote=(str(addr[0]), int(addr[1])), local=self.local
         )
+        if lab.message_hook is not None and not is_keepalive(data):
+            try:
+                message = parse_message(data)
+            except SipParseError:
+                pass  # the registrar answers what it can of a broken datagram
+            else:
+                if lab.message_hook(message, flow, lab._loop.time()):
+                    return
         lab.registrar.receive_datagram(data, flow, lab._loop.time())
         lab._pump()
 
@@ -425,6 +445,8 @@ class Lab:
         self.ca_file: Path | None = None
         self.ports: dict[str, int] = {}
         self.on_event = on_event
+        #: See :data:`MessageHook`; set it before or after :meth:`start`.
+        self.message_hook: MessageHook | None = None
         self.echo: EchoService | None = (
             EchoService(_service_host(host), extension=echo_extension) if echo else None
         )
@@ -696,6 +718,16 @@ class Lab:
             logger.log(level, message, *args)
         else:
             self._arm_guard()
+
+    def send_to(self, flow: Flow, data: bytes, destination: tuple[str, int]) -> None:
+        """Send *data* on *flow*: its connection, or the UDP socket to *destination* (for a
+        :data:`MessageHook`'s answers). Dropped when the connection has closed."""
+        if flow.reliable:
+            conn = self._connections.get(flow.id)
+            if conn is not None:
+                conn.send(data)
+        elif self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.sendto(data, destination)
 
     # -- what tests and tools use ------------------------------------------------------------
 
