@@ -1,0 +1,206 @@
+"""mDNS on asyncio with python-zeroconf: browsing for DPMA, and advertising the emulator.
+
+Both sides bind only the interfaces given (default ``127.0.0.1``): a command a user copies
+from the README must not multicast on their LAN. ``--mdns-interface`` widens that on
+purpose. The choice among what was found is :mod:`phone_sim.provisioning.discovery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from phone_sim.errors import UsageError
+from phone_sim.provisioning.discovery import SERVICE_TYPE, DiscoveredServer, server_from_txt
+
+__all__ = ["DEFAULT_MDNS_INTERFACES", "MdnsAdvertiser", "browse"]
+
+logger = logging.getLogger(__name__)
+
+#: Where mDNS goes unless told otherwise: loopback only.
+DEFAULT_MDNS_INTERFACES: tuple[str, ...] = ("127.0.0.1",)
+#: How long one advertisement may take to resolve (SRV, TXT, addresses).
+RESOLVE_TIMEOUT = 3.0
+
+
+def _host_label(instance: str) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", instance.lower()).strip("-")[:40] or "dpma"
+    return f"{label}-dpma"
+
+
+def _check_interfaces(interfaces: Sequence[str]) -> list[str]:
+    if not interfaces:
+        raise UsageError("mDNS needs at least one interface address")
+    out = []
+    for address in interfaces:
+        try:
+            out.append(str(ipaddress.ip_address(address)))
+        except ValueError:
+            raise UsageError(f"--mdns-interface {address!r}: give the interface's IP "
+                             "address (e.g. 127.0.0.1 or 169.254.10.2)") from None
+    return out
+
+
+def _ip_version(interfaces: Sequence[str]) -> IPVersion:
+    versions = {ipaddress.ip_address(a).version for a in interfaces}
+    if versions == {4}:
+        return IPVersion.V4Only
+    if versions == {6}:
+        return IPVersion.V6Only
+    return IPVersion.All
+
+
+def _open(interfaces: Sequence[str]) -> AsyncZeroconf:
+    try:
+        return AsyncZeroconf(interfaces=list(interfaces), ip_version=_ip_version(interfaces))
+    except OSError as exc:
+        raise UsageError(f"cannot use mDNS on {', '.join(interfaces)}: "
+                         f"{exc.strerror or exc}") from None
+
+
+async def browse(
+    *,
+    interfaces: Sequence[str] = DEFAULT_MDNS_INTERFACES,
+    timeout: float = 5.0,
+    settle: float = 1.5,
+    wanted: str | None = None,
+    accept: Callable[[DiscoveredServer], bool] | None = None,
+    on_found: Callable[[DiscoveredServer], None] | None = None,
+) -> list[DiscoveredServer]:
+    """Browse ``_digiumproxy._udp`` and return the servers found, in the order found.
+
+    Stops *settle* seconds after the first server answers (so that a second one can show
+    itself: python-zeroconf asks again about a second after the first question), as soon as
+    the server named *wanted* answers, or after *timeout* seconds.
+    *accept* drops advertisements the caller is not interested in (another lab on the same
+    loopback); *on_found* is told about each server as it resolves.
+    """
+    addresses = _check_interfaces(interfaces)
+    loop = asyncio.get_running_loop()
+    aiozc = _open(addresses)
+    found: dict[str, DiscoveredServer] = {}
+    changed = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def resolve(name: str) -> None:
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        try:
+            ok = await info.async_request(aiozc.zeroconf, int(RESOLVE_TIMEOUT * 1000))
+        except Exception as exc:  # a broken advertisement is skipped, never fatal
+            logger.info("cannot resolve %s: %s", name, exc)
+            return
+        if not ok or info.port is None:
+            logger.info("%s did not resolve within %g s", name, RESOLVE_TIMEOUT)
+            return
+        instance = name[: -len(SERVICE_TYPE) - 1] if name.endswith(SERVICE_TYPE) else name
+        server = server_from_txt(instance, info.properties, info.parsed_addresses(),
+                                 int(info.port))
+        if accept is not None and not accept(server):
+            return
+        if name not in found and on_found is not None:
+            on_found(server)
+        found[name] = server
+        changed.set()
+
+    def handler(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
+            task = loop.create_task(resolve(name))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        elif state_change is ServiceStateChange.Removed:
+            found.pop(name, None)
+
+    browser = AsyncServiceBrowser(aiozc.zeroconf, [SERVICE_TYPE], handlers=[handler])
+    deadline = loop.time() + timeout
+    first_at: float | None = None
+    try:
+        while True:
+            if wanted is not None and any(s.matches(wanted) for s in found.values()):
+                break
+            if found and first_at is None:
+                first_at = loop.time()
+            end = deadline if first_at is None or wanted else min(deadline, first_at + settle)
+            remaining = end - loop.time()
+            if remaining <= 0:
+                break
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+    finally:
+        await browser.async_cancel()
+        for task in list(tasks):
+            task.cancel()
+        await aiozc.async_close()
+    return list(found.values())
+
+
+class MdnsAdvertiser:
+    """Advertises one DPMA service (``_digiumproxy._udp``) until closed."""
+
+    def __init__(
+        self,
+        *,
+        instance: str,
+        port: int,
+        address: str,
+        txt: Mapping[str, str],
+        interfaces: Sequence[str] = DEFAULT_MDNS_INTERFACES,
+        host_name: str | None = None,
+    ) -> None:
+        """*address* is the A/AAAA record (where the phones reach the server); *host_name*
+        its name (default: made from *instance*, so two labs on one host do not clash)."""
+        self.interfaces = _check_interfaces(interfaces)
+        try:
+            packed = socket.inet_pton(
+                socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+        except OSError:
+            raise UsageError(f"mDNS advertises an IP address, not {address!r}") from None
+        if not instance or len(instance.encode()) > 63:
+            raise UsageError(f"bad mDNS service name {instance!r}: 1-63 bytes")
+        self.info = ServiceInfo(
+            SERVICE_TYPE,
+            f"{instance}.{SERVICE_TYPE}",
+            addresses=[packed],
+            port=port,
+            properties=dict(txt),
+            server=f"{host_name or _host_label(instance)}.local.",
+        )
+        self._aiozc: AsyncZeroconf | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def start(self) -> None:
+        """Probe for the name (python-zeroconf's, about 0.8 s), then announce in the
+        background."""
+        self._aiozc = _open(self.interfaces)
+        try:
+            self._task = asyncio.ensure_future(
+                await self._aiozc.async_register_service(self.info, allow_name_change=True))
+        except Exception as exc:
+            await self.close()
+            raise UsageError(f"cannot advertise over mDNS: {exc}") from None
+
+    async def close(self) -> None:
+        """Say goodbye and stop."""
+        aiozc, self._aiozc = self._aiozc, None
+        if aiozc is None:
+            return
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await aiozc.async_unregister_service(self.info)
+        await aiozc.async_close()
