@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,20 +70,24 @@ class Site:
 async def dpma_site(
     tmp_path: Path,
     *,
-    text: str | None = None,
+    text: str | Callable[[Lab], str] | None = None,
+    users: Mapping[str, str] = USERS,
     expired: bool = False,
     advertise: bool = False,
     instance_name: str | None = None,
+    echo: bool = False,
 ) -> AsyncIterator[Site]:
-    """A lab on 127.0.0.1 (free ports, TLS/TCP/UDP) with the emulator attached."""
-    path = tmp_path / "res_digium_phone.conf"
-    path.write_text(text if text is not None else conf_text())
-    conf = read_dpma_conf(path, passwords=USERS)
+    """A lab on 127.0.0.1 (free ports, TLS/TCP/UDP) with the emulator attached; *text* may
+    be made from the started lab (its ports)."""
     now = dt.datetime.now(dt.UTC) - (dt.timedelta(days=400) if expired else dt.timedelta())
     ca_pem, chain_pem, key_pem = make_server_identity(["127.0.0.1", "lab.phone-sim.test"],
                                                       now=now)
-    lab = Lab(USERS, cert_chain_pem=chain_pem, key_pem=key_pem, ca_pem=ca_pem, echo=False)
+    lab = Lab(users, cert_chain_pem=chain_pem, key_pem=key_pem, ca_pem=ca_pem, echo=echo)
     async with lab:
+        path = tmp_path / "res_digium_phone.conf"
+        path.write_text(text(lab) if callable(text) else text if text is not None
+                        else conf_text())
+        conf = read_dpma_conf(path, passwords=users)
         dpma = DpmaEmulator(conf, lab, cert_chain_pem=chain_pem, key_pem=key_pem,
                             advertise=advertise, instance_name=instance_name)
         async with dpma:

@@ -1,0 +1,415 @@
+"""The boot of a D-Series phone, on asyncio: discover, fetch, apply, register, stay up.
+
+::
+
+    booted = await boot(BootOptions(mac="00:0f:d3:01:02:03", model="D65", firmware="2_9_2"),
+                        on_event=print)
+    ...                                   # the phones answer calls (auto-answer, echo)
+    await booted.close()
+
+1. **Discovery** (:mod:`.aio_discovery`), unless a ``config_server_url`` is given or the
+   model is a D80 (which does not use mDNS): one server is used after ``countdown``
+   seconds, several need ``server_choice``, none is :class:`DiscoveryFailed`;
+2. **fetch** (:mod:`.aio_fetch`): the firmware's TLS policy applies;
+3. **apply** (:mod:`.apply`): the XML becomes a :class:`~phone_sim.phone.config.PhoneConfig`;
+   what is not applied is reported, an offered firmware is reported as an upgrade;
+4. **register** every enabled, registering account;
+5. **stay up**: :meth:`BootedPhone.serve` reports registration and call events, and a
+   ``NOTIFY Event: check-sync`` from the registrar re-fetches and applies the configuration
+   through ``Phone.reconfigure`` where the phone has it (issue #9).
+
+Each step is reported as it happens through *on_event* (frozen dataclasses below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from phone_sim.account import Account
+from phone_sim.errors import PhoneSimError, UsageError
+from phone_sim.firmware import Model, profile_for
+from phone_sim.phone import (
+    Phone,
+    PhoneConfig,
+    RegistrationSucceeded,
+    ReprovisionRequested,
+    build_phone,
+)
+from phone_sim.phone.config import NetworkOptions, normalize_mac
+from phone_sim.provisioning.aio_discovery import DEFAULT_MDNS_INTERFACES, browse
+from phone_sim.provisioning.aio_fetch import FetchedConfig, fetch_config
+from phone_sim.provisioning.apply import ProvisionedConfig, apply_phone_xml
+from phone_sim.provisioning.discovery import DiscoveredServer, choose_server, uses_mdns
+from phone_sim.provisioning.errors import ConfigUnusable
+from phone_sim.provisioning.phone_xml import PhoneXmlError, parse_phone_xml
+from phone_sim.tls.client import TrustStore
+
+__all__ = [
+    "AccountRegistered",
+    "AccountRegistering",
+    "BootEvent",
+    "BootOptions",
+    "BootedPhone",
+    "ConfigApplied",
+    "ConfigReceived",
+    "CountdownStarted",
+    "DiscoverySkipped",
+    "DiscoveryStarted",
+    "PhoneEventSeen",
+    "Reprovisioned",
+    "ServerChosen",
+    "ServerFound",
+    "boot",
+    "default_interfaces",
+    "discover",
+    "provision",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootOptions:
+    """One phone to boot."""
+
+    mac: str
+    """Its MAC (any notation)."""
+    model: Model | str
+    """Its model."""
+    firmware: str | None = None
+    """Its firmware (default: the newest known for the model)."""
+    config_url: str | None = None
+    """A ``config_server_url`` already set: discovery is skipped."""
+    pin: str | None = field(default=None, repr=False)
+    """The PIN the user types when the server asks for one."""
+    trust: TrustStore = field(default_factory=TrustStore)
+    """What the phone trusts before provisioning (public roots; a CA loaded by hand)."""
+    mdns_interfaces: tuple[str, ...] = DEFAULT_MDNS_INTERFACES
+    """Where discovery multicasts (loopback unless told otherwise)."""
+    discovery_timeout: float = 5.0
+    """How long to wait for a first server."""
+    server_choice: str | None = None
+    """The server to take among several (instance name or address)."""
+    countdown: float = 3.0
+    """Seconds before the phone connects to the one server it found."""
+    accept: Callable[[DiscoveredServer], bool] | None = None
+    """Ignore advertisements this rejects (another lab on the same loopback)."""
+    fetch_timeout: float = 10.0
+    """How long the configuration fetch may take."""
+    register_timeout: float = 32.0
+    """How long each account's first registration may take."""
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+    """Where the phone lives."""
+    auto_answer: bool = True
+    """Answer incoming calls at once and echo the caller's audio."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mac", normalize_mac(self.mac))
+        for name in ("discovery_timeout", "fetch_timeout", "register_timeout"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name.replace('_', ' ')} must be positive")
+        if self.countdown < 0:
+            raise UsageError("the countdown cannot be negative")
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscoverySkipped:
+    """No mDNS: a ``config_server_url`` was given, or the model is a D80."""
+
+    reason: str
+    """Why."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscoveryStarted:
+    """Browsing ``_digiumproxy._udp``."""
+
+    interfaces: tuple[str, ...]
+    """Where."""
+    timeout: float
+    """For how long at most."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerFound:
+    """An advertisement resolved."""
+
+    server: DiscoveredServer
+    """What it says."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerChosen:
+    """The server the phone will use."""
+
+    server: DiscoveredServer
+    """It."""
+    found: int
+    """How many were found."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CountdownStarted:
+    """One server found: the phone connects after a countdown (Ctrl-C stops it)."""
+
+    seconds: float
+    """How long."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReceived:
+    """The configuration document arrived."""
+
+    fetched: FetchedConfig
+    """Where from, and the bytes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigApplied:
+    """The document configures the phone."""
+
+    provisioned: ProvisionedConfig
+    """The resulting PhoneConfig and the report."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountRegistering:
+    """An account starts registering."""
+
+    account: Account
+    """It."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountRegistered:
+    """An account registered (or failed to)."""
+
+    account: Account
+    """It."""
+    result: RegistrationSucceeded | None
+    """The success, or None."""
+    error: PhoneSimError | None = None
+    """The failure."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhoneEventSeen:
+    """A registration or call event of one account's phone, once booted."""
+
+    account: Account
+    """Whose."""
+    event: object
+    """The phone's event (``phone_sim.phone`` / ``phone_sim.call.aio`` events)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reprovisioned:
+    """A check-sync NOTIFY made the phone fetch its configuration again."""
+
+    applied: bool
+    """Whether the new configuration was applied to the running phone."""
+    detail: str
+    """What happened."""
+
+
+BootEvent = (
+    DiscoverySkipped | DiscoveryStarted | ServerFound | ServerChosen | CountdownStarted
+    | ConfigReceived | ConfigApplied | AccountRegistering | AccountRegistered
+    | PhoneEventSeen | Reprovisioned
+)
+
+
+# -- the boot ------------------------------------------------------------------------------------
+
+
+async def discover(options: BootOptions, on_event: Callable[[BootEvent], None]) -> str:
+    """Steps 1: the config URL (given, or found over mDNS)."""
+    model = Model.parse(options.model) if isinstance(options.model, str) else options.model
+    if options.config_url:
+        on_event(DiscoverySkipped(reason="config_server_url is set"))
+        return options.config_url
+    if not uses_mdns(model):
+        raise UsageError(f"the {model.value} does not use mDNS: give its configuration server "
+                         "with --config-url")
+    on_event(DiscoveryStarted(interfaces=options.mdns_interfaces,
+                              timeout=options.discovery_timeout))
+    servers = await browse(interfaces=options.mdns_interfaces,
+                           timeout=options.discovery_timeout, wanted=options.server_choice,
+                           accept=options.accept,
+                           on_found=lambda s: on_event(ServerFound(server=s)))
+    chosen = choose_server(servers, options.server_choice, timeout=options.discovery_timeout)
+    on_event(ServerChosen(server=chosen, found=len(servers)))
+    if options.server_choice is None and options.countdown > 0:
+        on_event(CountdownStarted(seconds=options.countdown))
+        await asyncio.sleep(options.countdown)
+    url = chosen.config_url
+    assert url is not None  # choose_server returns usable servers only
+    return url.label
+
+
+async def provision(
+    options: BootOptions, url: str, on_event: Callable[[BootEvent], None]
+) -> ProvisionedConfig:
+    """Steps 2 and 3: fetch from *url* and apply."""
+    profile = profile_for(options.model, options.firmware)
+    fetched = await fetch_config(url, mac=options.mac, profile=profile, trust=options.trust,
+                                 pin=options.pin, timeout=options.fetch_timeout,
+                                 local_host=options.network.local_host)
+    on_event(ConfigReceived(fetched=fetched))
+    try:
+        provisioned = apply_phone_xml(
+            parse_phone_xml(fetched.document), model=profile.model, firmware=profile.version,
+            mac=options.mac, trust=options.trust, network=options.network,
+            auto_answer=options.auto_answer,
+        )
+    except PhoneXmlError as exc:
+        raise ConfigUnusable(f"the configuration from {fetched.url} cannot configure this "
+                             f"phone: {exc}") from None
+    on_event(ConfigApplied(provisioned=provisioned))
+    return provisioned
+
+
+def _phones_for(config: PhoneConfig) -> list[tuple[Account, Phone]]:
+    # Until Phone registers every account itself (the phone rewrite, issue #9), one Phone per
+    # registering account stands in for the phone: the same configuration, one line each.
+    return [
+        (account, build_phone(replace(config, accounts=(account,))))
+        for account in config.registering_accounts
+    ]
+
+
+class BootedPhone:
+    """A phone that booted: its configuration and the registered lines."""
+
+    def __init__(
+        self,
+        options: BootOptions,
+        config_url: str,
+        provisioned: ProvisionedConfig,
+        lines: list[tuple[Account, Phone]],
+        on_event: Callable[[BootEvent], None],
+    ) -> None:
+        self.options = options
+        self.config_url = config_url
+        self.provisioned = provisioned
+        self.lines = lines
+        self._on_event = on_event
+        self._closed = False
+
+    @property
+    def config(self) -> PhoneConfig:
+        """The configuration in force."""
+        return self.provisioned.config
+
+    def phone(self, which: int | str = 0) -> Phone:
+        """The phone of the line with index *which* (int) or user *which* (str)."""
+        for account, phone in self.lines:
+            if (account.index == which) if isinstance(which, int) else (
+                account.username == which
+            ):
+                return phone
+        raise UsageError(f"no registered line {which!r}")
+
+    async def serve(self) -> None:
+        """Report every line's events until cancelled; re-provision on check-sync."""
+        async with asyncio.TaskGroup() as group:
+            for account, phone in self.lines:
+                group.create_task(self._watch(account, phone))
+
+    async def _watch(self, account: Account, phone: Phone) -> None:
+        events: AsyncIterator[object] = phone.events()
+        async for event in events:
+            self._on_event(PhoneEventSeen(account=account, event=event))
+            if isinstance(event, ReprovisionRequested) and self.provisioned.check_sync:
+                await self._reprovision(phone, event)
+
+    async def _reprovision(self, phone: Phone, event: ReprovisionRequested) -> None:
+        if not await _from_registrar(phone, event.source):
+            self._on_event(Reprovisioned(
+                applied=False, detail=f"check-sync from {event.source[0]}:{event.source[1]} "
+                "ignored: not the server the account is registered with"))
+            return
+        url = self.provisioned.config_server_url or self.config_url
+        try:
+            new = await provision(self.options, url, self._on_event)
+        except PhoneSimError as exc:
+            self._on_event(Reprovisioned(applied=False, detail=f"re-fetch failed: {exc}"))
+            return
+        reconfigure = getattr(phone, "reconfigure", None)
+        if reconfigure is None:
+            self._on_event(Reprovisioned(
+                applied=False, detail="fetched again; applying it needs Phone.reconfigure, "
+                "which the phone rewrite (issue #9) adds: not applied"))
+            return
+        result = reconfigure(new.config)
+        if inspect.isawaitable(result):
+            await result
+        self.provisioned = new
+        self._on_event(Reprovisioned(applied=True, detail=f"applied the configuration of {url}"))
+
+    async def close(self) -> None:
+        """Hang up, unregister every line and release everything."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(phone.close() for _, phone in self.lines),
+                             return_exceptions=True)
+
+
+async def _from_registrar(phone: Phone, source: tuple[str, int]) -> bool:
+    # "Accepted only from the server the account is registered with": the NOTIFY must come
+    # from an address of the registrar the line uses.
+    host = phone.host
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host.server, None,
+                                                             type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return source[0] in {str(info[4][0]) for info in infos}
+
+
+async def boot(
+    options: BootOptions, *, on_event: Callable[[BootEvent], None] | None = None
+) -> BootedPhone:
+    """Boot one phone from nothing to registered; raises what stopped it (every line
+    that did register is unregistered again first)."""
+    emit = on_event or (lambda _event: None)
+    url = await discover(options, emit)
+    provisioned = await provision(options, url, emit)
+    lines = _phones_for(provisioned.config)
+    if not lines:
+        raise ConfigUnusable("the configuration has no enabled account that registers")
+    booted = BootedPhone(options, url, provisioned, lines, emit)
+
+    async def register(account: Account, phone: Phone) -> None:
+        emit(AccountRegistering(account=account))
+        try:
+            done = await phone.register(timeout=options.register_timeout)
+        except PhoneSimError as exc:
+            emit(AccountRegistered(account=account, result=None, error=exc))
+            raise
+        emit(AccountRegistered(account=account, result=done))
+
+    try:
+        results = await asyncio.gather(*(register(a, p) for a, p in lines),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await booted.close()
+        raise
+    return booted
+
+
+def default_interfaces(given: Sequence[str] | None) -> tuple[str, ...]:
+    """The ``--mdns-interface`` values, or loopback."""
+    return tuple(given) if given else DEFAULT_MDNS_INTERFACES
+
