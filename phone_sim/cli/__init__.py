@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phone_sim.cli.register",
     "phone_sim.cli.call",
     "phone_sim.cli.lab",
+    "phone_sim.cli.boot",
+    "phone_sim.cli.demo",
 )
 
 

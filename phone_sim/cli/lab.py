@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from phone_sim.cli._provisioning import DpmaSetup, add_dpma_options, print_dpma_event
 from phone_sim.errors import UsageError
 from phone_sim.lab.aio import DEFAULT_SERVER_NAME, DEFAULT_USERS, TRANSPORTS, Lab
 from phone_sim.lab.limits import LabLimits
@@ -126,6 +127,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--no-uvloop", action="store_true", help="use asyncio's own event loop instead of uvloop"
     )
+    add_dpma_options(p)
     p.set_defaults(func=_lab)
 
 
@@ -167,8 +169,9 @@ def _lab(args: argparse.Namespace) -> int:
     printer: Callable[[RegistrarEvent], None] | None = None
     if not args.quiet:
         printer = _print_json_event if args.json else _print_event
+    dpma = DpmaSetup.from_args(args, users)
     lab = Lab(
-        users,
+        dpma.users if dpma is not None else users,
         host=args.host,
         tls_port=args.tls_port,
         tcp_port=args.tcp_port,
@@ -179,13 +182,14 @@ def _lab(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         limits=limits,
         on_event=printer,
-        echo=not args.no_echo,
+        echo=not args.no_echo and not args.provisioning_only,
         echo_extension=args.echo_extension,
+        **(dpma.lab_options() if dpma is not None else {}),
     )
-    default_users = users is None
+    default_users = users is None and dpma is None
     runner = _loop_factory(args.no_uvloop)
     with asyncio.Runner(loop_factory=runner) as asyncio_runner:
-        asyncio_runner.run(_serve(lab, args, default_users))
+        asyncio_runner.run(_serve(lab, args, default_users, dpma))
     return 0
 
 
@@ -218,18 +222,29 @@ def _loop_factory(no_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | 
     return uvloop.new_event_loop
 
 
-async def _serve(lab: Lab, args: argparse.Namespace, default_users: bool) -> None:
+async def _serve(
+    lab: Lab, args: argparse.Namespace, default_users: bool, dpma: DpmaSetup | None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        async with lab:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(lab)
+            emulator = None
+            if dpma is not None:
+                emulator = await stack.enter_async_context(dpma.attach(
+                    lab, None if args.quiet else print_dpma_event(args.json)))
             if args.json:
-                print(json.dumps({"ready": True, **lab.describe()}), flush=True)
+                extra = {"dpma": emulator.describe()} if emulator is not None else {}
+                print(json.dumps({"ready": True, **lab.describe(), **extra}), flush=True)
             else:
-                print(_banner(lab, default_users), flush=True)
+                if emulator is None or not emulator.provisioning_only:
+                    print(_banner(lab, default_users), flush=True)
+                if emulator is not None:
+                    print(DpmaSetup.banner(emulator), flush=True)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(args.duration):
                     await stop.wait()

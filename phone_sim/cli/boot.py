@@ -1,0 +1,333 @@
+"""``phone-sim boot``: boot one phone as it comes out of the box, and keep it up.
+
+Discovery over mDNS (unless ``--config-url`` is given; the D80 never uses mDNS), the
+configuration fetch (SIP MESSAGE or HTTP(S), under the firmware's TLS policy), every account
+registered, then incoming calls answered (echo) and state changes printed until Ctrl-C.
+
+Exit statuses: 0 booted (and, with ``--once``/``--duration``/SIGTERM, unregistered cleanly);
+1 refused or failed (no DPMA server found, configuration refused, a TLS refusal with its
+bitmask, a registration refused); 2 usage error, network error or no answer; 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+from typing import Any
+
+from phone_sim.errors import PhoneSimError, UsageError
+from phone_sim.firmware import DEFAULT_MODEL, Model, newest_firmware
+from phone_sim.phone import (
+    ConnectionDropped,
+    FailedOver,
+    RegistrationFailed,
+    RegistrationSucceeded,
+    ReprovisionRequested,
+)
+from phone_sim.phone.config import NetworkOptions
+from phone_sim.provisioning.aio_boot import (
+    AccountRegistered,
+    AccountRegistering,
+    BootEvent,
+    BootOptions,
+    ConfigApplied,
+    ConfigReceived,
+    CountdownStarted,
+    DiscoverySkipped,
+    DiscoveryStarted,
+    PhoneEventSeen,
+    Reprovisioned,
+    ServerChosen,
+    ServerFound,
+    boot,
+    default_interfaces,
+)
+from phone_sim.tls.client import TrustStore
+from phone_sim.tls.verdict import TlsError
+
+__all__ = ["add_parser", "boot_event_json", "boot_event_line"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``boot``."""
+    p = subparsers.add_parser(
+        "boot",
+        help="boot a phone from nothing: mDNS discovery, config fetch, register every account",
+        description="Boot one emulated D-Series phone as it comes out of the box: find DPMA "
+        "over mDNS (unless --config-url; the D80 never uses mDNS), fetch its configuration "
+        "(SIP MESSAGE or HTTP(S), under the firmware's TLS policy), register every account "
+        "and answer calls (echo) until Ctrl-C, printing each step. Exit 0 booted, 1 refused "
+        "or failed (no server, configuration refused, TLS refusal), 2 usage or network error, "
+        "130 Ctrl-C.",
+    )
+    p.add_argument("--mac", required=True, help="the phone's MAC, e.g. 00:0f:d3:01:02:03")
+    p.add_argument("--model", default=DEFAULT_MODEL.value,
+                   help=f"phone model (default {DEFAULT_MODEL.value})")
+    p.add_argument("--firmware", help="firmware version (default the newest known: "
+                   f"{newest_firmware(DEFAULT_MODEL)}, {newest_firmware(Model.D80)} on a D80)")
+    p.add_argument("--config-url", metavar="URL",
+                   help="config_server_url already set on the phone (sip:proxy@host:port;"
+                   "transport=tls, http(s)://host/path): discovery is skipped")
+    p.add_argument("--pin", help="the PIN typed on the phone when the server asks for one")
+    p.add_argument("--ca", action="append", default=[], metavar="FILE",
+                   help="private root CA (PEM) on the phone before provisioning; repeatable")
+    p.add_argument("--server", dest="server_choice", metavar="NAME|ADDRESS",
+                   help="the DPMA server to take when several answer")
+    p.add_argument("--countdown", type=float, default=3.0, metavar="SECONDS",
+                   help="seconds before connecting to the one server found (default 3)")
+    p.add_argument("--discovery-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="how long to wait for a DPMA server (default 5)")
+    p.add_argument("--mdns-interface", action="append", metavar="ADDRESS",
+                   help="browse on this interface address (repeatable; default 127.0.0.1 "
+                   "only: nothing goes out on your LAN)")
+    p.add_argument("--local-host", metavar="ADDRESS",
+                   help="the phone's own address (default: the route towards the server)")
+    p.add_argument("--timeout", type=float, default=32.0, metavar="SECONDS",
+                   help="how long each registration may take (default 32)")
+    p.add_argument("--once", action="store_true",
+                   help="boot, report, unregister and exit (no waiting for calls)")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stay up this long, then unregister and exit 0")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> BootOptions:
+    """The :class:`BootOptions` of the command line."""
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    return BootOptions(
+        mac=args.mac,
+        model=args.model,
+        firmware=args.firmware,
+        config_url=args.config_url,
+        pin=args.pin,
+        trust=TrustStore.from_files(args.ca) if args.ca else TrustStore(),
+        mdns_interfaces=default_interfaces(args.mdns_interface),
+        discovery_timeout=args.discovery_timeout,
+        server_choice=args.server_choice,
+        countdown=args.countdown,
+        register_timeout=args.timeout,
+        network=NetworkOptions(local_host=args.local_host),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``phone-sim boot``."""
+    options = options_from_args(args)
+    return asyncio.run(_main(options, args))
+
+
+def _emit(args: argparse.Namespace, event: BootEvent) -> None:
+    if args.json:
+        data = boot_event_json(event)
+        if data is not None:
+            print(json.dumps(data), flush=True)
+    else:
+        line = boot_event_line(event)
+        if line is not None:
+            print(line, flush=True)
+
+
+def _error_json(error: PhoneSimError) -> dict[str, Any]:
+    obj: dict[str, Any] = {"error": str(error), "kind": type(error).__name__,
+                           "exit_code": error.exit_code}
+    if isinstance(error, TlsError) and error.verdict is not None:
+        obj["tls"] = error.verdict.to_json()
+    return obj
+
+
+async def _main(options: BootOptions, args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    interrupted = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal interrupted
+        interrupted = interrupted or signum == signal.SIGINT
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal, signum)
+    booting = asyncio.ensure_future(boot(options, on_event=lambda e: _emit(args, e)))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({booting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not booting.done():
+        booting.cancel()
+        with contextlib.suppress(BaseException):
+            await booting
+        _say(args, "interrupted before the phone was up", {"result": "interrupted"})
+        return 130 if interrupted else 2
+    stopped.cancel()
+    try:
+        booted = booting.result()
+    except PhoneSimError as exc:
+        if args.json:
+            print(json.dumps({"result": "failed", **_error_json(exc)}), flush=True)
+            return exc.exit_code
+        raise
+    lines = ", ".join(f"{a.username} ({a.host_primary.label})" for a, _ in booted.lines)
+    _say(args, f"ready: {len(booted.lines)} line(s) registered: {lines}"
+         + ("" if args.once else "; answering calls (Ctrl-C to stop)"),
+         {"result": "registered", "lines": [a.username for a, _ in booted.lines],
+          "user_agent": booted.config.profile.user_agent})
+    try:
+        if not args.once:
+            serving = asyncio.ensure_future(booted.serve())
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(args.duration):
+                        await stop.wait()
+            finally:
+                serving.cancel()
+                with contextlib.suppress(BaseException):
+                    await serving
+    finally:
+        await booted.close()
+    _say(args, "unregistered", {"result": "unregistered"})
+    return 130 if interrupted else 0
+
+
+def _say(args: argparse.Namespace, text: str, obj: dict[str, Any]) -> None:
+    print(json.dumps(obj) if args.json else text, flush=True)
+
+
+# -- the lines -----------------------------------------------------------------------------------
+
+
+def boot_event_json(event: BootEvent) -> dict[str, Any] | None:
+    """One boot event as JSON-ready data (never a password or a PIN)."""
+    if isinstance(event, DiscoverySkipped):
+        return {"event": "discovery-skipped", "reason": event.reason}
+    if isinstance(event, DiscoveryStarted):
+        return {"event": "discovering", "interfaces": list(event.interfaces),
+                "timeout": event.timeout}
+    if isinstance(event, ServerFound | ServerChosen):
+        s = event.server
+        url = s.config_url
+        data: dict[str, Any] = {
+                "event": "server-found" if isinstance(event, ServerFound) else "server-chosen",
+                "instance": s.instance, "addresses": list(s.addresses),
+                "sip_url": url.label if url else None, "service_type": s.service_type}
+        if isinstance(event, ServerChosen):
+            data["found"] = event.found
+        return data
+    if isinstance(event, CountdownStarted):
+        return {"event": "countdown", "seconds": event.seconds}
+    if isinstance(event, ConfigReceived):
+        return {"event": "config-received", "url": event.fetched.url,
+                "bytes": len(event.fetched.document), "contacts": event.fetched.contacts}
+    if isinstance(event, ConfigApplied):
+        p = event.provisioned
+        return {"event": "config-applied",
+                "accounts": [{"index": a.index, "username": a.username,
+                              "server": a.host_primary.label,
+                              "media_encryption": a.host_primary.media_encryption,
+                              "register": a.register and a.enabled}
+                             for a in p.config.accounts],
+                "ca_certificates": len(p.document.certificates),
+                "config_server_url": p.config_server_url,
+                "upgrade": p.upgrade.text if p.upgrade else None,
+                "notices": [n.text for n in p.notices]}
+    if isinstance(event, AccountRegistering):
+        return {"event": "registering", "username": event.account.username,
+                "server": event.account.host_primary.label}
+    if isinstance(event, AccountRegistered):
+        if event.result is None:
+            assert event.error is not None
+            return {"event": "registration-failed", "username": event.account.username,
+                    **_error_json(event.error)}
+        return {"event": "registered", "username": event.account.username,
+                "server": event.result.host.label, "expires": event.result.expires,
+                "contact": event.result.contact}
+    if isinstance(event, Reprovisioned):
+        return {"event": "reprovisioned", "applied": event.applied, "detail": event.detail}
+    return _phone_event_json(event)
+
+
+def _phone_event_json(event: PhoneEventSeen) -> dict[str, Any] | None:
+    user = event.account.username
+    e = event.event
+    name = type(e).__name__
+    if isinstance(e, RegistrationSucceeded):
+        return {"event": "refreshed" if e.refresh else "registered", "username": user,
+                "expires": e.expires}
+    if isinstance(e, RegistrationFailed):
+        return {"event": "registration-failed", "username": user, "retrying":
+                e.retry_at is not None, **_error_json(e.error)}
+    if isinstance(e, ConnectionDropped):
+        return {"event": "connection-dropped", "username": user, "server": e.host.label}
+    if isinstance(e, FailedOver):
+        return {"event": "failover", "username": user, "from": e.from_host.label,
+                "to": e.to_host.label}
+    if isinstance(e, ReprovisionRequested):
+        return {"event": "check-sync", "username": user, "reboot": e.reboot}
+    if name in ("CallArrived", "CallPlaced", "CallAnswered", "CallFinished"):
+        data: dict[str, Any] = {"event": name, "username": user,
+                                "call_id": getattr(e, "call_id", None)}
+        for attribute in ("remote", "reason", "status"):
+            if hasattr(e, attribute):
+                data[attribute] = getattr(e, attribute)
+        return data
+    return None
+
+
+def boot_event_line(event: BootEvent) -> str | None:
+    """One boot event as a line of text (None: not worth a line)."""
+    data = boot_event_json(event)
+    if data is None:
+        return None
+    kind = data["event"]
+    if kind == "discovery-skipped":
+        return f"discovery skipped: {data['reason']}"
+    if kind == "discovering":
+        return (f"discovering DPMA over mDNS on {', '.join(data['interfaces'])} "
+                f"(up to {data['timeout']:g} s)")
+    if kind == "server-found":
+        return f"found {data['instance']} ({data['sip_url'] or 'firmware only'})"
+    if kind == "server-chosen":
+        return f"using {data['instance']}: {data['sip_url']}"
+    if kind == "countdown":
+        return f"connecting in {data['seconds']:g} s (Ctrl-C to stop)"
+    if kind == "config-received":
+        contacts = "" if data["contacts"] is None else f", {data['contacts']} contacts"
+        return f"configuration from {data['url']} ({data['bytes']} bytes{contacts})"
+    if kind == "config-applied":
+        lines = [f"  line {a['index']}: {a['username']} at {a['server']}"
+                 + (" (SDES-SRTP)" if a["media_encryption"] else "")
+                 + ("" if a["register"] else " (does not register)")
+                 for a in data["accounts"]]
+        if data["ca_certificates"]:
+            lines.append(f"  private root CA loaded ({data['ca_certificates']})")
+        lines += [f"  note: {n}" for n in data["notices"]]
+        return "\n".join(lines)
+    if kind == "registering":
+        return f"registering {data['username']} with {data['server']}"
+    if kind == "registered":
+        if "server" in data:
+            return (f"registered {data['username']} with {data['server']}: expires "
+                    f"{data['expires']} s")
+        return f"registered {data['username']} again: expires {data['expires']} s"
+    if kind == "refreshed":
+        return None
+    if kind == "registration-failed":
+        return f"registration of {data['username']} failed: {data['error']}"
+    if kind == "reprovisioned":
+        return f"check-sync: {data['detail']}"
+    if kind == "check-sync":
+        return f"check-sync NOTIFY for {data['username']}: fetching the configuration again"
+    if kind in ("connection-dropped", "failover"):
+        return f"{data['username']}: {kind} {data.get('server') or data.get('to')}"
+    if kind == "CallArrived":
+        return f"{data['username']}: call from {data['remote']}"
+    if kind == "CallAnswered":
+        return f"{data['username']}: call answered"
+    if kind == "CallFinished":
+        return f"{data['username']}: call ended ({data['reason']})"
+    if kind == "CallPlaced":
+        return f"{data['username']}: calling {data['remote']}"
+    return None
