@@ -72,10 +72,12 @@ async def dpma_site(
     *,
     text: str | Callable[[Lab], str] | None = None,
     users: Mapping[str, str] = USERS,
+    passwords: Mapping[str, str] | None = None,
     expired: bool = False,
     advertise: bool = False,
     instance_name: str | None = None,
     echo: bool = False,
+    provisioning_only: bool = False,
 ) -> AsyncIterator[Site]:
     """A lab on 127.0.0.1 (free ports, TLS/TCP/UDP) with the emulator attached; *text* may
     be made from the started lab (its ports)."""
@@ -87,9 +89,10 @@ async def dpma_site(
         path = tmp_path / "res_digium_phone.conf"
         path.write_text(text(lab) if callable(text) else text if text is not None
                         else conf_text())
-        conf = read_dpma_conf(path, passwords=users)
+        conf = read_dpma_conf(path, passwords=users if passwords is None else passwords)
         dpma = DpmaEmulator(conf, lab, cert_chain_pem=chain_pem, key_pem=key_pem,
-                            advertise=advertise, instance_name=instance_name)
+                            advertise=advertise, instance_name=instance_name,
+                            provisioning_only=provisioning_only)
         async with dpma:
             trust = TrustStore.from_pem(ca_pem, public_roots=False)
             yield Site(lab=lab, dpma=dpma, trust=trust, ca_pem=ca_pem)

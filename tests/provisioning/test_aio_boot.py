@@ -19,6 +19,7 @@ from phone_sim.provisioning.aio_boot import (
     BootEvent,
     BootOptions,
     ConfigApplied,
+    ConfigReceived,
     CountdownStarted,
     DiscoverySkipped,
     PhoneEventSeen,
@@ -28,7 +29,7 @@ from phone_sim.provisioning.aio_boot import (
 )
 from phone_sim.provisioning.errors import ConfigRefused, DiscoveryFailed
 from phone_sim.tls.verdict import TlsNotSupported
-from tests.provisioning.conftest import MAC, conf_text, dpma_site
+from tests.provisioning.conftest import MAC, USERS, conf_text, dpma_site
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "dpma"
 
@@ -142,4 +143,42 @@ async def test_check_sync_refetches(tmp_path: Path) -> None:
                 assert not done.applied and "Phone.reconfigure" in done.detail
         finally:
             server.cancel()
+            await booted.close()
+
+
+async def test_provisioning_only_registers_elsewhere(tmp_path: Path) -> None:
+    # The "real Asterisk" is another registrar; the emulator's lab takes no accounts.
+    async with Lab(USERS, transports=["udp"], echo=False) as pbx:
+        def text(lab: Lab) -> str:
+            return conf_text(transport="udp").replace(
+                "transport=udp\n\n[sdes]",
+                f"transport=udp\nregistration_address=127.0.0.1\n"
+                f"registration_port={pbx.ports['udp']}\n\n[sdes]", 1)
+
+        async with dpma_site(tmp_path, text=text, users={}, passwords=USERS,
+                             provisioning_only=True) as site:
+            assert site.dpma.provisioning_only
+            booted = await boot(BootOptions(mac=MAC, model="D65", trust=site.trust,
+                                            config_url=site.dpma.sip_url))
+            try:
+                binding = await pbx.wait_binding("101", timeout=5)
+                assert binding.flow.transport == "UDP"
+                assert site.lab.registrar.binding_count == 0
+            finally:
+                await booted.close()
+
+
+async def test_boot_over_https(tmp_path: Path) -> None:
+    async with dpma_site(tmp_path) as site:
+        url = site.dpma.https_url
+        assert url is not None
+        events: list[BootEvent] = []
+        booted = await boot(BootOptions(mac=MAC, model="D80", firmware="1_12_1",
+                                        trust=site.trust, config_url=url + "digium_phones/"),
+                            on_event=events.append)
+        try:
+            received = next(e for e in events if isinstance(e, ConfigReceived))
+            assert received.fetched.url.startswith("https://127.0.0.1:")
+            await site.lab.wait_binding("103", timeout=5)
+        finally:
             await booted.close()
