@@ -138,3 +138,12 @@ def test_the_lab_fills_in_what_the_conf_leaves_empty() -> None:
 def test_provisioning_only_needs_a_registration_address() -> None:
     with pytest.raises(DpmaConfigError, match=r"\[lan\] has no registration_address"):
         Dpma(_conf(), DpmaSite(address="127.0.0.1", sip_ports={"udp": 5060}, registrar=False))
+
+
+def test_the_loopback_sample_points_the_vendor_sample_at_the_lab() -> None:
+    conf = read_dpma_conf(FIXTURES / "lab-loopback.conf", pjsip=FIXTURES / "pjsip.conf")
+    dpma = Dpma(conf, DpmaSite(address="127.0.0.1", sip_ports={"tls": 5061}))
+    assert dpma.sip_url.label == "sip:proxy@127.0.0.1:5061;transport=tls"
+    doc = parse_phone_xml(dpma.answer(_request(), "127.0.0.1")[0].document or b"")
+    assert {(a.account.host_primary.server, a.account.host_primary.port)
+            for a in doc.accounts} == {("127.0.0.1", 5061)}
