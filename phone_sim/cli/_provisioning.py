@@ -16,7 +16,7 @@ from phone_sim.lab.aio import DEFAULT_USERS, Lab
 from phone_sim.lab.registrar import LabUser
 from phone_sim.provisioning.aio_discovery import DEFAULT_MDNS_INTERFACES
 from phone_sim.provisioning.aio_dpma import DpmaEmulator, DpmaEvent
-from phone_sim.provisioning.dpma import ServedConfig
+from phone_sim.provisioning.dpma import ConfigRequestAnswered
 from phone_sim.provisioning.dpma_conf import DpmaConf, read_dpma_conf
 from phone_sim.provisioning.sip_server import ExchangeRejected
 from phone_sim.tls.pki import make_server_identity
@@ -146,7 +146,7 @@ class DpmaSetup:
 
 def dpma_event_json(event: DpmaEvent) -> dict[str, Any]:
     """One emulator event as JSON-ready data (never a PIN or a password)."""
-    if isinstance(event, ServedConfig):
+    if isinstance(event, ConfigRequestAnswered):
         return {"event": "ConfigServed" if event.phone else "ConfigRefused", "mac": event.mac,
                 "source": event.source, "method": event.method, "phone": event.phone,
                 "error": event.error_code}

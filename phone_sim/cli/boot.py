@@ -30,7 +30,8 @@ from phone_sim.phone import (
 from phone_sim.phone.config import NetworkOptions
 from phone_sim.provisioning.aio_boot import (
     AccountRegistered,
-    AccountRegistering,
+    AccountRegistrationFailed,
+    AccountRegistrationStarted,
     BootEvent,
     BootOptions,
     ConfigApplied,
@@ -233,14 +234,13 @@ def boot_event_json(event: BootEvent) -> dict[str, Any] | None:
                 "config_server_url": p.config_server_url,
                 "upgrade": p.upgrade.text if p.upgrade else None,
                 "notices": [n.text for n in p.notices]}
-    if isinstance(event, AccountRegistering):
+    if isinstance(event, AccountRegistrationStarted):
         return {"event": "registering", "username": event.account.username,
                 "server": event.account.host_primary.label}
+    if isinstance(event, AccountRegistrationFailed):
+        return {"event": "registration-failed", "username": event.account.username,
+                **_error_json(event.error)}
     if isinstance(event, AccountRegistered):
-        if event.result is None:
-            assert event.error is not None
-            return {"event": "registration-failed", "username": event.account.username,
-                    **_error_json(event.error)}
         return {"event": "registered", "username": event.account.username,
                 "server": event.result.host.label, "expires": event.result.expires,
                 "contact": event.result.contact}

@@ -162,7 +162,7 @@ def _reporter(clock: _Clock, name: str) -> Callable[[BootEvent], None]:
             if p.upgrade is not None:
                 parts.append(p.upgrade.text)
             clock.say(f"{name}: " + "; ".join(parts))
-        elif isinstance(event, AccountRegistered) and event.result is not None:
+        elif isinstance(event, AccountRegistered):
             clock.say(f"{name}: {event.account.username} registered over "
                       f"{str(event.result.host.transport).upper()} "
                       f"(expires {event.result.expires} s)")

@@ -51,7 +51,8 @@ from phone_sim.tls.client import TrustStore
 
 __all__ = [
     "AccountRegistered",
-    "AccountRegistering",
+    "AccountRegistrationFailed",
+    "AccountRegistrationStarted",
     "BootEvent",
     "BootOptions",
     "BootedPhone",
@@ -179,7 +180,7 @@ class ConfigApplied:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccountRegistering:
+class AccountRegistrationStarted:
     """An account starts registering."""
 
     account: Account
@@ -188,14 +189,22 @@ class AccountRegistering:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountRegistered:
-    """An account registered (or failed to)."""
+    """An account's first registration succeeded."""
 
     account: Account
     """It."""
-    result: RegistrationSucceeded | None
-    """The success, or None."""
-    error: PhoneSimError | None = None
-    """The failure."""
+    result: RegistrationSucceeded
+    """The registrar's answer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountRegistrationFailed:
+    """An account's first registration failed (the boot fails with this error)."""
+
+    account: Account
+    """It."""
+    error: PhoneSimError
+    """Why."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,8 +229,8 @@ class Reprovisioned:
 
 BootEvent = (
     DiscoverySkipped | DiscoveryStarted | ServerFound | ServerChosen | CountdownStarted
-    | ConfigReceived | ConfigApplied | AccountRegistering | AccountRegistered
-    | PhoneEventSeen | Reprovisioned
+    | ConfigReceived | ConfigApplied | AccountRegistrationStarted | AccountRegistered
+    | AccountRegistrationFailed | PhoneEventSeen | Reprovisioned
 )
 
 
@@ -388,11 +397,11 @@ async def boot(
     booted = BootedPhone(options, url, provisioned, lines, emit)
 
     async def register(account: Account, phone: Phone) -> None:
-        emit(AccountRegistering(account=account))
+        emit(AccountRegistrationStarted(account=account))
         try:
             done = await phone.register(timeout=options.register_timeout)
         except PhoneSimError as exc:
-            emit(AccountRegistered(account=account, result=None, error=exc))
+            emit(AccountRegistrationFailed(account=account, error=exc))
             raise
         emit(AccountRegistered(account=account, result=done))
 

@@ -31,7 +31,7 @@ from phone_sim.lab.registrar import Flow
 from phone_sim.lab.tls import TlsServerContext
 from phone_sim.provisioning.aio_discovery import DEFAULT_MDNS_INTERFACES, MdnsAdvertiser
 from phone_sim.provisioning.aio_http import ConfigHttpServer
-from phone_sim.provisioning.dpma import Dpma, DpmaConfigError, DpmaSite, ServedConfig
+from phone_sim.provisioning.dpma import ConfigRequestAnswered, Dpma, DpmaConfigError, DpmaSite
 from phone_sim.provisioning.dpma_conf import DpmaConf
 from phone_sim.provisioning.sip_server import DpmaSipServer, SipServerEvent
 from phone_sim.sip.message import SipRequest, SipResponse
@@ -87,7 +87,7 @@ class DpmaEmulator:
         self._flows: OrderedDict[tuple[str, tuple[str, int]], Flow] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.served: list[ServedConfig] = []
+        self.served: list[ConfigRequestAnswered] = []
 
     async def __aenter__(self) -> DpmaEmulator:
         await self.start()
@@ -219,7 +219,7 @@ class DpmaEmulator:
             if flow is not None:
                 self.lab.send_to(flow, data, destination)
         while (event := sip.next_event()) is not None:
-            if isinstance(event, ServedConfig):
+            if isinstance(event, ConfigRequestAnswered):
                 self._served(event)
             elif self.on_event is not None:
                 self.on_event(event)
@@ -236,7 +236,7 @@ class DpmaEmulator:
             self.sip.handle_timer(self._loop.time())
             self._pump()
 
-    def _served(self, event: ServedConfig) -> None:
+    def _served(self, event: ConfigRequestAnswered) -> None:
         self.served.append(event)
         del self.served[:-1000]
         if self.on_event is not None:

@@ -19,7 +19,7 @@ import base64
 import contextlib
 import random
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import h11
@@ -54,8 +54,8 @@ class FetchedConfig:
 
     url: str
     """Where it came from (without credentials)."""
-    document: bytes
-    """The ``<config>`` document."""
+    document: bytes = field(repr=False)
+    """The ``<config>`` document (it holds passwords: not in ``repr()``)."""
     contacts: int | None = None
     """How many contacts ``<mac>-contacts.xml`` held; None when there is none."""
 

@@ -24,7 +24,7 @@ from typing import Any, cast
 import h11
 
 from phone_sim.lab.tls import TlsAcceptError, TlsServerConnection, TlsServerContext
-from phone_sim.provisioning.dpma import Dpma, DpmaConfigError, ServedConfig
+from phone_sim.provisioning.dpma import ConfigRequestAnswered, Dpma, DpmaConfigError
 from phone_sim.provisioning.exchange import CONFIG_METHOD, CONTACTS_METHOD, ConfigRequest
 
 __all__ = ["ConfigHttpServer"]
@@ -186,7 +186,7 @@ class ConfigHttpServer:
         host: str,
         port: int = 0,
         tls: TlsServerContext | None = None,
-        on_event: Callable[[ServedConfig], None] | None = None,
+        on_event: Callable[[ConfigRequestAnswered], None] | None = None,
     ) -> None:
         self.dpma = dpma
         self.host = host

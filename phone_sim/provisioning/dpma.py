@@ -43,10 +43,10 @@ from phone_sim.provisioning.urls import SipConfigUrl
 
 __all__ = [
     "REFUSED",
+    "ConfigRequestAnswered",
     "Dpma",
     "DpmaConfigError",
     "DpmaSite",
-    "ServedConfig",
 ]
 
 #: The one answer to an unknown MAC and to a wrong PIN.
@@ -77,7 +77,7 @@ class DpmaSite:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ServedConfig:
+class ConfigRequestAnswered:
     """A request answered (for the emulator's log): who asked, and what it got."""
 
     mac: str
@@ -131,7 +131,9 @@ class Dpma:
 
     # -- answering ------------------------------------------------------------------------------
 
-    def answer(self, request: ConfigRequest, source: str) -> tuple[ConfigReply, ServedConfig]:
+    def answer(
+        self, request: ConfigRequest, source: str
+    ) -> tuple[ConfigReply, ConfigRequestAnswered]:
         """The reply to *request* from the phone at *source*, and a log record."""
         phone, code = self._authorize(request)
         document: bytes | None = None
@@ -154,7 +156,7 @@ class Dpma:
         reply = ConfigReply(method=request.method, document=document,
                             error_code=None if document is not None else code,
                             error_message=message if document is None else None)
-        served = ServedConfig(mac=request.mac, source=source, method=request.method,
+        served = ConfigRequestAnswered(mac=request.mac, source=source, method=request.method,
                               phone=phone.name if document is not None and phone else None,
                               error_code=reply.error_code)
         return reply, served

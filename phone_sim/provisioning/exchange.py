@@ -81,8 +81,9 @@ class ConfigReply:
 
     method: str
     """The method answered."""
-    document: bytes | None = None
-    """The document (``<config>`` or ``<contacts>``) on success."""
+    document: bytes | None = field(default=None, repr=False)
+    """The document (``<config>`` or ``<contacts>``) on success; it holds passwords, so it
+    is not in ``repr()``."""
     error_code: str | None = None
     """One of :data:`ERROR_CODES` on failure."""
     error_message: str | None = None

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from phone_sim.provisioning.dpma import Dpma, ServedConfig
+from phone_sim.provisioning.dpma import ConfigRequestAnswered, Dpma
 from phone_sim.provisioning.exchange import ConfigExchange, ExchangeError, PhoneSimExchange
 from phone_sim.sip.headers import NameAddr
 from phone_sim.sip.limits import SipParseError
@@ -70,7 +70,7 @@ class ReplyNotDelivered:
     """What happened."""
 
 
-SipServerEvent = ServedConfig | ExchangeRejected | ReplyNotDelivered
+SipServerEvent = ConfigRequestAnswered | ExchangeRejected | ReplyNotDelivered
 
 
 class DpmaSipServer:

@@ -8,7 +8,7 @@ import random
 from phone_sim.account import SipTransport
 from phone_sim.firmware import profile_for
 from phone_sim.provisioning.asterisk_conf import parse_asterisk_conf
-from phone_sim.provisioning.dpma import REFUSED, Dpma, DpmaSite, ServedConfig
+from phone_sim.provisioning.dpma import REFUSED, ConfigRequestAnswered, Dpma, DpmaSite
 from phone_sim.provisioning.dpma_conf import load_dpma_conf
 from phone_sim.provisioning.errors import ConfigFetchError
 from phone_sim.provisioning.exchange import CONFIG_METHOD, ConfigRequest, PhoneSimExchange
@@ -87,7 +87,7 @@ def test_a_good_pin_gets_the_configuration() -> None:
     events = _run(client, server)
     fetched = client.next_event()
     assert isinstance(fetched, ConfigFetched) and fetched.reply.ok
-    assert [type(e) for e in events] == [ServedConfig]
+    assert [type(e) for e in events] == [ConfigRequestAnswered]
 
 
 def test_a_wrong_pin_is_a_reply_not_an_error_status() -> None:
@@ -210,3 +210,13 @@ def test_an_error_status_ends_the_exchange() -> None:
     assert isinstance(event, ConfigFetchFailed)
     assert "answered the configuration MESSAGE with 404" in str(event.error)
     assert "is it a DPMA server" in str(event.error)
+
+
+def test_no_secret_in_repr() -> None:
+    client, server = _client("1111"), _server()
+    _run(client, server)
+    event = client.next_event()
+    assert isinstance(event, ConfigFetched) and event.reply.document is not None
+    assert b'password="pw"' in event.reply.document
+    for text in (repr(event), repr(client.request), repr(server.dpma.conf)):
+        assert 'password="pw"' not in text and "'pw'" not in text and "1111" not in text

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from phone_sim.firmware import profile_for
-from phone_sim.provisioning.dpma import Dpma, DpmaSite, ServedConfig
+from phone_sim.provisioning.dpma import ConfigRequestAnswered, Dpma, DpmaSite
 from phone_sim.provisioning.dpma_conf import read_dpma_conf
 from phone_sim.provisioning.exchange import CONFIG_METHOD, ConfigRequest
 from phone_sim.provisioning.phone_xml import parse_phone_xml
@@ -150,7 +150,7 @@ def test_the_emulator_side_replays_the_transcript() -> None:
     learner.compare(sent[0][1], script[1][1])
     learner.compare(sent[1][1], script[2][1])
     served = server.next_event()
-    assert isinstance(served, ServedConfig) and served.phone == "bobby"
+    assert isinstance(served, ConfigRequestAnswered) and served.phone == "bobby"
     last = parse_message(learner.feed(script[3][1]))
     assert server.wants(last)
     server.receive_message(last, "TLS", PHONE, 0.1)
