@@ -23,11 +23,11 @@ from phone_sim.firmware import DEFAULT_MODEL, Model, newest_firmware
 from phone_sim.phone import (
     ConnectionDropped,
     FailedOver,
+    NetworkOptions,
     RegistrationFailed,
     RegistrationSucceeded,
     ReprovisionRequested,
 )
-from phone_sim.phone.config import NetworkOptions
 from phone_sim.provisioning.aio_boot import (
     AccountRegistered,
     AccountRegistrationFailed,

@@ -21,7 +21,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from phone_sim.call.aio import Call
+from phone_sim import Call
 from phone_sim.errors import RemoteError
 from phone_sim.lab.aio import DEFAULT_SERVER_NAME, Lab
 from phone_sim.provisioning.aio_boot import (

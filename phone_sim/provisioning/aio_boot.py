@@ -34,13 +34,14 @@ from phone_sim.account import Account
 from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.firmware import Model, profile_for
 from phone_sim.phone import (
+    NetworkOptions,
     Phone,
     PhoneConfig,
     RegistrationSucceeded,
     ReprovisionRequested,
     build_phone,
+    normalize_mac,
 )
-from phone_sim.phone.config import NetworkOptions, normalize_mac
 from phone_sim.provisioning.aio_discovery import DEFAULT_MDNS_INTERFACES, browse
 from phone_sim.provisioning.aio_fetch import FetchedConfig, fetch_config
 from phone_sim.provisioning.apply import ProvisionedConfig, apply_phone_xml
@@ -356,9 +357,13 @@ class BootedPhone:
                 applied=False, detail="fetched again; applying it needs Phone.reconfigure, "
                 "which the phone rewrite (issue #9) adds: not applied"))
             return
-        result = reconfigure(new.config)
-        if inspect.isawaitable(result):
-            await result
+        try:
+            result = reconfigure(new.config)
+            if inspect.isawaitable(result):
+                await result
+        except PhoneSimError as exc:
+            self._on_event(Reprovisioned(applied=False, detail=f"not applied: {exc}"))
+            return
         self.provisioned = new
         self._on_event(Reprovisioned(applied=True, detail=f"applied the configuration of {url}"))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from phone_sim.account import SipTransport
-from phone_sim.call.session import CallConfig
+from phone_sim.call import CallConfig
 from phone_sim.firmware import (
     FirmwareProfile,
     FirmwareVersion,
@@ -30,8 +30,13 @@ from phone_sim.firmware import (
     WildcardSettingUnavailable,
     profile_for,
 )
-from phone_sim.phone.config import MediaOptions, NetworkOptions, PhoneConfig, PhoneConfigError
-from phone_sim.phone.registration import RegistrationSettings
+from phone_sim.phone import (
+    MediaOptions,
+    NetworkOptions,
+    PhoneConfig,
+    PhoneConfigError,
+    RegistrationSettings,
+)
 from phone_sim.provisioning.phone_xml import (
     KNOWN_SETTINGS,
     CaCertificate,
