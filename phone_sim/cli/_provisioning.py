@@ -130,6 +130,10 @@ class DpmaSetup:
             lines.append(f"  HTTP:  {emulator.http_url}<mac>.cfg")
         if emulator.https_url:
             lines.append(f"  HTTPS: {emulator.https_url}<mac>.cfg")
+        for note in conf.notes[:20]:
+            lines.append(f"  note: {note}")
+        if len(conf.notes) > 20:
+            lines.append(f"  note: ... and {len(conf.notes) - 20} more options not used")
         if emulator.advertiser is not None:
             where = ", ".join(emulator.mdns_interfaces)
             lines.append(f"  mDNS: {emulator.instance_name!r} (_digiumproxy._udp) on {where}")

@@ -190,6 +190,7 @@ class DpmaEmulator:
             "phones": [p.name for p in self.conf.phones],
             "config_auth": self.conf.general.config_auth,
             "provisioning_only": self.provisioning_only,
+            "notes": list(self.conf.notes),
         }
 
     # -- the SIP side ---------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 :func:`read_dpma_conf` reads the file (Asterisk syntax, :mod:`.asterisk_conf`) and a
 ``pjsip.conf`` if given; :func:`load_dpma_conf` does the same from parsed files. Every
 section needs a ``type``: ``network``, ``line``, ``phone`` or ``firmware``; ``[general]`` is
-the module's own. An unknown option is an error naming it (a typo must not silently change
-what the phones get), except the documented ones phone-sim reads and ignores
-(:data:`IGNORED_OPTIONS`).
+the module's own. An option phone-sim does not honour is not an error (a real DPMA file has
+many: BLF keys, ringtones, logos...): it is listed in :attr:`DpmaConf.notes` with its file and
+line, which the lab prints, so a typo shows.
 
 A line's password is where Asterisk keeps it: the ``type=auth`` section that the
 ``pjsip.conf`` endpoint of the same name points at (``auth=``), else a ``type=auth`` section
@@ -34,7 +34,6 @@ from phone_sim.provisioning.asterisk_conf import (
 
 __all__ = [
     "CONFIG_AUTH_MODES",
-    "IGNORED_OPTIONS",
     "DpmaConf",
     "DpmaFirmware",
     "DpmaGeneral",
@@ -64,11 +63,7 @@ _LINE = {"type", "line_label", "digit_map", "transport", "media_encryption",
 _PHONE = {"type", "full_name", "mac", "pin", "line", "network", "firmware", "contact",
           "timezone"}
 _FIRMWARE = {"type", "model", "version", "file", "public_firmware_url"}
-#: Options DPMA has that phone-sim accepts and does not use (syslog, VLAN, QoS, display).
-IGNORED_OPTIONS = ("syslog_server", "syslog_port", "syslog_level", "network_vlan_id",
-                   "pc_vlan_id", "vlan_id", "sip_qos", "rtp_qos", "ringtone", "parking_exten",
-                   "parking_transfer_type", "blf_unused_linekeys", "active_locale",
-                   "send_to_vm", "brightness", "contrast", "dnd_ringtone", "accept_local_calls")
+
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,6 +208,8 @@ class DpmaConf:
     """Phones in file order."""
     firmwares: Mapping[str, DpmaFirmware]
     """Firmware sections by name."""
+    notes: tuple[str, ...] = ()
+    """Options read but not honoured, ``file:line: option ...`` (typos show here)."""
 
     def phone_by_mac(self, mac: str) -> DpmaPhone | None:
         """The phone whose ``mac`` is *mac* (any notation), or None."""
@@ -244,11 +241,16 @@ class DpmaConf:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_known(section: ConfSection, known: set[str], what: str) -> None:
+_Notes = list[tuple[str, int, str]]
+
+
+def _check_known(section: ConfSection, known: set[str], what: str, notes: _Notes) -> None:
     for option in section.options:
-        name = option.name.lower()
-        if name not in known and name not in IGNORED_OPTIONS:
-            raise option.error(f"unknown {what} option (known: {', '.join(sorted(known))})")
+        if option.name.lower() not in known:
+            note = (option.file, option.line, f"{option.file}:{option.line}: option "
+                    f"{option.name!r} ({what}) is not used by phone-sim")
+            if note not in notes:  # once, however many sections inherit it
+                notes.append(note)
 
 
 def _uint(option: ConfOption | None, low: int = 0, high: int = 2**31 - 1) -> int | None:
@@ -297,10 +299,10 @@ def _host(option: ConfOption | None) -> str | None:
     return value
 
 
-def _general(section: ConfSection | None) -> DpmaGeneral:
+def _general(section: ConfSection | None, notes: _Notes) -> DpmaGeneral:
     if section is None:
         return DpmaGeneral()
-    _check_known(section, _GENERAL, "[general]")
+    _check_known(section, _GENERAL, "[general]", notes)
     pin = section.get("globalpin")
     if pin is not None and pin.value and not _PIN.fullmatch(pin.value):
         raise pin.error("a PIN is digits (and * or #)")
@@ -322,8 +324,8 @@ def _general(section: ConfSection | None) -> DpmaGeneral:
     return general
 
 
-def _network(section: ConfSection) -> DpmaNetwork:
-    _check_known(section, _NETWORK, "network")
+def _network(section: ConfSection, notes: _Notes) -> DpmaNetwork:
+    _check_known(section, _NETWORK, "network", notes)
     cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for option in section.get_all("cidr"):
         for item in option.value.split(","):
@@ -350,8 +352,8 @@ def _network(section: ConfSection) -> DpmaNetwork:
     )
 
 
-def _firmware(section: ConfSection) -> DpmaFirmware:
-    _check_known(section, _FIRMWARE, "firmware")
+def _firmware(section: ConfSection, notes: _Notes) -> DpmaFirmware:
+    _check_known(section, _FIRMWARE, "firmware", notes)
     model_opt = section.get("model")
     version_opt = section.get("version")
     if model_opt is None or version_opt is None:
@@ -369,8 +371,10 @@ def _firmware(section: ConfSection) -> DpmaFirmware:
                         public_firmware_url=section.value("public_firmware_url"))
 
 
-def _line(section: ConfSection, auth: tuple[str, str | None] | None) -> DpmaLine:
-    _check_known(section, _LINE, "line")
+def _line(
+    section: ConfSection, auth: tuple[str, str | None] | None, notes: _Notes
+) -> DpmaLine:
+    _check_known(section, _LINE, "line", notes)
     encryption = section.get("media_encryption")
     media: str | None = None
     if encryption is not None and encryption.value:
@@ -400,8 +404,8 @@ def _line(section: ConfSection, auth: tuple[str, str | None] | None) -> DpmaLine
     )
 
 
-def _phone(section: ConfSection) -> DpmaPhone:
-    _check_known(section, _PHONE, "phone")
+def _phone(section: ConfSection, notes: _Notes) -> DpmaPhone:
+    _check_known(section, _PHONE, "phone", notes)
     mac_opt = section.get("mac")
     mac: str | None = None
     if mac_opt is not None and mac_opt.value:
@@ -457,6 +461,7 @@ def load_dpma_conf(
     """Check and type *conf*; passwords come from *pjsip* (auth sections) or *passwords*
     (the lab's ``--user`` accounts, by user name)."""
     general_section: ConfSection | None = None
+    notes: _Notes = []
     networks: list[DpmaNetwork] = []
     line_sections: list[ConfSection] = []
     phone_sections: list[ConfSection] = []
@@ -478,13 +483,13 @@ def load_dpma_conf(
             raise section.error("no type= (network, line, phone or firmware)")
         kind = type_opt.value.lower()
         if kind == "network":
-            networks.append(_network(section))
+            networks.append(_network(section, notes))
         elif kind == "line":
             line_sections.append(section)
         elif kind == "phone":
             phone_sections.append(section)
         elif kind == "firmware":
-            fw = _firmware(section)
+            fw = _firmware(section, notes)
             firmwares[fw.name] = fw
         else:
             raise type_opt.error(f"unknown type {type_opt.value!r} "
@@ -495,8 +500,8 @@ def load_dpma_conf(
         auth = _pjsip_auth(pjsip, section.name)
         if auth is None and section.name in users:
             auth = (users[section.name], None)
-        lines[section.name] = _line(section, auth)
-    phones = [_phone(s) for s in phone_sections]
+        lines[section.name] = _line(section, auth, notes)
+    phones = [_phone(s, notes) for s in phone_sections]
     network_names = {n.name for n in networks}
     macs: dict[str, str] = {}
     for phone, section in zip(phones, phone_sections, strict=True):
@@ -516,7 +521,7 @@ def load_dpma_conf(
                 assert mac_option is not None
                 raise mac_option.error(f"MAC {phone.mac} is also phone [{macs[phone.mac]}]'s")
             macs[phone.mac] = phone.name
-    general = _general(general_section)
+    general = _general(general_section, notes)
     if general.config_auth in ("mac", "pin"):
         for phone, section in zip(phones, phone_sections, strict=True):
             if general.config_auth == "mac" and phone.mac is None:
@@ -524,7 +529,8 @@ def load_dpma_conf(
             if general.config_auth == "pin" and phone.pin is None:
                 raise section.error("config_auth=pin: this phone needs pin=")
     return DpmaConf(file=conf.file, general=general, networks=tuple(networks), lines=lines,
-                    phones=tuple(phones), firmwares=firmwares)
+                    phones=tuple(phones), firmwares=firmwares,
+                    notes=tuple(text for _file, _line, text in sorted(notes)))
 
 
 def _implicit_firmware(option: ConfOption) -> DpmaFirmware:

@@ -78,7 +78,8 @@ def _lab_process(args: list[str], prefix: list[str] | None = None) -> Iterator[d
 
 
 def test_lab_conf_banner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    conf = _conf(tmp_path, service=f"psim-{uuid.uuid4().hex[:8]}")
+    conf = _conf(tmp_path, service=f"psim-{uuid.uuid4().hex[:8]}",
+                 general="mdns_adress=10.0.0.1")
     argv = ["lab", *FREE, "--conf", str(conf), "--pjsip", str(tmp_path / "pjsip.conf"),
             "--duration", "0.3", "--no-mdns"]
     assert main(argv) == 0
@@ -87,6 +88,7 @@ def test_lab_conf_banner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "config_server_url (SIP): sip:proxy@127.0.0.1:" in out
     assert "HTTP:  http://127.0.0.1:" in out and "HTTPS: https://127.0.0.1:" in out
     assert "mDNS: not advertised" in out
+    assert f"note: {conf}:4: option 'mdns_adress' ([general]) is not used by phone-sim" in out
     assert "users: 101, 102" in out
     assert "secret101" not in out
 

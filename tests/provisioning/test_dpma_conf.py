@@ -99,7 +99,6 @@ def test_config_auth_modes_need_their_options() -> None:
         ("[general]\nservice_discovery_enabled=perhaps\n", 2, "service_discovery_enabled",
          "yes or no"),
         ("[general]\nglobalpin=12ab\n", 2, "globalpin", "PIN"),
-        ("[general]\nmdns_adress=x\n", 2, "mdns_adress", "unknown [general] option"),
         ("[n]\ntype=network\ncidr=10.0.0.0/33\n", 3, "cidr", "address/prefix"),
         ("[n]\ntype=network\nregistration_address=bad host\n", 3, "registration_address",
          "host name"),
@@ -144,7 +143,18 @@ def test_section_errors_name_the_section(text: str, message: str) -> None:
     assert info.value.line is not None
 
 
-def test_implicit_firmware_and_ignored_options() -> None:
-    conf = _load("[n]\ntype=network\nsyslog_server=10.0.0.1\n" + LINE + PHONE
-                 + "firmware=D65-2_9_22\n")
+def test_implicit_firmware() -> None:
+    conf = _load(LINE + PHONE + "firmware=D65-2_9_22\n")
     assert conf.firmwares["D65-2_9_22"].version.numbers == (2, 9, 22)
+
+
+def test_options_not_honoured_are_noted_with_file_and_line() -> None:
+    conf = _load("[general]\nmdns_adress=10.0.0.1\n[n]\ntype=network\nsyslog_server=x\n"
+                 "[tpl](!)\ntype=line\nringtone=bells\n[101](tpl)\n[102](tpl)\n" + PHONE,
+                 passwords={"101": "a", "102": "b"})
+    assert conf.notes == (
+        "res_digium_phone.conf:2: option 'mdns_adress' ([general]) is not used by phone-sim",
+        "res_digium_phone.conf:5: option 'syslog_server' (network) is not used by phone-sim",
+        "res_digium_phone.conf:8: option 'ringtone' (line) is not used by phone-sim",
+    )
+    assert conf.general.mdns_address is None
