@@ -171,10 +171,10 @@ async def _main(options: BootOptions, args: argparse.Namespace) -> int:
             print(json.dumps({"result": "failed", **_error_json(exc)}), flush=True)
             return exc.exit_code
         raise
-    lines = ", ".join(f"{a.username} ({a.host_primary.label})" for a, _ in booted.lines)
+    lines = ", ".join(f"{a.username} ({a.host_primary.label})" for a in booted.lines)
     _say(args, f"ready: {len(booted.lines)} line(s) registered: {lines}"
          + ("" if args.once else "; answering calls (Ctrl-C to stop)"),
-         {"result": "registered", "lines": [a.username for a, _ in booted.lines],
+         {"result": "registered", "lines": [a.username for a in booted.lines],
           "user_agent": booted.config.profile.user_agent})
     try:
         if not args.once:
@@ -250,7 +250,7 @@ def boot_event_json(event: BootEvent) -> dict[str, Any] | None:
 
 
 def _phone_event_json(event: PhoneEventSeen) -> dict[str, Any] | None:
-    user = event.account.username
+    user = event.account.username if event.account is not None else None
     e = event.event
     name = type(e).__name__
     if isinstance(e, RegistrationSucceeded):
@@ -265,7 +265,7 @@ def _phone_event_json(event: PhoneEventSeen) -> dict[str, Any] | None:
         return {"event": "failover", "username": user, "from": e.from_host.label,
                 "to": e.to_host.label}
     if isinstance(e, ReprovisionRequested):
-        return {"event": "check-sync", "username": user, "reboot": e.reboot}
+        return {"event": "check-sync", "reboot": e.reboot}
     if name in ("CallArrived", "CallPlaced", "CallAnswered", "CallFinished"):
         data: dict[str, Any] = {"event": name, "username": user,
                                 "call_id": getattr(e, "call_id", None)}
@@ -318,16 +318,17 @@ def boot_event_line(event: BootEvent) -> str | None:
         return f"registration of {data['username']} failed: {data['error']}"
     if kind == "reprovisioned":
         return f"check-sync: {data['detail']}"
+    who = f"{data['username']}: " if data.get("username") else ""
     if kind == "check-sync":
-        return f"check-sync NOTIFY for {data['username']}: fetching the configuration again"
+        return "check-sync NOTIFY: fetching the configuration again"
     if kind in ("connection-dropped", "failover"):
-        return f"{data['username']}: {kind} {data.get('server') or data.get('to')}"
+        return f"{who}{kind} {data.get('server') or data.get('to')}"
     if kind == "CallArrived":
-        return f"{data['username']}: call from {data['remote']}"
+        return f"{who}call from {data['remote']}"
     if kind == "CallAnswered":
-        return f"{data['username']}: call answered"
+        return f"{who}call answered"
     if kind == "CallFinished":
-        return f"{data['username']}: call ended ({data['reason']})"
+        return f"{who}call ended ({data['reason']})"
     if kind == "CallPlaced":
-        return f"{data['username']}: calling {data['remote']}"
+        return f"{who}calling {data['remote']}"
     return None

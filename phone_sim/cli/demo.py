@@ -172,11 +172,11 @@ def _reporter(clock: _Clock, name: str) -> Callable[[BootEvent], None]:
 
 async def _call(clock: _Clock, caller: BootedPhone, to: str, label: str,
                 callee: BootedPhone | None) -> Call:
-    phone = caller.phone(0)
+    phone = caller.phone
     call = await phone.dial(to)
     answered: Call | None = None
     if callee is not None:
-        answered = await callee.phone(0).next_call(timeout=10)
+        answered = await callee.phone.next_call(timeout=10)
         await answered.answer()
     await call.wait_answered(timeout=10)
     call.play_tone(TONE_A)

@@ -13,10 +13,11 @@
 2. **fetch** (:mod:`.aio_fetch`): the firmware's TLS policy applies;
 3. **apply** (:mod:`.apply`): the XML becomes a :class:`~phone_sim.phone.config.PhoneConfig`;
    what is not applied is reported, an offered firmware is reported as an upgrade;
-4. **register** every enabled, registering account;
+4. **register** every enabled, registering account (one :class:`Phone`, every line);
 5. **stay up**: :meth:`BootedPhone.serve` reports registration and call events, and a
-   ``NOTIFY Event: check-sync`` from the registrar re-fetches and applies the configuration
-   through ``Phone.reconfigure`` where the phone has it (issue #9).
+   ``NOTIFY Event: check-sync`` (the phone takes it only from a server a line registered
+   with) re-fetches the configuration and applies it with ``Phone.reconfigure``: changed or
+   new lines register, removed ones unregister, calls go on.
 
 Each step is reported as it happens through *on_event* (frozen dataclasses below).
 """
@@ -25,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from phone_sim.account import Account
 from phone_sim.errors import PhoneSimError, UsageError
@@ -37,6 +36,7 @@ from phone_sim.phone import (
     NetworkOptions,
     Phone,
     PhoneConfig,
+    RegistrationFailed,
     RegistrationSucceeded,
     ReprovisionRequested,
     build_phone,
@@ -210,12 +210,12 @@ class AccountRegistrationFailed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PhoneEventSeen:
-    """A registration or call event of one account's phone, once booted."""
+    """An event of the booted phone (``phone_sim.phone``'s registration and call events)."""
 
-    account: Account
-    """Whose."""
+    account: Account | None
+    """The line it concerns, when it names one."""
     event: object
-    """The phone's event (``phone_sim.phone`` / ``phone_sim.call.aio`` events)."""
+    """The phone's event."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,82 +285,92 @@ async def provision(
     return provisioned
 
 
-def _phones_for(config: PhoneConfig) -> list[tuple[Account, Phone]]:
-    # Until Phone registers every account itself (the phone rewrite, issue #9), one Phone per
-    # registering account stands in for the phone: the same configuration, one line each.
-    return [
-        (account, build_phone(replace(config, accounts=(account,))))
-        for account in config.registering_accounts
-    ]
-
-
 class BootedPhone:
-    """A phone that booted: its configuration and the registered lines."""
+    """A phone that booted: its configuration and the :class:`Phone` with every line.
+
+    One task reads the phone's event stream from the start: during the boot it turns each
+    line's first outcome into :class:`AccountRegistered` or
+    :class:`AccountRegistrationFailed`; once up, every event is reported as
+    :class:`PhoneEventSeen`, and a check-sync (which the phone accepts only from a server a
+    line registered with) re-provisions the phone."""
 
     def __init__(
         self,
         options: BootOptions,
         config_url: str,
         provisioned: ProvisionedConfig,
-        lines: list[tuple[Account, Phone]],
+        phone: Phone,
         on_event: Callable[[BootEvent], None],
     ) -> None:
         self.options = options
         self.config_url = config_url
         self.provisioned = provisioned
-        self.lines = lines
+        self.phone = phone
         self._on_event = on_event
+        self._up = False
         self._closed = False
+        self._first: set[int] = set()
+        self._all_first = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher = asyncio.ensure_future(self._watch(phone.events()))
 
     @property
     def config(self) -> PhoneConfig:
         """The configuration in force."""
         return self.provisioned.config
 
-    def phone(self, which: int | str = 0) -> Phone:
-        """The phone of the line with index *which* (int) or user *which* (str)."""
-        for account, phone in self.lines:
-            if (account.index == which) if isinstance(which, int) else (
-                account.username == which
-            ):
-                return phone
-        raise UsageError(f"no registered line {which!r}")
+    @property
+    def lines(self) -> tuple[Account, ...]:
+        """The lines that register, by index."""
+        return self.config.registering_accounts
 
-    async def serve(self) -> None:
-        """Report every line's events until cancelled; re-provision on check-sync."""
-        async with asyncio.TaskGroup() as group:
-            for account, phone in self.lines:
-                group.create_task(self._watch(account, phone))
+    def _account(self, index: object) -> Account | None:
+        if not isinstance(index, int):
+            return None
+        return next((a for a in self.config.accounts if a.index == index), None)
 
-    async def _watch(self, account: Account, phone: Phone) -> None:
-        events: AsyncIterator[object] = phone.events()
+    async def _register(self) -> None:
+        lines = self.lines
+        for account in lines:
+            self._on_event(AccountRegistrationStarted(account=account))
+        await self.phone.register(timeout=self.options.register_timeout)
+        # The phone dispatched every line's first outcome before register() returned; the
+        # watcher reports them in the order they came.
+        async with asyncio.timeout(5.0):
+            await self._all_first.wait()
+        self._up = True
+
+    async def _watch(self, events: AsyncIterator[object]) -> None:
+        registering = {a.index for a in self.lines}
         async for event in events:
+            account = self._account(getattr(event, "account", None))
+            if not self._up:
+                if account is not None and account.index not in self._first:
+                    if isinstance(event, RegistrationSucceeded):
+                        self._first.add(account.index)
+                        self._on_event(AccountRegistered(account=account, result=event))
+                    elif isinstance(event, RegistrationFailed):
+                        self._first.add(account.index)
+                        self._on_event(AccountRegistrationFailed(account=account,
+                                                                 error=event.error))
+                    if registering <= self._first:
+                        self._all_first.set()
+                continue
             self._on_event(PhoneEventSeen(account=account, event=event))
             if isinstance(event, ReprovisionRequested) and self.provisioned.check_sync:
-                await self._reprovision(phone, event)
+                task = asyncio.ensure_future(self._reprovision())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-    async def _reprovision(self, phone: Phone, event: ReprovisionRequested) -> None:
-        if not await _from_registrar(phone, event.source):
-            self._on_event(Reprovisioned(
-                applied=False, detail=f"check-sync from {event.source[0]}:{event.source[1]} "
-                "ignored: not the server the account is registered with"))
-            return
+    async def serve(self) -> None:
+        """Keep reporting until cancelled (the phone answers calls meanwhile)."""
+        await asyncio.shield(self._watcher)
+
+    async def _reprovision(self) -> None:
         url = self.provisioned.config_server_url or self.config_url
         try:
             new = await provision(self.options, url, self._on_event)
-        except PhoneSimError as exc:
-            self._on_event(Reprovisioned(applied=False, detail=f"re-fetch failed: {exc}"))
-            return
-        reconfigure = getattr(phone, "reconfigure", None)
-        if reconfigure is None:
-            self._on_event(Reprovisioned(
-                applied=False, detail="fetched again; applying it needs Phone.reconfigure, "
-                "which the phone rewrite (issue #9) adds: not applied"))
-            return
-        try:
-            result = reconfigure(new.config)
-            if inspect.isawaitable(result):
-                await result
+            await self.phone.reconfigure(new.config)
         except PhoneSimError as exc:
             self._on_event(Reprovisioned(applied=False, detail=f"not applied: {exc}"))
             return
@@ -372,20 +382,10 @@ class BootedPhone:
         if self._closed:
             return
         self._closed = True
-        await asyncio.gather(*(phone.close() for _, phone in self.lines),
-                             return_exceptions=True)
-
-
-async def _from_registrar(phone: Phone, source: tuple[str, int]) -> bool:
-    # "Accepted only from the server the account is registered with": the NOTIFY must come
-    # from an address of the registrar the line uses.
-    host = phone.host
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host.server, None,
-                                                             type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return source[0] in {str(info[4][0]) for info in infos}
+        for task in (self._watcher, *self._tasks):
+            task.cancel()
+        await asyncio.gather(self._watcher, *self._tasks, return_exceptions=True)
+        await self.phone.close()
 
 
 async def boot(
@@ -396,26 +396,11 @@ async def boot(
     emit = on_event or (lambda _event: None)
     url = await discover(options, emit)
     provisioned = await provision(options, url, emit)
-    lines = _phones_for(provisioned.config)
-    if not lines:
+    if not provisioned.config.registering_accounts:
         raise ConfigUnusable("the configuration has no enabled account that registers")
-    booted = BootedPhone(options, url, provisioned, lines, emit)
-
-    async def register(account: Account, phone: Phone) -> None:
-        emit(AccountRegistrationStarted(account=account))
-        try:
-            done = await phone.register(timeout=options.register_timeout)
-        except PhoneSimError as exc:
-            emit(AccountRegistrationFailed(account=account, error=exc))
-            raise
-        emit(AccountRegistered(account=account, result=done))
-
+    booted = BootedPhone(options, url, provisioned, build_phone(provisioned.config), emit)
     try:
-        results = await asyncio.gather(*(register(a, p) for a, p in lines),
-                                       return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await booted._register()
     except BaseException:
         with contextlib.suppress(Exception):
             await booted.close()

@@ -27,6 +27,7 @@ from phone_sim.provisioning.aio_boot import (
     ServerChosen,
     boot,
 )
+from phone_sim.provisioning.dpma_conf import read_dpma_conf
 from phone_sim.provisioning.errors import ConfigRefused, DiscoveryFailed
 from phone_sim.tls.verdict import TlsNotSupported
 from tests.provisioning.conftest import MAC, USERS, conf_text, dpma_site
@@ -115,16 +116,20 @@ async def test_failures_are_clear(tmp_path: Path) -> None:
         assert site.lab.registrar.binding_count == 0
 
 
-async def test_check_sync_refetches(tmp_path: Path) -> None:
+async def test_check_sync_refetches_and_applies(tmp_path: Path) -> None:
     async with dpma_site(tmp_path) as site:
         events: list[BootEvent] = []
         booted = await boot(BootOptions(mac=MAC, model="D65", trust=site.trust,
                                         config_url=site.dpma.sip_url),
                             on_event=events.append)
-        served_before = len(site.dpma.served)
-        server = asyncio.ensure_future(booted.serve())
         try:
-            await site.lab.wait_binding("101", timeout=5)
+            await site.lab.wait_binding("103", timeout=5)
+            # The server's configuration changes: alice keeps only line 101.
+            changed = tmp_path / "changed.conf"
+            changed.write_text(conf_text().replace("line=101\nline=103\n", "line=101\n"))
+            assert site.dpma.dpma is not None
+            site.dpma.dpma.conf = read_dpma_conf(changed, passwords=USERS)
+            served_before = len(site.dpma.served)
             response = await site.lab.request("101", "NOTIFY",
                                               headers=[("Event", "check-sync")])
             assert response.status == 200
@@ -133,15 +138,18 @@ async def test_check_sync_refetches(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             done = next(e for e in events if isinstance(e, Reprovisioned))
+            assert done.applied, done.detail
             assert any(isinstance(e, PhoneEventSeen)
                        and isinstance(e.event, ReprovisionRequested) for e in events)
             assert len(site.dpma.served) == served_before + 1  # fetched again
-            if hasattr(booted.phone("101"), "reconfigure"):
-                assert done.applied
-            else:
-                assert not done.applied and "Phone.reconfigure" in done.detail
+            assert [a.username for a in booted.lines] == ["101"]
+            for _ in range(100):  # line 103 unregisters; 101 stays
+                if not any(b.flow_alive for b in site.lab.bindings("103")):
+                    break
+                await asyncio.sleep(0.05)
+            assert not any(b.flow_alive for b in site.lab.bindings("103"))
+            assert any(b.flow_alive for b in site.lab.bindings("101"))
         finally:
-            server.cancel()
             await booted.close()
 
 
