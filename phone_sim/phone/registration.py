@@ -127,11 +127,12 @@ class RegistrationSettings:
     """Up to this many seconds, drawn at random per phone, added to every retry delay after
     a failed attempt (and taken off each refresh delay, down to a quarter of the grant) so
     that a fleet does not retry or refresh in lockstep (0 = the profile's timing)."""
-    reconnect_window: float = 10.0
+    reconnect_window: float = 12.0
     """After a dropped connection, the first reconnect waits a random 0 to this many
-    seconds: pjsua's ``reg_retry_random_interval`` (10 s), so that a fleet whose server
-    restarts does not come back in one burst (doc §recovery); 0 reconnects at once."""
-    reconnect_backoff: float = 8.0
+    seconds, as pjsua randomises the retry after a transport failure
+    (``reg_retry_random_interval``), so that a fleet whose server restarts does not come
+    back in one burst (doc §recovery); 0 reconnects at once."""
+    reconnect_backoff: float = 10.0
     """After a failed reconnect, the next waits 0.5-1 x this, doubling per failure up to the
     host's ``retry`` (doc §recovery); 0 uses ``retry`` alone."""
     failback: bool = True
