@@ -70,6 +70,7 @@ from phone_sim.sip.transaction import (
 )
 from phone_sim.sip.uri import SipUri
 from phone_sim.sip.validate import validate_request
+from phone_sim.sip.wirelog import log_wire, wire_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -437,6 +438,8 @@ class UserAgent:
 
     def _send(self, data: bytes, destination: Address) -> None:
         self._outbox.append((data, destination))
+        if wire_enabled():
+            log_wire("sent", str(self.contact.uri), destination, data)
 
     def _new_handle(self) -> int:
         handle = self._next_handle
@@ -772,6 +775,8 @@ class UserAgent:
         A header that the parser let through but this layer cannot use is discarded with a
         :class:`MessageDiscarded` event, as for a datagram.
         """
+        if wire_enabled():
+            log_wire("received", str(self.contact.uri), source, bytes(message))
         try:
             if isinstance(message, SipResponse):
                 self._on_response(message, source, now)
