@@ -1,0 +1,187 @@
+"""Child processes for test peers (Asterisk, Kamailio, ...): own session, always reaped.
+
+Every peer process is recorded in :data:`RUNNING` while it lives so that a pytest plugin
+can attach its log to a failing test's report and kill anything a test left behind. A peer
+also gets SIGTERM when the thread that started it dies (Linux), so a test process killed
+outright leaves no peer holding its ports.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from phone_sim.errors import PhoneSimError
+from phone_sim.testing.ports import LOOPBACK
+
+
+class PeerError(PhoneSimError):
+    """A test peer failed to start, answer or stop; the message includes its log tail."""
+
+
+class PeerMissing(PeerError):
+    """The peer's binary is not installed; tests skip on this."""
+
+
+def which(binary: str, *, hint: str = "Debian: see docs/peers.md") -> str:
+    """Return the path of ``binary`` or raise :class:`PeerMissing` naming how to get it."""
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise PeerMissing(f"{binary} is not installed ({hint})")
+    return found
+
+
+def tail(text: str, lines: int = 60) -> str:
+    """The last ``lines`` lines of ``text``."""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_PR_SET_PDEATHSIG = 1
+# Resolved once in the parent, so that the forked child only makes the system call.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the thread that started us dies.
+
+    This covers a test process killed outright (SIGKILL, a CI timeout), where no teardown
+    runs: the peer, in its own session, would otherwise keep its ports.
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _stop_all_at_exit() -> None:
+    for peer in list(RUNNING):
+        peer.stop(timeout=2.0)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of processes in group ``pgid`` that are still running (zombies excluded)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        fields = text[text.rindex(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
+class PeerProcess:
+    """One peer process with its output in a log file; use :meth:`start` and :meth:`stop`."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.log_path = log_path
+        self.env = dict(env or {})
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        pid = self._proc.pid if self._proc else None
+        return f"<PeerProcess {self.name} pid={pid} running={self.running}>"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, while started."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        """True while the process has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once it has exited."""
+        return self._proc.poll() if self._proc else None
+
+    def start(self) -> None:
+        """Start the process in its own session, output appended to the log file."""
+        if self.running:
+            raise PeerError(f"{self.name} is already running")
+        with self.log_path.open("ab") as log:
+            log.write(f"==== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            # The death signal follows the starting *thread*; a worker thread (asyncio's
+            # to_thread) may end before the peer should, so only the main thread asks for it.
+            in_main = threading.current_thread() is threading.main_thread()
+            self._proc = subprocess.Popen(  # noqa: S603 - the caller's argv, no shell
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "LC_ALL": "C", **self.env},
+                # Only a prctl system call runs between fork and exec.
+                preexec_fn=(  # noqa: PLW1509
+                    _die_with_parent if in_main and sys.platform == "linux" else None
+                ),
+            )
+        RUNNING.add(self)
+
+    def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+        """Ask the process to end (``sig``), then kill its whole session after ``timeout``."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+            # Workers forked by the peer live in its session: make sure none survive.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+            deadline = time.monotonic() + timeout
+            while live_group_members(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            RUNNING.discard(self)
+
+    def log_text(self) -> str:
+        """Everything the process wrote so far (all starts)."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def fail(self, message: str) -> PeerError:
+        """A :class:`PeerError` with ``message`` and the tail of the log."""
+        return PeerError(f"{self.name}: {message}\n--- {self.log_path} (tail) ---\n"
+                         f"{tail(self.log_text())}")
+
+
+RUNNING: set[PeerProcess] = set()
+atexit.register(_stop_all_at_exit)
+
+__all__ = [
+    "LOOPBACK", "RUNNING", "PeerError", "PeerMissing", "PeerProcess", "live_group_members",
+    "tail", "which",
+]
