@@ -1,0 +1,89 @@
+"""What a call's statistics say after Asterisk sent it DTMF and tones.
+
+Asterisk 22 showed two misbehaviours of the phone layer, filed in issue #9 ("Bugs to fix on
+the way") and fixed there. Each is one assertion marked ``xfail(strict=True)``: when the fix
+lands the test passes, strict xfail turns that into a failure, and the marker must go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from phone_sim import Call
+from tests.asterisk.conftest import PhoneFactory
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(60)]
+
+JITTER_BUG = (
+    "issue #9 bug: RFC 4733 events enter the RFC 3550 jitter estimate; after Asterisk's "
+    "SendDTMF the phone reports ~231 s of jitter and MOS 2.2"
+)
+STATS_BUG = (
+    "issue #9 bug: received DTMF and tones reach CallStats only while someone awaits "
+    "wait_dtmf()/wait_tone()"
+)
+
+
+async def _call_604(phones: PhoneFactory) -> Call:
+    phone = await phones("101")
+    call = await phone.dial("604")
+    await call.wait_answered(timeout=10)
+    call.play_tone(1004.0)
+    # Asterisk waits 1 s, then sends 4567# at 250 ms intervals: all of it is over in 4 s.
+    await asyncio.sleep(4.0)
+    return call
+
+
+async def test_dtmf_from_asterisk_is_received_in_full(phones: PhoneFactory) -> None:
+    call = await _call_604(phones)
+    await call.wait_dtmf("4567#", timeout=5)
+    stats = call.stats
+    assert stats is not None
+    assert stats.dtmf_received == "4567#"
+    assert stats.stream.unknown_payload_type == 0
+    await call.hangup()
+
+
+@pytest.mark.xfail(strict=True, reason=JITTER_BUG)
+async def test_jitter_and_mos_stay_sane_after_dtmf_from_asterisk(phones: PhoneFactory) -> None:
+    call = await _call_604(phones)
+    stats = call.stats
+    assert stats is not None
+    assert stats.stream.jitter < 0.05 and stats.stream.mos_received > 4.0, stats.stream
+
+
+async def test_jitter_and_mos_stay_sane_when_the_echo_returns_dtmf(phones: PhoneFactory) -> None:
+    # The same estimate on echoed events (the phone's own timestamps) stays sane: the bug
+    # needs Asterisk's own event timestamps.
+    phone = await phones("101")
+    call = await phone.dial("600")
+    await call.wait_answered(timeout=10)
+    call.play_tone(1004.0)
+    await asyncio.sleep(1.0)
+    await call.send_dtmf("123*0")
+    await call.wait_dtmf("123*0", timeout=10)
+    stats = call.stats
+    assert stats is not None
+    assert stats.stream.jitter < 0.05 and stats.stream.mos_received > 4.0, stats.stream
+    await call.hangup()
+
+
+@pytest.mark.xfail(strict=True, reason=STATS_BUG)
+async def test_received_dtmf_reaches_the_stats_without_waiting(phones: PhoneFactory) -> None:
+    call = await _call_604(phones)
+    stats = call.stats
+    assert stats is not None
+    assert stats.dtmf_received == "4567#"
+
+
+@pytest.mark.xfail(strict=True, reason=STATS_BUG)
+async def test_a_tone_heard_reaches_the_stats_without_waiting(phones: PhoneFactory) -> None:
+    phone = await phones("101")
+    call = await phone.dial("601")
+    await call.wait_answered(timeout=10)
+    await asyncio.sleep(2.0)
+    stats = call.stats
+    assert stats is not None
+    assert 1004.0 in stats.tones_heard
