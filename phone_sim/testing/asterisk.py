@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -33,7 +34,7 @@ from phone_sim.testing.asterisk_config import (
     make_asterisk_certs,
     render_config,
 )
-from phone_sim.testing.ports import LOOPBACK, free_port, free_port_run
+from phone_sim.testing.ports import LOOPBACK, free_port, free_port_run, release_ports
 from phone_sim.testing.process import PeerError, PeerMissing, PeerProcess, tail
 
 __all__ = [
@@ -132,7 +133,7 @@ class Asterisk:
         certs: AsteriskCerts | None = None,
         users: tuple[AsteriskUser, ...] | None = None,
         sip_debug: bool = True,
-        rtp_ports: int = 200,
+        rtp_ports: int = 128,
         name: str = "asterisk",
     ) -> None:
         if rtp_ports < 4:
@@ -218,6 +219,7 @@ class Asterisk:
         )
 
     def _choose_ports(self) -> None:
+        self._release_ports()
         self.tls_port, self.udp_port = free_port(), free_port()
         self.rtp_start = free_port_run(self.rtp_ports, even=True)
         self.rtp_end = self.rtp_start + self.rtp_ports - 1
@@ -303,12 +305,21 @@ class Asterisk:
         return PeerError(f"{self.name}: {message}\n--- console (tail) ---\n{console}"
                          f"\n--- log (tail) ---\n{tail(self.log_text())}")
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop Asterisk (SIGTERM, then SIGKILL of its session after ``timeout``)."""
-        self.process.stop(timeout)
+    def stop(self, timeout: float = 5.0, *, graceful: bool = False) -> None:
+        """Stop Asterisk: at once (SIGKILL to its session), or ``graceful`` (SIGTERM, which
+        takes Asterisk about a second, then SIGKILL after ``timeout``). A test Asterisk keeps
+        nothing worth a graceful shutdown: its state directory is private."""
+        self.process.stop(timeout, sig=signal.SIGTERM if graceful else signal.SIGKILL)
 
-    def close(self) -> None:
-        """Stop it and remove the private run directory."""
-        self.stop()
+    def _release_ports(self) -> None:
+        if self.tls_port:
+            release_ports([self.tls_port, self.udp_port, *range(self.rtp_start,
+                                                                self.rtp_end + 1)])
+        self.tls_port = self.udp_port = self.rtp_start = self.rtp_end = 0
+
+    def close(self, *, graceful: bool = False) -> None:
+        """Stop it, give its ports back and remove the private run directory."""
+        self.stop(graceful=graceful)
+        self._release_ports()
         if self._private_run_dir is not None:
             shutil.rmtree(self._private_run_dir, ignore_errors=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterable
 
 from phone_sim.errors import PhoneSimError
 
 __all__ = ["LOOPBACK", "PortsExhausted", "free_port", "free_port_pair", "free_port_run",
-           "free_ports"]
+           "free_ports", "release_ports"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -80,3 +81,10 @@ def free_port_run(count: int, *, even: bool = False) -> int:
 def free_port_pair() -> int:
     """Return an even port ``p`` with ``p`` and ``p + 1`` free (RTP and RTCP)."""
     return free_port_run(2, even=True)
+
+
+def release_ports(ports: Iterable[int]) -> None:
+    """Forget that ``ports`` were handed out (their server has stopped), so that a long test
+    session that starts many servers does not run out of runs of free ports."""
+    with _lock:
+        _handed_out.difference_update(ports)
