@@ -17,11 +17,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "phone_sim"
 IO_MODULES = {"asyncio", "socket", "selectors", "ssl", "time", "threading", "subprocess",
               "multiprocessing", "uvloop", "zeroconf", "ray"}
 IO_PACKAGES = {"cli"}
-# Test helpers that start processes, probe ports or run pytest fixtures: I/O by nature. Listed
-# one by one, so that a pure helper beside them (asterisk_config.py, siplog.py) stays checked.
-IO_TESTING_MODULES = {
-    "testing/asterisk.py", "testing/ports.py", "testing/process.py", "testing/pytest_plugin.py",
-}
 
 
 def _is_adapter(path: Path) -> bool:
@@ -30,7 +25,6 @@ def _is_adapter(path: Path) -> bool:
         path.name == "aio.py"
         or path.name.startswith("aio_")
         or (len(rel.parts) > 1 and rel.parts[0] in IO_PACKAGES)
-        or rel.as_posix() in IO_TESTING_MODULES
     )
 
 

@@ -24,7 +24,7 @@ user (:class:`AsteriskUser`), and the 700 Hz WAV that extension 602 plays. The p
 =====================  ===================================================================
 
 This module only computes text and writes files; starting Asterisk is
-:mod:`phone_sim.testing.asterisk`.
+:mod:`phone_sim.testing.aio_asterisk`.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from phone_sim import (
     profile_for,
 )
 from phone_sim.sip.wirelog import redact_sip
-from phone_sim.testing.asterisk import Asterisk, AsteriskInstall, AsteriskMissing, find_asterisk
-from phone_sim.testing.process import tail
+from phone_sim.testing.aio_asterisk import Asterisk, AsteriskInstall, AsteriskMissing, find_asterisk
+from phone_sim.testing.aio_process import tail
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "asterisk"

@@ -13,7 +13,7 @@ import pytest
 
 from phone_sim import Call, CallFailed, Phone
 from phone_sim.media.negotiation import Direction
-from phone_sim.testing.asterisk import Asterisk
+from phone_sim.testing.aio_asterisk import Asterisk
 from tests.asterisk.conftest import PhoneFactory
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(90)]

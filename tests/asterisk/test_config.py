@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from phone_sim.testing.asterisk import Asterisk
+from phone_sim.testing.aio_asterisk import Asterisk
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(60)]
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from phone_sim import Call, Phone
-from phone_sim.testing.asterisk import Asterisk
+from phone_sim.testing.aio_asterisk import Asterisk
 from tests.asterisk.conftest import PhoneFactory
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]

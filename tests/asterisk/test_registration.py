@@ -8,7 +8,7 @@ import pytest
 
 from phone_sim import SipTransport, TlsRefused, TrustStore, build_phone
 from phone_sim.firmware import FIRMWARE_CLASSES, FirmwareClass
-from phone_sim.testing.asterisk import Asterisk
+from phone_sim.testing.aio_asterisk import Asterisk
 from phone_sim.tls.flags import CertVerifyFlag
 from tests.asterisk.conftest import PhoneFactory, phone_config
 

@@ -22,7 +22,7 @@ own fixtures:
     phone-sim's embedded lab (:class:`phone_sim.lab.Lab`: registrar, proxy, echo at 600) on
     free loopback ports, users 101-199 with password 1234.
 ``phone_sim_asterisk``
-    A real Asterisk (:class:`phone_sim.testing.asterisk.Asterisk`) started from the
+    A real Asterisk (:class:`phone_sim.testing.aio_asterisk.Asterisk`) started from the
     configuration directory ``--phone-sim-asterisk-config`` names (``@@NAME@@``
     placeholders, like ``fixtures/asterisk``) on free loopback ports.
 ``phone_sim_options``
@@ -62,8 +62,8 @@ from phone_sim.firmware import profile_for
 from phone_sim.phone.config import MediaOptions, PhoneConfig
 from phone_sim.phone.registration import RegistrationSettings
 from phone_sim.sip.wirelog import redact_sip
-from phone_sim.testing.asterisk import Asterisk, AsteriskMissing, find_asterisk
-from phone_sim.testing.process import tail
+from phone_sim.testing.aio_asterisk import Asterisk, AsteriskMissing, find_asterisk
+from phone_sim.testing.aio_process import tail
 from phone_sim.testing.siplog import SipCapture
 from phone_sim.tls.client import TrustStore
 

@@ -2,7 +2,7 @@
 foreground from a rendered configuration directory on free loopback ports, stopped after.
 
 >>> from pathlib import Path
->>> from phone_sim.testing.asterisk import Asterisk
+>>> from phone_sim.testing.aio_asterisk import Asterisk
 >>> with Asterisk(Path("/tmp/work"), Path("fixtures/asterisk")) as pbx:  # doctest: +SKIP
 ...     print(pbx.tls_port, pbx.certs.ca_file)
 
@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 
 from phone_sim.errors import UsageError
+from phone_sim.testing.aio_ports import LOOPBACK, free_port, free_port_run, release_ports
+from phone_sim.testing.aio_process import PeerError, PeerMissing, PeerProcess, tail
 from phone_sim.testing.asterisk_config import (
     DEFAULT_SERVER_NAME,
     AsteriskCerts,
@@ -34,8 +36,6 @@ from phone_sim.testing.asterisk_config import (
     make_asterisk_certs,
     render_config,
 )
-from phone_sim.testing.ports import LOOPBACK, free_port, free_port_run, release_ports
-from phone_sim.testing.process import PeerError, PeerMissing, PeerProcess, tail
 
 __all__ = [
     "ASTERISK_VERSION",

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from phone_sim.errors import PhoneSimError
-from phone_sim.testing.ports import LOOPBACK
+from phone_sim.testing.aio_ports import LOOPBACK
 
 
 class PeerError(PhoneSimError):

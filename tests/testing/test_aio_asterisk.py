@@ -1,4 +1,4 @@
-"""Finding and starting an Asterisk build (phone_sim.testing.asterisk)."""
+"""Finding and starting an Asterisk build (phone_sim.testing.aio_asterisk)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from phone_sim.testing import asterisk as asterisk_module
-from phone_sim.testing.asterisk import (
+from phone_sim.testing import aio_asterisk as asterisk_module
+from phone_sim.testing.aio_asterisk import (
     HOW_TO_BUILD,
     Asterisk,
     AsteriskInstall,
@@ -17,7 +17,7 @@ from phone_sim.testing.asterisk import (
     find_asterisk,
     make_asterisk_certs,
 )
-from phone_sim.testing.process import PeerError
+from phone_sim.testing.aio_process import PeerError
 from phone_sim.tls.client import TrustStore
 
 REPO = Path(__file__).resolve().parents[2]
