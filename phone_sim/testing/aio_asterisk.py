@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from phone_sim.errors import UsageError
+from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.testing.aio_ports import LOOPBACK, free_port, free_port_run, release_ports
 from phone_sim.testing.aio_process import PeerError, PeerMissing, PeerProcess, tail
 from phone_sim.testing.asterisk_config import (
@@ -323,3 +323,78 @@ class Asterisk:
         self._release_ports()
         if self._private_run_dir is not None:
             shutil.rmtree(self._private_run_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m phone_sim.testing.aio_asterisk CONFIG_DIR``: run an Asterisk from a
+    configuration directory on free loopback ports until Ctrl-C (or ``--duration``)."""
+    import argparse  # noqa: PLC0415 - only the command line needs it
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="python -m phone_sim.testing.aio_asterisk",
+        description="Start Asterisk from a configuration directory with @@NAME@@ "
+                    "placeholders (phone-sim's fixtures/asterisk) on free 127.0.0.1 ports, "
+                    "print where it listens and the CA file the phones need, and run until "
+                    "Ctrl-C. Exit 2 when there is no Asterisk build or it does not start.",
+    )
+    parser.add_argument("config", type=Path, help="the configuration directory")
+    parser.add_argument("--prefix", type=Path, default=None,
+                        help="the Asterisk build's prefix (default: where "
+                             "scripts/build-asterisk installs)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the rendered configuration, certificates and logs go "
+                             "(default: a temporary directory removed on exit)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop by itself after this many seconds")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object when ready")
+    args = parser.parse_args(argv)
+    # `kill PID` (SIGTERM) stops it as Ctrl-C does: Asterisk stopped, work directory removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="phone-sim-asterisk-")
+        args.workdir = Path(tmp.name)
+    pbx: Asterisk | None = None
+    try:
+        pbx = Asterisk(args.workdir, args.config, install=find_asterisk(args.prefix))
+        pbx.start()
+        users = [u.user for u in pbx.users]  # default_users(): 101-199, password 1234
+        ready = {
+            "host": LOOPBACK, "tls_port": pbx.tls_port, "udp_port": pbx.udp_port,
+            "rtp": [pbx.rtp_start, pbx.rtp_end], "server_name": pbx.server_name,
+            "ca_file": str(pbx.certs.ca_file), "users": f"{users[0]}-{users[-1]}",
+            "password": "1234", "log": str(pbx.workdir / "var" / "log" / "messages.log"),
+            "pid": pbx.process.pid,
+        }
+        if args.json:
+            print(json.dumps(ready), flush=True)
+        else:
+            print(f"Asterisk {ASTERISK_VERSION} on {LOOPBACK}: TLS {pbx.tls_port}, UDP "
+                  f"{pbx.udp_port}, RTP {pbx.rtp_start}-{pbx.rtp_end}\n"
+                  f"server name {pbx.server_name}; phones load the CA {pbx.certs.ca_file}\n"
+                  f"users {ready['users']}, password 1234; log {ready['log']}\n"
+                  "Ctrl-C stops it.", flush=True)
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while pbx.running and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.2)
+        if not pbx.running:
+            print(f"asterisk exited with status {pbx.process.returncode}", file=sys.stderr)
+            return 2
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except PhoneSimError as exc:
+        print(f"asterisk: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if pbx is not None:
+            pbx.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

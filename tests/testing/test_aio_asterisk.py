@@ -94,3 +94,29 @@ def test_the_certificates_come_from_the_projects_pki(tmp_path: Path) -> None:
     leaf = x509.load_pem_x509_certificate(certs.cert_file.read_bytes())
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "pbx.example.test" in names.get_values_for_type(x509.DNSName)
+
+
+def test_the_command_without_a_build_exits_2_saying_how_to_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phone_sim.testing.aio_asterisk import main
+
+    assert main([str(REPO / "fixtures" / "asterisk"), "--prefix", str(tmp_path)]) == 2
+    assert "scripts/build-asterisk" in capsys.readouterr().err
+
+
+@pytest.mark.asterisk
+def test_the_command_runs_asterisk_and_says_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], asterisk_install: AsteriskInstall
+) -> None:
+    import json
+
+    from phone_sim.testing.aio_asterisk import main
+
+    code = main([str(REPO / "fixtures" / "asterisk"), "--prefix", str(asterisk_install.prefix),
+                 "--workdir", str(tmp_path / "w"), "--json", "--duration", "0.5"])
+    assert code == 0
+    ready = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert ready["server_name"] == "pbx.phone-sim.test"
+    assert Path(ready["ca_file"]).is_file() and ready["users"] == "101-199"
+    assert ready["tls_port"] != ready["udp_port"]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.asterisk.conftest import asterisk_install  # noqa: F401 - the fixture, re-used
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
 
