@@ -16,7 +16,7 @@ from phone_sim.media.negotiation import Direction
 from phone_sim.testing.aio_asterisk import Asterisk
 from tests.asterisk.conftest import PhoneFactory
 
-pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.asterisk, pytest.mark.peer, pytest.mark.timeout(90)]
 
 OURS = 1004.0
 THEIRS = 697.0

@@ -10,7 +10,7 @@ import pytest
 
 from phone_sim.testing.aio_asterisk import Asterisk
 
-pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.asterisk, pytest.mark.peer, pytest.mark.timeout(60)]
 
 REPO = Path(__file__).resolve().parents[2]
 

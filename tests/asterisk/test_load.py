@@ -12,7 +12,7 @@ from phone_sim import Call, Phone
 from phone_sim.testing.aio_asterisk import Asterisk
 from tests.asterisk.conftest import PhoneFactory
 
-pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.asterisk, pytest.mark.peer, pytest.mark.timeout(180)]
 
 PHONES = 50
 OURS = 1004.0

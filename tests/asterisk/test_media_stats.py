@@ -15,7 +15,7 @@ import pytest
 from phone_sim import Call
 from tests.asterisk.conftest import PhoneFactory
 
-pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.asterisk, pytest.mark.peer, pytest.mark.timeout(60)]
 
 JITTER_BUG = (
     "issue #9 bug: RFC 4733 events enter the RFC 3550 jitter estimate; after Asterisk's "

@@ -12,7 +12,7 @@ from phone_sim.testing.aio_asterisk import Asterisk
 from phone_sim.tls.flags import CertVerifyFlag
 from tests.asterisk.conftest import PhoneFactory, phone_config
 
-pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.asterisk, pytest.mark.peer, pytest.mark.timeout(60)]
 
 TLS_CLASSES = [c for c in FIRMWARE_CLASSES if c.profile.tls_supported]
 VALIDATING = [c for c in TLS_CLASSES if c.profile.validates_server]

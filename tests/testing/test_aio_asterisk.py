@@ -106,6 +106,7 @@ def test_the_command_without_a_build_exits_2_saying_how_to_build(
 
 
 @pytest.mark.asterisk
+@pytest.mark.peer
 def test_the_command_runs_asterisk_and_says_where(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], asterisk_install: AsteriskInstall
 ) -> None:

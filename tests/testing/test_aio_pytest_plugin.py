@@ -175,6 +175,7 @@ def test_two_phones_call_each_other_through_kamailio(
 
 
 @pytest.mark.asterisk
+@pytest.mark.peer
 @pytest.mark.usefixtures("asterisk_install")  # skip, or fail under CI, without a build
 def test_phones_against_an_asterisk_from_a_named_configuration(
     pytester: pytest.Pytester,
