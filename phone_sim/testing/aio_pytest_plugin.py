@@ -189,6 +189,9 @@ class PhoneSimTarget:
     """The server name configured on the phones."""
     domain: str | None = None
     """The SIP domain."""
+    ports: Mapping[str, int] = field(default_factory=dict)
+    """Its port per transport (``tls``, ``udp``...) when known: a phone asking for another
+    transport than ``transport`` dials that one."""
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Known users and their passwords (the lab's, Asterisk's)."""
     default_user: str | None = None
@@ -289,6 +292,7 @@ def phone_sim_target(
             return PhoneSimTarget(
                 kind="asterisk", host="127.0.0.1",
                 port=pbx.tls_port if tls else pbx.udp_port, transport=opts.transport,
+                ports={"tls": pbx.tls_port, "udp": pbx.udp_port},
                 trust=TrustStore.from_files([pbx.certs.ca_file], public_roots=False),
                 server_name=pbx.server_name, domain=opts.domain,
                 passwords={u.user: u.password for u in pbx.users},
@@ -299,6 +303,7 @@ def phone_sim_target(
         transport = opts.transport.value
         return PhoneSimTarget(
             kind="lab", host=lab.host, port=lab.ports[transport], transport=opts.transport,
+            ports=dict(lab.ports),
             trust=TrustStore.from_files([lab.ca_file], public_roots=False),
             server_name=lab.server_name, domain=lab.server_name, passwords=LAB_USERS,
             default_user="101", media_encryption=opts.media_encryption,
@@ -350,7 +355,8 @@ def _factory_fixture() -> Callable[..., AsyncIterator[PhoneFactory]]:
                     if isinstance(transport, str):
                         transport = SipTransport.parse(transport)
                     transport = transport or target.transport
-                    port = target.port if transport is target.transport else None
+                    port = (target.port if transport is target.transport
+                            else target.ports.get(transport.value))
                     encryption = (target.media_encryption if media_encryption == "default"
                                   else media_encryption)
                     account = Account(

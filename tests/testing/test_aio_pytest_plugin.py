@@ -80,6 +80,25 @@ def test_ini_keys_choose_the_model_and_firmware(pytester: pytest.Pytester) -> No
     result.assert_outcomes(passed=1)
 
 
+def test_a_phone_on_another_transport_dials_that_transports_port(
+    pytester: pytest.Pytester,
+) -> None:
+    _ini(pytester)
+    pytester.makepyfile("""
+        async def test_udp_calls_tls(phone_sim_phone_factory, phone_sim_lab):
+            tls = await phone_sim_phone_factory("101")
+            udp = await phone_sim_phone_factory("102", transport="udp")
+            assert udp.config.primary_account.host_primary.port == phone_sim_lab.ports["udp"]
+            call = await udp.dial("101")
+            incoming = await tls.next_call(timeout=10)
+            await incoming.answer()
+            await call.wait_answered(timeout=10)
+            await call.hangup()
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
 def test_a_failing_test_reports_the_sip_exchange_redacted(pytester: pytest.Pytester) -> None:
     _ini(pytester)
     pytester.makepyfile("""
