@@ -221,7 +221,7 @@ class Asterisk:
     def _choose_ports(self) -> None:
         self._release_ports()
         self.tls_port, self.udp_port = free_port(), free_port()
-        self.rtp_start = free_port_run(self.rtp_ports, even=True)
+        self.rtp_start = free_port_run(self.rtp_ports, even=True, udp_only=True)
         self.rtp_end = self.rtp_start + self.rtp_ports - 1
 
     def start(self, timeout: float = 60.0) -> None:

@@ -121,3 +121,4 @@ def test_the_command_runs_asterisk_and_says_where(
     assert ready["server_name"] == "pbx.phone-sim.test"
     assert Path(ready["ca_file"]).is_file() and ready["users"] == "101-199"
     assert ready["tls_port"] != ready["udp_port"]
+
