@@ -78,7 +78,7 @@ class Pump:
             moved = False
             for ua, peer, addr in ((self.phone, self.server, PHONE),
                                    (self.server, self.phone, SERVER)):
-                for data, _ in ua.datagrams_to_send():
+                for data, _ in ua.data_to_send():
                     moved = True
                     self.datagrams += 1
                     peer.receive_datagram(data, addr, now)
@@ -160,11 +160,11 @@ def timer_sweep(count: int) -> tuple[float, int]:
     phone, _ = make_pair()
     for _ in range(count):
         phone.send_request(phone.create_request("OPTIONS", SERVER_URI, from_=AOR), 0.0)
-    phone.datagrams_to_send()
+    phone.data_to_send()
     start = time.process_time()
     phone.handle_timer(0.5)  # every transaction's Timer E fires once
     elapsed = time.process_time() - start
-    sent = len(phone.datagrams_to_send())
+    sent = len(phone.data_to_send())
     return elapsed, sent
 
 
@@ -172,7 +172,7 @@ def baseline(count: int) -> float:
     phone, _ = make_pair()
     request = phone.create_request("REGISTER", SERVER_URI, from_=AOR, headers=[("Expires", "300")])
     phone.send_request(request, 0.0)
-    ((wire, _),) = phone.datagrams_to_send()
+    ((wire, _),) = phone.data_to_send()
     wires = variants(wire, 3 * _MEMO_SIZE)
     start = time.process_time()
     for i in range(count):
@@ -186,7 +186,7 @@ def memory_per_transaction(count: int) -> float:
     before = tracemalloc.take_snapshot()
     for _ in range(count):
         phone.send_request(phone.create_request("OPTIONS", SERVER_URI, from_=AOR), 0.0)
-    phone.datagrams_to_send()
+    phone.data_to_send()
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     total = sum(s.size_diff for s in after.compare_to(before, "filename"))

@@ -5,7 +5,7 @@ an :class:`~phone_sim.media.negotiation.OfferAnswer`. It takes the UA events tha
 its Call-ID (:meth:`CallSession.handle_event`), API calls (``answer``, ``reject``,
 ``hangup``, ``hold``, ``resume``, ``refresh``) and timers (:meth:`handle_timer`), and hands
 back :class:`CallEvent` values and one deadline (:meth:`get_timer`). It does no I/O and
-reads no clock; what it sends leaves through the UA's ``datagrams_to_send()``.
+reads no clock; what it sends leaves through the UA's ``data_to_send()``.
 
 :class:`~phone_sim.call.router.CallRouter` holds the sessions of one phone: it routes UA
 events to them by Call-ID and starts a session for a new INVITE

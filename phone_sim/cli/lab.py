@@ -24,6 +24,7 @@ from phone_sim.lab.registrar import (
     BindingAdded,
     BindingExpired,
     BindingRefreshed,
+    BindingRefused,
     BindingRemoved,
     CallRefused,
     CallRouted,
@@ -32,7 +33,6 @@ from phone_sim.lab.registrar import (
     LabUser,
     RegistrarConfig,
     RegistrarEvent,
-    RegistrationRefused,
 )
 
 __all__ = ["add_parser", "event_json", "event_line"]
@@ -327,7 +327,7 @@ def event_json(event: RegistrarEvent) -> dict[str, Any]:
         )
     elif isinstance(event, FlowLost):
         out.update(flow=str(event.flow), aors=list(event.aors))
-    elif isinstance(event, RegistrationRefused):
+    elif isinstance(event, BindingRefused):
         out.update(aor=event.aor, status=event.status, reason=event.reason, flow=str(event.flow))
     elif isinstance(event, CallRouted):
         out.update(call_id=event.call_id, caller=event.caller, target=event.target,
@@ -368,7 +368,7 @@ def event_line(event: RegistrarEvent) -> str:
             f"{'call failed':12} {data['caller']} -> {data['target']}: {data['status']} "
             f"{data['reason']}"
         )
-    if isinstance(event, RegistrationRefused):
+    if isinstance(event, BindingRefused):
         return (
             f"{'refused':12} {data['aor']} from {data['flow']}: {data['status']} {data['reason']}"
         )

@@ -550,7 +550,7 @@ class Proxy:
             return _Route(self._to_binding(binding), popped, caller)
         # A contact URI (a phone that sends a request straight to another's contact).
         for binding in self._all_bindings(user):
-            if binding.flow_alive and _same_contact(binding.contact.uri, uri):
+            if binding.flow_alive and binding.contact.uri.equivalent(uri):
                 return _Route(self._to_binding(binding, keep_uri=True), popped, caller)
         self.stats["not_found"] += 1
         raise _Reply(404, "Not Found")
@@ -583,7 +583,7 @@ class Proxy:
         # That connection closed; a phone that re-registered on a new one is reached there
         # when the Request-URI is its registered contact.
         for binding in self._all_bindings(leg.user or None):
-            if binding.flow_alive and _same_contact(binding.contact.uri, request.uri):
+            if binding.flow_alive and binding.contact.uri.equivalent(request.uri):
                 return self._to_binding(binding, keep_uri=True)
         self.stats["unavailable"] += 1
         raise _Reply(480, "Temporarily Unavailable (the connection is closed)")
@@ -1040,14 +1040,6 @@ def _via(flow: Flow, branch: str) -> Via:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _same_contact(a: SipUri, b: SipUri) -> bool:
-    return (
-        a.user == b.user
-        and a.host.strip("[]").lower() == b.host.strip("[]").lower()
-        and (a.port or 5060) == (b.port or 5060)
-    )
 
 
 def _printable(text: str) -> str:

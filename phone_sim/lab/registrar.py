@@ -41,6 +41,7 @@ from phone_sim.sip.framer import (
 from phone_sim.sip.headers import Headers, HeaderValue, NameAddr, Via
 from phone_sim.sip.limits import SipParseError
 from phone_sim.sip.message import SipRequest, SipResponse, is_keepalive, parse_message
+from phone_sim.sip.routing import Address, response_destination
 from phone_sim.sip.transaction import server_key
 from phone_sim.sip.uri import SipUri
 from phone_sim.sip.validate import validate_request
@@ -53,6 +54,7 @@ __all__ = [
     "BindingAdded",
     "BindingExpired",
     "BindingRefreshed",
+    "BindingRefused",
     "BindingRemoved",
     "CallRefused",
     "CallRouted",
@@ -66,14 +68,10 @@ __all__ = [
     "Registrar",
     "RegistrarConfig",
     "RegistrarEvent",
-    "RegistrationRefused",
     "Transmit",
     "UserTable",
     "aor_of",
 ]
-
-#: A transport address ``(host, port)``.
-Address = tuple[str, int]
 
 _TRANSPORTS = ("UDP", "TCP", "TLS")
 #: Methods the lab handles: REGISTER itself, the rest as a proxy (its OPTIONS Allow).
@@ -342,7 +340,7 @@ class FlowLost:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RegistrationRefused:
+class BindingRefused:
     """A REGISTER got a final error response (a 401 challenge without credentials is not
     counted: that is the normal first step)."""
 
@@ -387,7 +385,7 @@ class PhoneUnreachable(RemoteError):
 
 RegistrarEvent = (
     BindingAdded | BindingRefreshed | BindingRemoved | BindingExpired | FlowLost
-    | RegistrationRefused | PhoneAnswered | PhoneSilent | CallRouted | CallRefused
+    | BindingRefused | PhoneAnswered | PhoneSilent | CallRouted | CallRefused
 )  # fmt: skip
 
 
@@ -996,7 +994,7 @@ class Registrar:
             # Wrong credentials: challenge again, as Asterisk and Kamailio do; the phone sees
             # a second 401 to the same credentials and gives up.
             self._events.append(
-                RegistrationRefused(aor=aor, status=401, reason=verdict.reason, flow=flow)
+                BindingRefused(aor=aor, status=401, reason=verdict.reason, flow=flow)
             )
             logger.info("REGISTER for %s from %s refused: %s", aor, flow, verdict.reason)
         elif stale and verdict is not None and verdict.reason != "nonce expired":
@@ -1031,7 +1029,7 @@ class Registrar:
                 aor = aor_of(request.to.uri)
             except SipParseError:
                 aor = None
-        self._events.append(RegistrationRefused(aor=aor, status=status, reason=reason, flow=flow))
+        self._events.append(BindingRefused(aor=aor, status=status, reason=reason, flow=flow))
         logger.info("%s for %s from %s: %d %s", request.method, aor, flow, status, reason)
 
     def _contacts(
@@ -1219,21 +1217,14 @@ def _stamped_via(via: Via, source: Address) -> Via | None:
 
 
 def _response_destination(request: SipRequest, flow: Flow, via: Via | None) -> Address:
-    # RFC 3261 18.2.2 with RFC 3581 4: a connection answers on itself; UDP goes to received
-    # (the source) and to rport, else to the sent-by port.
-    if flow.reliable:
-        return flow.remote
+    # RFC 3261 18.2.2 with RFC 3581 4 (sip/routing.py): a connection answers on itself; UDP
+    # goes to received (the source) and rport, else to the sent-by port.
     if via is None:
         try:
             via = request.top_via
         except SipParseError:
             return flow.remote
-    rport = via.rport
-    if rport is True:
-        return flow.remote
-    if isinstance(rport, int):
-        return (flow.remote[0], rport)
-    return (flow.remote[0], via.port or 5060)
+    return response_destination(via, flow.remote, reliable=flow.reliable)
 
 
 def _reason(status: int, detail: str) -> str:

@@ -288,10 +288,10 @@ class PhoneCore:
         to *destination*); otherwise write *data* on that flow's connection."""
         out = self._out
         if self._udp_ua is not None:
-            out.extend((None, data, dest) for data, dest in self._udp_ua.datagrams_to_send())
+            out.extend((None, data, dest) for data, dest in self._udp_ua.data_to_send())
         for flow in self._flows.values():
             if flow.ua is not None and flow.transport is not SipTransport.UDP:
-                out.extend((flow.id, data, dest) for data, dest in flow.ua.datagrams_to_send())
+                out.extend((flow.id, data, dest) for data, dest in flow.ua.data_to_send())
         for reg in self._all_registrations():
             if reg.flow is not None:
                 out.extend((None, data, dest) for data, dest in reg.data_to_send())

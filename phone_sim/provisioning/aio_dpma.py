@@ -212,7 +212,7 @@ class DpmaEmulator:
         sip = self.sip
         if sip is None or self._loop is None:
             return
-        for transport, data, destination in sip.datagrams_to_send():
+        for transport, data, destination in sip.data_to_send():
             flow = self._flows.get((transport, destination))
             if flow is None and transport == "UDP":
                 flow = next((f for (t, _), f in reversed(self._flows.items()) if t == "UDP"),

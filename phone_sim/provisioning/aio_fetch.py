@@ -304,7 +304,7 @@ class _SipPump(asyncio.Protocol, asyncio.DatagramProtocol):
     def pump(self) -> None:
         client = self.client
         assert client is not None
-        for data, _destination in client.datagrams_to_send():
+        for data, _destination in client.data_to_send():
             if self.transport is None or self.transport.is_closing():
                 continue
             if self.udp:

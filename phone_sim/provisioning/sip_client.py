@@ -6,7 +6,7 @@ signature) and waits for the server's own MESSAGE carrying the answer; it answer
 200 and reports :class:`ConfigFetched`, or :class:`ConfigFetchFailed` once. Feed it what
 arrives (:meth:`~SipConfigClient.receive_data` on a stream, framed here;
 :meth:`~SipConfigClient.receive_datagram` on UDP) and the timer; take out
-:meth:`~SipConfigClient.datagrams_to_send`, :meth:`~SipConfigClient.next_event` and
+:meth:`~SipConfigClient.data_to_send`, :meth:`~SipConfigClient.next_event` and
 :meth:`~SipConfigClient.get_timer`. The asyncio shell is
 :mod:`phone_sim.provisioning.aio_fetch`.
 
@@ -172,9 +172,9 @@ class SipConfigClient:
             return self._deadline
         return at
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+    def data_to_send(self) -> list[tuple[bytes, Address]]:
         """What to send, as ``(data, destination)``."""
-        return self.ua.datagrams_to_send()
+        return self.ua.data_to_send()
 
     def next_event(self) -> SipFetchEvent | None:
         """The next event, or None."""

@@ -9,7 +9,7 @@ be read gets 400, another Content-Type 415, and no answer MESSAGE.
 :class:`DpmaSipServer` keeps one :class:`~phone_sim.sip.ua.UserAgent` per transport (its
 Via is the lab's listener of that transport). The lab's asyncio layer offers it every
 message first (:meth:`DpmaSipServer.wants`) and sends what
-:meth:`DpmaSipServer.datagrams_to_send` returns on the connection (or UDP socket) it names.
+:meth:`DpmaSipServer.data_to_send` returns on the connection (or UDP socket) it names.
 """
 
 from __future__ import annotations
@@ -124,11 +124,11 @@ class DpmaSipServer:
         ua.receive_message(message, source, now)
         self._drain(transport.upper(), ua, now)
 
-    def datagrams_to_send(self) -> list[tuple[str, bytes, Address]]:
+    def data_to_send(self) -> list[tuple[str, bytes, Address]]:
         """What to send, as ``(transport, data, destination)``."""
         out: list[tuple[str, bytes, Address]] = []
         for transport, ua in self._uas.items():
-            out.extend((transport, data, dest) for data, dest in ua.datagrams_to_send())
+            out.extend((transport, data, dest) for data, dest in ua.data_to_send())
         return out
 
     def get_timer(self) -> float | None:

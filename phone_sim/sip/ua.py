@@ -3,7 +3,7 @@
 Feed it datagrams (``receive_datagram(data, source, now)``) or a stream framer's parsed
 messages (``receive_message(message, source, now)``), timers (``handle_timer(now)``)
 and API calls (``send_request``, ``respond``, ``cancel``, ``send_ack``); take out what to
-send (``datagrams_to_send()``), what happened (``next_event()``) and when to wake it next
+send (``data_to_send()``), what happened (``next_event()``) and when to wake it next
 (``get_timer()``). It does no I/O and reads no clock, as aioquic's ``QuicConnection``.
 
 What it does on its own, as a pjsip-based phone does:
@@ -388,7 +388,7 @@ class UserAgent:
 
     # -- output ---------------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+    def data_to_send(self) -> list[tuple[bytes, Address]]:
         """Everything to send since the last call, in order, as ``(data, destination)``."""
         out, self._outbox = self._outbox, []
         return out

@@ -118,7 +118,7 @@ class CallPair:
             moved = False
             for ua, router, name in ((self.a, self.ra, "a"), (self.b, self.rb, "b")):
                 peer = self.b if ua is self.a else self.a
-                for data, destination in ua.datagrams_to_send():
+                for data, destination in ua.data_to_send():
                     moved = True
                     wire = Wire(self.now, self._addr[id(ua)], destination, data)
                     assert destination == self._addr[id(peer)], f"sent to {destination}"

@@ -853,6 +853,6 @@ def test_seeded_key_factory_is_used() -> None:
     router.dial(ua, SipUri("sip", "1", None, "127.0.0.1", None, ()), 0.0, account=0,
                 from_=NameAddr(SipUri("sip", "2", None, "127.0.0.1", None, ())),
                 local=LocalAudio(host="127.0.0.1", rtp_port=4000))
-    (invite, _), = ua.datagrams_to_send()
+    (invite, _), = ua.data_to_send()
     assert base64.b64encode(keys[0]).decode() in invite.decode()
     assert len(generate_key()) == 30

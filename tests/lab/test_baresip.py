@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from phone_sim.lab import BindingAdded, BindingRefreshed, Lab, LabUser, RegistrationRefused
+from phone_sim.lab import BindingAdded, BindingRefreshed, BindingRefused, Lab, LabUser
 from tests.peers.audio import wav_tone_report, write_tone_wav
 from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport
 from tests.peers.capture import srtp_wire_report
@@ -61,8 +61,8 @@ async def test_baresip_with_a_wrong_password_is_refused(tmp_path: Path) -> None:
         phone = _baresip(tmp_path, lab, "tls", password="wrong")
         phone.start()
         try:
-            event = await lab.wait_event(lambda e: isinstance(e, RegistrationRefused), timeout=10)
-            assert isinstance(event, RegistrationRefused) and event.status == 401
+            event = await lab.wait_event(lambda e: isinstance(e, BindingRefused), timeout=10)
+            assert isinstance(event, BindingRefused) and event.status == 401
             assert not await phone.is_registered()
             assert lab.bindings("101") == []
         finally:

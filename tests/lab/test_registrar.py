@@ -11,6 +11,7 @@ from phone_sim.lab.registrar import (
     BindingAdded,
     BindingExpired,
     BindingRefreshed,
+    BindingRefused,
     BindingRemoved,
     Flow,
     FlowLost,
@@ -21,7 +22,6 @@ from phone_sim.lab.registrar import (
     PhoneUnreachable,
     Registrar,
     RegistrarConfig,
-    RegistrationRefused,
     UserTable,
 )
 from phone_sim.sip.framer import KeepAlivePingReceived, MessageRejected, StreamFramer
@@ -119,7 +119,7 @@ def test_wrong_password_is_challenged_again_and_reported() -> None:
     assert "stale" not in (again.headers.get("WWW-Authenticate") or "")
     assert reg.bindings("101") == []
     [refused] = events(reg)
-    assert isinstance(refused, RegistrationRefused)
+    assert isinstance(refused, BindingRefused)
     assert refused.status == 401 and refused.reason == "wrong response digest"
     assert "nope" not in repr(refused)
 

@@ -64,12 +64,12 @@ def _run(client: SipConfigClient, server: DpmaSipServer, now: float = 0.0,
     events: list[object] = []
     for _ in range(10):
         moved = False
-        for data, _dest in client.datagrams_to_send():
+        for data, _dest in client.data_to_send():
             moved = True
             message = parse_message(data)
             if server.wants(message):
                 server.receive_message(message, "UDP", PHONE, now)
-        for _transport, data, _dest in server.datagrams_to_send():
+        for _transport, data, _dest in server.data_to_send():
             moved = True
             if drop_to_phone:
                 drop_to_phone -= 1
@@ -104,10 +104,10 @@ def test_a_lost_reply_is_resent_on_udp() -> None:
     assert client.next_event() is None
     # RFC 3261 17.1.2.2: the server's MESSAGE is retransmitted after T1
     server.handle_timer(0.5)
-    for _transport, data, _dest in server.datagrams_to_send():
+    for _transport, data, _dest in server.data_to_send():
         client.receive_datagram(data, SERVER, 0.5)
     assert isinstance(client.next_event(), ConfigFetched)
-    for data, _dest in client.datagrams_to_send():
+    for data, _dest in client.data_to_send():
         server.receive_message(parse_message(data), "UDP", PHONE, 0.5)
     assert server.next_event() is None
 
@@ -127,14 +127,14 @@ def test_the_phone_gives_up_after_its_timeout() -> None:
 def test_the_phone_never_answers_its_reply() -> None:
     client, server = _client("1111"), _server()
     client.start(0.0, SERVER)
-    for data, _ in client.datagrams_to_send():
+    for data, _ in client.data_to_send():
         server.receive_message(parse_message(data), "UDP", PHONE, 0.0)
-    server.datagrams_to_send()  # lost on the way
+    server.data_to_send()  # lost on the way
     now = 0.0
     while (at := server.get_timer()) is not None and at < 40:
         now = at
         server.handle_timer(now)
-        server.datagrams_to_send()
+        server.data_to_send()
     events = []
     while (event := server.next_event()) is not None:
         events.append(event)
@@ -148,7 +148,7 @@ def _message(body: bytes, content_type: str, *, user: str = "proxy") -> SipReque
                                                                       SERVER[0], None, ())),
                                 to=NameAddr(uri), body=body, content_type=content_type)
     ua.send_request(request, 0.0, destination=SERVER)
-    (data, _), = ua.datagrams_to_send()
+    (data, _), = ua.data_to_send()
     parsed = parse_message(data)
     assert isinstance(parsed, SipRequest)
     return parsed
@@ -157,7 +157,7 @@ def _message(body: bytes, content_type: str, *, user: str = "proxy") -> SipReque
 def _answer(server: DpmaSipServer, message: SipRequest) -> SipResponse:
     assert server.wants(message)
     server.receive_message(message, "UDP", PHONE, 0.0)
-    (_, data, _), = server.datagrams_to_send()
+    (_, data, _), = server.data_to_send()
     response = parse_message(data)
     assert isinstance(response, SipResponse)
     return response
@@ -189,10 +189,10 @@ def test_the_server_only_takes_its_own_messages() -> None:
 def test_the_phone_refuses_messages_that_are_not_its_reply() -> None:
     client = _client("1111")
     client.start(0.0, SERVER)
-    client.datagrams_to_send()
+    client.data_to_send()
     intruder = _message(b"<response/>", PhoneSimExchange.content_type, user=MAC)
     client.receive_datagram(bytes(intruder), ("10.6.6.6", 5060), 0.1)
-    (data, _), = client.datagrams_to_send()
+    (data, _), = client.data_to_send()
     response = parse_message(data)
     assert isinstance(response, SipResponse) and response.status == 403
     assert client.next_event() is None
@@ -201,7 +201,7 @@ def test_the_phone_refuses_messages_that_are_not_its_reply() -> None:
 def test_an_error_status_ends_the_exchange() -> None:
     client = _client("1111")
     client.start(0.0, SERVER)
-    (data, _), = client.datagrams_to_send()
+    (data, _), = client.data_to_send()
     request = parse_message(data)
     assert isinstance(request, SipRequest)
     response = request.create_response(404, to_tag="x")

@@ -121,13 +121,13 @@ def test_the_phone_side_replays_the_transcript() -> None:
     )
     learner = _Learner()
     client.start(0.0, SERVER)
-    sent = client.datagrams_to_send()
+    sent = client.data_to_send()
     assert [d for _, d in sent] == [SERVER]
     learner.compare(sent[0][0], script[0][1])
     client.receive_data(learner.feed(script[1][1]), SERVER, 0.05)
-    assert client.datagrams_to_send() == [] and client.next_event() is None
+    assert client.data_to_send() == [] and client.next_event() is None
     client.receive_data(learner.feed(script[2][1]), SERVER, 0.1)
-    sent = client.datagrams_to_send()
+    sent = client.data_to_send()
     assert len(sent) == 1
     learner.compare(sent[0][0], script[3][1])
     event = client.next_event()
@@ -145,7 +145,7 @@ def test_the_emulator_side_replays_the_transcript() -> None:
     first = parse_message(script[0][1])
     assert server.wants(first)
     server.receive_message(first, "TLS", PHONE, 0.0)
-    sent = server.datagrams_to_send()
+    sent = server.data_to_send()
     assert [(t, d) for t, _, d in sent] == [("TLS", PHONE), ("TLS", PHONE)]
     learner.compare(sent[0][1], script[1][1])
     learner.compare(sent[1][1], script[2][1])
@@ -154,5 +154,5 @@ def test_the_emulator_side_replays_the_transcript() -> None:
     last = parse_message(learner.feed(script[3][1]))
     assert server.wants(last)
     server.receive_message(last, "TLS", PHONE, 0.1)
-    assert server.datagrams_to_send() == [] and server.next_event() is None
+    assert server.data_to_send() == [] and server.next_event() is None
     assert not server.wants(last)  # answered: the exchange is over

@@ -414,7 +414,7 @@ def test_cancel_of_unknown_invite_gets_481() -> None:
         b"Call-ID: x\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
     )
     pair.phone.receive_datagram(raw, SERVER_ADDR, 0.0)
-    ((data, destination),) = pair.phone.datagrams_to_send()
+    ((data, destination),) = pair.phone.data_to_send()
     assert data.startswith(b"SIP/2.0 481") and destination == SERVER_ADDR
 
 
@@ -435,7 +435,7 @@ def _raw_request(
 
 def _answer(ua: UserAgent, data: bytes) -> SipResponse:
     ua.receive_datagram(data, SERVER_ADDR, 0.0)
-    out = ua.datagrams_to_send()
+    out = ua.data_to_send()
     assert len(out) == 1
     response = parse_message(out[0][0])
     assert isinstance(response, SipResponse)
@@ -504,14 +504,14 @@ def test_flood_guard_answers_503_without_state() -> None:
         ua.receive_datagram(_raw_request("OPTIONS", branch=f"z9hG4bK{i}", call_id=f"c{i}"),
                             SERVER_ADDR, 0.0)
     assert ua.transactions == 2
-    ((data, _),) = ua.datagrams_to_send()
+    ((data, _),) = ua.data_to_send()
     assert data.startswith(b"SIP/2.0 503")
 
 
 def test_transport_error_fails_the_transaction() -> None:
     pair = UaPair(transport="TCP")
     handle = invite(pair)
-    pair.phone.datagrams_to_send()
+    pair.phone.data_to_send()
     pair.phone.transport_error(SERVER_ADDR, 0.1)
     (failed,) = pair.of_type(list(iter(pair.phone.next_event, None)), TransportFailed)
     assert isinstance(failed, TransportFailed) and failed.transaction == handle
@@ -646,7 +646,7 @@ def test_mutated_messages_never_escape_as_exceptions(
         ua.receive_datagram(data, SERVER_ADDR, 0.0)
         ua.receive_datagram(base[:cut], SERVER_ADDR, 0.0)
         list(iter(ua.next_event, None))
-        ua.datagrams_to_send()
+        ua.data_to_send()
         ua.handle_timer(100.0)
 
 
@@ -673,7 +673,7 @@ class _UdpPhone:
         self.received: list[bytes] = []
 
     def flush(self) -> None:
-        for data, destination in self.ua.datagrams_to_send():
+        for data, destination in self.ua.data_to_send():
             self.transport.sendto(data, destination)
         self.events.extend(iter(self.ua.next_event, None))
 
@@ -807,7 +807,7 @@ def test_merged_request_over_a_second_path_gets_482() -> None:
     ua = UserAgent(UaConfig(local_host="127.0.0.1", local_port=5062,
                             signature=PhoneSignature.for_phone(extra_methods=["MESSAGE"])))
     ua.receive_datagram(first, SERVER_ADDR, 0.0)
-    assert not ua.datagrams_to_send()  # waits for the TU
+    assert not ua.data_to_send()  # waits for the TU
     assert _answer(ua, second).status == 482
     del pair
 
@@ -816,7 +816,7 @@ def test_response_with_two_vias_is_discarded() -> None:
     pair = UaPair(on_server_request=lambda p, e: None)
     handle = pair.phone.send_request(
         pair.phone.create_request("OPTIONS", SERVER_URI, from_=AOR), 0.0)
-    ((data, _),) = pair.phone.datagrams_to_send()
+    ((data, _),) = pair.phone.data_to_send()
     request = parse_message(data)
     response = request.create_response(200)  # type: ignore[union-attr]
     response.headers.insert(0, "Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKother")
@@ -880,11 +880,11 @@ def test_rfc2543_invite_and_its_ack_are_matched_by_the_to_tag() -> None:
     invite_data = _raw_request("INVITE", branch="old-style-1") .replace(
         b"Max-Forwards", b"Contact: <sip:pbx@127.0.0.1:5060>\r\nMax-Forwards")
     ua.receive_datagram(invite_data, SERVER_ADDR, 0.0)
-    assert parse_message(ua.datagrams_to_send()[0][0]).status == 100  # type: ignore[union-attr]
+    assert parse_message(ua.data_to_send()[0][0]).status == 100  # type: ignore[union-attr]
     (event,) = list(iter(ua.next_event, None))
     assert isinstance(event, RequestReceived) and event.transaction is not None
     busy = ua.respond(event.transaction, 486, 0.0)
-    ua.datagrams_to_send()
+    ua.data_to_send()
     ack = (invite_data.replace(b"INVITE sip", b"ACK sip").replace(b"7 INVITE", b"7 ACK")
            .replace(b"To: <sip:101@127.0.0.1>", f"To: <sip:101@127.0.0.1>;tag={busy.to_tag}"
                     .encode()))
@@ -896,7 +896,7 @@ def test_rfc2543_invite_and_its_ack_are_matched_by_the_to_tag() -> None:
     ua.receive_datagram(ack, SERVER_ADDR, 0.2)
     assert not list(iter(ua.next_event, None))
     ua.handle_timer(10.0)
-    assert not ua.datagrams_to_send()  # Confirmed: no 486 retransmission at Timer G
+    assert not ua.data_to_send()  # Confirmed: no 486 retransmission at Timer G
     ua.handle_timer(20.0)
     assert ua.transactions == 0
 
@@ -906,7 +906,7 @@ def test_ipv6_loopback_via_contact_and_matching() -> None:
                    rng=random.Random(9))
     request = ua.create_request("OPTIONS", SipUri.parse("sip:[::1]:5060"), from_=AOR)
     handle = ua.send_request(request, 0.0)
-    ((data, destination),) = ua.datagrams_to_send()
+    ((data, destination),) = ua.data_to_send()
     assert destination == ("::1", 5060)
     sent = parse_message(data)
     assert sent.top_via.sent_by == "[::1]:5062"
@@ -920,7 +920,7 @@ def test_ipv6_loopback_via_contact_and_matching() -> None:
 def test_retransmitted_responses_do_not_grow_the_timer_heap() -> None:
     pair = UaPair(on_server_request=lambda p, e: None)
     pair.phone.send_request(pair.phone.create_request("OPTIONS", SERVER_URI, from_=AOR), 0.0)
-    ((data, _),) = pair.phone.datagrams_to_send()
+    ((data, _),) = pair.phone.data_to_send()
     response = parse_message(data).create_response(200, to_tag="t")  # type: ignore[union-attr]
     for i in range(1000):
         pair.phone.receive_datagram(bytes(response), SERVER_ADDR, 0.1 + i * 1e-6)
@@ -956,11 +956,11 @@ def _framed_run(direct: bool) -> tuple[list[object], list[bytes], dict[str, int]
     def pump() -> None:
         for _ in range(100):
             moved = False
-            for data, _dst in pair.phone.datagrams_to_send():
+            for data, _dst in pair.phone.data_to_send():
                 moved = True
                 sent.append(data)
                 pair.server.receive_datagram(data, PHONE_ADDR, pair.now)
-            for data, _dst in pair.server.datagrams_to_send():
+            for data, _dst in pair.server.data_to_send():
                 moved = True
                 deliver(data)
             while (event := pair.phone.next_event()) is not None:
@@ -997,7 +997,7 @@ def _framed_run(direct: bool) -> tuple[list[object], list[bytes], dict[str, int]
     for text in bad:
         deliver(text.encode())
         pump()
-    sent.extend(data for data, _dst in pair.phone.datagrams_to_send())
+    sent.extend(data for data, _dst in pair.phone.data_to_send())
     return events, sent, dict(pair.phone.stats)
 
 
@@ -1033,5 +1033,5 @@ def test_a_message_the_framer_rejects_never_reaches_receive_message() -> None:
             ua.receive_message(items[1], SERVER_ADDR, 0.0)
         else:
             ua.receive_datagram(bytes(items[1]), SERVER_ADDR, 0.0)
-        answers.append([data for data, _ in ua.datagrams_to_send()])
+        answers.append([data for data, _ in ua.data_to_send()])
     assert answers[0] == answers[1] and answers[0][0].startswith(b"SIP/2.0 200 ")

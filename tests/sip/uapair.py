@@ -1,5 +1,5 @@
 """Two SIP user agents wired together in memory, with a fake clock (aioquic's ``roundtrip``,
-h11's ``ConnectionPair``). No sockets: datagrams go from one core's ``datagrams_to_send()``
+h11's ``ConnectionPair``). No sockets: datagrams go from one core's ``data_to_send()``
 straight into the other's ``receive_datagram()``.
 
 The ``phone`` side is a :class:`UserAgent` with the phone's signature; the ``server`` side is
@@ -88,7 +88,7 @@ class UaPair:
         for _ in range(10_000):
             moved = False
             for ua in (self.phone, self.server):
-                for data, destination in ua.datagrams_to_send():
+                for data, destination in ua.data_to_send():
                     moved = True
                     peer = self._peer(ua)
                     wire = Wire(self.now, self._addr[id(ua)], destination, data)
