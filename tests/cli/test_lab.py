@@ -10,7 +10,7 @@ import pytest
 
 from phone_sim.cli import main
 from phone_sim.cli.lab import event_json, event_line
-from phone_sim.lab import BindingAdded, BindingRemoved, Flow, RegistrationRefused
+from phone_sim.lab import BindingAdded, BindingRefused, BindingRemoved, Flow
 from phone_sim.lab.aio_process import LabProcess
 from phone_sim.lab.registrar import Binding
 from phone_sim.sip.headers import NameAddr
@@ -96,7 +96,7 @@ def test_event_lines_name_what_happened() -> None:
     assert line.startswith("registered")
     assert "sip:101@lab -> sip:101@127.0.0.1:5099 via tls from 127.0.0.1:4000 (300 s)" in line
     assert "(300 s)" not in event_line(BindingRemoved(binding=binding))
-    refused = RegistrationRefused(aor="sip:101@lab", status=401, reason="wrong", flow=flow)
+    refused = BindingRefused(aor="sip:101@lab", status=401, reason="wrong", flow=flow)
     assert event_json(refused)["status"] == 401
     assert "401 wrong" in event_line(refused)
 
