@@ -17,6 +17,7 @@ Passwords never appear in ``repr()`` or in log records.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import heapq
 import hmac
@@ -501,6 +502,17 @@ class _NonceState:
     nc: int = 0
 
 
+@functools.cache
+def _answered_algorithms(algorithms: tuple[str, ...]) -> frozenset[str]:
+    # MD5 is always answered (every D-Series firmware does); the profile adds others. One
+    # set per profile, shared by a fleet's digest clients.
+    try:
+        allowed = frozenset(canonical_algorithm(a) for a in algorithms)
+    except DigestError as exc:
+        raise UsageError(f"digest client: {exc}") from None
+    return allowed | {"MD5"}
+
+
 class DigestClient:
     """Answers digest challenges for one account, keeping nonce counts per realm.
 
@@ -520,12 +532,7 @@ class DigestClient:
         if isinstance(credentials, DigestCredentials):
             credentials = [credentials]
         self._credentials: tuple[DigestCredentials, ...] = tuple(credentials)
-        # MD5 is always answered (every D-Series firmware does); the profile adds others.
-        try:
-            allowed = frozenset(canonical_algorithm(a) for a in algorithms)
-        except DigestError as exc:
-            raise UsageError(f"digest client: {exc}") from None
-        self._algorithms = allowed | {"MD5"}
+        self._algorithms = _answered_algorithms(tuple(algorithms))
         self._cnonce_factory = cnonce_factory or (lambda: secrets.token_hex(16))
         self._nonces: dict[tuple[bool, str], _NonceState] = {}
 

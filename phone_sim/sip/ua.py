@@ -29,7 +29,6 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -370,7 +369,7 @@ class UserAgent:
         self._timers: list[tuple[float, int, Transaction]] = []
         self._next_handle = 1
         self._outbox: list[tuple[bytes, Address]] = []
-        self._events: deque[UaEvent] = deque()
+        self._events: list[UaEvent] = []  # an empty deque costs 760 bytes
         #: Counters: ``retransmissions``, ``absorbed``, ``discarded``, ``auth_retries``.
         self.stats: dict[str, int] = {
             "retransmissions": 0,
@@ -395,7 +394,7 @@ class UserAgent:
 
     def next_event(self) -> UaEvent | None:
         """The next event, or None."""
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any transaction, or None."""

@@ -15,7 +15,6 @@ firmware's policy is applied when the handshake completes, as pjsip does.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime as dt
 import functools
@@ -278,7 +277,7 @@ class TlsClientConnection:
         self.server_name = server_name
         self.verdict: TlsVerdict | None = None
         self._errors: list[VerifyError] = []
-        self._events: collections.deque[TlsEvent] = collections.deque()
+        self._events: list[TlsEvent] = []  # an empty deque costs 760 bytes
         self._pending = b""
         self._handshake_done = False
         self._closed = False
@@ -353,7 +352,7 @@ class TlsClientConnection:
 
     def next_event(self) -> TlsEvent | None:
         """The next event, or None."""
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     @property
     def is_open(self) -> bool:
