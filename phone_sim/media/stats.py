@@ -5,6 +5,14 @@ wrap and resynchronisation after a large jump), A.3 (expected and lost packets) 
 (interarrival jitter). Unlike A.3 it does not count duplicates as received, so loss is never
 negative; duplicates are counted on their own. A bitmap of the last :data:`WINDOW` sequence
 numbers tells a duplicate from a late (reordered) packet in O(1).
+
+The jitter estimate takes only packets that say something about the audio clock, as pjmedia's
+``pjmedia_rtcp_rx_rtp2()`` (pjmedia/src/pjmedia/rtcp.c) does: not a packet whose timestamp
+equals the previous packet's (RFC 4733 events repeat theirs; pjmedia: "only when the timestamp
+is different than the last packet"), not the first :data:`IGNORE_FIRST_PACKETS` (pjmedia's
+``PJMEDIA_RTCP_IGNORE_FIRST_PACKETS``: call set-up delays them), and, beyond pjmedia, not a
+packet the caller marks as on another timeline (``jitter_sample=False``: telephone-events,
+whose timestamps Asterisk starts at 192 while its audio is near 2**32).
 """
 
 from __future__ import annotations
@@ -17,6 +25,10 @@ MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 #: How many recent sequence numbers the duplicate detector remembers.
 WINDOW = 1024
+#: Packets that only set the transit time before jitter is estimated (pjmedia's
+#: PJMEDIA_RTCP_IGNORE_FIRST_PACKETS, default 25): the first ones arrive while the call is
+#: still being set up, and their delays would weigh on the estimate for seconds.
+IGNORE_FIRST_PACKETS = 25
 _WINDOW_MASK = (1 << WINDOW) - 1
 _SEQ_MOD = 1 << 16
 
@@ -41,6 +53,8 @@ class ReceiveStatistics:
     __slots__ = (
         "_bad_seq",
         "_expected_prior",
+        "_jitter_wait",
+        "_last_ts",
         "_received_prior",
         "_seen",
         "_transit",
@@ -79,11 +93,19 @@ class ReceiveStatistics:
         self._bad_seq = -1
         self._window = 0
         self._transit: float | None = None
+        self._jitter_wait = IGNORE_FIRST_PACKETS
+        self._last_ts = -1
         self._expected_prior = 0
         self._received_prior = 0
 
-    def on_packet(self, seq: int, timestamp: int, now: float, size: int = 0) -> bool:
-        """Account for one packet; return False if it is a duplicate or not (yet) accepted."""
+    def on_packet(
+        self, seq: int, timestamp: int, now: float, size: int = 0, *, jitter_sample: bool = True
+    ) -> bool:
+        """Account for one packet; return False if it is a duplicate or not (yet) accepted.
+
+        ``jitter_sample=False`` counts the packet but keeps it out of the jitter estimate (a
+        packet whose timestamps run on another timeline, such as RFC 4733 events).
+        """
         if not self._seen:
             self._init_seq(seq)
         else:
@@ -119,11 +141,19 @@ class ReceiveStatistics:
                 return False
         self.packets_received += 1
         self.octets_received += size
+        last_ts = self._last_ts
+        self._last_ts = timestamp
+        if not jitter_sample or timestamp == last_ts:
+            # Another timeline, or the same instant again (an event's update, its repeated
+            # end): neither tells how the audio clock and the arrivals drift apart.
+            return True
         # RFC 3550 A.8: jitter from the change in relative transit time.
         transit = now * self.clock_rate - timestamp
         last = self._transit
         self._transit = transit
-        if last is not None:
+        if self._jitter_wait:
+            self._jitter_wait -= 1
+        elif last is not None:
             d = transit - last
             if d < 0:
                 d = -d
@@ -140,6 +170,7 @@ class ReceiveStatistics:
         self._bad_seq = -1
         self._window = 1
         self._transit = None
+        self._jitter_wait = IGNORE_FIRST_PACKETS
 
     @property
     def extended_max_seq(self) -> int:

@@ -574,10 +574,15 @@ class MediaStream:
                 self.received = ReceiveStatistics(self.codec.clock_rate)
                 self._last_sr = None
             self.remote_ssrc = ssrc
-        if not self.received.on_packet(seq, ts, now, len(payload)):
-            return
         pt = m_pt & 0x7F
-        if pt == self.rx_payload_type:
+        # Only audio (and comfort noise, on the audio clock) enters the jitter estimate:
+        # telephone-events run on their own timestamps (Asterisk starts them at 192).
+        audio = pt == self.rx_payload_type
+        if not self.received.on_packet(
+            seq, ts, now, len(payload), jitter_sample=audio or pt == COMFORT_NOISE_PT
+        ):
+            return
+        if audio:
             for sink in self.sinks:
                 event = sink.on_audio(payload, ts, now)
                 if event is not None:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from phone_sim.media.stats import (
+    IGNORE_FIRST_PACKETS,
     ReceiveStatistics,
     delay_impairment,
     estimate_mos,
@@ -67,13 +68,16 @@ def test_resync_after_a_restart() -> None:
 
 def test_jitter_matches_rfc3550_a8_by_hand() -> None:
     s = ReceiveStatistics(8000)
-    arrivals = [0.0, 0.020, 0.045, 0.060]  # the third is 5 ms late
+    steady = [i * 0.02 for i in range(IGNORE_FIRST_PACKETS)]  # only set the transit
+    n = IGNORE_FIRST_PACKETS
+    arrivals = [*steady, n * 0.02, (n + 1) * 0.02 + 0.005, (n + 2) * 0.02]  # one 5 ms late
     for i, at in enumerate(arrivals):
         s.on_packet(i, i * 160, at)
     j = 0.0
     transit = [at * 8000 - i * 160 for i, at in enumerate(arrivals)]
-    for a, b in itertools.pairwise(transit):
+    for a, b in itertools.pairwise(transit[n - 1:]):
         j += (abs(b - a) - j) / 16
+    assert j > 0
     assert s.jitter_units == pytest.approx(j)
     assert s.jitter == pytest.approx(j / 8000)
 
@@ -115,3 +119,55 @@ def test_mos_falls_with_loss_delay_and_jitter() -> None:
     assert estimate_mos("PCMU", loss_fraction=0.05, jitter=0.0, rtt=0.0, ptime=0.02) < base - 0.4
     assert estimate_mos("PCMU", loss_fraction=0.0, jitter=0.0, rtt=0.6, ptime=0.02) < base - 0.3
     assert estimate_mos("PCMU", loss_fraction=0.0, jitter=0.1, rtt=0.0, ptime=0.02) < base
+
+
+def _reference_jitter(samples: list[tuple[int, float]], *, ignore_first: int) -> float:
+    """RFC 3550 A.8 over ``(timestamp, arrival)`` pairs, after ``ignore_first`` packets only
+    set the transit (pjmedia's PJMEDIA_RTCP_IGNORE_FIRST_PACKETS), in clock units."""
+    jitter, last = 0.0, None
+    for i, (ts, at) in enumerate(samples):
+        transit = at * 8000 - ts
+        if last is not None and i >= ignore_first:
+            jitter += (abs(transit - last) - jitter) / 16
+        last = transit
+    return jitter
+
+
+def test_the_first_packets_do_not_enter_the_jitter_estimate() -> None:
+    # Call set-up delays the first packets (pjmedia: PJMEDIA_RTCP_IGNORE_FIRST_PACKETS = 25).
+    s = ReceiveStatistics(8000)
+    rng = random.Random(5)
+    samples = [(i * 160, i * 0.02 + rng.uniform(0, 0.08)) for i in range(IGNORE_FIRST_PACKETS)]
+    samples += [(i * 160, i * 0.02) for i in range(IGNORE_FIRST_PACKETS, 200)]
+    for i, (ts, at) in enumerate(samples):
+        s.on_packet(i, ts, at)
+        if i < IGNORE_FIRST_PACKETS:
+            assert s.jitter_units == 0.0
+    # Only the step from the last wild packet to the first steady one is left, decayed.
+    reference = _reference_jitter(samples, ignore_first=IGNORE_FIRST_PACKETS)
+    assert s.jitter_units == pytest.approx(reference)
+    assert s.jitter < 0.0001
+
+
+def test_a_packet_with_the_previous_timestamp_is_not_a_jitter_sample() -> None:
+    s = ReceiveStatistics(8000)
+    seq = 0
+    for i in range(60):
+        s.on_packet(seq, i * 160, i * 0.02)
+        seq += 1
+        if i >= 40:
+            # Same timestamp again 10 ms later (RFC 4733 event updates, video frames...).
+            s.on_packet(seq, i * 160, i * 0.02 + 0.01)
+            seq += 1
+    assert s.jitter_units == pytest.approx(0, abs=1e-9)
+    assert s.packets_received == seq
+
+
+def test_a_packet_on_another_timeline_is_counted_but_not_a_jitter_sample() -> None:
+    s = ReceiveStatistics(8000)
+    for i in range(60):
+        s.on_packet(i, 4_095_395_656 + i * 160, i * 0.02)
+    s.on_packet(60, 192, 60 * 0.02, jitter_sample=False)
+    s.on_packet(61, 4_095_395_656 + 62 * 160, 62 * 0.02)
+    assert s.packets_received == 62 and s.lost == 0
+    assert s.jitter_units == 0.0

@@ -425,3 +425,55 @@ def test_from_negotiated() -> None:
     assert (s.codec.name, s.payload_type, s.rx_dtmf_payload_type, s.ptime_ms) == ("G722", 9, 96, 30)
     assert s.sending and s.direction == "sendonly"
     assert s.srtp is not None and s.srtp.keys_equal(tx_key=tx, rx_key=rx)
+
+
+def _asterisk_echo_packets(rng: random.Random) -> list[tuple[bytes, float]]:
+    """What Asterisk 22's Echo sent back for ``--dtmf 123``: PCMU whose timestamps are near
+    4,095,395,656, and RFC 4733 events (payload type 101) whose timestamps start at 192, each
+    event's packets sharing one timestamp and its end sent three times. Each datagram with its
+    arrival: 20 ms apart plus up to 1 ms of network jitter."""
+    out: list[tuple[bytes, float]] = []
+    seq, audio_ts, slot = 5000, 4_095_395_656, 0
+
+    def send(pt: int, ts: int, payload: bytes, *, marker: bool = False) -> None:
+        nonlocal seq, slot
+        header = struct.pack("!BBHII", 0x80, pt | (0x80 if marker else 0), seq, ts, 0x5EED)
+        out.append((header + payload, slot * 0.02 + rng.uniform(0, 0.001)))
+        seq = (seq + 1) & 0xFFFF
+        slot += 1
+
+    def audio(count: int) -> None:
+        nonlocal audio_ts
+        for _ in range(count):
+            send(0, audio_ts, b"\xff" * 160)
+            audio_ts = (audio_ts + 160) & 0xFFFFFFFF
+
+    audio(100)
+    event_ts = 192
+    for digit in (1, 2, 3):
+        for i in range(1, 6):  # 100 ms of event, one update every 20 ms, the same timestamp
+            send(101, event_ts, struct.pack("!BBH", digit, 10, i * 160), marker=i == 1)
+            audio_ts = (audio_ts + 160) & 0xFFFFFFFF  # the audio clock runs on meanwhile
+        for _ in range(3):
+            send(101, event_ts, struct.pack("!BBH", digit, 0x80 | 10, 800))
+            audio_ts = (audio_ts + 160) & 0xFFFFFFFF
+        event_ts += 1600
+        audio(25)
+    audio(50)
+    return out
+
+
+def test_asterisk_telephone_events_keep_jitter_and_mos_sane() -> None:
+    """Issue #9: against Asterisk's Echo the phone reported 97,217 ms of jitter and MOS 2.22."""
+    s = MediaStream(codec="PCMU", rtcp_interval=100.0)
+    s.start(0.0)
+    rng = random.Random(9)
+    packets = _asterisk_echo_packets(rng)
+    for data, at in packets:
+        s.receive_datagram(data, at)
+    st = s.statistics()
+    assert [e.digit for e in events(s) if isinstance(e, DtmfReceived)] == ["1", "2", "3"]
+    assert st.unknown_payload_type == 0 and st.packets_lost == 0
+    assert st.packets_received == len(packets)
+    assert st.jitter < 0.001  # up to 1 ms of network jitter (uniform: about 0.33 ms)
+    assert st.mos_received > 4.3
