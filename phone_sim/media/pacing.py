@@ -144,7 +144,12 @@ class Pacer(Generic[K]):
                 self.packets += len(rtp)
             else:
                 rtp = _EMPTY
-            rtcp = stream.rtcp_to_send(horizon) if stream.next_rtcp_at <= horizon else _EMPTY
+            # Stamped with now, when it leaves: its DLSR must not count the slack.
+            rtcp = (
+                stream.rtcp_to_send(now, due_by=horizon)
+                if stream.next_rtcp_at <= horizon
+                else _EMPTY
+            )
             out.append((key, rtp, rtcp))
             nxt = stream.next_send_at
             if stream.next_rtcp_at < nxt:  # noqa: PLR1730 - hot path, no call

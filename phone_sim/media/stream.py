@@ -138,6 +138,9 @@ class StreamStatistics:
     ssrc_changes: int = 0
     #: RFC 3389 comfort-noise packets received.
     comfort_noise: int = 0
+    #: Peer reports whose LSR/DLSR put the round trip below zero: a DLSR longer than the time
+    #: since our SR left (Asterisk logs its own as "Internal RTCP NTP clock skew detected").
+    rtcp_clock_skews: int = 0
 
 
 class MediaStream:
@@ -236,6 +239,7 @@ class MediaStream:
         self.rtcp_sr_sent = self.rtcp_rr_sent = 0
         self.rtcp_sr_received = self.rtcp_rr_received = 0
         self.rtt: float | None = None
+        self.rtcp_clock_skews = 0
         self.remote_report: RemoteReport | None = None
         self._last_sr: tuple[int, float] | None = None  # (LSR field, arrival)
         self._sent_since_report = False
@@ -474,9 +478,15 @@ class MediaStream:
         self._sent_since_report = True
         return packet
 
-    def rtcp_to_send(self, now: float) -> list[bytes]:
-        """The RTCP compound packet due at ``now``, if any."""
-        if now < self.next_rtcp_at:
+    def rtcp_to_send(self, now: float, *, due_by: float | None = None) -> list[bytes]:
+        """The RTCP compound packet due by ``due_by`` (default ``now``), if any, stamped with
+        ``now``: the time it leaves.
+
+        A pacer that serves deadlines a little ahead passes its horizon as ``due_by``; the
+        report's NTP time and DLSR must still be those of ``now``, or the peer sees a DLSR
+        longer than the time its own clock measured (RFC 3550 6.4.1).
+        """
+        if (now if due_by is None else due_by) < self.next_rtcp_at:
             return []
         self.next_rtcp_at = now + self.rtcp_interval * self._rng.uniform(0.5, 1.5)
         return [self._build_rtcp(now)]
@@ -627,6 +637,10 @@ class MediaStream:
                 # RFC 3550 6.4.1: RTT = A - LSR - DLSR, in 1/65536 s.
                 arrival = (self._ntp(now) >> 16) & 0xFFFFFFFF
                 units = (arrival - report.lsr - report.dlsr) & 0xFFFFFFFF
+                if units >= 0x80000000:
+                    # Below zero: the peer's DLSR is longer than the time since our SR left
+                    # (what Asterisk logs as "Internal RTCP NTP clock skew detected").
+                    self.rtcp_clock_skews += 1
                 if units >= 0x100000000 - RTT_TOLERANCE:
                     units = 0  # a loopback peer that reported a little early: RTT ~ 0
                 if units < 0x80000000:
@@ -686,4 +700,5 @@ class MediaStream:
             skipped_packets=self.skipped_packets,
             ssrc_changes=self.ssrc_changes,
             comfort_noise=self.comfort_noise,
+            rtcp_clock_skews=self.rtcp_clock_skews,
         )

@@ -11,12 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from phone_sim.media.aio import MediaClock, MediaEndpoint, MediaEndpointError, MediaTimeout
 from phone_sim.media.codecs import get_codec
 from phone_sim.media.sinks import ToneDetector
 from phone_sim.media.sources import tone
-from phone_sim.media.stream import DtmfReceived, MediaStream, RtcpByeReceived, ToneDetected
+from phone_sim.media.stream import (
+    DtmfReceived,
+    MediaStream,
+    RtcpByeReceived,
+    ToneDetected,
+)
 
 
 async def call(
@@ -233,3 +239,31 @@ async def test_hold_address_sends_nothing_and_retarget_resumes() -> None:
         ep_a.close()
         ep_b.close()
         clock.close()
+
+
+@pytest.mark.parametrize("use_uvloop", [True, False], ids=["uvloop", "asyncio"])
+def test_rtcp_round_trips_are_never_below_zero(use_uvloop: bool) -> None:
+    """uvloop's ``loop.time()`` counts whole milliseconds: an SR's arrival read from it is up
+    to 1 ms early, and the DLSR built on it longer than the peer's clock allows (Asterisk:
+    "Internal RTCP NTP clock skew detected"). The endpoints read a full-resolution clock."""
+
+    async def main() -> tuple[int, int, int]:
+        ep_a, ep_b, clock = await call(srtp=False, rtcp_interval=0.04)
+        try:
+            await asyncio.sleep(2.0)
+            assert ep_a.stream is not None and ep_b.stream is not None
+            a, b = ep_a.stream.statistics(), ep_b.stream.statistics()
+            return (a.rtcp_clock_skews + b.rtcp_clock_skews,
+                    min(a.rtcp_sr_received, b.rtcp_sr_received),
+                    min(a.rtcp_sr_sent, b.rtcp_sr_sent))
+        finally:
+            ep_a.close()
+            ep_b.close()
+            clock.close()
+
+    factory = uvloop.new_event_loop if use_uvloop else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        skews, received, sent = runner.run(main())
+    assert received >= 20 and sent >= 20
+    assert skews == 0
+

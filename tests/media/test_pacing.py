@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import random
 
@@ -87,3 +88,44 @@ def test_lateness_reset_and_empty() -> None:
     assert pacer.lateness_percentile(0.99) == 0.0
     pacer.reset_lateness()
     assert pacer.packets == 0
+
+
+def _paced_call(slack: float, transit: float, seconds: float) -> tuple[MediaStream, MediaStream]:
+    """Two streams on one pacer and a fake clock: the pacer is polled exactly at its timer,
+    as the shell does, and every datagram arrives ``transit`` after it left."""
+    a = MediaStream(codec="PCMU", rtcp_interval=0.2, rng=random.Random(1))
+    b = MediaStream(codec="PCMU", rtcp_interval=0.2, rng=random.Random(2))
+    pacer: Pacer[str] = Pacer(slack=slack)
+    pacer.add("a", a, 0.0)
+    pacer.add("b", b, 0.0)
+    peer = {"a": b, "b": a}
+    arrivals: list[tuple[float, int, MediaStream, bytes, bool]] = []
+    order = itertools.count()
+    while True:
+        timer = pacer.get_timer()
+        assert timer is not None
+        if arrivals and arrivals[0][0] <= timer:
+            at, _, stream, data, rtcp = heapq.heappop(arrivals)
+            stream.receive_datagram(data, at, rtcp=rtcp)
+            continue
+        if timer > seconds:
+            return a, b
+        for key, rtp, rtcp_packets in pacer.poll(timer):
+            for data in rtp:
+                heapq.heappush(arrivals, (timer + transit, next(order), peer[key], data, False))
+            for data in rtcp_packets:
+                heapq.heappush(arrivals, (timer + transit, next(order), peer[key], data, True))
+
+
+def test_rtcp_is_stamped_when_it_leaves_not_at_the_pacer_horizon() -> None:
+    """Issue #9: the DLSR of a report the pacer sent up to ``slack`` early was counted to the
+    end of the slack, longer than the peer's own clock could have seen (Asterisk: "Internal
+    RTCP NTP clock skew detected"). RFC 3550 6.4.1: DLSR runs from the SR's arrival to the
+    report's departure, so the round trip comes out as twice the transit."""
+    transit = 0.0002
+    a, b = _paced_call(slack=0.002, transit=transit, seconds=3.0)
+    for stream in (a, b):
+        stats = stream.statistics()
+        assert stats.rtcp_sr_received >= 5
+        assert stats.rtcp_clock_skews == 0
+        assert stats.rtt == pytest.approx(2 * transit, abs=2 / 65536)
