@@ -2,9 +2,10 @@
 
 :class:`MediaClock` keeps a single ``loop.call_at()`` armed at the pacer's deadline for every
 stream in the process; :class:`MediaEndpoint` owns the RTP and RTCP sockets of one stream and
-feeds what arrives to it with ``now=loop.time()``. Nothing here decides anything about media:
-that is all in :class:`~phone_sim.media.stream.MediaStream`. Works on the stock loop and on
-uvloop (use uvloop under load: the stock loop starts dropping UDP above about 15k packets/s).
+feeds what arrives to it with ``now`` from :func:`media_time` (the loop's clock at full
+resolution). Nothing here decides anything about media: that is all in
+:class:`~phone_sim.media.stream.MediaStream`. Works on the stock loop and on uvloop (use
+uvloop under load: the stock loop starts dropping UDP above about 15k packets/s).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import ipaddress
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from phone_sim.errors import RemoteError, UsageError
@@ -24,6 +26,24 @@ E = TypeVar("E")
 
 #: How many times :meth:`MediaEndpoint.open` tries to find a free even/odd port pair.
 PORT_PAIR_ATTEMPTS = 64
+#: ``time.monotonic()`` and ``loop.time()`` this close are the same clock (uvloop's counts
+#: whole milliseconds).
+CLOCK_AGREEMENT = 0.005
+
+
+def media_time(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """The loop's clock at full resolution: what media timings are read from.
+
+    asyncio's ``loop.time()`` is ``time.monotonic()``; uvloop's is the same clock
+    (CLOCK_MONOTONIC) counted in whole milliseconds. RTCP timings (an SR's arrival, the
+    DLSR of the report that answers it) need better: a peer on a full-resolution clock
+    sees any DLSR longer than its own measure as a round trip below zero. So read
+    ``time.monotonic()`` when it is the loop's clock, else (a loop with a clock of its own)
+    ``loop.time()``.
+    """
+    if abs(time.monotonic() - loop.time()) < CLOCK_AGREEMENT:
+        return time.monotonic
+    return loop.time
 
 
 class MediaEndpointError(UsageError):
@@ -45,6 +65,8 @@ class MediaClock:
         slack: float = 0.0005,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
+        #: The clock the pacer is polled with (see :func:`media_time`).
+        self.time = media_time(self.loop)
         self.pacer: Pacer[MediaEndpoint] = Pacer(tick=tick, slack=slack)
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = float("inf")
@@ -52,7 +74,7 @@ class MediaClock:
     def add(self, endpoint: MediaEndpoint) -> None:
         """Start pacing an endpoint's stream."""
         assert endpoint.stream is not None
-        self.pacer.add(endpoint, endpoint.stream, self.loop.time())
+        self.pacer.add(endpoint, endpoint.stream, self.time())
         self._arm()
 
     def remove(self, endpoint: MediaEndpoint) -> None:
@@ -86,7 +108,7 @@ class MediaClock:
         self._handle = None
         self._armed_at = float("inf")
         try:
-            for endpoint, rtp, rtcp in self.pacer.poll(self.loop.time()):
+            for endpoint, rtp, rtcp in self.pacer.poll(self.time()):
                 transport = endpoint._rtp
                 if transport is None or endpoint._remote_rtp is None:
                     continue
@@ -107,7 +129,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
         self.rtcp = rtcp
         self.stream: MediaStream | None = None
-        self.time = endpoint.loop.time
+        self.time = endpoint.time
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         stream = self.stream
@@ -140,6 +162,8 @@ class MediaEndpoint:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str) -> None:
         self.loop = loop
+        #: The clock received datagrams are stamped with (see :func:`media_time`).
+        self.time = media_time(loop)
         #: The local address the sockets are bound to.
         self.host = host
         self.local_rtp_port = 0
@@ -231,7 +255,7 @@ class MediaEndpoint:
         self.stream = stream
         for protocol in self._protocols:
             protocol.stream = stream
-        stream.wallclock_offset = time.time() - self.loop.time()
+        stream.wallclock_offset = time.time() - self.time()
         self._clock = clock
         clock.add(self)
 
@@ -285,7 +309,7 @@ class MediaEndpoint:
         if stream is None:
             self.unattached += 1
             return
-        stream.receive_datagram(data, self.loop.time(), rtcp=rtcp)
+        stream.receive_datagram(data, self.time(), rtcp=rtcp)
         if stream.has_events:
             self._dispatch(stream)
 
@@ -327,7 +351,7 @@ class MediaEndpoint:
             protocol.stream = None
         stream = self.stream
         if stream is not None and self._rtcp is not None and self._remote_rtcp is not None:
-            for packet in stream.stop(self.loop.time()):
+            for packet in stream.stop(self.time()):
                 with contextlib.suppress(OSError):
                     self._rtcp.sendto(packet, self._remote_rtcp)
         if self._clock is not None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from phone_sim.media.stream import (
     DtmfReceived,
     MediaStream,
     RtcpByeReceived,
+    StreamStatistics,
     ToneDetected,
 )
 
@@ -267,3 +270,40 @@ def test_rtcp_round_trips_are_never_below_zero(use_uvloop: bool) -> None:
     assert received >= 20 and sent >= 20
     assert skews == 0
 
+
+def test_a_uvloop_endpoint_reports_no_dlsr_longer_than_its_peer_measured() -> None:
+    """A peer on a full-resolution clock (Asterisk, pjmedia; here a stock asyncio loop in a
+    thread) against an endpoint on uvloop, whose ``loop.time()`` counts whole milliseconds:
+    a DLSR built on it is up to 1 ms off either way, and on loopback every report that is
+    too long puts the peer's round trip below zero (Asterisk: "Internal RTCP NTP clock skew
+    detected"). The endpoints read the same monotonic clock at full resolution."""
+    ports: queue.Queue[int] = queue.Queue()
+    back: queue.Queue[int] = queue.Queue()
+    peer_stats: list[object] = []
+
+    async def run(port_out: queue.Queue[int], port_in: queue.Queue[int]) -> object:
+        endpoint = await MediaEndpoint.open("127.0.0.1")
+        port_out.put(endpoint.local_rtp_port)
+        remote = port_in.get(timeout=10)  # nothing else runs on this loop yet
+        clock = MediaClock()
+        stream = MediaStream(codec="PCMU", rtcp_interval=0.04)
+        endpoint.attach(stream, remote_host="127.0.0.1", remote_rtp_port=remote, clock=clock)
+        try:
+            await asyncio.sleep(2.5)
+            return stream.statistics()
+        finally:
+            endpoint.close()
+            clock.close()
+
+    peer = threading.Thread(target=lambda: peer_stats.append(asyncio.run(run(ports, back))))
+    peer.start()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            ours = runner.run(run(back, ports))
+    finally:
+        peer.join(timeout=10)
+    theirs = peer_stats[0]
+    assert isinstance(ours, StreamStatistics) and isinstance(theirs, StreamStatistics)
+    assert theirs.rtcp_rr_received + theirs.rtcp_sr_received >= 20
+    assert theirs.rtcp_clock_skews == 0  # the peer never saw our DLSR run past its clock
+    assert ours.rtcp_clock_skews == 0
