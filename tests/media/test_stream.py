@@ -85,7 +85,7 @@ def run(
 
 
 def events(stream: MediaStream) -> list[object]:
-    out = []
+    out: list[object] = []
     while (event := stream.next_event()) is not None:
         out.append(event)
     return out
