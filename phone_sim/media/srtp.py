@@ -12,6 +12,7 @@ at the start and end of a call) or be a replay. Such packets are counted and dro
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,53 @@ class _DirectSession:
         return self._process(data, _lib.srtp_unprotect_rtcp, 0)
 
 
+def _direct_rtp_functions(
+    tx: _DirectSession, rx: _DirectSession, counters: SrtpCounters
+) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes | None]]:
+    """SRTP protect and unprotect as one function each: what :meth:`SrtpContext.protect_rtp`
+    and :meth:`SrtpContext.unprotect_rtp` do through three Python calls (context, session,
+    ``_process``), with everything they look up bound once."""
+    protect_rtp, unprotect_rtp = _lib.srtp_protect, _lib.srtp_unprotect
+    errors = pylibsrtp.ERRORS
+    tx_ctx, tx_buffer, tx_view, tx_length = tx._ctx, tx._buffer, tx._view, tx._length
+    rx_ctx, rx_buffer, rx_view, rx_length = rx._ctx, rx._buffer, rx._view, rx._length
+
+    def protect(data: bytes) -> bytes:
+        n = len(data)
+        if n > MAX_RTP_LENGTH:
+            raise SrtpPacketError(f"cannot protect RTP packet of {n} bytes: packet is too long")
+        tx_view[0:n] = data
+        tx_length[0] = n
+        rc = protect_rtp(tx_ctx, tx_buffer, tx_length)
+        if rc:
+            raise SrtpPacketError(f"cannot protect RTP packet of {n} bytes: {errors[rc]}")
+        return tx_view[0 : tx_length[0]]  # type: ignore[no-any-return]
+
+    def unprotect(data: bytes) -> bytes | None:
+        n = len(data)
+        if n > 1500:
+            counters.other_failures += 1
+            return None
+        rx_view[0:n] = data
+        rx_length[0] = n
+        rc = unprotect_rtp(rx_ctx, rx_buffer, rx_length)
+        if rc:
+            _count_rtp_failure(counters, errors[rc] if 0 <= rc < len(errors) else "")
+            return None
+        return rx_view[0 : rx_length[0]]  # type: ignore[no-any-return]
+
+    return protect, unprotect
+
+
+def _count_rtp_failure(counters: SrtpCounters, reason: str) -> None:
+    if reason in _AUTH_FAILURES:
+        counters.rtp_auth_failures += 1
+    elif reason in _REPLAY_FAILURES:
+        counters.rtp_replay_failures += 1
+    else:
+        counters.other_failures += 1
+
+
 def _direct_available() -> bool:
     """Whether :class:`_DirectSession` gives exactly what pylibsrtp's public API gives."""
     if _lib is None:
@@ -209,6 +257,14 @@ class SrtpContext:
         same_rx = hmac.compare_digest(self._rx_key, bytes(rx_key))
         return same_tx and same_rx
 
+    def rtp_functions(self) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes | None]]:
+        """:meth:`protect_rtp` and :meth:`unprotect_rtp` for a per-packet loop, as two plain
+        functions, valid until the next :meth:`rekey` (ask again after it)."""
+        tx, rx = self._tx, self._rx
+        if isinstance(tx, _DirectSession) and isinstance(rx, _DirectSession):
+            return _direct_rtp_functions(tx, rx, self.counters)
+        return self.protect_rtp, self.unprotect_rtp
+
     def protect_rtp(self, packet: bytes) -> bytes:
         """Encrypt and authenticate one RTP packet."""
         try:
@@ -232,13 +288,7 @@ class SrtpContext:
         try:
             return self._rx.unprotect(data)
         except pylibsrtp.Error as exc:
-            reason = str(exc)
-            if reason in _AUTH_FAILURES:
-                self.counters.rtp_auth_failures += 1
-            elif reason in _REPLAY_FAILURES:
-                self.counters.rtp_replay_failures += 1
-            else:
-                self.counters.other_failures += 1
+            _count_rtp_failure(self.counters, str(exc))
         except (ValueError, TypeError):
             self.counters.other_failures += 1
         return None

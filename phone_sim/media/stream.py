@@ -297,9 +297,11 @@ class MediaStream:
     @srtp.setter
     def srtp(self, context: SrtpContext | None) -> None:
         self._srtp = context
-        # Bound methods, looked up once: the hot path calls them 50 times a second.
-        self._protect = context.protect_rtp if context is not None else None
-        self._unprotect = context.unprotect_rtp if context is not None else None
+        # Plain functions, looked up once: the hot path calls them 50 times a second.
+        if context is None:
+            self._protect = self._unprotect = None
+        else:
+            self._protect, self._unprotect = context.rtp_functions()
 
     @property
     def started(self) -> bool:
@@ -361,6 +363,7 @@ class MediaStream:
                 self.srtp = SrtpContext(tx_key=tx_key, rx_key=rx_key)
             else:
                 self.srtp.rekey(tx_key=tx_key, rx_key=rx_key)
+                self.srtp = self.srtp  # the per-packet functions of the new sessions
 
     def send_dtmf(self, digits: str, *, duration_ms: int = 100, gap_ms: int = 60) -> None:
         """Queue RFC 4733 digits; audio pauses while each digit is sent."""
