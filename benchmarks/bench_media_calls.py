@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import os
 import pstats
 import resource
@@ -188,6 +189,61 @@ async def udp_floor(streams: int, packets: int = 40_000) -> float:
     return cpu / max(received, 1)
 
 
+class _Unprotect(asyncio.DatagramProtocol):
+    count = 0
+
+    def __init__(self, session: pylibsrtp.Session) -> None:
+        self.session = session
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.session.unprotect(data)
+        _Unprotect.count += 1
+
+
+async def combined_floor(streams: int, packets: int = 40_000) -> float:
+    """The floor's two halves done together, with no media code: raw pylibsrtp protect, raw
+    UDP send, receive, raw unprotect, over as many sessions and socket pairs as the run has
+    streams, in the floor's batches. Not the floor (the method stays): it shows what doing
+    both at once costs on this machine, before any pacing, RTP or statistics."""
+    loop = asyncio.get_running_loop()
+    targets = []
+    for _ in range(streams):
+        key = os.urandom(30)
+        tx = pylibsrtp.Session(pylibsrtp.Policy(key=key,
+                                                ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        rx = pylibsrtp.Session(pylibsrtp.Policy(key=key,
+                                                ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+        recv_t, _ = await loop.create_datagram_endpoint(
+            functools.partial(_Unprotect, rx), local_addr=("127.0.0.1", 0))
+        send_t, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        targets.append((send_t, recv_t, recv_t.get_extra_info("sockname"), tx))
+    batch = max(1, streams * 50 // 1000)
+    _Unprotect.count = 0
+    start = time.process_time()
+    sent = 0
+    index = 0
+    while sent < packets:
+        seq = sent // streams
+        for _ in range(batch):
+            send_t, _recv, addr, tx = targets[index]
+            send_t.sendto(tx.protect(HEADER.pack(0x80, 0, seq & 0xFFFF, seq * 160, 1234)
+                                     + PAYLOAD), addr)
+            index = (index + 1) % streams
+            if index == 0:
+                seq += 1
+        sent += batch
+        await asyncio.sleep(0)
+    deadline = loop.time() + 2
+    while _Unprotect.count < sent and loop.time() < deadline:
+        await asyncio.sleep(0.001)
+    cpu = time.process_time() - start
+    for send_t, recv_t, _addr, _tx in targets:
+        send_t.close()
+        recv_t.close()
+    return cpu / max(_Unprotect.count, 1)
+
+
 def run_queue_wait() -> float:
     """Seconds this process has spent runnable but waiting for a CPU (Linux schedstat)."""
     try:
@@ -315,14 +371,18 @@ async def main(args: argparse.Namespace) -> None:
     print("2N socket pairs: floor/pkt = raw pylibsrtp protect+unprotect + raw UDP send+receive.")
     print("cpu ms/call-s is CPU time per 100 packets carried (sent, protected, received and")
     print("verified); 'carried' is the share of the nominal 100 packets/s per call that was;")
-    print("'waited' is the share of wall time this process was runnable but had no CPU.")
+    print("'waited' is the share of wall time this process was runnable but had no CPU;")
+    print("'load' is the machine's 1-minute load average at the end of the run (2 cores);")
+    print("'together' is the floor's two halves done at once (raw protect, send, receive,")
+    print("unprotect, no media code) over the floor: the cost of the pair before any media code.")
     print(f"\n{'calls':>6} {'floor µs/pkt':>12} {'floor ms/call-s':>15} {'cpu ms/call-s':>13} "
           f"{'ratio':>6} {'core %':>7} {'waited':>7} {'carried':>7} {'loss':>8} {'skipped':>7} "
-          f"{'p99 late ms':>11} {'max ms':>7} {'heard':>6}")
+          f"{'p99 late ms':>11} {'max ms':>7} {'heard':>6} {'load':>5} {'together':>8}")
     best = 0
     for n in sweep:
         floor_packet = crypto_floor(2 * n) + await udp_floor(2 * n)
         floor_call_second = 100 * floor_packet
+        together = await combined_floor(2 * n)
         r = await run_calls(n, args.seconds, args.warmup, args.profile, args.slack)
         ratio = r["cpu_per_call_second"] / floor_call_second
         ok = r["lost"] == 0 and r["skipped"] == 0 and r["p99"] < 0.005
@@ -331,6 +391,7 @@ async def main(args: argparse.Namespace) -> None:
               f"{r['cpu_share'] * 100:6.1f}% {r['waited'] * 100:6.1f}% {r['carried'] * 100:6.1f}% "
               f"{r['loss'] * 100:7.3f}% {r['skipped']:7.0f} "
               f"{r['p99'] * 1e3:11.1f} {r['max_late'] * 1e3:7.1f} {r['heard'] * 100:5.0f}%"
+              f" {os.getloadavg()[0]:5.2f} {together / floor_packet:8.2f}"
               f"{'' if ok else '  <- over'}", flush=True)
         if ok:
             best = max(best, n)
