@@ -43,7 +43,13 @@ from phone_sim.call.session import CallSession, CallState
 from phone_sim.errors import PhoneSimError, RemoteError, UsageError
 from phone_sim.media.aio import MediaClock, MediaEndpoint
 from phone_sim.media.negotiation import Direction, NegotiatedAudio
-from phone_sim.media.sinks import DtmfReceived, ToneDetected, ToneDetector, WavRecorder
+from phone_sim.media.sinks import (
+    DtmfReceived,
+    ToneDetected,
+    ToneDetector,
+    ToneFinder,
+    WavRecorder,
+)
 from phone_sim.media.sources import AudioSource, tone, wav_file
 from phone_sim.media.stream import MediaStream, StreamStatistics
 
@@ -63,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 #: How often a waiting coroutine looks at the media events (seconds).
 POLL_INTERVAL = 0.02
+# Two tones heard this close are one (the finder rounds to the hertz; see ToneFinder).
+_SAME_TONE_HZ = 2.0
 
 
 # Weak values: a clock lives as long as some phone holds it (a clock refers to its loop, so
@@ -129,8 +137,9 @@ class CallStats:
     dtmf_received: str
     """RFC 4733 digits received so far."""
     tones_heard: tuple[float, ...]
-    """Frequencies detected so far (the tones played, waited for or asked for with
-    :meth:`Call.detect_tone`)."""
+    """Frequencies heard so far: any steady tone (rounded to the hertz; see
+    ``MediaOptions.find_tones``), and the tones played, waited for or asked for with
+    :meth:`Call.detect_tone` at the frequency asked for."""
 
     def as_dict(self) -> dict[str, Any]:
         """For ``--json``."""
@@ -501,6 +510,8 @@ class Call:
             for key in list(self._detectors):
                 self._detectors[key] = None
                 self.detect_tone(key)
+            if self._owner.core.config.media.find_tones:
+                stream.sinks.append(ToneFinder(stream.codec))
             if self._record_path is not None:
                 self._recorder = WavRecorder(stream.codec)
                 stream.sinks.append(self._recorder)
@@ -525,8 +536,15 @@ class Call:
 
     def _on_media_event(self, event: object) -> None:
         if isinstance(event, ToneDetected):
-            if event.frequency_hz not in self._tones:
-                self._tones.append(event.frequency_hz)
+            # The finder reports the tone rounded to the hertz, a detector asked for
+            # 1004.0 reports 1004.0: one tone heard once, within the finder's tolerance.
+            heard = event.frequency_hz
+            for i, known in enumerate(self._tones):
+                if abs(known - heard) <= _SAME_TONE_HZ:
+                    if heard in self._detectors:  # the exact frequency asked for wins
+                        self._tones[i] = heard
+                    return
+            self._tones.append(heard)
         elif isinstance(event, DtmfReceived):
             self._dtmf.append(event.digit)
 

@@ -189,6 +189,164 @@ class ToneDetector:
         return None
 
 
+class ToneFinder:
+    """Finds a steady pure tone of any frequency in what is received (the "tones heard" of a
+    call's statistics, whoever asked for which tone), on a sample of the packets.
+
+    Every ``sample_every`` packets it decodes ``window_packets`` consecutive packets (after
+    ten warm-up packets for G.722), estimates the frequency from the upward zero crossings,
+    interpolated between samples, refines it by the phase the tone turns through between the
+    block's two halves, and checks with Goertzel that the block is that tone and nothing else
+    (``purity``). The same frequency, within ``tolerance_hz``, in ``min_hits``
+    windows in a row makes a :class:`ToneDetected`, rounded to the hertz, once per tone.
+
+    It samples densely while the stream is young (``dense_windows`` windows, where tones
+    usually are: milliwatt, ringback, a test extension's beep), then every
+    ``later_every`` packets, densely again while a candidate waits for its next hit. A
+    tone at the start is found in about a second; one later in the call in about
+    ``min_hits * later_every`` packets. Measured: 0.3 ms of CPU per second of call while
+    dense and 0.03 ms later (PCMU; G.722 costs about two and a half times that).
+    """
+
+    def __init__(
+        self,
+        codec: AudioCodec,
+        *,
+        sample_every: int = 25,
+        dense_windows: int = 10,
+        later_every: int = 250,
+        window_packets: int = 2,
+        min_hits: int = 2,
+        purity: float = 0.8,
+        tolerance_hz: float = 2.0,
+        min_level_dbov: float = -50.0,
+    ) -> None:
+        # G.722 is ADPCM: a decoder that skipped packets needs about 200 ms to settle before
+        # its output has the tone's exact frequency (measured on 400-3500 Hz: up to 6 Hz off
+        # after 40 ms, within 0.6 Hz after 200 ms).
+        self._warmup = 10 if codec.name == "G722" else 0
+        if window_packets < 1 or min(sample_every, later_every) < window_packets + self._warmup:
+            raise SinkError("a tone finder samples at least one packet, less often than that")
+        if min_hits < 1 or not 0 < purity < 1:
+            raise SinkError("min_hits must be >= 1 and purity in (0, 1)")
+        self.codec = codec
+        self.sample_every = sample_every
+        self.dense_windows = dense_windows
+        self.later_every = later_every
+        self._windows = 0
+        self.window_packets = window_packets
+        self.min_hits = min_hits
+        self.purity = purity
+        self.tolerance_hz = tolerance_hz
+        self.min_level_dbov = min_level_dbov
+        self._decoder: AudioDecoder | None = None
+        self._countdown = sample_every - 1
+        self._block: list[array.array[int]] = []
+        self._candidate: float | None = None
+        self._hits = 0
+        #: The tones reported so far, rounded to the hertz.
+        self.found: list[float] = []
+
+    def on_audio(self, payload: bytes, timestamp: int, now: float) -> SinkEvent | None:
+        """Look at one payload if it falls in a sampled window."""
+        if self._countdown > self.window_packets + self._warmup - 1:
+            self._countdown -= 1
+            return None
+        if self._decoder is None:
+            self._decoder = self.codec.decoder()
+        samples = self._decoder.decode_samples(payload, timestamp)
+        if self._countdown >= self.window_packets:  # a warm-up packet
+            self._countdown -= 1
+            return None
+        self._block.append(samples)
+        if self._countdown > 0:
+            self._countdown -= 1
+            return None
+        block = array.array("h")
+        for part in self._block:
+            block.extend(part)
+        self._block.clear()
+        event = self.analyse(block, now)
+        self._windows += 1
+        dense = self._windows < self.dense_windows or 0 < self._hits < self.min_hits
+        self._countdown = (self.sample_every if dense else self.later_every) - 1
+        return event
+
+    def analyse(self, samples: array.array[int], now: float) -> SinkEvent | None:
+        """Check one block of decoded samples and update the state."""
+        frequency = _crossing_frequency(samples, self.codec.sample_rate)
+        if frequency is not None:
+            frequency = _refined_frequency(samples, frequency, self.codec.sample_rate)
+        hit = False
+        if frequency is not None and 20 <= frequency < self.codec.sample_rate / 2:
+            ratio, level = goertzel(samples, frequency, self.codec.sample_rate)
+            hit = ratio >= self.purity and level >= self.min_level_dbov
+        if not hit or frequency is None:
+            self._candidate, self._hits = None, 0
+            return None
+        if self._candidate is None or abs(frequency - self._candidate) > self.tolerance_hz:
+            self._candidate, self._hits = frequency, 1
+        else:
+            self._candidate = (self._candidate * self._hits + frequency) / (self._hits + 1)
+            self._hits += 1
+        if self._hits < self.min_hits:
+            return None
+        rounded = float(round(self._candidate))
+        if any(abs(rounded - f) <= self.tolerance_hz for f in self.found):
+            return None
+        self.found.append(rounded)
+        return ToneDetected(frequency_hz=rounded, level_dbov=level, at=now)
+
+
+def _goertzel_phasor(samples: array.array[int], start: int, stop: int, omega: float) -> complex:
+    # The DFT of samples[start:stop] at omega, up to a factor that depends on the length only.
+    coeff = 2 * math.cos(omega)
+    s1 = s2 = 0.0
+    for i in range(start, stop):
+        s0 = samples[i] + coeff * s1 - s2
+        s2 = s1
+        s1 = s0
+    return complex(s1 - s2 * math.cos(omega), s2 * math.sin(omega))
+
+
+def _refined_frequency(samples: array.array[int], estimate: float, sample_rate: int) -> float:
+    """*estimate* corrected by the phase the tone turns through between the block's two
+    halves, measured at *estimate* (exact to a fraction of a hertz for a pure tone within
+    ``sample_rate / len(samples)`` of it)."""
+    half = len(samples) // 2
+    if half < 8:
+        return estimate
+    omega = 2 * math.pi * estimate / sample_rate
+    first = _goertzel_phasor(samples, 0, half, omega)
+    second = _goertzel_phasor(samples, half, 2 * half, omega)
+    if first == 0 or second == 0:
+        return estimate
+    turned = math.atan2((second / first).imag, (second / first).real)
+    expected = (omega * half + math.pi) % (2 * math.pi) - math.pi
+    delta = (turned - expected + math.pi) % (2 * math.pi) - math.pi
+    return estimate + delta * sample_rate / (2 * math.pi * half)
+
+
+def _crossing_frequency(samples: array.array[int], sample_rate: int) -> float | None:
+    """The frequency of a periodic block from its upward zero crossings, each placed by
+    linear interpolation between the two samples around it; None without four of them."""
+    first = last = -1.0
+    count = 0
+    previous = samples[0] if samples else 0
+    for i in range(1, len(samples)):
+        current = samples[i]
+        if previous < 0 <= current:
+            at = i - 1 + previous / (previous - current)
+            if count == 0:
+                first = at
+            last = at
+            count += 1
+        previous = current
+    if count < 4 or last <= first:
+        return None
+    return (count - 1) * sample_rate / (last - first)
+
+
 class WavRecorder:
     """Decodes every packet into memory and writes a WAV file at the end.
 

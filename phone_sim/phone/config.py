@@ -72,6 +72,12 @@ class MediaOptions:
     """Packetization asked for in ``a=ptime``."""
     dtmf: bool = True
     """Offer and accept RFC 4733 ``telephone-event/8000``."""
+    find_tones: bool = True
+    """Look for a steady tone of any frequency in what each call receives, so it shows in
+    the call's ``tones_heard`` without being asked for (a milliwatt, a test extension's
+    beep). It samples the audio: about 0.3 ms of CPU per second of call for the first five
+    seconds, 0.03 ms after that (PCMU). Tones asked for (``wait_tone``, ``detect_tone``,
+    ``play_tone``) are always listened for."""
 
     def __post_init__(self) -> None:
         if not self.codecs:

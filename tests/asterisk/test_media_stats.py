@@ -1,10 +1,10 @@
 """What a call's statistics say after Asterisk sent it DTMF and tones.
 
 Asterisk 22 showed misbehaviours of the phone layer filed in issue #9 ("Bugs to fix on the
-way"), to be fixed there. Each is one assertion marked ``xfail(strict=True)``: when the fix
-lands the test passes, strict xfail turns that into a failure, and the marker must go (as it
-went for received DTMF, which reaches the stats since the phone core landed, and for the
-jitter and MOS after Asterisk's events, since the media statistics follow pjmedia's rules).
+way"); each was an assertion marked ``xfail(strict=True)`` until its fix landed: received
+DTMF reaching the stats (the phone core), the jitter and MOS after Asterisk's events (the
+media statistics follow pjmedia's rules), and a tone heard without anyone waiting for it
+(``MediaOptions.find_tones``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,6 @@ from phone_sim.testing.aio_asterisk import Asterisk
 from tests.asterisk.conftest import PhoneFactory
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.peer, pytest.mark.timeout(60)]
-
-TONES_BUG = (
-    "issue #9 bug: a tone heard reaches CallStats.tones_heard only while someone awaits "
-    "wait_tone() (received DTMF reaches the stats since the phone core landed)"
-)
 
 
 async def _call_604(phones: PhoneFactory) -> Call:
@@ -75,7 +70,6 @@ async def test_received_dtmf_reaches_the_stats_without_waiting(phones: PhoneFact
     assert stats.dtmf_received == "4567#"
 
 
-@pytest.mark.xfail(strict=True, reason=TONES_BUG)
 async def test_a_tone_heard_reaches_the_stats_without_waiting(phones: PhoneFactory) -> None:
     phone = await phones("101")
     call = await phone.dial("601")

@@ -60,6 +60,25 @@ async def test_tones_cross_over_srtp_both_ways_and_hangup() -> None:
         await b.close()
 
 
+async def test_a_tone_nobody_asked_for_is_heard_at_its_frequency() -> None:
+    a, b = await _pair()
+    try:
+        call, incoming = await _connected(a, b)
+        incoming.play_tone(1400)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while loop.time() < deadline and not (call.stats and call.stats.tones_heard):
+            await asyncio.sleep(0.05)
+        stats = call.stats
+        assert stats is not None and stats.tones_heard == (1400.0,)
+        await call.wait_tone(1400, timeout=5)  # asked for now: still one tone
+        assert call.stats is not None and call.stats.tones_heard == (1400.0,)
+        await call.hangup()
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_dtmf_hold_and_resume() -> None:
     a, b = await _pair()
     try:
