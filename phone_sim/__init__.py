@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "build_phone": "phone_sim.phone.aio",
     "PhoneConfig": "phone_sim.phone.config",
     "MediaOptions": "phone_sim.phone.config",
+    "Impairment": "phone_sim.phone.config",
     "NetworkOptions": "phone_sim.phone.config",
     "normalize_mac": "phone_sim.phone.config",
     "RegistrationSettings": "phone_sim.phone.registration",
@@ -98,6 +99,7 @@ __all__ = [
     "ConnectionDropped",
     "FailedOver",
     "FirmwareProfile",
+    "Impairment",
     "MediaOptions",
     "MessageReceived",
     "Model",
@@ -169,6 +171,7 @@ if TYPE_CHECKING:
         UdpCallAgent,
     )
     from phone_sim.phone.config import (
+        Impairment,
         MediaOptions,
         NetworkOptions,
         PhoneConfig,

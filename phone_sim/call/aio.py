@@ -395,7 +395,7 @@ class Call:
         owner = self._owner
         core = owner.core
         endpoint = self.endpoint = await MediaEndpoint.open(
-            core.media_host(call_id=self.call_id))
+            core.media_host(call_id=self.call_id), impairment=core.config.media.impairment)
         if self._cancelled():  # the caller gave up while the sockets opened
             self._close_media()
             raise CallFailed(f"the call from {self.remote} ended before it was answered")

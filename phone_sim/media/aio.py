@@ -6,19 +6,29 @@ feeds what arrives to it with ``now`` from :func:`media_time` (the loop's clock 
 resolution). Nothing here decides anything about media: that is all in
 :class:`~phone_sim.media.stream.MediaStream`. Works on the stock loop and on uvloop (use
 uvloop under load: the stock loop starts dropping UDP above about 15k packets/s).
+
+An endpoint opened with an :class:`~phone_sim.media.impairment.Impairment` passes the RTP it
+sends through an :class:`~phone_sim.media.impairment.ImpairmentModel` (its RTCP goes
+untouched). Packets the model delays wait in the model; the clock's one timer also serves
+their release times, so the delayed packets of every stream due within the same slack go out
+in one firing, with no timer of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import ipaddress
+import itertools
+import math
 import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from phone_sim.errors import RemoteError, UsageError
+from phone_sim.media.impairment import Impairment, ImpairmentModel
 from phone_sim.media.pacing import Pacer
 from phone_sim.media.stream import MediaEvent, MediaStream
 
@@ -55,7 +65,8 @@ class MediaTimeout(RemoteError):
 
 
 class MediaClock:
-    """The shared pacing timer: one armed ``call_at`` for every stream on the loop."""
+    """The shared pacing timer: one armed ``call_at`` for every stream on the loop (and for the
+    release of packets an impairment delays)."""
 
     def __init__(
         self,
@@ -70,6 +81,12 @@ class MediaClock:
         self.pacer: Pacer[MediaEndpoint] = Pacer(tick=tick, slack=slack)
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = float("inf")
+        # Endpoints holding delayed packets, by release time (stale entries dropped lazily,
+        # as the pacer does).
+        self._held: list[tuple[float, int, MediaEndpoint]] = []
+        self._held_at: dict[MediaEndpoint, float] = {}
+        self._held_counter = itertools.count()
+        self._firing = False
 
     def add(self, endpoint: MediaEndpoint) -> None:
         """Start pacing an endpoint's stream."""
@@ -80,6 +97,38 @@ class MediaClock:
     def remove(self, endpoint: MediaEndpoint) -> None:
         """Stop pacing an endpoint."""
         self.pacer.remove(endpoint)
+        self._held_at.pop(endpoint, None)
+
+    def hold(self, endpoint: MediaEndpoint, at: float) -> None:
+        """The endpoint holds delayed packets, the first due at *at*."""
+        if at < self._held_at.get(endpoint, math.inf):
+            self._held_at[endpoint] = at
+            heapq.heappush(self._held, (at, next(self._held_counter), endpoint))
+            if not self._firing:  # a firing re-arms once at its end
+                self._arm()
+
+    def _next_release(self) -> float | None:
+        held = self._held
+        held_at = self._held_at
+        while held:
+            at, _, endpoint = held[0]
+            if held_at.get(endpoint) == at:
+                return at
+            heapq.heappop(held)
+        return None
+
+    def _release(self, horizon: float) -> None:
+        held = self._held
+        held_at = self._held_at
+        while held and held[0][0] <= horizon:
+            at, _, endpoint = heapq.heappop(held)
+            if held_at.get(endpoint) != at:
+                continue
+            del held_at[endpoint]
+            try:
+                endpoint._release(horizon)
+            except (OSError, RuntimeError):
+                endpoint.send_errors += 1
 
     def wake(self, endpoint: MediaEndpoint) -> None:
         """The endpoint's stream has an earlier deadline than before."""
@@ -95,6 +144,10 @@ class MediaClock:
 
     def _arm(self) -> None:
         at = self.pacer.get_timer()
+        if self._held:
+            release = self._next_release()
+            if release is not None and (at is None or release < at):
+                at = release
         if at is None:
             return
         if self._handle is not None:
@@ -107,20 +160,26 @@ class MediaClock:
     def _fire(self) -> None:
         self._handle = None
         self._armed_at = float("inf")
+        self._firing = True
         try:
-            for endpoint, rtp, rtcp in self.pacer.poll(self.time()):
+            now = self.time()
+            for endpoint, rtp, rtcp in self.pacer.poll(now):
                 transport = endpoint._rtp
                 if transport is None or endpoint._remote_rtp is None:
                     continue
                 try:
-                    if len(rtp) == 1 and not rtcp:  # the usual case, without the loops
+                    # The usual case, without the loops.
+                    if len(rtp) == 1 and not rtcp and endpoint.impaired is None:
                         transport.sendto(rtp[0], endpoint._remote_rtp)
                     elif rtp or rtcp:
                         endpoint.send(rtp, rtcp)
                 except (OSError, RuntimeError):
                     # One endpoint's socket trouble must not stop every other stream.
                     endpoint.send_errors += 1
+            if self._held:
+                self._release(now + self.pacer.slack)
         finally:
+            self._firing = False
             self._arm()
 
 
@@ -158,9 +217,13 @@ def _bind_udp(host: str, port: int) -> socket.socket:
 
 
 class MediaEndpoint:
-    """The RTP and RTCP sockets of one stream (RTCP on RTP port + 1, RFC 3550 11)."""
+    """The RTP and RTCP sockets of one stream (RTCP on RTP port + 1, RFC 3550 11), and the
+    access network its outgoing RTP crosses (*impairment*, if any)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, host: str) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, host: str, *,
+        impairment: Impairment | None = None,
+    ) -> None:
         self.loop = loop
         #: The clock received datagrams are stamped with (see :func:`media_time`).
         self.time = media_time(loop)
@@ -183,17 +246,24 @@ class MediaEndpoint:
         self.send_errors = 0
         #: Datagrams that arrived before a stream was attached, or after close.
         self.unattached = 0
+        #: What the impairment did to the RTP sent (its counters); None when not impaired.
+        self.impaired: ImpairmentModel | None = (
+            ImpairmentModel(impairment) if impairment is not None and impairment.active
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"<MediaEndpoint {self.host}:{self.local_rtp_port}/{self.local_rtcp_port}>"
 
     @classmethod
     async def open(
-        cls, host: str = "127.0.0.1", *, rtp_port: int = 0, rcvbuf: int | None = None
+        cls, host: str = "127.0.0.1", *, rtp_port: int = 0, rcvbuf: int | None = None,
+        impairment: Impairment | None = None,
     ) -> MediaEndpoint:
-        """Bind RTP on ``rtp_port`` (an even free port if 0) and RTCP on the next port."""
+        """Bind RTP on ``rtp_port`` (an even free port if 0) and RTCP on the next port; the RTP
+        sent crosses *impairment* (loss, jitter, reordering) when given."""
         loop = asyncio.get_running_loop()
-        endpoint = cls(loop, host)
+        endpoint = cls(loop, host, impairment=impairment)
         if rtp_port % 2:
             raise MediaEndpointError(f"RTP port {rtp_port} must be even (RFC 3550 11)")
         for _ in range(PORT_PAIR_ATTEMPTS if rtp_port == 0 else 1):
@@ -256,6 +326,8 @@ class MediaEndpoint:
         for protocol in self._protocols:
             protocol.stream = stream
         stream.wallclock_offset = time.time() - self.time()
+        if self.impaired is not None:
+            self.impaired.interval = stream.ptime_ms / 1000.0
         self._clock = clock
         clock.add(self)
 
@@ -292,16 +364,46 @@ class MediaEndpoint:
         self._remote_rtp, self._remote_rtcp = rtp, rtcp
 
     def send(self, rtp: list[bytes], rtcp: list[bytes]) -> None:
-        """Write what the pacer says is due."""
+        """Write what the pacer says is due (the RTP through the impairment, if any)."""
         transport = self._rtp
         remote = self._remote_rtp
         if transport is None or remote is None:
             return
-        for packet in rtp:
-            transport.sendto(packet, remote)
+        model = self.impaired
+        if model is not None:
+            if rtp:
+                now = self.time()
+                for packet in rtp:
+                    if model.offer(packet, now):
+                        transport.sendto(packet, remote)
+                for packet in model.packets_due(now):
+                    transport.sendto(packet, remote)
+                at = model.get_timer()
+                if at is not None and self._clock is not None:
+                    self._clock.hold(self, at)
+        else:
+            for packet in rtp:
+                transport.sendto(packet, remote)
         if rtcp and self._rtcp is not None and self._remote_rtcp is not None:
             for packet in rtcp:
                 self._rtcp.sendto(packet, self._remote_rtcp)
+
+    def _release(self, now: float) -> None:
+        """Send the delayed packets due by *now* (the clock's timer)."""
+        model = self.impaired
+        if model is None:
+            return
+        packets = model.packets_due(now)
+        transport = self._rtp
+        remote = self._remote_rtp
+        try:
+            if transport is not None and remote is not None:
+                for packet in packets:
+                    transport.sendto(packet, remote)
+        finally:  # a socket error loses these packets, never the ones still held
+            at = model.get_timer()
+            if at is not None and self._clock is not None:
+                self._clock.hold(self, at)
 
     def datagram_received(self, data: bytes, addr: Any, rtcp: bool) -> None:
         """One datagram on the RTP or RTCP socket."""
@@ -357,6 +459,8 @@ class MediaEndpoint:
         if self._clock is not None:
             self._clock.remove(self)
             self._clock = None
+        if self.impaired is not None:
+            self.impaired.clear()  # still in the network when the call ended: lost with it
         for transport in (self._rtp, self._rtcp):
             if transport is not None:
                 transport.close()

@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "ConnectionDropped": "phone_sim.phone.events",
     "FailedOver": "phone_sim.phone.events",
     "MODEL_LINES": "phone_sim.phone.config",
+    "Impairment": "phone_sim.phone.config",
     "MediaOptions": "phone_sim.phone.config",
     "MessageReceived": "phone_sim.phone.events",
     "NetworkOptions": "phone_sim.phone.config",
@@ -67,6 +68,7 @@ __all__ = [
     "CallUpdateRefused",
     "ConnectionDropped",
     "FailedOver",
+    "Impairment",
     "MediaOptions",
     "MessageReceived",
     "NetworkOptions",
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
     )
     from phone_sim.phone.config import (
         MODEL_LINES,
+        Impairment,
         MediaOptions,
         NetworkOptions,
         PhoneConfig,

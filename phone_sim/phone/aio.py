@@ -458,7 +458,8 @@ class Phone:
         if not reg.usable:
             raise UsageError(
                 f"account {reg.account.username!r} has no SIP connection yet: register first")
-        endpoint = await MediaEndpoint.open(core.media_host(reg.index))
+        endpoint = await MediaEndpoint.open(core.media_host(reg.index),
+                                            impairment=self.config.media.impairment)
         try:
             local = core.local_audio(endpoint.local_rtp_port, account=reg.index)
             call_id = core.dial(to, self._now(), local=local, account=reg.index)

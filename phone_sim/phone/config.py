@@ -18,12 +18,14 @@ from phone_sim.account import Account
 from phone_sim.call.session import CallConfig
 from phone_sim.errors import UsageError
 from phone_sim.firmware import FirmwareProfile, Model
+from phone_sim.media.impairment import Impairment
 from phone_sim.media.payloads import codec_by_name
 from phone_sim.phone.registration import RegistrationSettings
 from phone_sim.tls.client import TrustStore
 
 __all__ = [
     "MODEL_LINES",
+    "Impairment",
     "MediaOptions",
     "NetworkOptions",
     "PhoneConfig",
@@ -78,6 +80,9 @@ class MediaOptions:
     beep). It samples the audio: about 0.3 ms of CPU per second of call for the first five
     seconds, 0.03 ms after that (PCMU). Tones asked for (``wait_tone``, ``detect_tone``,
     ``play_tone``) are always listened for."""
+    impairment: Impairment | None = None
+    """An access network damaging the RTP every call sends (loss, jitter, reordering,
+    seeded), to reproduce what the far end hears in the field; None: a clean path."""
 
     def __post_init__(self) -> None:
         if not self.codecs:

@@ -17,6 +17,7 @@ import uvloop
 
 from phone_sim.media.aio import MediaClock, MediaEndpoint, MediaEndpointError, MediaTimeout
 from phone_sim.media.codecs import get_codec
+from phone_sim.media.impairment import Impairment
 from phone_sim.media.sinks import ToneDetector
 from phone_sim.media.sources import tone
 from phone_sim.media.stream import (
@@ -307,3 +308,47 @@ def test_a_uvloop_endpoint_reports_no_dlsr_longer_than_its_peer_measured() -> No
     assert theirs.rtcp_rr_received + theirs.rtcp_sr_received >= 20
     assert theirs.rtcp_clock_skews == 0  # the peer never saw our DLSR run past its clock
     assert ours.rtcp_clock_skews == 0
+
+
+async def test_an_impaired_endpoint_damages_the_rtp_it_sends_as_set() -> None:
+    # A sends through 10% loss, 15 ms jitter and 5% reordering over SRTP; B measures it.
+    codec = get_codec("PCMU")
+    key_a, key_b = os.urandom(30), os.urandom(30)
+    impairment = Impairment(loss_percent=10, jitter_ms=15, reorder_percent=5, seed="wire")
+    ep_a = await MediaEndpoint.open("127.0.0.1", impairment=impairment)
+    ep_b = await MediaEndpoint.open("127.0.0.1")
+    clock = MediaClock()
+    a = MediaStream(codec=codec, tx_key=key_a, rx_key=key_b, source=tone(codec, 1000),
+                    rtcp_interval=0.3)
+    b = MediaStream(codec=codec, tx_key=key_b, rx_key=key_a, source=tone(codec, 700),
+                    rtcp_interval=0.3)
+    try:
+        ep_a.attach(a, remote_host="127.0.0.1", remote_rtp_port=ep_b.local_rtp_port,
+                    clock=clock)
+        ep_b.attach(b, remote_host="127.0.0.1", remote_rtp_port=ep_a.local_rtp_port,
+                    clock=clock)
+        await asyncio.sleep(3.0)
+        model = ep_a.impaired
+        assert model is not None and ep_b.impaired is None
+        sent = a.statistics()
+    finally:
+        ep_a.close()
+        await asyncio.sleep(0.1)
+        ep_b.close()
+        clock.close()
+    heard = b.statistics()
+    assert model.offered == sent.packets_sent >= 120
+    # The loss B counts is what the network dropped (but for drops after the last packet
+    # B got, which no later packet reveals).
+    assert 0.04 < model.dropped / model.offered < 0.18
+    assert model.dropped - 3 <= heard.packets_lost <= model.dropped
+    # Every packet that survived arrived once (but those still delayed when A closed).
+    passed = model.offered - model.dropped
+    assert passed - 3 <= heard.packets_received <= passed
+    assert heard.duplicates == 0 and heard.srtp_auth_failures == 0
+    assert heard.srtp_replay_failures == 0  # late packets stay inside the replay window
+    # Reordered packets arrive late; delays show as jitter; B's own clean stream does not.
+    assert 1 <= heard.reordered <= model.reordered
+    assert heard.jitter > 0.002 and heard.jitter > 2 * a.statistics().jitter
+    # RTCP is not impaired: B got every report A sent but the one still in flight.
+    assert heard.rtcp_sr_received >= sent.rtcp_sr_sent - 1

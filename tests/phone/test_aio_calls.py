@@ -18,7 +18,7 @@ from phone_sim.firmware import profile_for
 from phone_sim.lab import Lab
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone import Phone, RegistrationSettings, phone_signature
-from phone_sim.phone.config import PhoneConfig
+from phone_sim.phone.config import Impairment, MediaOptions, PhoneConfig
 from phone_sim.tls.client import TrustStore
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
@@ -287,13 +287,14 @@ async def test_a_lost_connection_ends_the_call_and_the_phones_call_again_after(
 # -- through the embedded lab -------------------------------------------------------------------
 
 
-def _lab_phone(lab: Lab, user: str) -> Phone:
+def _lab_phone(lab: Lab, user: str, media: MediaOptions | None = None) -> Phone:
     host = SipHost(server=lab.host, port=lab.ports["tls"], transport=SipTransport.TLS,
                    media_encryption="sdes", retry=0.5)
     account = Account(username=user, password="1234", host_primary=host,
                       domain=lab.server_name, server_name=lab.server_name)
     trust = TrustStore.from_pem(lab.ca_pem, public_roots=False)
-    return Phone(PhoneConfig(profile=PROFILE, accounts=(account,), trust=trust, registration=FAST))
+    return Phone(PhoneConfig(profile=PROFILE, accounts=(account,), trust=trust, registration=FAST,
+                             media=media or MediaOptions()))
 
 
 async def test_phone_to_phone_through_the_lab_refusal_then_call() -> None:
@@ -315,3 +316,36 @@ async def test_phone_to_phone_through_the_lab_refusal_then_call() -> None:
         await incoming.resume()
         await call.hangup()
         assert (await incoming.wait_ended(timeout=10)).by_peer
+
+
+async def test_each_phones_impairment_damages_the_audio_it_sends() -> None:
+    # The caller's access network loses 20% (dial() opens its media through it), the
+    # callee's 5% with jitter (answer() does): each far end counts the other's losses.
+    up_net = Impairment(loss_percent=20, seed=1)
+    down_net = Impairment(loss_percent=5, jitter_ms=10, seed=2)
+    async with (Lab({"101": "1234", "102": "1234"}) as lab,
+                _lab_phone(lab, "101", MediaOptions(impairment=up_net)) as a,
+                _lab_phone(lab, "102", MediaOptions(impairment=down_net)) as b):
+        await asyncio.gather(a.register(timeout=10), b.register(timeout=10))
+        call = await a.dial("102")
+        incoming = await b.next_call(timeout=10)
+        await incoming.answer()
+        await call.wait_answered(timeout=10)
+        assert call.endpoint is not None and incoming.endpoint is not None
+        up, down = call.endpoint.impaired, incoming.endpoint.impaired
+        assert up is not None and down is not None
+        assert up.impairment is up_net and down.impairment is down_net
+        call.play_tone(1004)
+        incoming.play_tone(697)
+        await incoming.wait_tone(1004, timeout=10)  # the audio gets through, damaged
+        await call.wait_tone(697, timeout=10)
+        await asyncio.sleep(2.0)
+        await call.hangup()
+        await incoming.wait_ended(timeout=10)
+    assert call.stats is not None and incoming.stats is not None
+    heard_by_b, heard_by_a = incoming.stats.stream, call.stats.stream
+    assert up.offered >= 100 and down.offered >= 100
+    assert 0.1 < up.dropped / up.offered < 0.3
+    assert 0.01 < down.dropped / down.offered < 0.12
+    assert up.dropped - 3 <= heard_by_b.packets_lost <= up.dropped
+    assert down.dropped - 3 <= heard_by_a.packets_lost <= down.dropped
