@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phone_sim.cli.lab",
     "phone_sim.cli.boot",
     "phone_sim.cli.demo",
+    "phone_sim.cli.fleet",
+    "phone_sim.cli.report",
 )
 
 

@@ -238,18 +238,20 @@ class ShardRunner:
             self._first_done.add(plan.index)
 
     async def _watch(self, plan: PhonePlan, phone: Phone, events: Any) -> None:
+        first = True
         try:
             async for event in events:
                 if isinstance(event, ConnectionDropped):
                     self.emit("reg_event", phone=plan.username, what="dropped",
                               cause="connection")
+                elif isinstance(event, RegistrationSucceeded | RegistrationFailed) and first:
+                    first = False  # the first attempt's outcome: register() reported it
                 elif isinstance(event, RegistrationSucceeded):
-                    if plan.index in self._first_done and not event.refresh:
+                    if not event.refresh:
                         self.emit("reg_event", phone=plan.username, what="registered")
                 elif isinstance(event, RegistrationFailed):
-                    if plan.index in self._first_done:
-                        self.emit("reg_event", phone=plan.username, what="failed",
-                                  cause=failure_cause(event.error))
+                    self.emit("reg_event", phone=plan.username, what="failed",
+                              cause=failure_cause(event.error))
                 elif isinstance(event, FailedOver):
                     self.emit("reg_event", phone=plan.username, what="failover")
                 elif isinstance(event, CallArrived) and not self._stop.is_set():
