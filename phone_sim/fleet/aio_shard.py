@@ -305,9 +305,8 @@ class ShardRunner:
             if settings is not None:
                 relay = await ImpairmentRelay.insert(call, settings)
             call.play_tone(calls.tone)
-            expect = calls.answer_tone if cp.callee is not None else calls.tone
             try:
-                await call.wait_tone(expect, timeout=min(CHECK_TIMEOUT, cp.hold))
+                await call.wait_tone(cp.expect_tone, timeout=min(CHECK_TIMEOUT, cp.hold))
                 record["tone_ok"] = True
             except CallTimeout:
                 record["tone_ok"] = False

@@ -76,6 +76,8 @@ class CallPlan:
     """The called phone's index when it is a fleet phone."""
     hold: float
     """Seconds the caller keeps the call up once answered."""
+    expect_tone: float
+    """Hz of the tone the caller expects to hear back."""
 
 
 class FleetPlan:
@@ -219,6 +221,7 @@ class FleetPlan:
             return
         rate = self.call_rate
         start = self.calls_start
+        mix = calls.destination_mix()
         k = 0
         while True:
             if calls.count is not None and k >= calls.count:
@@ -229,16 +232,25 @@ class FleetPlan:
             pick = random.Random(f"{s.seed}:call:{k}")
             caller = pick.randrange(self.count)
             callee: int | None = None
-            if calls.destinations == "fleet":
+            roll = pick.random() * 100.0
+            destination = mix[-1]
+            for candidate in mix:
+                roll -= candidate.percent
+                if roll < 0:
+                    destination = candidate
+                    break
+            if destination.to == "fleet":
                 if self.count < 2:
                     raise ScenarioError("calls to the fleet need at least two phones")
                 callee = pick.randrange(self.count - 1)
                 callee += callee >= caller  # anyone but the caller
                 to = self._accounts[callee][0]
+                expect = destination.tone or calls.answer_tone
             else:
-                to = calls.destinations
+                to = destination.to
+                expect = destination.tone or calls.tone
             yield CallPlan(number=k, at=at, caller=caller, to=to, callee=callee,
-                           hold=self._hold(pick))
+                           hold=self._hold(pick), expect_tone=expect)
             k += 1
 
     def _hold(self, pick: random.Random) -> float:

@@ -36,6 +36,7 @@ __all__ = [
     "AccountsCsv",
     "AccountsTemplate",
     "CallsSpec",
+    "Destination",
     "Faults",
     "HoldTime",
     "Impairment",
@@ -219,6 +220,38 @@ class HoldTime(_Model):
         return self
 
 
+class Destination(_Model):
+    """One slice of the destination mix."""
+
+    to: str
+    """``fleet`` (another phone of the fleet) or a number (``600``)."""
+    percent: float
+    """The share of calls, in percent (the shares add up to 100)."""
+    tone: float | None = Field(default=None, ge=100, le=3900)
+    """Hz of the tone the caller expects back (default: ``answer_tone`` from a fleet
+    phone, else its own ``tone`` echoed)."""
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, value: Any) -> str:
+        return _destination(value)
+
+    @field_validator("percent", mode="before")
+    @classmethod
+    def _share(cls, value: Any) -> float:
+        return _percent(value)
+
+
+def _destination(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not (
+        value == "fleet" or re.fullmatch(r"[0-9A-Za-z*#+._-]{1,64}", value)
+    ):
+        raise ValueError("write fleet, or the number to call such as 600")
+    return value
+
+
 class CallsSpec(_Model):
     """The calls the fleet makes. Give exactly one of ``rate``, ``busy_hour`` or ``count``
     (``count`` may be paced with ``rate``)."""
@@ -234,9 +267,9 @@ class CallsSpec(_Model):
     ends, plus 1 s)."""
     hold: HoldTime = HoldTime()
     """The hold-time distribution."""
-    destinations: Literal["fleet"] | str = "fleet"
-    """``fleet`` (another phone of the fleet, picked at random) or a number to call (``600``,
-    the lab's echo)."""
+    destinations: str | tuple[Destination, ...] = "fleet"
+    """``fleet`` (another phone of the fleet, picked at random), a number to call (``600``,
+    the lab's echo), or a mix: a list of ``{to, percent, tone}``."""
     codec: Literal["G722", "PCMU", "PCMA"] | None = None
     """The codec the phones offer first (default: the phone's preference order)."""
     tone: float = Field(default=1004.0, ge=100, le=3900)
@@ -250,14 +283,25 @@ class CallsSpec(_Model):
 
     @field_validator("destinations", mode="before")
     @classmethod
-    def _destination(cls, value: Any) -> str:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not (
-            value == "fleet" or re.fullmatch(r"[0-9A-Za-z*#+._-]{1,64}", value)
-        ):
-            raise ValueError("write fleet, or the number to call such as 600")
+    def _destinations(cls, value: Any) -> Any:
+        return value if isinstance(value, list | tuple) else _destination(value)
+
+    @field_validator("destinations")
+    @classmethod
+    def _mix(cls, value: str | tuple[Destination, ...]) -> str | tuple[Destination, ...]:
+        if isinstance(value, tuple):
+            if not value:
+                raise ValueError("give at least one destination")
+            total = sum(d.percent for d in value)
+            if abs(total - 100.0) > 0.01:
+                raise ValueError(f"the destination shares add up to {total:g}%, not 100%")
         return value
+
+    def destination_mix(self) -> tuple[Destination, ...]:
+        """The destinations as a mix (one slice of 100% for a single one)."""
+        if isinstance(self.destinations, tuple):
+            return self.destinations
+        return (Destination(to=self.destinations, percent=100.0),)
 
     @model_validator(mode="after")
     def _one_driver(self) -> CallsSpec:

@@ -1,0 +1,112 @@
+"""The plan: PhoneConfigs, the model mix, and a call schedule every shard computes alike."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from phone_sim.fleet.plan import FleetPlan
+from phone_sim.fleet.scenario import ScenarioError, parse_scenario
+from phone_sim.phone import PhoneConfig
+
+TEXT = """\
+seed: 3
+server: {host: 127.0.0.1, port: 5999, servername: pbx.test}
+phones:
+  count: 50
+  mac_first: "00:0f:d3:00:00:fe"
+  models:
+    - {model: D65, firmware: 2_9_22, percent: 70%}
+    - {model: D45, firmware: 2_9_22, percent: 30%}
+  accounts: {first: 2000, password: "pw-{number}"}
+ramp: {rate: 25}
+calls:
+  count: 40
+  rate: 20
+  hold: {distribution: exponential, mean: 3, min: 1, max: 6}
+  codec: PCMU
+"""
+
+
+def test_phone_configs() -> None:
+    plan = FleetPlan(parse_scenario(TEXT))
+    phone = plan.phone(3)
+    assert phone.username == "2003"
+    assert phone.password == "pw-2003"
+    assert phone.mac == "00:0f:d3:00:01:01"
+    assert phone.register_at == pytest.approx(3 / 25)
+    config = plan.config(phone)
+    assert isinstance(config, PhoneConfig)
+    account = config.primary_account
+    assert (account.host_primary.server, account.host_primary.port) == ("127.0.0.1", 5999)
+    assert account.server_name == "pbx.test"
+    assert account.host_primary.media_encryption == "sdes"
+    assert config.media.codecs[0] == "PCMU"
+    moved = plan.config(phone, connect=("127.0.0.1", 7000))
+    assert moved.primary_account.host_primary.port == 7000
+    assert moved.primary_account.server_name == "pbx.test"
+    assert "pw-2003" not in repr(config)
+
+
+def test_model_mix_is_exact() -> None:
+    plan = FleetPlan(parse_scenario(TEXT))
+    counts = Counter(plan.phone(i).model for i in range(plan.count))
+    assert counts == {"D65 2_9_22": 35, "D45 2_9_22": 15}
+
+
+def test_schedule_is_the_same_however_sharded() -> None:
+    plan = FleetPlan(parse_scenario(TEXT))
+    calls = list(plan.calls())
+    assert len(calls) == 40
+    assert [c.number for c in calls] == list(range(40))
+    assert all(c.callee != c.caller for c in calls)
+    assert all(1.0 <= c.hold <= 6.0 for c in calls)
+    assert calls[0].at == pytest.approx(50 / 25 + 1.0)
+    again = FleetPlan(parse_scenario(TEXT))
+    assert list(again.calls()) == calls
+    shards = 3
+    by_shard = [[c for c in calls if c.caller % shards == s] for s in range(shards)]
+    assert sorted((c for part in by_shard for c in part), key=lambda c: c.number) == calls
+    phones = [p.index for s in range(shards) for p in plan.shard_phones(s, shards)]
+    assert sorted(phones) == list(range(50))
+
+
+def test_rate_driven_schedule_stops_at_duration() -> None:
+    text = TEXT.replace("  count: 40\n  rate: 20\n", "  busy_hour: 360\n") + "duration: 10\n"
+    plan = FleetPlan(parse_scenario(text))
+    assert plan.call_rate == pytest.approx(50 * 360 / 3600)
+    calls = list(plan.calls())
+    assert calls and all(c.at < 10 for c in calls)
+    assert len(calls) == int((10 - 3.0) * 5)
+
+
+def test_csv_accounts(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("username,password,authname\n7001,x1,\n7002,x2,auth2\n")
+    text = TEXT.replace('accounts: {first: 2000, password: "pw-{number}"}',
+                        "accounts: {csv: a.csv}").replace("count: 50", "count: 2")
+    plan = FleetPlan(parse_scenario(text, base_dir=tmp_path))
+    assert plan.accounts() == {"7001": "x1", "7002": "x2"}
+    assert plan.phone(1).authname == "auth2"
+    with pytest.raises(ScenarioError, match="lists 2 accounts for 3 phones"):
+        FleetPlan(parse_scenario(text.replace("count: 2", "count: 3"), base_dir=tmp_path))
+    (tmp_path / "a.csv").write_text("user,pass\n1,2\n")
+    with pytest.raises(ScenarioError, match="line 1 must be a header"):
+        FleetPlan(parse_scenario(text, base_dir=tmp_path))
+
+
+def test_bad_firmware_and_ca_are_scenario_errors(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"phones\.models"):
+        FleetPlan(parse_scenario(TEXT.replace("D45, firmware: 2_9_22", "D45, firmware: 9_9_9")))
+    plan = FleetPlan(parse_scenario(TEXT + "tls: {ca_files: [nope.pem]}\n", base_dir=tmp_path))
+    with pytest.raises(ScenarioError, match=r"tls\.ca_files"):
+        plan.trust  # noqa: B018
+
+
+def test_impaired_share_is_seeded() -> None:
+    text = TEXT + "faults:\n  impairment: {phones: 40%, loss: 5%}\n"
+    a = [FleetPlan(parse_scenario(text)).phone(i).impairment is not None for i in range(50)]
+    b = [FleetPlan(parse_scenario(text)).phone(i).impairment is not None for i in range(50)]
+    assert a == b
+    assert 10 <= sum(a) <= 30
