@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{summary['name']}: {int(m['phones.registered'] or 0)}/{summary['phones']} phones "
           f"registered, {int(m['calls.answered'] or 0)}/{int(m['calls.attempted'] or 0)} calls "
           f"answered; results {args.results}, summary {summary_path}"
-          + ("" if summary["complete"] else f" (stopped: {summary.get('ended')})"))
+          + ("" if summary.get("ended") == "finished" else f" (stopped: {summary.get('ended')})"))
     for result in summary["thresholds"]:
         status = "held" if result["held"] else "BREACHED"
         measured = result["measured"]

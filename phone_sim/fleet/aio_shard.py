@@ -198,16 +198,17 @@ class ShardRunner:
                 await self._relay.close()
 
     async def _ramp(self) -> None:
-        for phone in self.plan.shard_phones(self.shard, self.shards):
+        phones = self.plan.shard_phones(self.shard, self.shards)
+        for phone in phones:
             if not await self._sleep_until(phone.register_at):
                 return
+            self._plans[phone.index] = phone
             self._spawn(self._bring_up(phone))
         # The ramp is over when every first registration has an outcome.
-        while len(self._first_done) < len(self._plans) and not self._stop.is_set():
+        while len(self._first_done) < len(phones) and not self._stop.is_set():
             await asyncio.sleep(0.05)
 
     async def _bring_up(self, plan: PhonePlan) -> None:
-        self._plans[plan.index] = plan
         connect = None
         if self._relay is not None:
             connect = (self._relay.host, self._relay.port)
