@@ -2,8 +2,9 @@
 
 ``--ray ADDRESS`` joins a running Ray cluster (``ray://host:10001`` or ``host:6379``); every
 node needs phone-sim installed. ``--ray auto`` joins the cluster ``RAY_ADDRESS`` names, and
-otherwise starts a private Ray instance on this machine bound to 127.0.0.1, with no dashboard
-and usage statistics off (nothing leaves loopback), and stops it at the end.
+otherwise starts a private Ray instance on this machine bound to 127.0.0.1 (every Ray process
+listens and connects on loopback only), with no dashboard and usage statistics off, and stops
+it at the end.
 
 Each actor runs one :class:`~phone_sim.fleet.aio_shard.ShardRunner` on the actor's event
 loop; this process collects their records every :data:`POLL_INTERVAL` seconds. A call from a
@@ -63,6 +64,11 @@ class ShardActor:
 
 def _connect(address: str, shards: int) -> bool:
     """Connect to (or start) Ray; True when this process started it."""
+    target = os.environ.get("RAY_ADDRESS") if address == "auto" else address
+    if not target:
+        # Ray's single-machine mode: every Ray process binds and connects on loopback (without
+        # it some use the host's own address). Ray reads it on import; its children inherit it.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray  # noqa: PLC0415
     except ImportError:
@@ -72,7 +78,6 @@ def _connect(address: str, shards: int) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
-    target = os.environ.get("RAY_ADDRESS") if address == "auto" else address
     try:
         if target:
             ray.init(address=target, log_to_driver=False, configure_logging=False)
