@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from phone_sim.call.aio import Call, CallFailed, CallTimeout
+from phone_sim.call.aio import Call, CallFailed, CallTimeout, shared_media_clock
 from phone_sim.errors import PhoneSimError
 from phone_sim.fleet.aio_faults import ConnectionRelay
 from phone_sim.fleet.aio_impair import ImpairmentRelay
@@ -71,6 +71,17 @@ def failure_cause(exc: BaseException) -> str:
     if isinstance(exc, CallFailed):
         return str(exc.status) if exc.status else "failed"
     return type(exc).__name__
+
+
+def _rss_kb() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def _media(call: Call) -> Record:
@@ -191,11 +202,23 @@ class ShardRunner:
                     limit = 5.0  # the placing tasks see the stop and hang up at once
                 await asyncio.wait(list(self._calls), timeout=limit)
             await self._unregister_all()
+            self._report_shard()
         finally:
             for task in list(self._tasks):
                 task.cancel()
             if self._relay is not None:
                 await self._relay.close()
+
+    def _report_shard(self) -> None:
+        """What this shard cost: CPU seconds of its process, and how late the shared media
+        ticker ran (p99 and max), for the benchmarks and the report."""
+        clock = shared_media_clock()
+        pacer = clock.pacer
+        p99 = pacer.lateness_percentile(0.99) if self.plan.scenario.calls else None
+        self.emit("shard", cpu_s=round(time.process_time(), 4),
+                  lateness_p99_ms=None if p99 is None else round(p99 * 1000, 3),
+                  lateness_max_ms=round(pacer.max_lateness * 1000, 3),
+                  rss_kb=_rss_kb())
 
     async def _ramp(self) -> None:
         phones = self.plan.shard_phones(self.shard, self.shards)

@@ -41,6 +41,7 @@ RECORD_KINDS: dict[str, str] = {
     "leg_end": "the far end of a fleet call ended, with its figures (what it received)",
     "fault": "a fault was injected (connections cut)",
     "unreg": "a phone unregistered at the end",
+    "shard": "a shard finished: its CPU seconds, media ticker lateness (p99, max), RSS",
     "end": "the run ended (reason)",
 }
 
