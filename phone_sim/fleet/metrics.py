@@ -278,4 +278,9 @@ def summarize(records: Iterable[Mapping[str, Any]], thresholds: Iterable[Thresho
              "measured": r.measured, "held": r.held} for r in results
         ],
         "breached": [r.describe() for r in results if not r.held],
+        "shard_costs": [
+            {k: r.get(k) for k in ("shard", "cpu_s", "lateness_p99_ms", "lateness_max_ms",
+                                   "rss_kb")}
+            for r in records if r.get("ev") == "shard"
+        ],
     }
