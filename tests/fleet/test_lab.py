@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -183,13 +184,21 @@ def test_sigkill_mid_run_leaves_results_report_accepts(lab: LabInfo, tmp_path: P
     assert "the run did not finish" in report.read_text()
 
 
-def test_ctrl_c_ends_cleanly(lab: LabInfo, tmp_path: Path) -> None:
+def test_ctrl_c_ends_cleanly_and_metrics_are_served(lab: LabInfo, tmp_path: Path) -> None:
     results = tmp_path / "r.jsonl"
     process = subprocess.Popen(
-        [*PHONE_SIM, "fleet", str(SCENARIOS / "lab-soak.yaml"), "-o", str(results)],
+        [*PHONE_SIM, "fleet", str(SCENARIOS / "lab-soak.yaml"), "-o", str(results),
+         "--metrics-port", "0"],
         env=lab.env(PHONES="20"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("metrics: http://127.0.0.1:"), first
         _wait_lines(results, 2)
+        with urllib.request.urlopen(first.split()[1], timeout=10) as response:
+            metrics = response.read().decode()
+        assert "phonesim_fleet_phones 20.0" in metrics
+        assert "phonesim_fleet_calls_answered_total" in metrics
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
