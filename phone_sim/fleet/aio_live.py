@@ -49,7 +49,8 @@ class LiveView:
         from rich.table import Table  # noqa: PLC0415
 
         s = self.state
-        table = Table(title=f"phone-sim fleet: {self.name}  ({s.now:.1f} s)", expand=False)
+        table = Table(title=f"phone-sim fleet: {self.name}  ({s.now:.1f} s)", expand=False,
+                      show_header=False)
         table.add_column("", style="bold")
         table.add_column("", justify="right")
         rows = [
