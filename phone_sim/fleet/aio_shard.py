@@ -22,9 +22,8 @@ from typing import Any
 from phone_sim.call.aio import Call, CallFailed, CallTimeout, shared_media_clock
 from phone_sim.errors import PhoneSimError
 from phone_sim.fleet.aio_faults import ConnectionRelay
-from phone_sim.fleet.aio_impair import ImpairmentRelay
-from phone_sim.fleet.impairment import ImpairmentSettings
 from phone_sim.fleet.plan import CallPlan, FleetPlan, PhonePlan
+from phone_sim.media.impairment import ImpairmentModel
 from phone_sim.phone import (
     CallArrived,
     ConnectionDropped,
@@ -95,6 +94,12 @@ def _media(call: Call) -> Record:
         "jitter_ms": round(s.jitter * 1000, 3), "mos": round(s.mos_received, 3),
         "srtp_failures": s.srtp_auth_failures + s.srtp_replay_failures,
     }  # fmt: skip
+
+
+def _impaired(model: ImpairmentModel) -> Record:
+    """What the phone's access network did to the RTP of one call."""
+    return {"offered": model.offered, "dropped": model.dropped, "delayed": model.delayed,
+            "reordered": model.reordered}
 
 
 class ShardRunner:
@@ -295,14 +300,6 @@ class ShardRunner:
                 return
             self._spawn(self._place(call), call=True)
 
-    def _impairment(self, plan: PhonePlan, key: str) -> ImpairmentSettings | None:
-        imp = plan.impairment
-        if imp is None:
-            return None
-        return ImpairmentSettings(loss=imp.loss / 100.0, jitter=imp.jitter_ms / 1000.0,
-                                  reorder=imp.reorder / 100.0,
-                                  seed=f"{self.scenario.seed}:{plan.index}:{key}")
-
     async def _place(self, cp: CallPlan) -> None:
         calls = self.scenario.calls
         assert calls is not None
@@ -316,18 +313,18 @@ class ShardRunner:
         self.emit("call_start", **base)
         started = self._now()
         call: Call | None = None
-        relay: ImpairmentRelay | None = None
+        impaired: ImpairmentModel | None = None
         record: Record = {"answered": False, "setup": None}
         try:
             call = await phone.dial(cp.to)
             base["call_id"] = call.call_id
+            # The phone's access network (MediaOptions.impairment), kept for its counters:
+            # the endpoint is gone once the call has ended.
+            impaired = call.endpoint.impaired if call.endpoint is not None else None
             await call.wait_answered(timeout=calls.setup_timeout)
             answered_at = self._now()
             record.update(answered=True, setup=round(answered_at - started, 6),
                           answered_t=round(answered_at, 4))
-            settings = self._impairment(caller_plan, f"call:{cp.number}")
-            if settings is not None:
-                relay = await ImpairmentRelay.insert(call, settings)
             call.play_tone(calls.tone)
             try:
                 await call.wait_tone(cp.expect_tone, timeout=min(CHECK_TIMEOUT, cp.hold))
@@ -353,10 +350,8 @@ class ShardRunner:
                 with contextlib.suppress(Exception):
                     await call.hangup(timeout=2.0)
         finally:
-            if relay is not None:
-                record["impaired"] = {"offered": relay.core.offered,
-                                      "dropped": relay.core.dropped}
-                relay.close()
+            if impaired is not None:
+                record["impaired"] = _impaired(impaired)
         self.emit("call_end", **base, **record)
 
     async def _answer(self, plan: PhonePlan, phone: Phone) -> None:
@@ -367,12 +362,10 @@ class ShardRunner:
             return  # taken already, or gone before we looked
         record: Record = {"phone": plan.username, "from": call.remote,
                           "call_id": call.call_id}
-        relay: ImpairmentRelay | None = None
+        impaired: ImpairmentModel | None = None
         try:
             await call.answer()
-            settings = self._impairment(plan, f"leg:{call.call_id}")
-            if settings is not None:
-                relay = await ImpairmentRelay.insert(call, settings)
+            impaired = call.endpoint.impaired if call.endpoint is not None else None
             if calls is not None:
                 call.play_tone(calls.answer_tone)
                 try:
@@ -394,10 +387,9 @@ class ShardRunner:
             record["cause"] = failure_cause(exc)
             with contextlib.suppress(Exception):
                 await call.hangup(timeout=2.0)
-        finally:
-            if relay is not None:
-                relay.close()
         record.update(_media(call))
+        if impaired is not None:
+            record["impaired"] = _impaired(impaired)
         self.emit("leg_end", **record)
 
     # -- faults -------------------------------------------------------------------------------

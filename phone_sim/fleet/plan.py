@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from phone_sim.account import Account, SipHost, SipTransport
@@ -20,13 +20,12 @@ from phone_sim.errors import PhoneSimError
 from phone_sim.firmware import FirmwareProfile, profile_for
 from phone_sim.fleet.scenario import (
     AccountsCsv,
-    Impairment,
     Scenario,
     ScenarioError,
     mac_number,
     read_accounts_csv,
 )
-from phone_sim.phone.config import MediaOptions, PhoneConfig
+from phone_sim.phone.config import Impairment, MediaOptions, PhoneConfig
 from phone_sim.phone.registration import RegistrationSettings
 from phone_sim.tls.client import TrustStore
 
@@ -57,7 +56,7 @@ class PhonePlan:
     register_at: float
     """Seconds after the start that it starts registering (the ramp)."""
     impairment: Impairment | None
-    """The access network damaging what it sends, if any."""
+    """The access network damaging the RTP it sends, if any (seeded per phone)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,8 +141,18 @@ class FleetPlan:
             mac=":".join(mac[i:i + 2] for i in range(0, 12, 2)),
             model=f"{model.model} {model.firmware}", profile=self._profiles[kind],
             register_at=index / self.scenario.ramp.rate,
-            impairment=self.scenario.faults.impairment if index in self._impaired else None,
+            impairment=self._impairment(index),
         )  # fmt: skip
+
+    def _impairment(self, index: int) -> Impairment | None:
+        spec = self.scenario.faults.impairment
+        if spec is None or index not in self._impaired:
+            return None
+        # Seeded per phone: phones are damaged independently, a phone's calls alike, and a
+        # rerun of the scenario alike.
+        return Impairment(loss_percent=spec.loss, jitter_ms=spec.jitter_ms,
+                          reorder_percent=spec.reorder,
+                          seed=f"{self.scenario.seed}:impairment:{index}")
 
     def shard_phones(self, shard: int, shards: int) -> list[PhonePlan]:
         """The phones shard *shard* of *shards* runs."""
@@ -187,10 +196,18 @@ class FleetPlan:
         codecs: tuple[str, ...] = ("G722", "PCMU", "PCMA")
         if s.calls is not None and s.calls.codec is not None:
             codecs = (s.calls.codec, *(c for c in codecs if c != s.calls.codec))
+        # Recovery timing the scenario leaves out stays the phone core's own.
+        registration = RegistrationSettings(register_timeout=s.ramp.timeout)
+        if s.registration.reconnect_window is not None:
+            registration = replace(registration,
+                                   reconnect_window=s.registration.reconnect_window)
+        if s.registration.reconnect_backoff is not None:
+            registration = replace(registration,
+                                   reconnect_backoff=s.registration.reconnect_backoff)
         return PhoneConfig(
             profile=phone.profile, accounts=(account,), mac=phone.mac, trust=self.trust,
-            registration=RegistrationSettings(register_timeout=s.ramp.timeout),
-            media=MediaOptions(codecs=codecs),
+            registration=registration,
+            media=MediaOptions(codecs=codecs, impairment=phone.impairment),
         )
 
     # -- calls ---------------------------------------------------------------------------------

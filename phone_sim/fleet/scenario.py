@@ -39,10 +39,11 @@ __all__ = [
     "Destination",
     "Faults",
     "HoldTime",
-    "Impairment",
+    "ImpairmentSpec",
     "ModelShare",
     "PhonesSpec",
     "Ramp",
+    "RegistrationSpec",
     "Scenario",
     "ScenarioError",
     "ServerSpec",
@@ -200,6 +201,18 @@ class Ramp(_Model):
     """Seconds a phone's first registration may take before it counts as failed."""
 
 
+class RegistrationSpec(_Model):
+    """How the phones recover after a dropped connection (default: the phone's own timing,
+    ``RegistrationSettings``)."""
+
+    reconnect_window: float | None = Field(default=None, ge=0, le=3600)
+    """After a dropped connection, each phone's first reconnect waits a random 0 to this many
+    seconds, so that a fleet does not come back in one burst; 0 reconnects at once."""
+    reconnect_backoff: float | None = Field(default=None, ge=0, le=3600)
+    """After a failed reconnect the next waits 0.5-1 x this many seconds, doubling per
+    failure up to the server's retry interval; 0 uses the retry interval alone."""
+
+
 class HoldTime(_Model):
     """How long an answered call lasts, in seconds."""
 
@@ -326,17 +339,18 @@ class DropConnections(_Model):
         return _percent(value)
 
 
-class Impairment(_Model):
-    """An access network's damage to the media a phone sends (seeded, on the wire)."""
+class ImpairmentSpec(_Model):
+    """An access network damaging the RTP some phones send (their ``MediaOptions.impairment``,
+    seeded per phone from the scenario's seed)."""
 
     phones: float = 100.0
     """The share of phones behind this network, in percent (picked with the seed)."""
     loss: float = 0.0
-    """Packets lost, in percent."""
+    """RTP packets lost, in percent, each on its own."""
     jitter_ms: float = Field(default=0.0, ge=0, le=1000)
-    """Extra delay, uniform from 0 to this many milliseconds, per packet."""
+    """Extra delay, uniform from 0 to this many milliseconds, per packet (in order)."""
     reorder: float = 0.0
-    """Packets held back behind the next one, in percent."""
+    """Packets on a slower path that the next packet overtakes, in percent."""
 
     @field_validator("phones", "loss", "reorder", mode="before")
     @classmethod
@@ -349,7 +363,7 @@ class Faults(_Model):
 
     drop_connections: tuple[DropConnections, ...] = ()
     """Times at which a share of the connections are cut."""
-    impairment: Impairment | None = None
+    impairment: ImpairmentSpec | None = None
     """Media impairment on some phones' uplink."""
 
 
@@ -368,6 +382,8 @@ class Scenario(_Model):
     """The phones."""
     ramp: Ramp = Ramp()
     """Registration pace."""
+    registration: RegistrationSpec = RegistrationSpec()
+    """Recovery after a dropped connection."""
     calls: CallsSpec | None = None
     """The calls (none: the phones only register)."""
     duration: float | None = Field(default=None, gt=0, le=7 * 86_400)

@@ -9,7 +9,7 @@ import pytest
 
 from phone_sim.fleet.plan import FleetPlan
 from phone_sim.fleet.scenario import ScenarioError, parse_scenario
-from phone_sim.phone import PhoneConfig
+from phone_sim.phone import Impairment, PhoneConfig, RegistrationSettings
 
 TEXT = """\
 seed: 3
@@ -44,6 +44,11 @@ def test_phone_configs() -> None:
     assert account.server_name == "pbx.test"
     assert account.host_primary.media_encryption == "sdes"
     assert config.media.codecs[0] == "PCMU"
+    assert config.media.impairment is None
+    # The phone core's recovery timing unless the scenario says otherwise.
+    default = RegistrationSettings()
+    assert config.registration.reconnect_window == default.reconnect_window
+    assert config.registration.reconnect_backoff == default.reconnect_backoff
     moved = plan.config(phone, connect=("127.0.0.1", 7000))
     assert moved.primary_account.host_primary.port == 7000
     assert moved.primary_account.server_name == "pbx.test"
@@ -110,3 +115,25 @@ def test_impaired_share_is_seeded() -> None:
     b = [FleetPlan(parse_scenario(text)).phone(i).impairment is not None for i in range(50)]
     assert a == b
     assert 10 <= sum(a) <= 30
+
+
+def test_impairment_becomes_each_phones_media_option_seeded_per_phone() -> None:
+    text = TEXT + ("faults:\n  impairment: {phones: 100%, loss: 5%, jitter_ms: 20, "
+                   "reorder: 1%}\n")
+    plan = FleetPlan(parse_scenario(text))
+    configs = [plan.config(plan.phone(i)) for i in range(3)]
+    impairments = [c.media.impairment for c in configs]
+    assert all(isinstance(i, Impairment) for i in impairments)
+    first = impairments[0]
+    assert first is not None
+    assert (first.loss_percent, first.jitter_ms, first.reorder_percent) == (5.0, 20.0, 1.0)
+    assert len({i.seed for i in impairments if i is not None}) == 3  # independent phones
+    again = FleetPlan(parse_scenario(text)).config(plan.phone(0)).media.impairment
+    assert again == first  # a rerun damages alike
+
+
+def test_reconnect_timing_comes_from_the_scenario() -> None:
+    text = TEXT + "registration: {reconnect_window: 1.5, reconnect_backoff: 0}\n"
+    plan = FleetPlan(parse_scenario(text))
+    settings = plan.config(plan.phone(0)).registration
+    assert (settings.reconnect_window, settings.reconnect_backoff) == (1.5, 0.0)

@@ -73,6 +73,12 @@ def test_bad_percentage() -> None:
     assert "'lots' is not a percentage" in message
 
 
+def test_bad_reconnect_window_is_named() -> None:
+    message = _error(MINIMAL + "registration:\n  reconnect_window: -1\n")
+    assert "s.yaml: line 7: registration.reconnect_window: " in message
+    assert "greater than or equal to 0" in message
+
+
 def test_bad_threshold_names_metric_list() -> None:
     message = _error(MINIMAL + "thresholds:\n  - register.p97 < 2s\n")
     assert "s.yaml: line 7: thresholds: " in message
