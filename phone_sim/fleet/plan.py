@@ -207,7 +207,9 @@ class FleetPlan:
         return PhoneConfig(
             profile=phone.profile, accounts=(account,), mac=phone.mac, trust=self.trust,
             registration=registration,
-            media=MediaOptions(codecs=codecs, impairment=phone.impairment),
+            # The fleet listens for the tones it expects (detectors at those frequencies):
+            # finding other tones would cost CPU on every call for nothing it reports.
+            media=MediaOptions(codecs=codecs, impairment=phone.impairment, find_tones=False),
         )
 
     # -- calls ---------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ def test_phone_configs() -> None:
     assert account.host_primary.media_encryption == "sdes"
     assert config.media.codecs[0] == "PCMU"
     assert config.media.impairment is None
+    assert not config.media.find_tones  # the fleet listens for the tones it expects only
     # The phone core's recovery timing unless the scenario says otherwise.
     default = RegistrationSettings()
     assert config.registration.reconnect_window == default.reconnect_window
