@@ -1,10 +1,13 @@
 """RFC 4475 torture messages, each against the handling the RFC names.
 
-The fixtures are byte-exact copies of ``/work/shared/reference/rfc4475/`` (see its README).
+The fixtures are byte-exact copies of the shared corpus ``shared/reference/rfc4475/`` (see its
+README), which lives beside the repository (see :func:`find_shared_corpus`).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,9 @@ from phone_sim.sip import (
 )
 from phone_sim.sip.framer import FramingError, KeepAlivePongReceived, MessageRejected
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "rfc4475"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "fixtures" / "rfc4475"
+CORPUS = Path("reference") / "rfc4475"
 
 
 def load(name: str) -> bytes:
@@ -68,12 +73,53 @@ def test_every_fixture_is_classified() -> None:
     assert set(APPLICATION) <= set(VALID)
 
 
+def find_shared_corpus(root: Path, environ: Mapping[str, str]) -> Path | None:
+    """The shared RFC 4475 corpus: ``$PHONE_SIM_SHARED/reference/rfc4475`` when that variable
+    names the shared folder, else the first ``shared/reference/rfc4475`` going up from the
+    repository ``root`` (CI clones the repository beside ``shared/``; a worktree sits deeper)."""
+    if environ.get("PHONE_SIM_SHARED"):
+        corpus = Path(environ["PHONE_SIM_SHARED"]) / CORPUS
+        return corpus if corpus.is_dir() else None
+    for folder in (root, *root.parents):
+        corpus = folder / "shared" / CORPUS
+        if corpus.is_dir():
+            return corpus
+    return None
+
+
+@pytest.mark.parametrize("layout", ["ci-clone", "worktree", "variable"])
+def test_the_shared_corpus_is_found_relative_to_the_repository(
+    tmp_path: Path, layout: str
+) -> None:
+    shared = tmp_path / "shared"
+    (shared / CORPUS).mkdir(parents=True)
+    root = {"ci-clone": tmp_path / "phone-sim", "worktree": tmp_path / "wt" / "suite",
+            "variable": tmp_path / "elsewhere" / "phone-sim"}[layout]
+    root.mkdir(parents=True)
+    environ = {"PHONE_SIM_SHARED": str(shared)} if layout == "variable" else {}
+    if layout == "variable":
+        (tmp_path / "elsewhere" / "shared").mkdir()  # a decoy without the corpus: not used
+    assert find_shared_corpus(root, environ) == shared / CORPUS
+    # A variable naming a folder without the corpus finds nothing, rather than guessing.
+    assert find_shared_corpus(root, {"PHONE_SIM_SHARED": str(tmp_path / "nope")}) is None
+
+
 def test_fixtures_are_byte_exact_copies() -> None:
-    shared = Path("/work/shared/reference/rfc4475")
-    if not shared.is_dir():
-        pytest.skip("shared reference not on this machine")
-    for path in FIXTURES.glob("*.sip"):
-        assert path.read_bytes() == (shared / path.name).read_bytes(), path.name
+    from tests.peers.plugin import in_ci
+
+    shared = find_shared_corpus(ROOT, os.environ)
+    if shared is None:
+        where = (f"PHONE_SIM_SHARED={os.environ['PHONE_SIM_SHARED']}"
+                 if os.environ.get("PHONE_SIM_SHARED")
+                 else f"no shared/{CORPUS} above {ROOT}")
+        if in_ci():
+            pytest.fail(f"the shared RFC 4475 corpus is missing ({where}); CI must check "
+                        "the fixtures against it", pytrace=False)
+        pytest.skip(f"the shared RFC 4475 corpus is not on this machine ({where})")
+    ours = sorted(p.name for p in FIXTURES.glob("*.sip"))
+    assert ours == sorted(p.name for p in shared.glob("*.sip"))
+    for name in ours:
+        assert (FIXTURES / name).read_bytes() == (shared / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("name", VALID)
