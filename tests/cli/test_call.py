@@ -15,7 +15,6 @@ from phone_sim.cli import build_parser
 from tests.peers.audio import wav_tone_report
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
-from tests.peers.plugin import *  # noqa: F403 - the peer fixtures
 from tests.peers.plugin import BaresipFactory
 
 ROOT = Path(__file__).resolve().parents[2]

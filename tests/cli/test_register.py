@@ -16,12 +16,6 @@ import pytest
 from phone_sim.cli import build_parser
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
-from tests.peers.plugin import (  # noqa: F401 - fixtures
-    kamailio,
-    kamailio_factory,
-    peer_pki,
-    peer_tracker,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +70,7 @@ def test_no_answer_exits_2() -> None:
 @pytest.mark.peer
 @pytest.mark.parametrize("transport", ["tls", "tcp", "udp"])
 def test_once_registers_and_unregisters(
-    kamailio: Kamailio, peer_pki: TestPki, transport: str  # noqa: F811
+    kamailio: Kamailio, peer_pki: TestPki, transport: str
 ) -> None:
     password = kamailio.user("101").password
     result = _run(*_kam_args(kamailio, peer_pki, transport, password), "--once", "--json")
@@ -90,7 +84,7 @@ def test_once_registers_and_unregisters(
 
 
 @pytest.mark.peer
-def test_wrong_password_exits_1(kamailio: Kamailio, peer_pki: TestPki) -> None:  # noqa: F811
+def test_wrong_password_exits_1(kamailio: Kamailio, peer_pki: TestPki) -> None:
     result = _run(*_kam_args(kamailio, peer_pki, "tls", "wrong-pass-123"), "--once")
     assert result.returncode == 1
     assert "refused the credentials" in result.stderr
@@ -99,7 +93,7 @@ def test_wrong_password_exits_1(kamailio: Kamailio, peer_pki: TestPki) -> None: 
 
 @pytest.mark.peer
 def test_untrusted_certificate_exits_1_with_the_bitmask(
-    kamailio: Kamailio, peer_pki: TestPki  # noqa: F811
+    kamailio: Kamailio, peer_pki: TestPki
 ) -> None:
     args = _kam_args(kamailio, peer_pki, "tls", "x")
     ca = args.index("--ca")
@@ -114,7 +108,7 @@ def test_untrusted_certificate_exits_1_with_the_bitmask(
 
 @pytest.mark.peer
 def test_ctrl_c_unregisters_and_exits_0(
-    kamailio: Kamailio, peer_pki: TestPki  # noqa: F811
+    kamailio: Kamailio, peer_pki: TestPki
 ) -> None:
     password = kamailio.user("101").password
     proc = subprocess.Popen(
@@ -142,7 +136,6 @@ def test_ctrl_c_unregisters_and_exits_0(
     assert kamailio.bindings("101") == []
 
 
-@pytest.mark.peer
 @pytest.mark.parametrize("transport", ["tls", "udp"])
 async def test_once_against_the_embedded_lab_as_its_banner_says(transport: str) -> None:
     from phone_sim.lab.aio_process import LabProcess

@@ -32,6 +32,7 @@ def _baresip(
     return Baresip(tmp_path, account, source_wav=wav, ca_file=lab.ca_file)
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("transport", ["tls", "tcp", "udp"])
 async def test_baresip_registers(tmp_path: Path, transport: BaresipTransport) -> None:
     users = [LabUser(username="101", password="1234", authname="auth101")]
@@ -55,6 +56,7 @@ async def test_baresip_registers(tmp_path: Path, transport: BaresipTransport) ->
             await phone.aclose()
 
 
+@pytest.mark.peer
 async def test_baresip_with_a_wrong_password_is_refused(tmp_path: Path) -> None:
     users = [LabUser(username="101", password="1234", authname="auth101")]
     async with Lab(users, transports=["tls"]) as lab:

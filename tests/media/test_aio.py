@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from phone_sim.media.stream import (
     StreamStatistics,
     ToneDetected,
 )
+from tests.peers.plugin import require
 
 
 async def call(
@@ -166,9 +166,9 @@ async def test_ipv6_loopback() -> None:
         clock.close()
 
 
-def _tshark_payloads(pcap: Path, port: int) -> list[bytes]:
+def _tshark_payloads(tshark: str, pcap: Path, port: int) -> list[bytes]:
     out = subprocess.run(
-        ["tshark", "-r", str(pcap), "-Y", f"udp.dstport == {port}", "-T", "fields",
+        [tshark, "-r", str(pcap), "-Y", f"udp.dstport == {port}", "-T", "fields",
          "-e", "udp.payload"],
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout
@@ -177,8 +177,8 @@ def _tshark_payloads(pcap: Path, port: int) -> list[bytes]:
 
 @pytest.mark.peer
 async def test_capture_shows_srtp_not_rtp_on_the_wire() -> None:
-    if not shutil.which("tshark") or not shutil.which("dumpcap"):
-        pytest.skip("tshark/dumpcap is not installed")
+    tshark = require("tshark")
+    dumpcap = require("dumpcap")
     codec = get_codec("PCMU")
     plain_frames = set(tone(codec, 1000).frames)
     ep_a = await MediaEndpoint.open("127.0.0.1")
@@ -187,7 +187,7 @@ async def test_capture_shows_srtp_not_rtp_on_the_wire() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pcap = Path(tmp) / "media.pcap"
         capture = subprocess.Popen(
-            ["dumpcap", "-q", "-i", "lo", "-f", f"udp port {ports[0]} or udp port {ports[1]}",
+            [dumpcap, "-q", "-i", "lo", "-f", f"udp port {ports[0]} or udp port {ports[1]}",
              "-w", str(pcap)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
@@ -214,7 +214,7 @@ async def test_capture_shows_srtp_not_rtp_on_the_wire() -> None:
             capture.wait(timeout=10)
             ep_a.close()
             ep_b.close()
-        payloads = _tshark_payloads(pcap, ports[1])
+        payloads = _tshark_payloads(tshark, pcap, ports[1])
     assert len(payloads) >= 10, "the capture saw too few packets to judge"
     for datagram in payloads:
         assert len(datagram) == 12 + 160 + 10  # header, payload, 80-bit tag

@@ -33,6 +33,7 @@ from phone_sim.media.negotiation import (
 from phone_sim.media.payloads import G722, PCMA, PCMU, TELEPHONE_EVENT
 from phone_sim.media.sdes import CryptoAttribute
 from phone_sim.media.sdp import SdpParseError, SdpSession
+from tests.peers.plugin import require
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sdp"
 
@@ -924,10 +925,7 @@ def test_random_call_flows_keep_the_invariants(actions: list[str]) -> None:
 
 
 def _baresip_files(tmp_path: Path) -> None:
-    import shutil
-
-    if shutil.which("baresip") is None:
-        pytest.skip("baresip is not installed")
+    require("baresip")
     with wave.open(str(tmp_path / "silence.wav"), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
@@ -951,7 +949,7 @@ def _start_baresip(
     )
     extra = [arg for command in commands for arg in ("-e", command)]
     return subprocess.Popen(
-        ["baresip", "-f", str(tmp_path), "-t", "20", *extra],
+        [require("baresip"), "-f", str(tmp_path), "-t", "20", *extra],
         stdout=log,  # type: ignore[arg-type]
         stderr=subprocess.STDOUT,
     )

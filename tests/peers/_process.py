@@ -30,11 +30,29 @@ class PeerMissing(PeerError):
     """The peer's binary is not installed; tests skip on this."""
 
 
+#: Where Debian installs daemons (``/usr/sbin/kamailio``): outside a non-root user's PATH.
+_SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
+
+#: The peer binaries :func:`which` found since the plugin last cleared it (at the start of
+#: each test): a test that looked one up needs a real peer and must be marked ``peer``.
+LOOKED_UP: set[str] = set()
+
+
+def locate(binary: str) -> str | None:
+    """The path of ``binary`` on PATH (or in the sbin directories), ``None`` if absent."""
+    return shutil.which(binary) or shutil.which(binary, path=_SBIN)
+
+
 def which(binary: str) -> str:
-    """Return the path of ``binary`` or raise :class:`PeerMissing` naming the package."""
-    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    """Return the path of ``binary`` or raise :class:`PeerMissing` naming the package.
+
+    Every test starts its peers through this (the fixtures, the peer classes, ``require``),
+    so it also records the binary in :data:`LOOKED_UP`.
+    """
+    found = locate(binary)
     if found is None:
         raise PeerMissing(f"{binary} is not installed (Debian: see docs/peers.md)")
+    LOOKED_UP.add(binary)
     return found
 
 
@@ -107,17 +125,22 @@ class PeerProcess:
         return self._proc.poll() if self._proc else None
 
     def start(self) -> None:
-        """Start the process in its own session, output appended to the log file."""
+        """Start the process in its own session, output appended to the log file.
+
+        A program named without a path (``argv[0]``) is looked up now, with :func:`which`.
+        """
         if self.running:
             raise PeerError(f"{self.name} is already running")
+        program = self.argv[0]
+        argv = [program if os.path.isabs(program) else which(program), *self.argv[1:]]
         with self.log_path.open("ab") as log:
-            log.write(f"==== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
+            log.write(f"==== {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             log.flush()
             # The death signal follows the starting *thread*; a worker thread (asyncio's
             # to_thread) may end before the peer should, so only the main thread asks for it.
             in_main = threading.current_thread() is threading.main_thread()
             self._proc = subprocess.Popen(
-                self.argv,
+                argv,
                 cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -170,6 +193,6 @@ RUNNING: set[PeerProcess] = set()
 atexit.register(_stop_all_at_exit)
 
 __all__ = [
-    "LOOPBACK", "RUNNING", "PeerError", "PeerMissing", "PeerProcess", "live_group_members",
-    "tail", "which",
+    "LOOKED_UP", "LOOPBACK", "RUNNING", "PeerError", "PeerMissing", "PeerProcess",
+    "live_group_members", "locate", "tail", "which",
 ]

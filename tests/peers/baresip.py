@@ -119,7 +119,6 @@ class Baresip:
         rtp_port: int | None = None,
         extra_config: tuple[str, ...] = (),
     ) -> None:
-        self.binary = which("baresip")
         self.account = account
         self.workdir = workdir
         self.name = name
@@ -133,7 +132,7 @@ class Baresip:
         self.rtp_port = rtp_port or free_port_pair()
         self.extra_config = extra_config
         self._process = PeerProcess(
-            name, [self.binary, "-f", str(self.config_dir)], cwd=workdir,
+            name, ["baresip", "-f", str(self.config_dir)], cwd=workdir,
             log_path=workdir / f"{name}.log",
         )
         self._reader: asyncio.StreamReader | None = None
@@ -143,6 +142,11 @@ class Baresip:
         self._events: list[BaresipEvent] = []
         self._event_signal: asyncio.Event | None = None
         self._token = 0
+
+    @property
+    def binary(self) -> str:
+        """The ``baresip`` program (looked up when used: preparing needs none)."""
+        return which("baresip")
 
     def __repr__(self) -> str:
         return f"<Baresip {self.name} {self.account.aor} ctrl={self.ctrl_port}>"

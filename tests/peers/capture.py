@@ -157,7 +157,6 @@ class Capture:
         interface: str = "lo",
         name: str = "capture",
     ) -> None:
-        self.tshark = which("tshark")
         self.workdir = workdir
         # Readiness: tshark says "Capture started" before the filter really sees packets, so
         # the harness sends probes to a port of its own until tshark prints one (-P -l).
@@ -168,11 +167,16 @@ class Capture:
         workdir.mkdir(parents=True, exist_ok=True)
         self._process = PeerProcess(
             name,
-            [self.tshark, "-n", "-l", "-P", "-i", interface, "-f", self.filter,
+            ["tshark", "-n", "-l", "-P", "-i", interface, "-f", self.filter,
              "-w", str(self.pcap)],
             cwd=workdir,
             log_path=workdir / f"{name}.log",
         )
+
+    @property
+    def tshark(self) -> str:
+        """The ``tshark`` program (looked up when used: preparing needs none)."""
+        return which("tshark")
 
     @property
     def process(self) -> PeerProcess:

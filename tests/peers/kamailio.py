@@ -262,8 +262,6 @@ class Kamailio:
         tcp_port: int | None = None,
         tls_port: int | None = None,
     ) -> None:
-        self.binary = which("kamailio")
-        self.kamcmd = which("kamcmd")
         self.config = config or KamailioConfig()
         self.pki = pki
         self.workdir = workdir
@@ -281,7 +279,7 @@ class Kamailio:
         self._process = PeerProcess(
             "kamailio",
             [
-                self.binary,
+                "kamailio",
                 "-f", str(self.cfg_path),
                 "-DD", "-E",
                 "-Y", str(self.run_dir),
@@ -291,6 +289,16 @@ class Kamailio:
             cwd=workdir,
             log_path=workdir / "kamailio.log",
         )
+
+    @property
+    def binary(self) -> str:
+        """The ``kamailio`` program (looked up when used: preparing needs none)."""
+        return which("kamailio")
+
+    @property
+    def kamcmd(self) -> str:
+        """The ``kamcmd`` program."""
+        return which("kamcmd")
 
     def __repr__(self) -> str:
         return (f"<Kamailio udp={self.udp_port} tcp={self.tcp_port} tls={self.tls_port} "

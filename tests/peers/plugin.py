@@ -1,15 +1,25 @@
 """pytest fixtures and hooks for tests against real peers (Kamailio, baresip, SIPp, tshark).
 
-``tests/peers/conftest.py`` imports this module. Tests elsewhere get the same fixtures with
-``from tests.peers.plugin import *`` in their own ``conftest.py`` (or the root conftest may
-list ``pytest_plugins = ["tests.peers.plugin"]``).
+The root ``tests/conftest.py`` loads this module as a plugin (``pytest_plugins``), so every
+test gets the fixtures and the hooks. A pytest run elsewhere gets them with
+``-p tests.peers.plugin``.
 
 Every peer started through these fixtures is stopped at teardown, even when the test fails,
 and a failing test's report carries the log of every peer it started.
+
+Two rules keep the suite honest:
+
+- In CI (``CI`` set, as CI services set it: ``CI=true``), a missing peer binary fails the test
+  that needs it; elsewhere it skips with the reason, for a developer without the packages.
+- The ``peer`` marker is exactly the set of tests that start a peer: a test that looks up a
+  peer binary (every fixture, peer class and :func:`require` does) without the marker fails,
+  and so does a passing test with the marker that never looked one up. ``-m "not peer"`` thus
+  runs no peer and deselects nothing that needs none.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -26,13 +36,67 @@ from tests.peers.kamailio import Kamailio, KamailioConfig
 
 _STARTED = pytest.StashKey[list[PeerProcess]]()
 
+#: The programs the peer tests run (``dumpcap`` is tshark's capture helper).
+PEER_BINARIES = ("kamailio", "kamcmd", "baresip", "sipp", "tshark", "dumpcap")
+
+#: Fixtures that find a peer once per session, outside :func:`~tests.peers._process.which`
+#: (the Asterisk build, tests/asterisk/conftest.py): a test that uses one starts that peer.
+PEER_FIXTURES = {"asterisk_install": "asterisk"}
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run, where every real peer must be installed (``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
 
 def require(binary: str) -> str:
-    """The path of ``binary``, or skip the test naming what is missing."""
+    """The path of ``binary``; if it is missing, fail the test in CI, else skip it, naming
+    what is missing."""
     try:
         return _process.which(binary)
     except PeerMissing as exc:
+        if in_ci():
+            pytest.fail(f"{exc}; CI={os.environ['CI']} requires every real peer (a developer "
+                        "without them gets skips: run without CI)", pytrace=False)
         pytest.skip(str(exc))
+
+
+def peer_marker_problem(marked: bool, looked_up: Iterable[str]) -> str | None:
+    """Why a passing test's ``peer`` marker is wrong, or ``None`` when it is right."""
+    used = sorted(set(looked_up))
+    if used and not marked:
+        return (f"this test starts a real peer ({', '.join(used)}) but is not marked "
+                "@pytest.mark.peer: -m 'not peer' would run it")
+    if marked and not used:
+        return ("this test is marked @pytest.mark.peer but started no peer: -m 'not peer' "
+                "would deselect it for nothing; remove the mark")
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which peers this run has, and what a missing one does."""
+    missing = [b for b in PEER_BINARIES if _process.locate(b) is None]
+    rule = "CI: a test that needs a missing peer fails" if in_ci() else (
+        "a test that needs a missing peer is skipped (CI=true makes it fail)")
+    have = "all installed" if not missing else f"missing {', '.join(missing)}"
+    return f"peers: {have}; {rule}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Start recording which peer binaries this test looks up (its fixtures included)."""
+    _process.LOOKED_UP.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail a passing test whose ``peer`` marker does not match the peers it started."""
+    yield  # re-raises what the test raised: only a passing test is checked
+    fixtures = getattr(item, "fixturenames", ())
+    used = _process.LOOKED_UP | {peer for name, peer in PEER_FIXTURES.items() if name in fixtures}
+    problem = peer_marker_problem(item.get_closest_marker("peer") is not None, used)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

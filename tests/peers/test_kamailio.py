@@ -68,7 +68,6 @@ def test_user_table_refuses_what_the_cfg_cannot_hold() -> None:
 
 
 def test_unknown_user_is_named(peer_pki: TestPki, tmp_path: Path) -> None:
-    require("kamailio")
     kam = Kamailio(tmp_path, peer_pki)
     assert kam.user("102").password == "test-secret-102"
     with pytest.raises(KeyError, match=r"no user '999'.*101, 102, 103"):

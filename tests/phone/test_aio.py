@@ -38,8 +38,6 @@ from tests.peers.ports import free_port_run
 from tests.peers.sipp import SippResult, run_sipp
 from tests.phone.registrars import KamailioServer, LabServer, Server, wait_bindings
 
-pytestmark = pytest.mark.peer
-
 PROFILE = profile_for("D65", "2_9_22")
 FAST = RegistrationSettings(register_timeout=5.0, unregister_timeout=2.0)
 TRANSPORTS = [SipTransport.TLS, SipTransport.TCP, SipTransport.UDP]
@@ -68,10 +66,11 @@ def _trust(pki: TestPki) -> TrustStore:
     return TrustStore.from_files([pki.ca.cert], public_roots=False)
 
 
-async def _make_server(
-    kind: str, factory: KamailioFactory, pki: TestPki, *, short: bool
-) -> AsyncIterator[Server]:
-    if kind == "kamailio":
+async def _make_server(request: pytest.FixtureRequest, *, short: bool) -> AsyncIterator[Server]:
+    if request.param == "kamailio":
+        # Asked for only here, so that the lab's variants need no Kamailio installed.
+        factory: KamailioFactory = request.getfixturevalue("kamailio_factory")
+        pki: TestPki = request.getfixturevalue("peer_pki")
         config = KamailioConfig(min_expires=2, default_expires=4, max_expires=4) if short else None
         yield KamailioServer(factory(config), _trust(pki))
         return
@@ -83,21 +82,21 @@ async def _make_server(
         await lab.close()
 
 
-@pytest.fixture(params=["kamailio", "lab"])
-async def server(
-    request: pytest.FixtureRequest, kamailio_factory: KamailioFactory, peer_pki: TestPki
-) -> AsyncIterator[Server]:
+#: Each registrar in turn; only Kamailio's variant starts a peer.
+REGISTRARS = [pytest.param("kamailio", marks=pytest.mark.peer), "lab"]
+
+
+@pytest.fixture(params=REGISTRARS)
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     """Each registrar in turn, granting up to 60 s (Kamailio) or the asked 60 s (lab)."""
-    async for s in _make_server(request.param, kamailio_factory, peer_pki, short=False):
+    async for s in _make_server(request, short=False):
         yield s
 
 
-@pytest.fixture(params=["kamailio", "lab"])
-async def short_server(
-    request: pytest.FixtureRequest, kamailio_factory: KamailioFactory, peer_pki: TestPki
-) -> AsyncIterator[Server]:
+@pytest.fixture(params=REGISTRARS)
+async def short_server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     """Each registrar in turn, granting at most 4 s, so refreshes happen within the test."""
-    async for s in _make_server(request.param, kamailio_factory, peer_pki, short=True):
+    async for s in _make_server(request, short=True):
         yield s
 
 
@@ -273,6 +272,7 @@ async def _sipp(
                           service="101", timeout=10, media_port=free_port_run(4, even=True))
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("transport", TRANSPORTS, ids=str)
 async def test_options_through_kamailio_reaches_the_phone_on_its_connection(
     kamailio: Kamailio, peer_pki: TestPki, tmp_path: Path, transport: SipTransport
@@ -296,6 +296,7 @@ async def test_options_through_kamailio_reaches_the_phone_on_its_connection(
         assert (answered.method, answered.status) == ("OPTIONS", 200)
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("transport", [SipTransport.TLS, SipTransport.UDP], ids=str)
 async def test_check_sync_message_and_info_through_kamailio(
     kamailio: Kamailio, peer_pki: TestPki, tmp_path: Path, transport: SipTransport
@@ -323,6 +324,7 @@ async def test_check_sync_message_and_info_through_kamailio(
         assert phone.registered
 
 
+@pytest.mark.peer
 async def test_sipp_malformed_request_gets_400_then_options_200_over_udp(
     kamailio: Kamailio, tmp_path: Path
 ) -> None:
@@ -375,6 +377,7 @@ async def test_fails_back_to_the_primary_when_it_returns() -> None:
         await alternate.close()
 
 
+@pytest.mark.peer
 async def test_sipp_over_tcp_to_the_phones_listener_options_and_malformed(
     kamailio: Kamailio, tmp_path: Path
 ) -> None:

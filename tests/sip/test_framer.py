@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from phone_sim.sip import (
     StreamFramer,
     parse_message,
 )
+from tests.peers.plugin import require
 from tests.peers.ports import free_port
 
 OPTIONS = (
@@ -194,8 +194,8 @@ def test_framing_error_keeps_the_events_completed_before_it() -> None:
 
 
 @pytest.mark.peer
-@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")
 def test_sipp_tcp_stream_through_the_framer() -> None:
+    sipp = require("sipp")
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -203,7 +203,7 @@ def test_sipp_tcp_stream_through_the_framer() -> None:
         server.listen(1)
         server.settimeout(5)
         proc = subprocess.Popen(
-            ["sipp", f"127.0.0.1:{port}", "-sn", "uac", "-t", "t1", "-m", "1",
+            [sipp, f"127.0.0.1:{port}", "-sn", "uac", "-t", "t1", "-m", "1",
              "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
              "-timeout", "8s", "-nostdin", "-s", "102"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

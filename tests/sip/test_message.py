@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,7 @@ from phone_sim.sip import (
     parse_message,
 )
 from phone_sim.sip import message as message_module
+from tests.peers.plugin import require
 from tests.peers.ports import free_port
 from tests.sip.test_fuzz_parser import TORTURE, mutated
 
@@ -468,7 +468,7 @@ def test_request_line_error_masks_a_password() -> None:
 
 def _start_sipp(port: int, transport: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["sipp", f"127.0.0.1:{port}", "-sn", "uac", "-t", transport, "-m", "1",
+        [require("sipp"), f"127.0.0.1:{port}", "-sn", "uac", "-t", transport, "-m", "1",
          "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
          "-timeout", "8s", "-nostdin", "-s", "102"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -483,7 +483,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.peer
-@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")
 def test_sipp_udp_invite_parses_and_our_answer_is_accepted() -> None:
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -1,5 +1,5 @@
-"""Fixtures for tests/testing: the real peers (tests/peers/plugin.py) and the Asterisk build
-(tests/asterisk/conftest.py: skip without one, fail under CI)."""
+"""Fixtures for tests/testing: the Asterisk build (tests/asterisk/conftest.py: skip without
+one, fail under CI); the real peers come from tests/peers/plugin.py, which the root conftest
+loads."""
 
 from tests.asterisk.conftest import asterisk_install  # noqa: F401
-from tests.peers.plugin import *  # noqa: F403
