@@ -4,9 +4,12 @@ The phone only ever uses ``AES_CM_128_HMAC_SHA1_80`` (PROTOCOL-NOTES §5). SDES 
 direction 30 bytes of key material: a 16-byte master key followed by a 14-byte master salt,
 which is exactly what libsrtp takes.
 
-What the peer sends may fail to authenticate (a stray unprotected RTCP packet, as baresip sends
-at the start and end of a call) or be a replay. Such packets are counted and dropped: the
-``unprotect_*`` methods return ``None`` and never raise, so a bad packet can never end a call.
+What the peer sends may fail to authenticate (a wrong key, a tampered packet), be a replay, or,
+for RTCP, arrive unprotected: baresip sends a plain RTCP packet at the start of a call and
+BYE/SDES at hangup. Unprotected RTCP is counted apart (``rtcp_unprotected``), so that an
+authentication failure still means a wrong key or tampering. Every such packet is counted and
+dropped: the ``unprotect_*`` methods return ``None`` and never raise, so a bad packet can never
+end a call.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ KEY_MATERIAL_LENGTH = 30
 SRTP_AUTH_TAG_LENGTH = 10
 #: Bytes SRTCP adds to an RTCP packet (E flag + 31-bit index, then the 80-bit tag).
 SRTCP_TRAILER_LENGTH = 4 + 10
+#: RTCP packet types in use (RFC 3550 SR, RR, SDES, BYE, APP; RFC 4585 RTPFB, PSFB; RFC 3611 XR).
+_RTCP_TYPES = range(200, 208)
 #: libsrtp's working buffer is 1500 bytes including the trailer it appends.
 MAX_RTP_LENGTH = 1500 - pylibsrtp.SRTP_MAX_TRAILER_LEN
 MAX_RTCP_LENGTH = 1500 - pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
@@ -55,10 +60,13 @@ class SrtpCounters:
     rtp_auth_failures: int = 0
     #: RTP packets rejected by the replay window (a repeat or too old).
     rtp_replay_failures: int = 0
-    #: RTCP packets whose tag did not verify, including unprotected RTCP from the peer.
+    #: SRTCP packets whose tag did not verify (a wrong key, a tampered packet).
     rtcp_auth_failures: int = 0
     #: RTCP packets rejected by the replay window.
     rtcp_replay_failures: int = 0
+    #: RTCP the peer sent in the clear (a well-formed RTCP packet without the SRTCP trailer),
+    #: as baresip does at the start and end of a call: dropped, and no authentication failure.
+    rtcp_unprotected: int = 0
     #: Packets libsrtp refused for any other reason (too short, malformed).
     other_failures: int = 0
 
@@ -71,6 +79,20 @@ class SrtpCounters:
     def replay_failures(self) -> int:
         """RTP and RTCP replay failures together."""
         return self.rtp_replay_failures + self.rtcp_replay_failures
+
+
+def is_plain_rtcp(data: bytes) -> bool:
+    """Whether ``data`` is (compound) RTCP in the clear: each packet version 2 with an RTCP
+    type, and lengths that add up to exactly the datagram (RFC 3550 6.1), which an SRTCP
+    packet never does: its E flag, index and tag follow the last packet (RFC 3711 3.4)."""
+    offset, end = 0, len(data)
+    if end < 4:
+        return False
+    while offset < end:
+        if end - offset < 4 or data[offset] >> 6 != 2 or data[offset + 1] not in _RTCP_TYPES:
+            return False
+        offset += 4 * (int.from_bytes(data[offset + 2 : offset + 4], "big") + 1)
+    return offset == end
 
 
 def check_key_material(key: bytes, *, what: str = "SRTP key material") -> bytes:
@@ -299,7 +321,12 @@ class SrtpContext:
             return self._rx.unprotect_rtcp(data)
         except pylibsrtp.Error as exc:
             reason = str(exc)
-            if reason in _AUTH_FAILURES:
+            # libsrtp refuses plain RTCP for its length or its clear E flag ("unsupported
+            # parameter", "unable to perform desired validation"), or, when the bytes where
+            # the E flag would be happen to have it set, as an authentication failure.
+            if is_plain_rtcp(data):
+                self.counters.rtcp_unprotected += 1
+            elif reason in _AUTH_FAILURES:
                 self.counters.rtcp_auth_failures += 1
             elif reason in _REPLAY_FAILURES:
                 self.counters.rtcp_replay_failures += 1

@@ -141,6 +141,8 @@ class StreamStatistics:
     #: Peer reports whose LSR/DLSR put the round trip below zero: a DLSR longer than the time
     #: since our SR left (Asterisk logs its own as "Internal RTCP NTP clock skew detected").
     rtcp_clock_skews: int = 0
+    #: RTCP the peer sent without SRTCP protection (baresip does at start and hangup), dropped.
+    rtcp_unprotected: int = 0
 
 
 class MediaStream:
@@ -740,6 +742,7 @@ class MediaStream:
             jitter=rx.jitter,
             srtp_auth_failures=counters.auth_failures,
             srtp_replay_failures=counters.replay_failures,
+            rtcp_unprotected=counters.rtcp_unprotected,
             malformed=self.malformed + counters.other_failures,
             unknown_payload_type=self.unknown_payload_type,
             rtcp_sr_sent=self.rtcp_sr_sent,

@@ -7,12 +7,15 @@ import os
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phone_sim.media.srtp import (
     SrtpContext,
     SrtpKeyError,
     SrtpPacketError,
     check_key_material,
+    is_plain_rtcp,
 )
 from tests.media import rfc3711
 
@@ -120,15 +123,73 @@ def test_replay_is_counted_and_dropped() -> None:
     assert receiver.counters.replay_failures == 2
 
 
-def test_stray_unprotected_rtcp_is_an_auth_failure_not_an_exception() -> None:
+def counts(ctx: SrtpContext) -> dict[str, int]:
+    c = ctx.counters
+    return {"rtp_auth": c.rtp_auth_failures, "rtp_replay": c.rtp_replay_failures,
+            "rtcp_auth": c.rtcp_auth_failures, "rtcp_replay": c.rtcp_replay_failures,
+            "rtcp_unprotected": c.rtcp_unprotected, "other": c.other_failures}
+
+
+NONE = dict.fromkeys(["rtp_auth", "rtp_replay", "rtcp_auth", "rtcp_replay",
+                      "rtcp_unprotected", "other"], 0)
+
+
+def test_stray_unprotected_rtcp_is_counted_apart_not_an_exception() -> None:
     # baresip sends one unprotected RTCP at the start and BYE/SDES at hangup.
     ctx = SrtpContext(tx_key=os.urandom(30), rx_key=os.urandom(30))
     bye = struct.pack("!BBHI", 0x81, 203, 1, 0x1234)
     sdes = struct.pack("!BBHI", 0x81, 202, 3, 0x1234) + b"\x01\x03abc\x00\x00\x00"
-    assert ctx.unprotect_rtcp(bye + sdes) is None
+    assert ctx.unprotect_rtcp(bye + sdes) is None  # libsrtp: the E flag is clear
+    assert counts(ctx) == {**NONE, "rtcp_unprotected": 1}
+    assert ctx.unprotect_rtcp(rtcp_rr()) is None  # libsrtp: too short for a trailer
+    assert counts(ctx) == {**NONE, "rtcp_unprotected": 2}
+    # Plain RTCP whose bytes where the E flag would be have it set: libsrtp checks the tag and
+    # calls it an authentication failure, but it is plain RTCP all the same.
+    rr = struct.pack("!BBHI", 0x81, 201, 7, 0x1234) + b"\xff" * 24
+    assert rr[-14] & 0x80
+    assert ctx.unprotect_rtcp(rr) is None
+    assert counts(ctx) == {**NONE, "rtcp_unprotected": 3}
+    # What is not RTCP at all is malformed, on either port.
     assert ctx.unprotect_rtcp(b"\x80") is None
     assert ctx.unprotect_rtp(b"") is None
-    assert ctx.counters.rtcp_auth_failures + ctx.counters.other_failures == 3
+    assert counts(ctx) == {**NONE, "rtcp_unprotected": 3, "other": 2}
+    assert ctx.counters.auth_failures == 0
+
+
+def test_tampered_srtcp_is_an_auth_failure() -> None:
+    key = os.urandom(30)
+    sender = SrtpContext(tx_key=key, rx_key=os.urandom(30))
+    receiver = SrtpContext(tx_key=os.urandom(30), rx_key=key)
+    report = rtcp_rr() + os.urandom(24)
+    for index in (4, 12, -12, -1):  # the SSRC, the encrypted body, the index, the tag
+        protected = bytearray(sender.protect_rtcp(report))
+        protected[index] ^= 0x01
+        assert receiver.unprotect_rtcp(bytes(protected)) is None
+    assert counts(receiver) == {**NONE, "rtcp_auth": 4}
+    # The receiver is intact: the next good packet goes through.
+    assert receiver.unprotect_rtcp(sender.protect_rtcp(report)) == report
+    assert receiver.counters.auth_failures == 4
+
+
+def test_srtcp_under_the_wrong_key_is_an_auth_failure() -> None:
+    ours, theirs = os.urandom(30), os.urandom(30)
+    receiver = SrtpContext(tx_key=os.urandom(30), rx_key=ours)
+    wrong = SrtpContext(tx_key=theirs, rx_key=os.urandom(30))
+    for _ in range(3):
+        assert receiver.unprotect_rtcp(wrong.protect_rtcp(rtcp_rr() + bytes(24))) is None
+    assert counts(receiver) == {**NONE, "rtcp_auth": 3}
+    assert receiver.counters.auth_failures == 3
+
+
+@given(st.lists(st.binary(min_size=24, max_size=24), max_size=31), st.integers(0, 2**32 - 1))
+def test_plain_rtcp_is_told_from_srtcp(blocks: list[bytes], ssrc: int) -> None:
+    report = struct.pack("!BBHI", 0x80 | len(blocks), 201, 1 + 6 * len(blocks), ssrc)
+    report += b"".join(blocks)
+    assert is_plain_rtcp(report)
+    key = os.urandom(30)
+    protected = SrtpContext(tx_key=key, rx_key=key).protect_rtcp(report)
+    assert not is_plain_rtcp(protected)
+    assert not is_plain_rtcp(report[:-1]) and not is_plain_rtcp(report + b"\x00")
 
 
 @pytest.mark.parametrize("bad", [b"", b"x" * 29, b"x" * 31, "x" * 30])
