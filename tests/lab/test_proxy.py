@@ -442,7 +442,14 @@ def test_any_sequence_never_raises(ops: list[str]) -> None:
                                   b"BYE sip: SIP/2.0\r\n\r\n"])
 def test_junk_never_raises(junk: bytes) -> None:
     lab = Lab()
-    lab.feed(junk, UDP)
+    timer = lab.reg.get_timer()
+    malformed = lab.reg.stats["malformed"]
+    # Too broken to answer (no usable Via to send a 400 to): dropped and counted, nothing sent,
+    # no transaction or timer started.
+    assert lab.feed(junk, UDP) == []
+    assert lab.reg.stats["malformed"] == malformed + 1
+    assert lab.reg.get_timer() == timer
+    assert lab.advance(60) == []
 
 
 def test_a_200_that_crosses_the_cancel_is_still_forwarded() -> None:

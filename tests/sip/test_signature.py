@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import pytest
 
 from phone_sim.errors import UsageError
+from phone_sim.firmware import FIRMWARE_CLASSES, profile_for
 from phone_sim.sip.headers import NameAddr
 from phone_sim.sip.message import parse_message
 from phone_sim.sip.signature import (
@@ -51,16 +51,34 @@ def test_for_phone_keeps_the_d40_order_with_extra_methods() -> None:
         PhoneSignature(supported=("100rel, timer",))
 
 
-@dataclass(frozen=True)
-class _Profile:
-    user_agent: str = "Digium D80 1_12_1"
-    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+@pytest.mark.parametrize(
+    ("model", "firmware", "wildcard", "user_agent"),
+    [
+        ("D40", "1_4_0_0_57389", False, "Digium D40 1_4_0_0_57389"),
+        ("D65", "2_0_2_0_78957", False, "Digium D65 2_0_2_0_78957"),
+        ("D65", "2_9_22", False, "Digium D65 2_9_22"),
+        ("D70", "2_9_2", True, "Digium D70 2_9_2"),
+        ("D80", "1_12_0", False, "Digium D80 1_12_0"),
+        ("D80", "1_12_1", True, "Digium D80 1_12_1"),
+    ],
+)
+def test_for_profile_of_the_real_firmware_profiles(
+    model: str, firmware: str, wildcard: bool, user_agent: str
+) -> None:
+    sig = PhoneSignature.for_profile(profile_for(model, firmware, allow_wildcard=wildcard))
+    assert sig.user_agent == user_agent  # what the phone writes (PROTOCOL-NOTES §5)
+    assert sig.digest_algorithms == ("MD5",)  # every firmware answers MD5 digests only
+    assert sig.allow == ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+    messaging = PhoneSignature.for_profile(profile_for(model, firmware),
+                                           extra_methods=["MESSAGE", "NOTIFY"])
+    assert messaging.allow_header == "INVITE, ACK, BYE, CANCEL, NOTIFY, MESSAGE, OPTIONS"
 
 
-def test_for_profile() -> None:
-    sig = PhoneSignature.for_profile(_Profile())
-    assert sig.user_agent == "Digium D80 1_12_1"
-    assert sig.digest_algorithms == ("MD5", "SHA-256")
+def test_for_profile_covers_every_firmware_class() -> None:
+    for cls in FIRMWARE_CLASSES:
+        sig = PhoneSignature.for_profile(cls.profile)
+        assert sig.user_agent == f"Digium {cls.profile.model.value} {cls.profile.firmware}"
+        assert sig.digest_algorithms == cls.profile.digest_algorithms == ("MD5",)
 
 
 @pytest.mark.parametrize(
