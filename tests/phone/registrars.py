@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,14 +90,19 @@ class LabServer:
 
     name = "lab"
 
-    def __init__(self, *, min_expires: int = 60, max_expires: int = 3600) -> None:
+    def __init__(
+        self, *, min_expires: int = 60, max_expires: int = 3600,
+        names: Sequence[str] = (DOMAIN, "127.0.0.1"),
+    ) -> None:
         self.domain = DOMAIN
         self.config = RegistrarConfig(
             realm=DOMAIN, min_expires=min_expires, max_expires=max_expires,
             default_expires=min(60, max_expires),
         )
         # One identity for the lab's whole life, so a restart presents the same certificate.
-        self.ca_pem, self.chain_pem, self.key_pem = make_server_identity([DOMAIN, "127.0.0.1"])
+        # ``names`` are the certificate's DNS names: a wildcard ``*.pbx.test`` tests the
+        # firmware's wildcard rule.
+        self.ca_pem, self.chain_pem, self.key_pem = make_server_identity(list(names))
         self.trust = TrustStore.from_pem(self.ca_pem, public_roots=False)
         self.lab: Lab | None = None
         self.ports: dict[str, int] = {}

@@ -15,7 +15,7 @@ from typing import Literal
 import pytest
 
 from phone_sim.account import Account, SipHost, SipTransport
-from phone_sim.firmware import profile_for
+from phone_sim.firmware import FIRMWARE_CLASSES, FirmwareClass, profile_for
 from phone_sim.phone import (
     AuthenticationRefused,
     ConnectionDropped,
@@ -420,3 +420,81 @@ async def test_keepalives_reach_the_lab(transport: SipTransport) -> None:
             assert phone.registered
     finally:
         await lab.close()
+
+
+# -- TLS refusal at registration, per firmware class (the golden table's rows, through Phone) --
+
+#: What each class does with a trusted ``*.pbx.test`` certificate when its configured server
+#: name is ``sip.pbx.test``: fixtures/tls/golden.txt, row wildcard-san (0x40000000 =
+#: EIDENTITY_NOT_MATCH). Firmware before 2_9_0 does not validate and registers anyway.
+WILDCARD_VERDICTS = {
+    "2_2_0_4": "registers", "2_3_9": "registers",
+    "2_9_0": "refused", "2_9_2": "refused", "2_9_2+wild": "registers",
+    "d80-1_12_0": "refused", "d80-1_12_1": "refused", "d80-1_12_1+wild": "registers",
+}
+TLS_CLASSES = [c for c in FIRMWARE_CLASSES if c.profile.tls_supported]
+
+
+def test_every_firmware_class_with_tls_has_a_wildcard_verdict() -> None:
+    assert sorted(WILDCARD_VERDICTS) == sorted(c.id for c in TLS_CLASSES)
+
+
+@pytest.fixture
+async def wildcard_lab() -> AsyncIterator[LabServer]:
+    """The embedded lab presenting a ``*.pbx.test`` certificate from a CA the phone trusts."""
+    lab = LabServer(min_expires=2, names=["*.pbx.test"])
+    await lab.start()
+    try:
+        yield lab
+    finally:
+        await lab.close()
+
+
+def _named_account(server: Server, server_name: str) -> Account:
+    host = SipHost(server="127.0.0.1", port=server.port(SipTransport.TLS),
+                   transport=SipTransport.TLS, reregister=60, retry=0.5)
+    return Account(username="101", password=server.password("101"), host_primary=host,
+                   domain=server.domain, server_name=server_name)
+
+
+@pytest.mark.parametrize("firmware", TLS_CLASSES, ids=lambda c: c.id)
+async def test_a_wildcard_certificate_at_registration_per_firmware_class(
+    wildcard_lab: LabServer, firmware: FirmwareClass
+) -> None:
+    account = _named_account(wildcard_lab, "sip.pbx.test")
+    async with Phone(PhoneConfig(profile=firmware.profile, accounts=(account,),
+                                 trust=wildcard_lab.trust, registration=FAST)) as phone:
+        if WILDCARD_VERDICTS[firmware.id] == "registers":
+            done = await phone.register(timeout=10)
+            assert done.expires == 60
+            (binding,) = await wait_bindings(wildcard_lab, "101")
+            assert binding.user_agent == firmware.profile.user_agent
+            return
+        with pytest.raises(TlsRefused) as info:
+            await phone.register(timeout=10)
+    assert info.value.exit_code == 1
+    verdict = info.value.verdict
+    assert verdict is not None
+    assert verdict.flags == ["EIDENTITY_NOT_MATCH"] and verdict.bitmask == 0x40000000
+    assert verdict.server_name == "sip.pbx.test" and verdict.profile == firmware.profile
+    # The name would have matched, had this firmware (or its setting) allowed wildcards.
+    assert verdict.name_check is not None and verdict.name_check.wildcard_refused
+    assert await wildcard_lab.bindings("101") == []
+
+
+@pytest.mark.parametrize("firmware", [c for c in TLS_CLASSES if c.profile.model.value == "D80"],
+                         ids=lambda c: c.id)
+async def test_a_d80_refuses_a_server_its_trust_store_does_not_know(
+    server: Server, firmware: FirmwareClass
+) -> None:
+    # The lab's CA is not loaded on the phone: the D80 (1_12_0 and 1_12_1, wildcard setting on
+    # or off) refuses with EUNTRUSTED (golden table row unknown-ca).
+    account = _named_account(server, server.domain)
+    async with Phone(PhoneConfig(profile=firmware.profile, accounts=(account,),
+                                 trust=TrustStore(), registration=FAST)) as phone:
+        with pytest.raises(TlsRefused) as info:
+            await phone.register(timeout=10)
+    verdict = info.value.verdict
+    assert verdict is not None and "EUNTRUSTED" in verdict.flags
+    assert info.value.exit_code == 1
+    assert await server.bindings("101") == []
