@@ -23,10 +23,12 @@ from phone_sim.phone import (
     MessageReceived,
     Phone,
     PhoneEvent,
+    RegistrationFailed,
     RegistrationSettings,
     RegistrationSucceeded,
     ReprovisionRequested,
     RequestAnswered,
+    SipTransportError,
 )
 from phone_sim.phone.config import NetworkOptions, PhoneConfig
 from phone_sim.tls.client import TrustStore
@@ -498,3 +500,24 @@ async def test_a_d80_refuses_a_server_its_trust_store_does_not_know(
     assert verdict is not None and "EUNTRUSTED" in verdict.flags
     assert info.value.exit_code == 1
     assert await server.bindings("101") == []
+
+
+async def test_a_udp_phone_whose_server_name_does_not_resolve_fails_naming_it() -> None:
+    # An address-like name that is no address: the resolver library refuses it by itself,
+    # without a DNS query, so nothing leaves the machine (a made-up DNS name would be asked of
+    # the machine's real resolver).
+    name = "1:2:3:4:5:6:7:8:9"
+    host = SipHost(server=name, port=5060, transport=SipTransport.UDP, retry=0.2)
+    account = Account(username="101", password="x", host_primary=host, domain="pbx.test")
+    async with Phone(PhoneConfig(profile=PROFILE, accounts=(account,),
+                                 registration=FAST)) as phone:
+        events = phone.events()
+        with pytest.raises(SipTransportError) as info:
+            await phone.register(timeout=10)
+        assert str(info.value).startswith(f"cannot resolve {name!r}: ")
+        assert info.value.exit_code == 2
+        assert not phone.registered
+        # The phone reports it and keeps retrying by itself, as with any network error.
+        failed = await asyncio.wait_for(anext(events), 5)
+        assert isinstance(failed, RegistrationFailed) and failed.retry_at is not None
+        assert "cannot resolve" in str(failed.error)
