@@ -90,8 +90,12 @@ async def _call_baresip(phone: Phone, callee: Baresip, capture: Capture) -> None
     call = await phone.dial("102")
     await call.wait_answered(timeout=10)
     call.play_tone(OURS)
+    heard_before_the_tone = callee.heard_seconds()
     await call.wait_tone(THEIRS, timeout=10)
-    await asyncio.sleep(2.0)
+    # Enough audio for the checks below: baresip decoded 1.5 s of our tone, we 50 packets.
+    await callee.wait_heard(heard_before_the_tone + 1.5)
+    assert await _until(lambda: call.stats is not None
+                        and call.stats.stream.packets_received >= 50)
     stats = call.stats
     assert stats is not None and stats.encrypted
     assert stats.stream.srtp_auth_failures == 0 and stats.stream.packets_received >= 50
@@ -159,7 +163,7 @@ async def test_baresip_calls_an_auto_answering_phone_nobody_waits_on_and_hears_i
         await caller.wait_event("CALL_ESTABLISHED")
         (call,) = phone.calls.values()
         await call.wait_tone(THEIRS, timeout=10)
-        await asyncio.sleep(2.0)
+        await caller.wait_heard(1.5)  # its own tone, echoed
         await caller.hangup()
         assert (await call.wait_ended(timeout=10)).by_peer
         await caller.wait_event("CALL_CLOSED")

@@ -89,7 +89,7 @@ async def test_call_baresip_hears_the_tone_and_reports_json(
     recording = tmp_path / "heard.wav"
     result = await asyncio.to_thread(
         _run, "call", "--to", "102", "--play", "tone:1004", "--expect-tone", "697",
-        "--duration", "3", "--dtmf", "12", "--record", str(recording), "--json",
+        "--duration", "2", "--dtmf", "12", "--record", str(recording), "--json",
         *_kam_args(kamailio, peer_pki))
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert wav_tone_report(recording, 697).windows_with_tone >= 10
@@ -103,7 +103,7 @@ async def test_call_baresip_hears_the_tone_and_reports_json(
     assert kamailio.user("101").password not in result.stdout
     # The wrong expectation fails with 1 and says why.
     result = await asyncio.to_thread(
-        _run, "call", "--to", "102", "--expect-tone", "1633", "--duration", "2",
+        _run, "call", "--to", "102", "--expect-tone", "1633", "--duration", "1",
         *_kam_args(kamailio, peer_pki))
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "1633 Hz tone was not heard" in result.stdout
@@ -136,7 +136,7 @@ async def test_answer_echoes_and_exits_after_count(
         await caller.wait_registered()
         await caller.dial("101")
         await caller.wait_event("CALL_ESTABLISHED", timeout=10)
-        await asyncio.sleep(2.0)
+        await caller.wait_heard(1.5)  # what phone-sim sends back, decoded by baresip
         await caller.hangup()
         out, err = await asyncio.wait_for(proc.communicate(), 20)
     finally:
@@ -169,7 +169,7 @@ async def test_answer_plays_and_checks_the_tone(
         await caller.wait_registered()
         await caller.dial("101")
         await caller.wait_event("CALL_ESTABLISHED", timeout=10)
-        await asyncio.sleep(2.0)
+        await caller.wait_heard(1.5)  # what phone-sim sends back, decoded by baresip
         await caller.hangup()
         out, err = await asyncio.wait_for(proc.communicate(), 20)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,16 @@ from tests.peers.audio import wav_tone_report, write_tone_wav
 from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport
 from tests.peers.capture import srtp_wire_report
 from tests.peers.plugin import CaptureFactory, require
+
+
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 def _baresip(
@@ -111,7 +122,8 @@ async def test_two_baresips_call_each_other_through_the_lab_over_tls(
             await caller.dial("102")
             await caller.wait_event("CALL_ESTABLISHED", timeout=10)
             await callee.wait_event("CALL_ESTABLISHED", timeout=10)
-            await asyncio.sleep(3.0)
+            # Enough audio for the checks below: each side has decoded 1.5 s of the other's.
+            await asyncio.gather(caller.wait_heard(1.5), callee.wait_heard(1.5))
             await caller.hangup()  # the BYE follows the route set through the lab
             await callee.wait_event("CALL_CLOSED", timeout=10)
             await caller.wait_event("CALL_CLOSED", timeout=10)
@@ -147,16 +159,17 @@ async def test_baresip_calls_the_echo_and_hears_its_own_tone(tmp_path: Path) -> 
             await phone.dial("600")
             await phone.wait_event("CALL_ESTABLISHED", timeout=10)
             mark = len(phone.events)
-            await asyncio.sleep(2.0)
+            # The recording checked below: sndfile stops adding to it at a re-INVITE.
+            await phone.wait_heard(1.5)
             await phone.send_dtmf("7")
             assert await phone.received_dtmf(1, after=mark, timeout=5) == "7"
             # Hold and resume by re-INVITE through the lab; the echo answers both.
-            routed = lab.registrar.proxy.stats["routed"]
+            proxy = lab.registrar.proxy.stats
+            routed = proxy["routed"]
             await phone.hold()
-            await asyncio.sleep(0.5)
+            assert await _until(lambda: proxy["routed"] >= routed + 2)  # re-INVITE + ACK
             await phone.resume()
-            await asyncio.sleep(1.0)
-            assert lab.registrar.proxy.stats["routed"] >= routed + 4  # 2 re-INVITEs + ACKs
+            assert await _until(lambda: proxy["routed"] >= routed + 4)  # 2 re-INVITEs + ACKs
             assert not any(e.type == "CALL_CLOSED" for e in phone.events[mark:])
             await phone.hangup()
             await phone.wait_event("CALL_CLOSED", timeout=10)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import socket
 import time
@@ -447,6 +448,35 @@ class Baresip:
     def recordings(self, direction: Literal["dec", "enc"] = "dec") -> list[Path]:
         """WAV files ``sndfile`` wrote: ``dec`` is what the phone heard, ``enc`` what it sent."""
         return sorted(self.record_dir.glob(f"dump-*-{direction}.wav"))
+
+    def heard_seconds(self) -> float:
+        """Seconds of audio in the newest ``dec`` recording so far: ``sndfile`` writes what
+        baresip decodes as it goes (the WAV header's sizes are only right once it closes)."""
+        recordings = self.recordings("dec")
+        if not recordings:
+            return 0.0
+        with recordings[-1].open("rb") as f:
+            header = f.read(512)
+            size = os.fstat(f.fileno()).st_size
+        data = header.find(b"data")
+        if header[:4] != b"RIFF" or data < 0 or header.find(b"fmt ") < 0:
+            return 0.0  # not written yet
+        fmt = header.find(b"fmt ") + 8
+        byte_rate = int.from_bytes(header[fmt + 8 : fmt + 12], "little")
+        return max(0, size - (data + 8)) / byte_rate if byte_rate else 0.0
+
+    async def wait_heard(self, seconds: float, *, timeout: float = 10.0) -> None:
+        """Wait until the newest ``dec`` recording holds ``seconds`` of audio."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (heard := self.heard_seconds()) < seconds:
+            if loop.time() > deadline:
+                raise self._process.fail(
+                    f"heard only {heard:.2f} s of audio after {timeout} s, not {seconds} s"
+                )
+            if not self._process.running:
+                raise self._process.fail(f"exited after hearing {heard:.2f} s of audio")
+            await asyncio.sleep(0.05)
 
 
 async def _read_netstring(reader: asyncio.StreamReader) -> dict[str, Any]:
