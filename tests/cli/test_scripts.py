@@ -42,6 +42,11 @@ def test_apt_install_waits_for_the_dpkg_lock(tmp_path: Path) -> None:
     assert install.startswith("DEBIAN_FRONTEND=noninteractive ")
     assert "-o DPkg::Lock::Timeout=90 install -y -q kamailio sip-tester" in install
     assert "installing kamailio sip-tester" in result.stderr and "90 s" in result.stderr
+    log.unlink()
+    result = subprocess.run([SCRIPTS / "apt-install", "--no-install-recommends", "a"], env=env,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines()[1].endswith("install -y -q --no-install-recommends a")
     bad = subprocess.run([SCRIPTS / "apt-install", "x"], capture_output=True, text=True,
                          env={**env, "APT_LOCK_TIMEOUT": "soon"}, check=False)
     assert bad.returncode == 2 and "APT_LOCK_TIMEOUT" in bad.stderr
