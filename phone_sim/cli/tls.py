@@ -119,7 +119,8 @@ def add_parser(subparsers: Any) -> None:
         help="decode a phone's TLS error bitmask (e.g. 0x40000022)",
         description="Decode a pjlib TLS error bitmask into flag names and meanings.",
     )
-    err.add_argument("mask", metavar="BITMASK", help="hex (0x40000022) or decimal")
+    err.add_argument("mask", metavar="BITMASK",
+                     help="hex as the phone shows it: 0x40000022, or 40000022")
     err.add_argument("--json", action="store_true", help="print one JSON object")
     err.set_defaults(func=_tls_error)
 

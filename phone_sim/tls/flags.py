@@ -209,22 +209,33 @@ class DecodedBitmask:
 _VENDOR_TYPO = 0x400000022
 
 
-def decode_bitmask(text: str) -> DecodedBitmask:
-    """Decode ``0x40000022``, ``0x4000 0022`` (the vendor's spacing) or a decimal number.
+#: ASCII only: ``int()`` takes fullwidth and Arabic-Indic digits, which no phone shows.
+_MASK = re.compile(r"(0[xX])?([0-9a-fA-F]+)")
 
-    The vendor page's example ``0x400000022`` has one digit too many; it is decoded as
-    ``0x40000022`` with a note saying so. Other values wider than 32 bits are refused.
+
+def decode_bitmask(text: str) -> DecodedBitmask:
+    """Decode ``0x40000022``, ``0x4000 0022`` (the vendor's spacing) or ``40000022``.
+
+    The phone shows its bitmask in hex, so bare digits are read as hex too, with a note
+    saying so and what they would be as a decimal number. The vendor page's example
+    ``0x400000022`` has one digit too many; it is decoded as ``0x40000022`` with a note
+    saying so. Other values wider than 32 bits are refused.
     """
-    cleaned = re.sub(r"[\s_]", "", text)
-    try:
-        value = int(cleaned, 16) if cleaned.lower().startswith("0x") else int(cleaned, 10)
-    except ValueError:
+    cleaned = re.sub(r"[ \t_]", "", text)
+    match = _MASK.fullmatch(cleaned)
+    if match is None:
         raise BitmaskParseError(
-            f"{text!r} is not a bitmask: give a hex number like 0x40000022 or a decimal number"
-        ) from None
+            f"{text!r} is not a bitmask: give a hex number like 0x40000022 (the 0x may be "
+            "left out)"
+        )
+    value = int(match.group(2), 16)
     note = None
-    if value < 0:
-        raise BitmaskParseError(f"{text!r} is negative; a bitmask is an unsigned 32-bit number")
+    if match.group(1) is None and re.fullmatch(r"[0-9]+", match.group(2)):
+        as_decimal = int(match.group(2), 10)
+        other = (f"0x{as_decimal:08x}" if as_decimal <= 0xFFFFFFFF
+                 else "wider than 32 bits")
+        note = (f"{cleaned} has no 0x: read as hex, as the phone shows it (as a decimal number "
+                f"it would be {other})")
     if value == _VENDOR_TYPO:
         note = "0x400000022 (the vendor page's example) has one digit too many; decoding 0x40000022"
         value = 0x40000022

@@ -311,6 +311,20 @@ def test_tls_error_explains_the_vendor_typo(capsys: pytest.CaptureFixture[str]) 
     assert json.loads(out)["bitmask"] == 0x40000022
 
 
+def test_tls_error_reads_bare_digits_as_hex_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(capsys, "tls-error", "40000022")
+    assert code == 0
+    assert out.startswith("note: 40000022 has no 0x: read as hex, as the phone shows it")
+    assert "0x40000022 = EUNTRUSTED | EISSUER_MISMATCH | EIDENTITY_NOT_MATCH" in out
+    code, out, _ = _run(capsys, "tls-error", "40000022", "--json")
+    obj = json.loads(out)
+    assert obj["bitmask"] == 0x40000022 and "read as hex" in obj["note"]
+    code, _, err = _run(capsys, "tls-error", "\uff14\uff10\uff10")
+    assert code == 2 and "is not a bitmask" in err
+
+
 def test_tls_matrix_matches_the_golden_table(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "tls-matrix")
     assert code == 0, out

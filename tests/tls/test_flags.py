@@ -92,9 +92,28 @@ def test_decode_the_vendor_typo_says_so() -> None:
     assert decoded.note is not None and "one digit too many" in decoded.note
 
 
-@pytest.mark.parametrize(("text", "value"), [("0x4000 0022", 0x40000022), ("34", 0x22), ("0X2", 2)])
-def test_decode_accepts_spacing_and_decimal(text: str, value: int) -> None:
-    assert decode_bitmask(text).value == value
+@pytest.mark.parametrize(("text", "value"), [("0x4000 0022", 0x40000022), ("0X2", 2),
+                                            ("4000002a", 0x4000002A), ("0x4000_0022", 0x40000022)])
+def test_decode_accepts_spacing_and_hex(text: str, value: int) -> None:
+    decoded = decode_bitmask(text)
+    assert decoded.value == value and decoded.note is None
+
+
+def test_bare_digits_are_hex_as_the_phone_shows_them_and_it_says_so() -> None:
+    decoded = decode_bitmask("40000022")
+    assert decoded.value == 0x40000022
+    assert decoded.flags == (F.EUNTRUSTED, F.EISSUER_MISMATCH, F.EIDENTITY_NOT_MATCH)
+    assert decoded.note == ("40000022 has no 0x: read as hex, as the phone shows it "
+                            "(as a decimal number it would be 0x02625a16)")
+    assert decode_bitmask("34").value == 0x34
+
+
+@pytest.mark.parametrize("text", ["\uff14\uff10\uff10", "0x\uff14\uff10", "\u00b2",
+                                  "0x4000002\u0663", "\u0663\u0664"])
+def test_only_ascii_digits(text: str) -> None:
+    """int() takes fullwidth and Arabic-Indic digits; a bitmask from the phone never has them."""
+    with pytest.raises(BitmaskParseError, match="is not a bitmask"):
+        decode_bitmask(text)
 
 
 def test_decode_reports_unknown_bits() -> None:
