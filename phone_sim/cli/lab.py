@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
+import re
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from phone_sim.cli._provisioning import DpmaSetup, add_dpma_options, print_dpma_event
@@ -69,14 +72,15 @@ def add_parser(subparsers: Any) -> None:
         "--servername",
         dest="server_name",
         default=DEFAULT_SERVER_NAME,
-        help=f"name in the certificate, SIP domain and realm (default {DEFAULT_SERVER_NAME})",
+        help="host name (or IP address) in the certificate, SIP domain and realm "
+        f"(default {DEFAULT_SERVER_NAME})",
     )
     p.add_argument(
         "--state-dir",
         metavar="DIR",
         help="keep the lab's CA (ca.pem, the file phones load), its certificate and keys there "
-        "and reuse them on the next start (default: a new CA in a temporary directory removed "
-        "on exit)",
+        "and reuse them on the next start; made if missing, but its parent must exist "
+        "(default: a new CA in a temporary directory removed on exit)",
     )
     p.add_argument(
         "--echo-extension",
@@ -113,8 +117,10 @@ def add_parser(subparsers: Any) -> None:
         help="close a connection without registration that sent no SIP message for this long "
         f"(default {defaults.idle_timeout:g})",
     )  # fmt: skip
-    p.add_argument("--min-expires", type=int, default=60, help="shortest expiry (s); below: 423")
-    p.add_argument("--max-expires", type=int, default=3600, help="longest expiry granted (s)")
+    p.add_argument("--min-expires", type=int, default=60, metavar="SECONDS",
+                   help="shortest expiry granted; a REGISTER asking less gets 423 (default 60)")
+    p.add_argument("--max-expires", type=int, default=3600, metavar="SECONDS",
+                   help="longest expiry granted (default 3600)")
     p.add_argument(
         "--duration", type=float, metavar="SECONDS", help="stop by itself after this long"
     )
@@ -141,24 +147,78 @@ def _port(text: str) -> int:
     return value
 
 
-def _lab(args: argparse.Namespace) -> int:
-    users = [LabUser.parse(spec) for spec in args.user] if args.user else None
-    transports = [t.strip().lower() for t in args.transport.split(",") if t.strip()]
-    bad = [t for t in transports if t not in TRANSPORTS]
-    if bad or not transports:
-        raise UsageError(f"unknown transport {','.join(bad) or '(none)'}: use tls, tcp, udp")
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive")
-    limits = _limits(args)
+def _users(specs: list[str] | None) -> list[LabUser] | None:
+    if not specs:
+        return None
     try:
-        config = RegistrarConfig(
-            realm=args.server_name,
+        return [LabUser.parse(spec) for spec in specs]
+    except LabConfigError as exc:
+        raise UsageError(f"--user: {exc}") from None
+
+
+#: A host name (RFC 1123 labels) or an address: what a certificate and a SIP domain can carry.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _server_name(name: str) -> str:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        labels = name.removesuffix(".").split(".")
+        if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+            raise UsageError(
+                f"--server-name {name!r}: not a host name (letters, digits and hyphens in "
+                "dot-separated labels, e.g. lab.phone-sim.test) nor an IP address"
+            ) from None
+    return name
+
+
+def _state_dir(path: str | None) -> Path | None:
+    """The state directory: made if missing (one level, as mkdir does), never a deep path
+    that a typo would leave behind."""
+    if path is None:
+        return None
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--state-dir {directory}: not a directory")
+    if not directory.exists() and not directory.parent.is_dir():
+        raise UsageError(
+            f"--state-dir {directory}: {directory.parent} does not exist (create it first, "
+            "or give an existing directory)"
+        )
+    return directory
+
+
+def _registrar_config(args: argparse.Namespace, realm: str) -> RegistrarConfig:
+    if args.min_expires < 1:
+        raise UsageError(f"--min-expires must be at least 1 s, not {args.min_expires}")
+    if args.max_expires < args.min_expires:
+        raise UsageError(
+            f"--max-expires {args.max_expires} is below --min-expires {args.min_expires}"
+        )
+    try:
+        return RegistrarConfig(
+            realm=realm,
             min_expires=args.min_expires,
             max_expires=args.max_expires,
             default_expires=max(args.min_expires, min(3600, args.max_expires)),
         )
     except LabConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _lab(args: argparse.Namespace) -> int:
+    users = _users(args.user)
+    transports = [t.strip().lower() for t in args.transport.split(",") if t.strip()]
+    bad = [t for t in transports if t not in TRANSPORTS]
+    if bad or not transports:
+        raise UsageError(f"unknown transport {','.join(bad) or '(none)'}: use tls, tcp, udp")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    server_name = _server_name(args.server_name)
+    state_dir = _state_dir(args.state_dir)
+    limits = _limits(args)
+    config = _registrar_config(args, server_name)
     if not args.no_echo and (
         not args.echo_extension.isalnum() or (users and any(
             u.username == args.echo_extension for u in users))
@@ -176,10 +236,10 @@ def _lab(args: argparse.Namespace) -> int:
         tls_port=args.tls_port,
         tcp_port=args.tcp_port,
         udp_port=args.udp_port,
-        server_name=args.server_name,
+        server_name=server_name,
         transports=transports,
         config=config,
-        state_dir=args.state_dir,
+        state_dir=state_dir,
         limits=limits,
         on_event=printer,
         echo=not args.no_echo and not args.provisioning_only,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
-from phone_sim.cli import main
+from phone_sim.cli import build_parser, main
 from phone_sim.cli.lab import event_json, event_line
 from phone_sim.lab import BindingAdded, BindingRefused, BindingRemoved, Flow
 from phone_sim.lab.aio_process import LabProcess
@@ -57,7 +59,6 @@ def test_json_ready_line_and_stop_line(capsys: pytest.CaptureFixture[str]) -> No
     [
         (["--user", "101"], "expected USER:PASSWORD"),
         (["--transport", "sctp"], "unknown transport sctp"),
-        (["--min-expires", "0"], "min_expires"),
         (["--duration", "-1"], "--duration must be positive"),
         (["--host", "0.0.0.0"], "needs its own users"),
     ],
@@ -214,3 +215,58 @@ async def test_connection_limits_from_the_command_line_hold_and_are_counted() ->
     assert lab.final is not None
     stats = lab.final["stats"]
     assert stats["limit_per_source"] >= 1 and stats["limit_first_message"] >= 2
+
+
+# -- help, names and paths (issue #10, "The CLI, tried as a new user would") ------------------
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    (lab,) = [a for a in parser._actions if a.dest == "command"]
+    sub = lab.choices["lab"]  # type: ignore[index]
+    undocumented = [
+        a.option_strings[0] for a in sub._actions
+        if a.option_strings and a.default not in (None, False, argparse.SUPPRESS)
+        and "default" not in (a.help or "")
+    ]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--min-expires", "0"], "--min-expires must be at least 1 s, not 0"),
+        (["--min-expires", "120", "--max-expires", "60"],
+         "--max-expires 60 is below --min-expires 120"),
+        (["--server-name", "bad name!"], "--server-name 'bad name!': not a host name"),
+        (["--server-name", ""], "--server-name '': not a host name"),
+        (["--server-name=-x.example"], "--server-name '-x.example': not a host name"),
+        (["--user", "101"], "--user: user '101': expected USER:PASSWORD[:AUTHNAME]"),
+    ],
+)
+def test_errors_name_the_flags(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["lab", *FREE, "--duration", "0.2", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "min_expires" not in err and "max_expires" not in err
+
+
+@pytest.mark.parametrize("name", ["pbx.example.com", "lab-2.test", "127.0.0.1", "PBX"])
+def test_good_server_names_are_taken(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", *FREE, "--duration", "0.1", "--server-name", name]) == 0
+
+
+def test_state_dir_is_not_made_deep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / "no" / "such" / "state"
+    assert main(["lab", *FREE, "--duration", "0.2", "--state-dir", str(deep)]) == 2
+    assert f"--state-dir {deep}: {deep.parent} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+    # One level is made, as mkdir would.
+    shallow = tmp_path / "state"
+    assert main(["lab", *FREE, "--duration", "0.2", "--state-dir", str(shallow)]) == 0
+    assert (shallow / "ca.pem").is_file()
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    assert main(["lab", *FREE, "--duration", "0.2", "--state-dir", str(afile)]) == 2
+    assert f"--state-dir {afile}: not a directory" in capsys.readouterr().err
