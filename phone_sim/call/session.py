@@ -1025,7 +1025,8 @@ class CallSession:
         if status == 487 and self._cancel_requested:
             self._end("cancelled", status=487)
         else:
-            self._end(f"call failed: {_warning_text(response)}", status=status, by_peer=True)
+            # The reason is the answer itself; whoever reports it says that the call failed.
+            self._end(_warning_text(response), status=status, by_peer=True)
 
     def _on_dialog_response(self, event: ResponseReceived, now: float) -> None:
         handle = event.transaction

@@ -700,15 +700,15 @@ class OfferAnswer:
         if local.media_encryption is MediaEncryption.SDES:
             if media.proto != RTP_SAVP:
                 raise NegotiationError(
-                    f"{media.proto} offered; this phone requires RTP/SAVP (SDES, no optimistic"
-                    " SRTP)"
+                    # Not "this phone": the lab's echo answers with the same words.
+                    f"{media.proto} offered; RTP/SAVP required (SDES, no optimistic SRTP)"
                     if offering
                     else f"the answer uses {media.proto}, not RTP/SAVP"
                 )
             crypto = _choose_crypto(media)
         elif media.proto != RTP_AVP:
             raise NegotiationError(
-                f"{media.proto} offered; this phone's media encryption is off (RTP/AVP only)"
+                f"{media.proto} offered; media encryption is off here (RTP/AVP only)"
                 if offering
                 else f"the answer uses {media.proto}, not RTP/AVP"
             )

@@ -159,7 +159,8 @@ def wav_file(
             for out in resampler.resample(None):
                 pcm += bytes(out.planes[0])[: out.samples * 2]
     except av.error.FFmpegError as exc:
-        raise SourceError(f"cannot read audio file {str(path)!r}: {exc}") from None
+        # strerror: FFmpeg's words without its errno and the path again.
+        raise SourceError(f"cannot read audio file {str(path)!r}: {exc.strerror or exc}") from None
     size = codec.samples_per_frame(ptime_ms) * 2
     if len(pcm) < size:
         raise SourceError(f"{str(path)!r} holds less than one {ptime_ms} ms frame of audio")

@@ -61,7 +61,7 @@ from phone_sim.phone.registration import (
 )
 from phone_sim.sip.routing import Address
 from phone_sim.sip.signature import PhoneSignature
-from phone_sim.tls.aio import open_tls_connection
+from phone_sim.tls.aio import describe_connect_error, open_tls_connection
 from phone_sim.tls.client import TlsClientContext, TrustStore
 
 __all__ = ["Phone", "build_phone", "phone_signature", "tls_context_for"]
@@ -628,14 +628,9 @@ class Phone:
                     async with asyncio.timeout(timeout):
                         await loop.create_connection(lambda: tcp, host.server,
                                                      host.effective_port)
-                except OSError as exc:
-                    raise SipTransportError(
-                        f"cannot connect to {host.label}: {exc.strerror or exc}"
-                    ) from None
-                except TimeoutError:
-                    raise SipTransportError(
-                        f"no TCP answer from {host.label} within {timeout:g} s"
-                    ) from None
+                except OSError as exc:  # TimeoutError too: the same words as over TLS
+                    raise SipTransportError(describe_connect_error(
+                        host.server, host.effective_port, exc, timeout)) from None
             else:
                 made: list[_Stream] = []
 

@@ -477,8 +477,8 @@ class Registration:
             status = event.response.status
             self._register_failed(
                 AuthenticationRefused(
-                    f"{self.host.label} refused the credentials of "
-                    f"{self.account.auth_username!r} ({status}): {event.reason}",
+                    # The digest layer's reason names the user and the realm already.
+                    f"{self.host.label}: {event.reason} ({status})",
                     status=status,
                 ),
                 now,

@@ -43,7 +43,7 @@ from phone_sim.tls.verdict import (
     failed_verdict,
 )
 
-__all__ = ["TlsTransport", "open_tls_connection"]
+__all__ = ["TlsTransport", "describe_connect_error", "open_tls_connection"]
 
 
 class TlsTransport(asyncio.Transport):
@@ -287,15 +287,21 @@ class _TlsPump(asyncio.Protocol):
             self.raw.abort()
 
 
-def _connect_error(host: str, port: int, exc: OSError, timeout: float) -> TlsConnectError:
+def describe_connect_error(host: str, port: int, exc: OSError, timeout: float) -> str:
+    """Why a TCP connection to *host*:*port* failed, in the words every transport uses (TLS
+    here, plain TCP in the phone), so the same failure reads the same."""
     target = f"{host}:{port}"
     if isinstance(exc, socket.gaierror):
-        return TlsConnectError(f"cannot resolve {host!r}: {exc.strerror or exc}")
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
     if isinstance(exc, ConnectionRefusedError):
-        return TlsConnectError(f"connection refused by {target}: nothing listens on that port")
+        return f"connection refused by {target}: nothing listens on that port"
     if isinstance(exc, TimeoutError):
-        return TlsConnectError(f"no answer from {target} within {timeout:g} s: host unreachable?")
-    return TlsConnectError(f"cannot connect to {target}: {exc.strerror or exc}")
+        return f"no answer from {target} within {timeout:g} s: host unreachable?"
+    return f"cannot connect to {target}: {exc.strerror or exc}"
+
+
+def _connect_error(host: str, port: int, exc: OSError, timeout: float) -> TlsConnectError:
+    return TlsConnectError(describe_connect_error(host, port, exc, timeout))
 
 
 async def open_tls_connection(

@@ -16,6 +16,8 @@ from typing import Any, cast
 import pytest
 
 from phone_sim.cli import build_parser
+from phone_sim.lab import Lab
+from tests.cli.labcli import closed_port, lab_args, run_cli
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
 
@@ -65,7 +67,7 @@ def test_no_answer_exits_2() -> None:
     result = _run("--server", "127.0.0.1:9", "--transport", "tcp", "--user", "101",
                   "--password", "secret-xyz", "--once", "--timeout", "2")
     assert result.returncode == 2
-    assert "127.0.0.1:9/tcp" in result.stderr
+    assert "connection refused by 127.0.0.1:9" in result.stderr
     assert "secret-xyz" not in result.stderr + result.stdout
 
 
@@ -89,7 +91,7 @@ def test_once_registers_and_unregisters(
 def test_wrong_password_exits_1(kamailio: Kamailio, peer_pki: TestPki) -> None:
     result = _run(*_kam_args(kamailio, peer_pki, "tls", "wrong-pass-123"), "--once")
     assert result.returncode == 1
-    assert "refused the credentials" in result.stderr
+    assert "rejected the credentials of '101'" in result.stderr
     assert "wrong-pass-123" not in result.stdout + result.stderr
 
 
@@ -317,3 +319,29 @@ async def test_a_firmware_without_tls_asked_for_tls_exits_1(model: str, firmware
     assert result["exit_code"] == 1
     assert f"firmware {firmware} on the {model} has no TLS" in result["error"]
     assert "Traceback" not in err
+
+
+# -- the same failure in the same words (issue #10) -------------------------------------------
+
+
+def test_a_closed_port_reads_the_same_on_tcp_and_tls() -> None:
+    port = closed_port()
+    messages = []
+    for transport in ("tcp", "tls"):
+        result = _run("--server", f"127.0.0.1:{port}", "--transport", transport, "--user",
+                      "101", "--password", "x", "--once", "--timeout", "5")
+        assert result.returncode == 2, result
+        messages.append(result.stderr.strip())
+    expected = (f"phone-sim register: error: connection refused by 127.0.0.1:{port}: nothing "
+                "listens on that port")
+    assert messages == [expected, expected]
+
+
+async def test_wrong_credentials_are_one_message() -> None:
+    async with Lab({"101": "1234"}) as lab:
+        args = lab_args(lab, password="wrong-pass-123")
+        result = await run_cli("register", *args, "--once")
+    assert result.code == 1, result
+    assert result.err.strip() == (
+        f"phone-sim register: error: {lab.host}:{lab.ports['tls']}/tls: the server rejected "
+        f"the credentials of '101' for realm '{lab.server_name}' (401)")

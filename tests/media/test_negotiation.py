@@ -321,7 +321,7 @@ DECLINES = {
     ),
     "rtp-avp": (
         fixture("asterisk-22-avp-offer.sdp"),
-        "RTP/AVP offered; this phone requires RTP/SAVP",
+        "RTP/AVP offered; RTP/SAVP required",
     ),
     "savp-without-crypto": (_offer((CRYPTO + "\r\n", "")), "RTP/SAVP without a crypto line"),
     "savpf": (_offer(("RTP/SAVP", "RTP/SAVPF")), "RTP/SAVPF offered"),
