@@ -13,22 +13,26 @@ import contextlib
 import json
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from phone_sim.cli._phone import add_phone_options, phone_config_from_args
+from phone_sim.cli._phone import (
+    add_phone_options,
+    error_json,
+    phone_config_from_args,
+    phone_from_args,
+)
 from phone_sim.errors import PhoneSimError
-from phone_sim.phone import (
+from phone_sim.phone.events import (
     ConnectionDropped,
     FailedOver,
-    Phone,
+    PhoneEvent,
     RegistrationFailed,
-    RegistrationRefused,
     RegistrationSucceeded,
     ReprovisionRequested,
 )
-from phone_sim.phone.aio import build_phone
-from phone_sim.phone.events import PhoneEvent
-from phone_sim.tls.verdict import TlsError
+
+if TYPE_CHECKING:
+    from phone_sim.phone.aio import Phone
 
 __all__ = ["add_parser"]
 
@@ -54,7 +58,7 @@ def _build(args: argparse.Namespace) -> tuple[Phone, str]:
     config = phone_config_from_args(args)
     account = config.primary_account
     aor = f"{account.username}@{account.domain_for(account.host_primary)}"
-    return build_phone(config), aor
+    return phone_from_args(config), aor
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,16 +74,6 @@ def _emit(args: argparse.Namespace, text: str, obj: dict[str, Any]) -> None:
         print(text, flush=True)
 
 
-def _error_json(error: PhoneSimError) -> dict[str, Any]:
-    obj: dict[str, Any] = {"error": str(error), "kind": type(error).__name__,
-                           "exit_code": error.exit_code}
-    if isinstance(error, RegistrationRefused):
-        obj["status"] = error.status
-    if isinstance(error, TlsError) and error.verdict is not None:
-        obj["tls"] = error.verdict.to_json()
-    return obj
-
-
 def _event_line(event: PhoneEvent) -> tuple[str, dict[str, Any]] | None:
     if isinstance(event, RegistrationSucceeded) and event.refresh:
         return (f"refreshed: expires {event.expires} s",
@@ -90,7 +84,7 @@ def _event_line(event: PhoneEvent) -> tuple[str, dict[str, Any]] | None:
     if isinstance(event, RegistrationFailed):
         retry = "" if event.retry_at is None else " (retrying)"
         return (f"registration failed: {event.error}{retry}",
-                {"event": "failed", **_error_json(event.error)})
+                {"event": "failed", **error_json(event.error)})
     if isinstance(event, ConnectionDropped):
         return (f"connection to {event.host.label} lost; reconnecting",
                 {"event": "connection-dropped", "server": event.host.label})
@@ -125,7 +119,7 @@ async def _main(phone: Phone, aor: str, args: argparse.Namespace) -> int:
             done = register.result()
         except PhoneSimError as exc:
             if args.json:
-                print(json.dumps({"result": "failed", **_error_json(exc)}), flush=True)
+                print(json.dumps({"result": "failed", **error_json(exc)}), flush=True)
                 return exc.exit_code
             raise
         _emit(

@@ -17,13 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from phone_sim.cli._help import firmware_help, model_help
 from phone_sim.errors import UsageError
 from phone_sim.firmware import (
     DEFAULT_MODEL,
     FIRMWARE_CLASSES,
     FirmwareProfile,
-    Model,
-    newest_firmware,
     profile_for,
 )
 from phone_sim.tls._openssl import openssl_version
@@ -61,12 +60,8 @@ def add_parser(subparsers: Any) -> None:
         help="the server name the phone is configured with "
         "(checked against the certificate and sent as SNI; default HOST)",
     )
-    check.add_argument("--model", help=f"phone model (default {DEFAULT_MODEL.value})")
-    check.add_argument(
-        "--firmware",
-        help=f"firmware version (default the newest known: {newest_firmware(DEFAULT_MODEL)}, "
-        f"{newest_firmware(Model.D80)} on a D80)",
-    )
+    check.add_argument("--model", help=model_help())
+    check.add_argument("--firmware", help=firmware_help())
     check.add_argument(
         "--ca",
         action="append",

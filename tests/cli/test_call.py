@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from phone_sim import (
+    Account,
+    PhoneConfig,
+    SipHost,
+    SipTransport,
+    TrustStore,
+    build_phone,
+    profile_for,
+)
 from phone_sim.cli import build_parser
+from phone_sim.lab import Lab
+from tests.cli.labcli import closed_port, lab_args, run_cli, start_cli
 from tests.peers.audio import wav_tone_report
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio
@@ -117,7 +128,8 @@ async def test_call_to_nobody_exits_1_naming_the_status(
     result = await asyncio.to_thread(
         _run, "call", "--to", "103", "--duration", "1", *_kam_args(kamailio, peer_pki))
     assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "call failed" in result.stdout and "Traceback" not in result.stderr
+    assert "call to sip:103@pbx.test failed: " in result.stdout
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.peer
@@ -179,3 +191,86 @@ async def test_answer_plays_and_checks_the_tone(
     assert proc.returncode == 0, (out, err)
     assert b"ended" in out and b"SRTP" in out
     assert wav_tone_report(_last(caller.recordings()), 1004).windows_with_tone >= 10
+
+
+# -- against the embedded lab (issue #10: the CLI as a new user meets it) ---------------------
+
+
+async def test_call_json_reports_a_failed_registration_as_json() -> None:
+    result = await run_cli("call", "--to", "600", "--json", "--server",
+                           f"127.0.0.1:{closed_port()}", "--transport", "tcp", "--user", "101",
+                           "--password", "pw", "--timeout", "5")
+    assert result.code == 2, result
+    (line,) = result.out.splitlines()
+    obj = json.loads(line)
+    assert obj["result"] == "failed" and obj["kind"] == "SipTransportError"
+    assert obj["exit_code"] == 2 and "nothing listens on that port" in obj["error"]
+
+
+async def test_a_refused_call_is_one_message() -> None:
+    async with Lab({"101": "1234"}) as lab:
+        result = await run_cli("call", "--to", "999", "--duration", "1", *lab_args(lab))
+    assert result.code == 1, result
+    (line,) = [line for line in result.out.splitlines() if "999" in line and "fail" in line]
+    assert line == f"call to sip:999@{lab.server_name} failed: 404 Not Found"
+
+
+async def test_the_echo_never_speaks_as_this_phone() -> None:
+    """The echo service refuses plain RTP with 488; its Warning must not say 'this phone'."""
+    async with Lab({"101": "1234"}) as lab:
+        result = await run_cli("call", "--to", "600", "--media-encryption", "none",
+                               *lab_args(lab))
+    assert result.code == 1, result
+    assert "488" in result.out and "RTP/SAVP" in result.out
+    assert "this phone" not in result.out
+
+
+async def test_call_says_when_the_expected_tone_is_heard() -> None:
+    async with Lab({"101": "1234"}) as lab:
+        result = await run_cli("call", "--to", "600", "--play", "tone:1004", "--expect-tone",
+                               "1004", "--duration", "1", *lab_args(lab))
+        json_result = await run_cli("call", "--to", "600", "--play", "tone:1004",
+                                    "--expect-tone", "1004", "--duration", "1", "--json",
+                                    *lab_args(lab))
+    assert result.code == 0, result
+    heard = [line for line in result.out.splitlines() if line.startswith("heard the 1004 Hz")]
+    assert len(heard) == 1 and " s after the answer" in heard[0], result.out
+    events = [json.loads(line) for line in json_result.out.splitlines()]
+    (tone,) = [e for e in events if e.get("event") == "tone-heard"]
+    assert tone["hz"] == 1004 and tone["after"] >= 0
+
+
+async def test_answer_json_says_once_which_tones_were_heard() -> None:
+    async with Lab({"101": "1234", "102": "1234"}) as lab:
+        proc = await start_cli("answer", "--echo", "--expect-tone", "697", "--count", "1",
+                               "--json", *lab_args(lab, "101"))
+        try:
+            assert proc.stdout is not None
+            first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+            assert first["event"] == "registered"
+            account = Account(username="102", password="1234", server_name=lab.server_name,
+                              host_primary=SipHost(server=lab.host, port=lab.ports["tls"],
+                                                   transport=SipTransport.TLS,
+                                                   media_encryption="sdes"))
+            config = PhoneConfig(profile=profile_for("D65"), accounts=(account,),
+                                 trust=TrustStore.from_pem(lab.ca_pem))
+            async with build_phone(config) as caller:
+                await caller.register()
+                call = await caller.dial("101")
+                await call.wait_answered(timeout=10)
+                call.play_tone(697)
+                await call.wait_tone(697, timeout=10)  # echoed back: the far end has it too
+                await asyncio.sleep(0.5)
+                await call.hangup()
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, (out, err)
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    (heard,) = [e for e in events if e.get("event") == "tone-heard"]
+    assert heard["hz"] == 697
+    (ended,) = [e for e in events if e.get("event") == "ended"]
+    assert "tone_heard" not in ended and ended["result"] == "ok"
+    assert 697.0 in ended["tones_heard"]
