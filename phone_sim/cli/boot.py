@@ -18,8 +18,10 @@ import json
 import signal
 from typing import Any
 
+from phone_sim.cli._help import firmware_help, model_help
+from phone_sim.cli._phone import error_json
 from phone_sim.errors import PhoneSimError, UsageError
-from phone_sim.firmware import DEFAULT_MODEL, Model, newest_firmware
+from phone_sim.firmware import DEFAULT_MODEL
 from phone_sim.phone import (
     ConnectionDropped,
     FailedOver,
@@ -47,7 +49,6 @@ from phone_sim.provisioning.aio_boot import (
     default_interfaces,
 )
 from phone_sim.tls.client import TrustStore
-from phone_sim.tls.verdict import TlsError
 
 __all__ = ["add_parser", "boot_event_json", "boot_event_line"]
 
@@ -65,10 +66,8 @@ def add_parser(subparsers: Any) -> None:
         "130 Ctrl-C.",
     )
     p.add_argument("--mac", required=True, help="the phone's MAC, e.g. 00:0f:d3:01:02:03")
-    p.add_argument("--model", default=DEFAULT_MODEL.value,
-                   help=f"phone model (default {DEFAULT_MODEL.value})")
-    p.add_argument("--firmware", help="firmware version (default the newest known: "
-                   f"{newest_firmware(DEFAULT_MODEL)}, {newest_firmware(Model.D80)} on a D80)")
+    p.add_argument("--model", default=DEFAULT_MODEL.value, help=model_help())
+    p.add_argument("--firmware", help=firmware_help())
     p.add_argument("--config-url", metavar="URL",
                    help="config_server_url already set on the phone (sip:proxy@host:port;"
                    "transport=tls, http(s)://host/path): discovery is skipped")
@@ -133,14 +132,6 @@ def _emit(args: argparse.Namespace, event: BootEvent) -> None:
             print(line, flush=True)
 
 
-def _error_json(error: PhoneSimError) -> dict[str, Any]:
-    obj: dict[str, Any] = {"error": str(error), "kind": type(error).__name__,
-                           "exit_code": error.exit_code}
-    if isinstance(error, TlsError) and error.verdict is not None:
-        obj["tls"] = error.verdict.to_json()
-    return obj
-
-
 async def _main(options: BootOptions, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -168,7 +159,7 @@ async def _main(options: BootOptions, args: argparse.Namespace) -> int:
         booted = booting.result()
     except PhoneSimError as exc:
         if args.json:
-            print(json.dumps({"result": "failed", **_error_json(exc)}), flush=True)
+            print(json.dumps({"result": "failed", **error_json(exc)}), flush=True)
             return exc.exit_code
         raise
     lines = ", ".join(f"{a.username} ({a.host_primary.label})" for a in booted.lines)
@@ -239,7 +230,7 @@ def boot_event_json(event: BootEvent) -> dict[str, Any] | None:
                 "server": event.account.host_primary.label}
     if isinstance(event, AccountRegistrationFailed):
         return {"event": "registration-failed", "username": event.account.username,
-                **_error_json(event.error)}
+                **error_json(event.error)}
     if isinstance(event, AccountRegistered):
         return {"event": "registered", "username": event.account.username,
                 "server": event.result.host.label, "expires": event.result.expires,
@@ -258,7 +249,7 @@ def _phone_event_json(event: PhoneEventSeen) -> dict[str, Any] | None:
                 "expires": e.expires}
     if isinstance(e, RegistrationFailed):
         return {"event": "registration-failed", "username": user, "retrying":
-                e.retry_at is not None, **_error_json(e.error)}
+                e.retry_at is not None, **error_json(e.error)}
     if isinstance(e, ConnectionDropped):
         return {"event": "connection-dropped", "username": user, "server": e.host.label}
     if isinstance(e, FailedOver):

@@ -59,7 +59,7 @@ async def test_password_sources_are_checked_first(
     assert message in result.err and len(result.err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("command", ["register", "call", "answer", "tls-check"])
+@pytest.mark.parametrize("command", ["register", "call", "answer", "tls-check", "boot"])
 def test_help_lists_models_and_firmwares(command: str) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
