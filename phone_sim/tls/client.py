@@ -30,7 +30,7 @@ from OpenSSL import SSL, crypto
 from phone_sim.errors import UsageError
 from phone_sim.firmware import FirmwareProfile, TlsVersion
 from phone_sim.tls._openssl import verify_error_name, verify_error_string
-from phone_sim.tls.names import check_server_name
+from phone_sim.tls.names import NameCheck, check_server_name
 from phone_sim.tls.verdict import (
     NotTlsPeer,
     TlsError,
@@ -259,6 +259,14 @@ _NOT_TLS_REASONS = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
+def _check_server_name(leaf: x509.Certificate, server_name: str, allow_wildcard: bool) -> NameCheck:
+    # A fleet's phones meet the same certificate under the same name thousands of times; the
+    # check (every SAN entry parsed and compared) cost a quarter of a handshake's CPU.
+    # Certificates hash and compare by their DER, and a NameCheck is immutable.
+    return check_server_name(leaf, server_name, allow_wildcard=allow_wildcard)
+
+
 def _reasons(exc: SSL.Error) -> list[str]:
     out: list[str] = []
     if exc.args and isinstance(exc.args[0], list):
@@ -465,9 +473,7 @@ class TlsClientConnection:
             chain = self._conn.get_peer_cert_chain(as_cryptography=True) or []
             leaf = self._conn.get_peer_certificate(as_cryptography=True)
             name_check = (
-                check_server_name(
-                    leaf, self.server_name, allow_wildcard=self.profile.allow_wildcard
-                )
+                _check_server_name(leaf, self.server_name, self.profile.allow_wildcard)
                 if leaf is not None
                 else None
             )

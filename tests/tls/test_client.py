@@ -223,7 +223,7 @@ def test_a_certificate_cryptography_cannot_read_is_reported(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise ValueError("invalid extension encoding")
 
-    monkeypatch.setattr(client_module, "check_server_name", broken)
+    monkeypatch.setattr(client_module, "_check_server_name", broken)
     client = TlsClientContext(profile_for("D65"), trust).connect(pki.server_name)
     events = _handshake(client, _server(pki, CertKind.GOOD))
     (event,) = events
