@@ -76,6 +76,19 @@ _DIGITS_RE = re.compile(r"[0-9]{1,9}")
 def _check_host(server: str, what: str) -> str:
     if not server or not _HOST_RE.match(server):
         raise AccountError(f"bad {what} {server!r}: expected a host name or an IP address")
+    if ":" not in server:
+        # RFC 1035 2.3.4: the resolver refuses these (Python's with a UnicodeError, not the
+        # OSError of a name that does not resolve), so say it here, naming the rule.
+        if len(server) > 253:
+            raise AccountError(f"bad {what} {server[:40]!r}...: a host name has at most 253 "
+                               "characters")
+        for label in server.split("."):
+            if not label:
+                raise AccountError(f"bad {what} {server!r}: a host name has no empty label "
+                                   "(two dots in a row)")
+            if len(label) > 63:
+                raise AccountError(f"bad {what} {server!r}: the label {label[:20]!r}... is "
+                                   "longer than 63 characters")
     return server.strip("[]") if server.startswith("[") else server
 
 

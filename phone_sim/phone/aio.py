@@ -628,7 +628,7 @@ class Phone:
                     async with asyncio.timeout(timeout):
                         await loop.create_connection(lambda: tcp, host.server,
                                                      host.effective_port)
-                except OSError as exc:  # TimeoutError too: the same words as over TLS
+                except (OSError, UnicodeError) as exc:  # TimeoutError too: as over TLS
                     raise SipTransportError(describe_connect_error(
                         host.server, host.effective_port, exc, timeout)) from None
             else:
@@ -684,6 +684,9 @@ class Phone:
         port = host.effective_port
         try:
             infos = await loop.getaddrinfo(host.server, port, type=socket.SOCK_DGRAM)
+        except UnicodeError as exc:  # the resolver's IDNA step refused the name
+            raise SipTransportError(
+                f"cannot resolve {host.server!r}: not a valid host name ({exc})") from None
         except OSError as exc:
             raise SipTransportError(
                 f"cannot resolve {host.server!r}: {getattr(exc, 'strerror', None) or exc}"

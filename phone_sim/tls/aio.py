@@ -287,10 +287,14 @@ class _TlsPump(asyncio.Protocol):
             self.raw.abort()
 
 
-def describe_connect_error(host: str, port: int, exc: OSError, timeout: float) -> str:
+def describe_connect_error(
+    host: str, port: int, exc: OSError | UnicodeError, timeout: float
+) -> str:
     """Why a TCP connection to *host*:*port* failed, in the words every transport uses (TLS
     here, plain TCP in the phone), so the same failure reads the same."""
     target = f"{host}:{port}"
+    if isinstance(exc, UnicodeError):  # the resolver's IDNA step refused the name
+        return f"cannot resolve {host!r}: not a valid host name ({exc})"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve {host!r}: {exc.strerror or exc}"
     if isinstance(exc, ConnectionRefusedError):
@@ -300,7 +304,9 @@ def describe_connect_error(host: str, port: int, exc: OSError, timeout: float) -
     return f"cannot connect to {target}: {exc.strerror or exc}"
 
 
-def _connect_error(host: str, port: int, exc: OSError, timeout: float) -> TlsConnectError:
+def _connect_error(
+    host: str, port: int, exc: OSError | UnicodeError, timeout: float
+) -> TlsConnectError:
     return TlsConnectError(describe_connect_error(host, port, exc, timeout))
 
 
@@ -346,7 +352,7 @@ async def open_tls_connection(
     try:
         async with asyncio.timeout(connect_timeout):
             await loop.create_connection(lambda: pump, host, port, local_addr=local_addr)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
         raise _connect_error(host, port, exc, connect_timeout) from None
     except TimeoutError:
         raise _connect_error(host, port, TimeoutError(), connect_timeout) from None

@@ -63,3 +63,30 @@ def test_bad_fields_are_refused() -> None:
     with pytest.raises(AccountError, match="num_retries"):
         SipHost(server="pbx", num_retries=-1)
     assert SipTransport.parse(" TLS ") is SipTransport.TLS
+
+
+@pytest.mark.parametrize(("server", "words"), [
+    ("x..y", "empty label"),
+    ("a" * 64 + ".example.com", "longer than 63"),
+    (".".join(["abcdefghi"] * 26), "at most 253"),
+])
+def test_host_names_the_resolver_would_refuse_are_refused_by_rule(server: str, words: str) -> None:
+    # getaddrinfo raises UnicodeError (not OSError) for these: the phone layer got "Task
+    # exception was never retrieved" and a timeout instead of a reason.
+    with pytest.raises(AccountError, match=words):
+        SipHost(server=server)
+    with pytest.raises(AccountError, match=words):
+        parse_server(f"{server}:5061", SipTransport.TLS)
+    assert SipHost(server="a" * 63 + ".example.com").server.startswith("a")
+
+
+async def test_a_name_the_resolver_refuses_is_a_clear_transport_error() -> None:
+    # Reached only by a name that passed the rules above but not the resolver's IDNA step.
+    import socket
+
+    from phone_sim.tls.aio import describe_connect_error
+
+    with pytest.raises(UnicodeError) as info:
+        socket.getaddrinfo("a" * 64 + ".test", 5061)
+    assert describe_connect_error("bad", 5061, info.value, 5.0).startswith(
+        "cannot resolve 'bad': not a valid host name")
