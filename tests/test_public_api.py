@@ -25,6 +25,16 @@ def test_importing_the_package_loads_no_media_stack() -> None:
     assert out.strip() == "[]"
 
 
+def test_the_lab_cores_load_no_media_stack() -> None:
+    # The registrar and proxy cores are plain sans-I/O: importing them (through the lazy
+    # package) must not pull in the lab's echo service and with it aiortc and PyAV.
+    code = ("import sys; from phone_sim.lab import Registrar, Proxy, LabLimits; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiortc', 'av')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_unknown_name_is_an_attribute_error() -> None:
     try:
         phone_sim.NoSuchThing  # noqa: B018
@@ -36,9 +46,10 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
 def test_subpackages_export_what_they_list() -> None:
     import phone_sim.call
+    import phone_sim.lab
     import phone_sim.phone
 
-    for package in (phone_sim.phone, phone_sim.call):
+    for package in (phone_sim.phone, phone_sim.call, phone_sim.lab):
         assert sorted(package.__all__) == sorted(package._EXPORTS)
         for name in package.__all__:
             assert getattr(package, name) is not None
