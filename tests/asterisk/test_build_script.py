@@ -68,16 +68,36 @@ def test_a_source_with_the_wrong_checksum_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "ast").exists()
 
 
-def test_a_source_nobody_pinned_needs_a_checksum(tmp_path: Path) -> None:
+def test_a_release_tarball_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
     fake = tmp_path / "asterisk-22.10.1.tar.gz"
-    fake.write_bytes(b"a release tarball")
+    fake.write_bytes(b"not the release tarball")
+    result = _run("--source", str(fake), env={"PHONE_SIM_ASTERISK_PREFIX": str(tmp_path / "ast")})
+    assert result.returncode == 1
+    assert "sha256 mismatch" in result.stderr
+    assert "0953564c44fa49827f3c9d70ca6e80db83828c9848440852c6be44c961855353" in result.stderr
+    assert not (tmp_path / "ast").exists()
+
+
+def test_a_source_nobody_pinned_needs_a_checksum(tmp_path: Path) -> None:
+    fake = tmp_path / "asterisk-22.10.1-patched.tar.gz"
+    fake.write_bytes(b"a tarball of someone's own")
     result = _run(env={"PHONE_SIM_ASTERISK_PREFIX": str(tmp_path / "ast"),
                        "PHONE_SIM_ASTERISK_SOURCE": str(fake)})
     assert result.returncode == 2
     assert "PHONE_SIM_ASTERISK_SHA256" in result.stderr
 
 
-def test_the_shared_sources_are_pinned() -> None:
+def test_the_shared_sources_and_the_release_tarball_are_pinned() -> None:
     sums = (REPO / "scripts" / "asterisk" / "SHA256SUMS").read_text()
     assert re.search(r"^[0-9a-f]{64}  asterisk-22\.10\.1\.tar\.xz$", sums, flags=re.MULTILINE)
     assert re.search(r"^[0-9a-f]{64}  pjproject-2\.17\.tar\.bz2$", sums, flags=re.MULTILINE)
+    assert re.search(r"^[0-9a-f]{64}  asterisk-22\.10\.1\.tar\.gz$", sums, flags=re.MULTILINE)
+
+
+def test_a_download_is_checked_against_the_pin_only() -> None:
+    # A checksum fetched from the server the tarball came from proves nothing: the script
+    # no longer asks for one, and tries old-releases/ once 22.10.1 has moved there.
+    script = SCRIPT.read_text()
+    assert ".sha256" not in script
+    assert "/releases/asterisk-$VERSION.tar.gz" in script
+    assert "/old-releases/asterisk-$VERSION.tar.gz" in script
