@@ -21,7 +21,20 @@ user (:class:`AsteriskUser`), and the 700 Hz WAV that extension 602 plays. The p
 ``@@VAR_DIR@@``         the private state directory (lib, spool, log)
 ``@@RUN_DIR@@``         the control socket's directory (a short path)
 ``@@SOUNDS_DIR@@``      where the rendered test sounds are (extension 602)
+``@@DPMA_ADDRESS@@``    where phones reach the DPMA emulator (``mdns_address``; empty: its own)
+``@@DPMA_PORT@@``       its TLS port (``mdns_port``; empty: its own)
+``@@REGISTRATION_ADDRESS@@`` where phones reach this Asterisk (a DPMA network's
+                       ``registration_address``; compose: ``asterisk``)
 =====================  ===================================================================
+
+Besides Asterisk's own files, the directory holds ``res_digium_phone.conf``, the configuration
+DPMA would read beside Asterisk's. Asterisk itself never loads it (``res_digium_phone`` is not
+built); phone-sim's DPMA emulator serves it (``phone-sim lab --conf res_digium_phone.conf
+--pjsip pjsip.conf --provisioning-only``), so the phones it provisions get exactly the users,
+passwords and TLS port this Asterisk was rendered with: rendering writes
+``res_digium_phone_phones.conf`` (a line and a phone per user, :func:`dpma_phones_conf`) from
+the same list of users as ``pjsip_phones.conf``, and the emulator reads the passwords from the
+rendered ``pjsip.conf``.
 
 This module only computes text and writes files; starting Asterisk is
 :mod:`phone_sim.testing.aio_asterisk`.
@@ -50,6 +63,7 @@ __all__ = [
     "AsteriskSettings",
     "AsteriskUser",
     "default_users",
+    "dpma_phones_conf",
     "fill",
     "make_asterisk_certs",
     "phones_conf",
@@ -61,17 +75,23 @@ __all__ = [
 PLACEHOLDERS = frozenset({
     "BIND_ADDRESS", "TLS_PORT", "UDP_PORT", "RTP_START", "RTP_END", "CERT_FILE", "KEY_FILE",
     "SIP_DEBUG", "CONFIG_DIR", "MODULE_DIR", "SBIN_DIR", "DATA_DIR", "VAR_DIR", "RUN_DIR",
-    "SOUNDS_DIR",
+    "SOUNDS_DIR", "DPMA_ADDRESS", "DPMA_PORT", "REGISTRATION_ADDRESS",
 })
 
 _PLACEHOLDER = re.compile(r"@@([A-Za-z0-9_]*)@@")
 _USER = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 # A password lands in pjsip.conf as one value: no newline, no comment or section syntax.
 _PASSWORD = re.compile(r"[!#-:<-Z^-~]{1,128}")
+# What res_digium_phone.conf takes as an address (as the DPMA emulator reads it).
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.:-]{0,251}[A-Za-z0-9])?")
+_PHONE_DIGITS = re.compile(r"[0-9]{1,6}")
 #: The name in the test certificate, and what the phones are configured to expect.
 DEFAULT_SERVER_NAME = "pbx.phone-sim.test"
 #: The files a rendered directory gets besides the templates.
 PHONES_FILE = "pjsip_phones.conf"
+DPMA_PHONES_FILE = "res_digium_phone_phones.conf"
+#: Digium's OUI: the DPMA phones' MACs start with it.
+DPMA_MAC_PREFIX = "00:0f:d3"
 TONE_FILE = "tone-700.wav"
 TONE_HZ = 700.0
 
@@ -99,6 +119,16 @@ class AsteriskUser:
                 f"the password of Asterisk user {self.user!r} must be 1-128 printable ASCII "
                 "characters without spaces, quotes, backslashes, ';', '[' or ']'"
             )
+
+    @property
+    def mac(self) -> str | None:
+        """The MAC of this user's phone in the DPMA configuration: Digium's OUI and the user's
+        digits (``101`` -> ``00:0f:d3:00:01:01``); None (no DPMA phone) unless the user name
+        is 1-6 digits."""
+        if not _PHONE_DIGITS.fullmatch(self.user):
+            return None
+        digits = self.user.zfill(6)
+        return f"{DPMA_MAC_PREFIX}:{digits[0:2]}:{digits[2:4]}:{digits[4:6]}"
 
 
 def default_users(
@@ -146,12 +176,26 @@ class AsteriskSettings:
     """Log every SIP message on Asterisk's console."""
     users: tuple[AsteriskUser, ...] = field(default_factory=default_users, repr=False)
     """The phones (endpoint, AOR, auth each); default 101-199 with password 1234."""
+    registration_address: str | None = None
+    """Where phones reach this Asterisk, written into the DPMA configuration (compose:
+    ``asterisk``); default ``bind_address``, or 127.0.0.1 when that is a wildcard."""
+    dpma_address: str = ""
+    """Where phones reach the DPMA emulator (its ``mdns_address`` and ``config_server_url``
+    host; compose: ``lab``); empty: the emulator's own address."""
+    dpma_port: int | None = None
+    """The DPMA emulator's TLS port (``mdns_port``); None: the emulator's own."""
 
     def __post_init__(self) -> None:
-        for name in ("tls_port", "udp_port", "rtp_start", "rtp_end"):
+        for name in ("tls_port", "udp_port", "rtp_start", "rtp_end", "dpma_port"):
             port = getattr(self, name)
-            if not 0 < port < 65536:
+            if port is not None and not 0 < port < 65536:
                 raise AsteriskConfigError(f"{name} {port} is out of range (1-65535)")
+        for name in ("registration_address", "dpma_address"):
+            host = getattr(self, name)
+            if host and not _HOST.fullmatch(host):
+                raise AsteriskConfigError(
+                    f"{name} {host!r} is not a host name or an IP address"
+                )
         if self.rtp_end - self.rtp_start < 3:
             raise AsteriskConfigError(
                 f"RTP range {self.rtp_start}-{self.rtp_end} is too small (a call takes two "
@@ -162,6 +206,21 @@ class AsteriskSettings:
         names = [u.user for u in self.users]
         if len(set(names)) != len(names):
             raise AsteriskConfigError("an Asterisk user is listed twice")
+        macs: dict[str, str] = {}
+        for user in self.users:
+            if user.mac is not None and macs.setdefault(user.mac, user.user) != user.user:
+                raise AsteriskConfigError(
+                    f"Asterisk users {macs[user.mac]!r} and {user.user!r} would both have the "
+                    f"DPMA phone {user.mac}: drop the leading zeros"
+                )
+
+    @property
+    def phone_registration_address(self) -> str:
+        """:attr:`registration_address`, or its default."""
+        if self.registration_address:
+            return self.registration_address
+        wildcard = self.bind_address in ("0.0.0.0", "::")  # noqa: S104 - a comparison
+        return "127.0.0.1" if wildcard else self.bind_address
 
     @property
     def sounds_dir(self) -> Path:
@@ -186,6 +245,9 @@ class AsteriskSettings:
             "VAR_DIR": str(self.var_dir),
             "RUN_DIR": str(self.run_dir),
             "SOUNDS_DIR": str(self.sounds_dir),
+            "DPMA_ADDRESS": self.dpma_address,
+            "DPMA_PORT": "" if self.dpma_port is None else str(self.dpma_port),
+            "REGISTRATION_ADDRESS": self.phone_registration_address,
         }
 
 
@@ -219,6 +281,29 @@ def phones_conf(users: Iterable[AsteriskUser]) -> str:
             f"[{u.user}](phone-auth)",
             f"username = {u.user}",
             f"password = {u.password}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def dpma_phones_conf(users: Iterable[AsteriskUser]) -> str:
+    """``res_digium_phone_phones.conf``: a DPMA line (from res_digium_phone.conf's template
+    ``phone-line``) and a phone with :attr:`AsteriskUser.mac` for each user that has one. The
+    passwords stay in ``pjsip_phones.conf``: the emulator reads them from ``pjsip.conf``."""
+    lines = ["; Written by phone_sim.testing.asterisk_config: a DPMA line and phone per user.",
+             ""]
+    for u in users:
+        if u.mac is None:
+            continue
+        lines += [
+            f"[{u.user}](phone-line)",
+            f"line_label = Phone {u.user}",
+            "",
+            f"[phone-{u.user}]",
+            "type = phone",
+            f"mac = {u.mac}",
+            f"line = {u.user}",
+            f"full_name = Phone {u.user}",
             "",
         ]
     return "\n".join(lines)
@@ -284,8 +369,9 @@ def render_config(template_dir: Path, settings: AsteriskSettings) -> Path:
     """Render every file of ``template_dir`` into ``settings.config_dir``; return the path of
     the rendered ``asterisk.conf``.
 
-    Also writes ``pjsip_phones.conf`` (the users), the test sound, and creates the state
-    directories. ``README*`` files are not configuration and are skipped.
+    Also writes ``pjsip_phones.conf`` and ``res_digium_phone_phones.conf`` (the users), the
+    test sound, and creates the state directories. ``README*`` files are not configuration
+    and are skipped.
     """
     if not template_dir.is_dir():
         raise AsteriskConfigError(f"Asterisk configuration directory {template_dir} not found")
@@ -307,6 +393,7 @@ def render_config(template_dir: Path, settings: AsteriskSettings) -> Path:
         (out / template.name).write_text(fill(text, values, source=str(template)),
                                          encoding="utf-8")
     (out / PHONES_FILE).write_text(phones_conf(settings.users), encoding="utf-8")
+    (out / DPMA_PHONES_FILE).write_text(dpma_phones_conf(settings.users), encoding="utf-8")
     for sub in ("lib", "spool", "log", "agi-bin"):
         (settings.var_dir / sub).mkdir(parents=True, exist_ok=True)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -368,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--password", default="1234", help="their password (default 1234)")
     render.add_argument("--sip-debug", action="store_true",
                         help="log every SIP message on Asterisk's console")
+    render.add_argument("--registration-address", metavar="HOST",
+                        help="where phones provisioned by DPMA reach this Asterisk (default "
+                             "--bind, or 127.0.0.1 when that is a wildcard)")
+    render.add_argument("--dpma-address", metavar="HOST", default="",
+                        help="where phones reach the DPMA emulator (default: its own address)")
+    render.add_argument("--dpma-port", type=int, metavar="PORT",
+                        help="the DPMA emulator's TLS port (default: its own)")
     try:
         args = parser.parse_args(argv)
         if args.command == "certs":
@@ -386,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
             tls_port=args.tls_port, udp_port=args.udp_port, rtp_start=args.rtp[0],
             rtp_end=args.rtp[1], sip_debug=args.sip_debug,
             users=default_users(args.users[0], args.users[1], args.password),
+            registration_address=args.registration_address, dpma_address=args.dpma_address,
+            dpma_port=args.dpma_port,
         )
         print(render_config(args.templates, settings))
         return 0

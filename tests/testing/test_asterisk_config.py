@@ -17,6 +17,7 @@ from phone_sim.testing.asterisk_config import (
     AsteriskSettings,
     AsteriskUser,
     default_users,
+    dpma_phones_conf,
     fill,
     phones_conf,
     render_config,
@@ -113,6 +114,12 @@ def test_an_unknown_placeholder_is_named_with_its_line() -> None:
         ({"rtp_start": 100, "rtp_end": 101}, "RTP range 100-101 is too small"),
         ({"udp_port": 40001}, "TLS and UDP both on port 40001"),
         ({"users": (AsteriskUser(user="1", password="p"),) * 2}, "listed twice"),
+        ({"users": (AsteriskUser(user="101", password="p"), AsteriskUser(user="0101",
+                                                                          password="p"))},
+         "users '101' and '0101' would both have the DPMA phone 00:0f:d3:00:01:01"),
+        ({"dpma_port": 65536}, "dpma_port 65536 is out of range"),
+        ({"registration_address": "pbx;x"}, "registration_address 'pbx;x' is not a host"),
+        ({"dpma_address": "a b"}, "dpma_address 'a b' is not a host"),
     ],
 )
 def test_impossible_settings_are_refused(
@@ -178,3 +185,66 @@ def test_bad_ranges_are_usage_errors(
         main([*args, *common])
     assert info.value.code == 2
     assert "bad" in capsys.readouterr().err
+
+
+# -- the DPMA configuration beside Asterisk's -----------------------------------------------------
+
+
+def test_a_phone_user_gets_a_mac_in_digiums_oui() -> None:
+    assert AsteriskUser(user="101", password="p").mac == "00:0f:d3:00:01:01"
+    assert AsteriskUser(user="123456", password="p").mac == "00:0f:d3:12:34:56"
+    for user in ("1234567", "alice", "10a", "1.1"):
+        assert AsteriskUser(user=user, password="p").mac is None
+
+
+def test_the_dpma_conf_is_rendered_beside_asterisks_from_the_same_users(tmp_path: Path) -> None:
+    from phone_sim.provisioning.dpma_conf import read_dpma_conf
+
+    users = (AsteriskUser(user="201", password="s3cret"), AsteriskUser(user="alice",
+                                                                       password="x"))
+    render_config(FIXTURES, _settings(tmp_path, users=users, registration_address="asterisk",
+                                      dpma_address="lab", dpma_port=5071))
+    etc = tmp_path / "etc"
+    assert (etc / "res_digium_phone_phones.conf").read_text() == dpma_phones_conf(users)
+    # The emulator reads it as phone-sim lab --conf would, passwords from pjsip.conf.
+    conf = read_dpma_conf(etc / "res_digium_phone.conf", pjsip=etc / "pjsip.conf")
+    assert [p.mac for p in conf.phones] == ["000fd3000201"]  # alice has no DPMA phone
+    line = conf.lines["201"]
+    assert line.password == "s3cret" and line.media_encryption == "sdes"
+    (network,) = conf.networks
+    assert (network.registration_address, network.registration_port) == ("asterisk", 40001)
+    assert str(network.transport) == "tls"
+    general = conf.general
+    assert (general.mdns_address, general.mdns_port, str(general.mdns_transport)) == (
+        "lab", 5071, "tls")
+    assert general.config_auth == "mac" and not conf.notes
+
+
+def test_the_dpma_addresses_default_to_the_emulators_own_and_the_bind_address(
+    tmp_path: Path,
+) -> None:
+    from phone_sim.provisioning.dpma_conf import read_dpma_conf
+
+    render_config(FIXTURES, _settings(tmp_path, bind_address="127.0.0.2"))
+    conf = read_dpma_conf(tmp_path / "etc" / "res_digium_phone.conf",
+                          pjsip=tmp_path / "etc" / "pjsip.conf")
+    assert (conf.general.mdns_address, conf.general.mdns_port) == (None, None)
+    assert conf.networks[0].registration_address == "127.0.0.2"
+    assert _settings(tmp_path, bind_address="0.0.0.0").phone_registration_address == (
+        "127.0.0.1")
+    assert len(conf.phones) == 99
+
+
+def test_the_dpma_options_of_the_command_line(tmp_path: Path) -> None:
+    from phone_sim.testing.asterisk_config import main
+
+    assert main(["render", "--templates", str(FIXTURES), "--out", str(tmp_path / "etc"),
+                 "--prefix", "/p", "--certs", str(tmp_path), "--state", str(tmp_path / "s"),
+                 "--run", str(tmp_path / "run"), "--users", "101-102",
+                 "--registration-address", "asterisk", "--dpma-address", "lab",
+                 "--dpma-port", "5061"]) == 0
+    text = (tmp_path / "etc" / "res_digium_phone.conf").read_text()
+    assert "registration_address = asterisk\nregistration_port = 5061" in text
+    assert "mdns_address = lab\nmdns_port = 5061" in text
+    phones = (tmp_path / "etc" / "res_digium_phone_phones.conf").read_text()
+    assert "mac = 00:0f:d3:00:01:02" in phones and "[103]" not in phones
