@@ -2,11 +2,14 @@
 
 Discovery over mDNS (unless ``--config-url`` is given; the D80 never uses mDNS), the
 configuration fetch (SIP MESSAGE or HTTP(S), under the firmware's TLS policy), every account
-registered, then incoming calls answered (echo) and state changes printed until Ctrl-C.
+registered, then incoming calls answered (echo) and state changes printed until Ctrl-C; or,
+with ``--call``, one call placed from the first line (a tone sent and the expected tone
+checked, as ``phone-sim call`` does) before the phone unregisters and exits.
 
-Exit statuses: 0 booted (and, with ``--once``/``--duration``/SIGTERM, unregistered cleanly);
-1 refused or failed (no DPMA server found, configuration refused, a TLS refusal with its
-bitmask, a registration refused); 2 usage error, network error or no answer; 130 Ctrl-C.
+Exit statuses: 0 booted (and, with ``--once``/``--duration``/``--call``/SIGTERM, unregistered
+cleanly); 1 refused or failed (no DPMA server found, configuration refused, a TLS refusal
+with its bitmask, a registration refused, the ``--call`` failed or its tone was not heard);
+2 usage error, network error or no answer; 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import signal
 from typing import Any
 
+from phone_sim.call.aio import CallFailed
 from phone_sim.cli._help import firmware_help, model_help
 from phone_sim.cli._phone import error_json
 from phone_sim.errors import PhoneSimError, UsageError
@@ -34,6 +39,7 @@ from phone_sim.provisioning.aio_boot import (
     AccountRegistered,
     AccountRegistrationFailed,
     AccountRegistrationStarted,
+    BootedPhone,
     BootEvent,
     BootOptions,
     ConfigApplied,
@@ -92,13 +98,53 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stay up this long, then unregister and exit 0")
     p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+    c = p.add_argument_group(
+        "one call once booted", "call from the first line, then unregister and exit "
+        "(0 when the call was answered and the expected tone heard, 1 when not)")
+    c.add_argument("--call", metavar="EXT|URI", help="the number to call, e.g. 600 (an echo)")
+    c.add_argument("--play", metavar="tone:HZ", help="the tone to send in the call (tone:1004)")
+    c.add_argument("--expect-tone", type=float, metavar="HZ",
+                   help="fail unless this tone is heard from the far end")
+    c.add_argument("--call-duration", type=float, default=5.0, metavar="SECONDS",
+                   help="how long to stay in the call once answered (default 5)")
     p.set_defaults(func=run)
+
+
+def _check_call_options(args: argparse.Namespace) -> float | None:
+    """The ``--call`` options, checked before anything is sent; the ``--play`` frequency."""
+    if args.call is None:
+        for flag, given in (("--play", args.play is not None),
+                            ("--expect-tone", args.expect_tone is not None),
+                            ("--call-duration", args.call_duration != 5.0)):
+            if given:
+                raise UsageError(f"{flag} goes with --call")
+        return None
+    if args.duration is not None:
+        raise UsageError("--call and --duration exclude each other (--call exits after it)")
+    if not args.call.strip():
+        raise UsageError("--call needs a number or a sip: URI")
+    if not args.call_duration > 0:
+        raise UsageError("--call-duration must be positive")
+    for flag, hz in (("--expect-tone", args.expect_tone), ("--play", _tone(args.play))):
+        if hz is not None and not 20 <= hz <= 3900:
+            raise UsageError(f"{flag} must be in 20-3900 Hz")
+    return _tone(args.play)
+
+
+def _tone(play: str | None) -> float | None:
+    if play is None:
+        return None
+    number = play.removeprefix("tone:")
+    if number == play or not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", number):
+        raise UsageError(f"--play {play!r}: write the tone as tone:HZ (tone:1004)")
+    return float(number)
 
 
 def options_from_args(args: argparse.Namespace) -> BootOptions:
     """The :class:`BootOptions` of the command line."""
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive")
+    _check_call_options(args)
     return BootOptions(
         mac=args.mac,
         model=args.model,
@@ -163,12 +209,26 @@ async def _main(options: BootOptions, args: argparse.Namespace) -> int:
             return exc.exit_code
         raise
     lines = ", ".join(f"{a.username} ({a.host_primary.label})" for a in booted.lines)
+    waiting = not (args.once or args.call)
     _say(args, f"ready: {len(booted.lines)} line(s) registered: {lines}"
-         + ("" if args.once else "; answering calls (Ctrl-C to stop)"),
+         + ("; answering calls (Ctrl-C to stop)" if waiting else ""),
          {"result": "registered", "lines": [a.username for a in booted.lines],
           "user_agent": booted.config.profile.user_agent})
+    failure: str | None = None
     try:
-        if not args.once:
+        if args.call:
+            calling = asyncio.ensure_future(_call(booted, args))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({calling, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if calling.done():
+                failure = calling.result()
+            else:
+                calling.cancel()
+                with contextlib.suppress(BaseException):
+                    await calling
+                failure = "interrupted during the call"
+        elif not args.once:
             serving = asyncio.ensure_future(booted.serve())
             try:
                 with contextlib.suppress(TimeoutError):
@@ -181,7 +241,60 @@ async def _main(options: BootOptions, args: argparse.Namespace) -> int:
     finally:
         await booted.close()
     _say(args, "unregistered", {"result": "unregistered"})
-    return 130 if interrupted else 0
+    if interrupted:
+        return 130
+    return 1 if failure else 0
+
+
+async def _call(booted: BootedPhone, args: argparse.Namespace) -> str | None:
+    """The ``--call``: None when it went as asked, else what went wrong (said already)."""
+    play = _tone(args.play)
+    try:
+        call = await booted.phone.dial(args.call)
+    except PhoneSimError as exc:
+        return _call_failed(args, f"cannot call {args.call}: {exc}")
+    try:
+        try:
+            await call.wait_answered(timeout=30.0)
+        except CallFailed as exc:
+            return _call_failed(args, f"the call to {args.call} failed: {exc}",
+                                status=getattr(exc, "status", None))
+        stats = call.stats
+        media = "no media" if stats is None else (
+            f"{stats.codec} {'SRTP' if stats.encrypted else 'RTP'}")
+        _say(args, f"media: {media}", {"event": "media",
+                                       **({} if stats is None else stats.as_dict())})
+        if play is not None:
+            call.play_tone(play)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + args.call_duration
+        if args.expect_tone is not None:
+            try:
+                await call.wait_tone(args.expect_tone, timeout=args.call_duration)
+            except CallFailed as exc:
+                return _call_failed(args, f"the {args.expect_tone:g} Hz tone was not heard "
+                                    f"({exc})")
+            _say(args, f"heard {args.expect_tone:g} Hz",
+                 {"event": "tone-heard", "hz": args.expect_tone})
+        with contextlib.suppress(CallFailed):
+            ended = await call.wait_ended(timeout=max(0.0, until - loop.time()))
+            if not (ended.by_peer and ended.status is None):
+                return _call_failed(args, f"the call ended early: {ended.reason}")
+        return None
+    finally:
+        final = call.stats
+        if call.ended is None:
+            with contextlib.suppress(PhoneSimError):
+                await call.hangup()
+        if final is not None:
+            _say(args, f"call media: sent {final.stream.packets_sent}, received "
+                 f"{final.stream.packets_received} packets, {final.stream.packets_lost} lost",
+                 {"event": "call-stats", **final.as_dict()})
+
+
+def _call_failed(args: argparse.Namespace, text: str, *, status: int | None = None) -> str:
+    _say(args, text, {"event": "call-failed", "error": text, "status": status})
+    return text
 
 
 def _say(args: argparse.Namespace, text: str, obj: dict[str, Any]) -> None:

@@ -275,3 +275,53 @@ def test_boot_across_two_network_namespaces(
         assert sorted(e["username"] for e in registered) == ["101", "102"]
         assert all(e["server"] == f"{lab_ip}:{ready['ports']['tls']}/tls" for e in registered)
         assert all(phone_ip in e["contact"] for e in registered)
+
+
+def test_boot_then_one_call_to_the_echo(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    conf = _conf(tmp_path, service="unused")
+    args = [*FREE, "--conf", str(conf), "--pjsip", str(tmp_path / "pjsip.conf"), "--quiet",
+            "--no-mdns", "--state-dir", str(tmp_path / "state")]
+    with _lab_process(args) as ready:
+        base = ["boot", "--mac", MAC, "--model", "D65", "--config-url",
+                ready["dpma"]["sip_url"], "--ca", ready["ca_file"]]
+        assert main([*base, "--call", "600", "--play", "tone:1004", "--expect-tone", "1004",
+                     "--call-duration", "1.5", "--json"]) == 0
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        said = [e.get("event") or e.get("result") for e in events]
+        assert [e for e in said if e in ("CallPlaced", "media", "tone-heard", "call-stats",
+                                         "call-failed")] == [
+            "CallPlaced", "media", "tone-heard", "call-stats"]
+        media = next(e for e in events if e.get("event") == "media")
+        assert media["encrypted"] is True
+        stats = next(e for e in events if e.get("event") == "call-stats")
+        assert stats["packets_received"] > 25  # 1.5 s of 20 ms packets, echoed
+        assert 1004.0 in stats["tones_heard"]
+        assert said[-1] == "unregistered"
+        # Nobody answers for an unknown number: exit 1 with the status, still unregistered.
+        assert main([*base, "--call", "699"]) == 1
+        out = capsys.readouterr().out
+        assert "the call to 699 failed" in out and "404" in out
+        assert out.rstrip().endswith("unregistered")
+        # A tone that never comes back: exit 1 and said.
+        assert main([*base, "--call", "600", "--expect-tone", "700",
+                     "--call-duration", "1"]) == 1
+        assert "the 700 Hz tone was not heard" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--play", "tone:1004"], "--play goes with --call"),
+        (["--call", "600", "--duration", "3"], "--call and --duration exclude each other"),
+        (["--call", "600", "--play", "1004"], "write the tone as tone:HZ"),
+        (["--call", "600", "--play", "tone:²"], "write the tone as tone:HZ"),
+        (["--call", "600", "--expect-tone", "5000"], "--expect-tone must be in 20-3900 Hz"),
+        (["--call", "600", "--call-duration", "0"], "--call-duration must be positive"),
+    ],
+)
+def test_boot_call_usage_errors(argv: list[str], message: str,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["boot", "--mac", MAC, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
