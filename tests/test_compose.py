@@ -13,6 +13,9 @@ import pytest
 import yaml
 
 from phone_sim.cli import build_parser
+from phone_sim.provisioning.dpma_conf import read_dpma_conf
+from phone_sim.provisioning.urls import SipConfigUrl, parse_config_url
+from phone_sim.testing.asterisk_config import AsteriskUser, default_users
 from phone_sim.testing.asterisk_config import main as asterisk_config_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,8 +41,21 @@ def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> volume (or bind source) of a service."""
+    out = {}
+    for mount in service.get("volumes", []):
+        source, target = mount.split(":")[:2]
+        out[target] = source
+    return out
+
+
 def test_the_services_are_there(compose: dict[str, Any]) -> None:
-    assert {"certs", "asterisk-config", "asterisk", "phones"} <= set(compose["services"])
+    assert {"certs", "asterisk-config", "asterisk", "lab", "phones"} <= set(compose["services"])
 
 
 def test_every_build_context_and_dockerfile_exists(compose: dict[str, Any]) -> None:
@@ -112,16 +128,91 @@ def test_the_rendered_configuration_points_at_the_asterisk_images_prefix(
     assert "127.0.0.1:5061:5061/tcp" in ports and "127.0.0.1:5060:5060/udp" in ports
 
 
-def test_the_certs_and_phones_commands_are_valid(
+def test_the_certs_command_is_valid_and_names_the_asterisk_service(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
     certs = list(compose["services"]["certs"]["command"])
     certs[certs.index("--out") + 1] = str(tmp_path / "certs")
     assert asterisk_config_main(certs) == 0
     assert (tmp_path / "certs" / "ca.pem").is_file()
-    phones = compose["services"]["phones"]["command"]
-    parsed = build_parser().parse_args(phones)
-    assert parsed.server == "asterisk:5061"
-    name = certs[certs.index("--name") + 1]
-    assert phones[phones.index("--servername") + 1] == name
-    assert shlex.join(phones).startswith("call ")
+    # The lab sends the phones to the registration address: the certificate must name it.
+    render = compose["services"]["asterisk-config"]["command"]
+    address = _value(render, "--registration-address")
+    assert address in compose["services"] and address == "asterisk"
+    assert address in certs[certs.index("--address"):]
+
+
+def test_the_files_the_render_names_are_there_for_asterisk(compose: dict[str, Any]) -> None:
+    render = compose["services"]["asterisk-config"]["command"]
+    asterisk = _mounts(compose["services"]["asterisk"])
+    writes = _mounts(compose["services"]["asterisk-config"])
+    out, certs = _value(render, "--out"), _value(render, "--certs")
+    assert asterisk.get(out) == writes[out] == "asterisk-config"
+    assert asterisk.get(certs) == _mounts(compose["services"]["certs"])["/certs"] == "certs"
+    # The state and control socket directories are the image's own.
+    runs = " ".join(a for w, a in _dockerfile_instructions(REPO / "Dockerfile.asterisk")
+                    if w == "RUN")
+    for flag in ("--state", "--run"):
+        assert f" {_value(render, flag)}" in runs, f"Dockerfile.asterisk makes no {flag} dir"
+
+
+def test_the_lab_serves_the_dpma_conf_rendered_beside_asterisks(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    services = compose["services"]
+    lab, render = services["lab"], list(services["asterisk-config"]["command"])
+    assert lab["depends_on"]["asterisk-config"]["condition"] == "service_completed_successfully"
+    assert lab["build"]["dockerfile"] == "Dockerfile" and lab["image"] == "phone-sim:local"
+    argv = lab["command"]
+    args = build_parser().parse_args(argv)
+    assert args.func.__module__ == "phone_sim.cli.lab"
+    out = _value(render, "--out")
+    assert _mounts(lab)[out] == "asterisk-config"
+    assert args.conf == f"{out}/res_digium_phone.conf" and args.pjsip == f"{out}/pjsip.conf"
+    assert args.provisioning_only and args.no_mdns and args.transport == "tls"
+    # Where the render sends the phones is where the lab listens, with a certificate for it.
+    assert args.server_name == _value(render, "--dpma-address") == "lab"
+    assert str(args.tls_port) == _value(render, "--dpma-port")
+    assert f"('127.0.0.1', {args.tls_port})" in " ".join(lab["healthcheck"]["test"])
+    # The compose render makes a DPMA configuration the emulator reads, phones 101-199.
+    for flag in ("--templates", "--out", "--certs", "--state", "--run"):
+        local = REPO / "fixtures" / "asterisk" if flag == "--templates" else tmp_path / flag[2:]
+        render[render.index(flag) + 1] = str(local)
+    assert asterisk_config_main(render) == 0
+    conf = read_dpma_conf(tmp_path / "out" / "res_digium_phone.conf",
+                          pjsip=tmp_path / "out" / "pjsip.conf")
+    assert len(conf.phones) == len(default_users()) and not conf.notes
+    (network,) = conf.networks
+    assert network.registration_address == "asterisk" and network.registration_port == 5061
+
+
+def test_the_phones_boot_from_the_lab_register_to_asterisk_and_call_the_echo(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    phones, lab = services["phones"], services["lab"]
+    render = services["asterisk-config"]["command"]
+    argv = phones["command"]
+    args = build_parser().parse_args(argv)
+    assert shlex.join(argv).startswith("boot ") and args.func.__module__ == "phone_sim.cli.boot"
+    assert phones["depends_on"] == {"asterisk": {"condition": "service_healthy"},
+                                    "lab": {"condition": "service_healthy"}}
+    url = parse_config_url(args.config_url)
+    assert isinstance(url, SipConfigUrl)
+    assert (url.host, url.port, str(url.transport)) == (
+        _value(render, "--dpma-address"), int(_value(render, "--dpma-port")), "tls")
+    # The MAC is the phone of a rendered user.
+    first, last = (int(n) for n in _value(render, "--users").split("-"))
+    macs = {AsteriskUser(user=str(n), password="x").mac: n for n in range(first, last + 1)}
+    assert macs[args.mac] == 101
+    # It trusts the lab's CA (written to the lab's --state-dir, a volume it mounts too) and
+    # the CA the certs service made for Asterisk.
+    lab_state = build_parser().parse_args(lab["command"]).state_dir
+    volume = _mounts(lab)[lab_state]
+    seen = _mounts(phones)
+    assert {f"{where}/ca.pem" for where, name in seen.items() if name == volume} & set(args.ca)
+    assert {f"{where}/ca.pem" for where, name in seen.items() if name == "certs"} & set(args.ca)
+    # 600 is the dialplan's echo: the tone sent is the tone expected back.
+    assert args.call == "600" and args.play == "tone:1004" and args.expect_tone == 1004
+    dialplan = (REPO / "fixtures" / "asterisk" / "extensions.conf").read_text()
+    assert re.search(r"exten => 600,1,Answer\(\)\n same => n,Echo\(\)", dialplan)
