@@ -25,6 +25,7 @@ from typing import Any
 from phone_sim.call.aio import CallFailed
 from phone_sim.cli._help import firmware_help, model_help
 from phone_sim.cli._phone import error_json
+from phone_sim.cli._signals import stop_on_signals
 from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.firmware import DEFAULT_MODEL
 from phone_sim.phone import (
@@ -179,18 +180,19 @@ def _emit(args: argparse.Namespace, event: BootEvent) -> None:
 
 
 async def _main(options: BootOptions, args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    interrupted = False
+    interrupted: list[bool] = []
 
     def on_signal(signum: int) -> None:
-        nonlocal interrupted
-        interrupted = interrupted or signum == signal.SIGINT
+        interrupted.append(signum == signal.SIGINT)
         stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, on_signal, signum)
+    with stop_on_signals(on_signal, stopping="unregistering"):
+        return await _boot_until(options, args, stop, interrupted)
+
+
+async def _boot_until(options: BootOptions, args: argparse.Namespace, stop: asyncio.Event,
+                      sigint: list[bool]) -> int:
     booting = asyncio.ensure_future(boot(options, on_event=lambda e: _emit(args, e)))
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({booting, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -199,7 +201,7 @@ async def _main(options: BootOptions, args: argparse.Namespace) -> int:
         with contextlib.suppress(BaseException):
             await booting
         _say(args, "interrupted before the phone was up", {"result": "interrupted"})
-        return 130 if interrupted else 2
+        return 130 if any(sigint) else 2
     stopped.cancel()
     try:
         booted = booting.result()
@@ -241,7 +243,7 @@ async def _main(options: BootOptions, args: argparse.Namespace) -> int:
     finally:
         await booted.close()
     _say(args, "unregistered", {"result": "unregistered"})
-    if interrupted:
+    if any(sigint):
         return 130
     return 1 if failure else 0
 

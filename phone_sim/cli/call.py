@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from phone_sim.cli._phone import (
     phone_config_from_args,
     phone_from_args,
 )
+from phone_sim.cli._signals import stop_on_signals
 from phone_sim.errors import PhoneSimError, UsageError
 
 if TYPE_CHECKING:
@@ -166,13 +166,6 @@ async def _live(call: Call, args: argparse.Namespace) -> None:
         _emit(args, f"  {_stats_line(stats)}", {"event": "stats", **_stats_obj(stats)})
 
 
-def _signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-
-
 # -- phone-sim call ---------------------------------------------------------------------------
 
 
@@ -220,10 +213,15 @@ async def _expect_tone(call: Call, args: argparse.Namespace, answered_at: float,
 
 async def _call(phone: Phone, target: str, play: tuple[str, float | Path] | None,
                 args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    with stop_on_signals(lambda _signum: stop.set(), stopping="hanging up and unregistering"):
+        return await _call_until(phone, target, play, args, stop)
+
+
+async def _call_until(phone: Phone, target: str, play: tuple[str, float | Path] | None,
+                      args: argparse.Namespace, stop: asyncio.Event) -> int:
     from phone_sim.call.aio import CallFailed  # noqa: PLC0415 - loaded with the phone
 
-    stop = asyncio.Event()
-    _signals(stop)
     async with phone:
         status = await _register(phone, args, "registered with {server}")
         if status is not None:
@@ -309,10 +307,15 @@ def run_answer(args: argparse.Namespace) -> int:
 
 async def _answer(phone: Phone, play: tuple[str, float | Path] | None,
                   args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    with stop_on_signals(lambda _signum: stop.set(), stopping="hanging up and unregistering"):
+        return await _answer_until(phone, play, args, stop)
+
+
+async def _answer_until(phone: Phone, play: tuple[str, float | Path] | None,
+                        args: argparse.Namespace, stop: asyncio.Event) -> int:
     from phone_sim.call.aio import CallFailed  # noqa: PLC0415 - loaded with the phone
 
-    stop = asyncio.Event()
-    _signals(stop)
     failures = 0
     handled = 0
     async with phone:

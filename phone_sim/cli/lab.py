@@ -13,13 +13,13 @@ import contextlib
 import ipaddress
 import json
 import re
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from phone_sim.cli._provisioning import DpmaSetup, add_dpma_options, print_dpma_event
+from phone_sim.cli._signals import stop_on_signals
 from phone_sim.errors import UsageError
 from phone_sim.lab.aio import DEFAULT_SERVER_NAME, DEFAULT_USERS, TRANSPORTS, Lab
 from phone_sim.lab.limits import LabLimits
@@ -285,12 +285,8 @@ def _loop_factory(no_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | 
 async def _serve(
     lab: Lab, args: argparse.Namespace, default_users: bool, dpma: DpmaSetup | None
 ) -> None:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
-    try:
+    with stop_on_signals(lambda _signum: stop.set(), stopping="stopping the lab"):
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(lab)
             emulator = None
@@ -313,10 +309,6 @@ async def _serve(
             stats.update({f"limit_{k.replace('-', '_')}": v for k, v in lab.guard.stats.items()})
             stats.update(lab.stats)
             bindings = lab.registrar.binding_count
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signum)
     if args.json:
         print(json.dumps({"stopped": True, "bindings": bindings, "stats": stats}), flush=True)
     else:

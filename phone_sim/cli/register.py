@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +19,7 @@ from phone_sim.cli._phone import (
     phone_config_from_args,
     phone_from_args,
 )
+from phone_sim.cli._signals import stop_on_signals
 from phone_sim.errors import PhoneSimError
 from phone_sim.phone.events import (
     ConnectionDropped,
@@ -99,11 +98,12 @@ def _event_line(event: PhoneEvent) -> tuple[str, dict[str, Any]] | None:
 
 
 async def _main(phone: Phone, aor: str, args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals(lambda _signum: stop.set(), stopping="unregistering"):
+        return await _run(phone, aor, args, stop)
+
+
+async def _run(phone: Phone, aor: str, args: argparse.Namespace, stop: asyncio.Event) -> int:
     async with phone:
         events = phone.events()
         register = asyncio.ensure_future(phone.register())

@@ -252,6 +252,30 @@ async def test_ctrl_c_before_the_registration_completes_exits_2() -> None:
     assert "tiny-secret-101" not in out + err
 
 
+async def test_a_slow_stop_says_so_and_a_second_ctrl_c_quits_at_once() -> None:
+    # Nothing is ever answered: after Ctrl-C the un-REGISTER would wait its 5 s. The command
+    # says what it is waiting for, and a second Ctrl-C quits (130) instead of waiting on.
+    registrar, transport, port = await _tiny_registrar(answer_register=False,
+                                                       answer_unregister=False)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *_tiny_args(port), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        await asyncio.wait_for(registrar.got_register.wait(), 60)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(registrar.got_unregister.wait(), 30)
+        assert proc.stderr is not None
+        hint = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert hint.decode() == "unregistering... (Ctrl-C again to quit at once)\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = await _communicate(proc, 30)
+    finally:
+        transport.close()
+    assert proc.returncode == 130, (out, err)  # 2, had it waited the un-REGISTER out
+    assert out == "interrupted before the registration completed\n"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
 async def test_an_unregister_never_confirmed_exits_2() -> None:
     registrar, transport, port = await _tiny_registrar(answer_register=True,
                                                        answer_unregister=False)
