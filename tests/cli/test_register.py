@@ -301,10 +301,13 @@ async def test_ctrl_c_while_the_phone_is_being_set_up_exits_130(tmp_path: Path) 
     # registration installs its own Ctrl-C handling: there Ctrl-C is a KeyboardInterrupt.
     fifo = tmp_path / "ca.pem"
     os.mkfifo(fifo)
+    # Ctrl-C as at a terminal: a suite run as a background job (`pytest &`) has SIGINT
+    # ignored, its children inherit that, and Python then installs no KeyboardInterrupt.
     proc = await asyncio.create_subprocess_exec(
         *_cmd("--server", "127.0.0.1:9", "--transport", "tls", "--user", "101",
               "--password", "x", "--ca", str(fifo), "--once"),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     writer = None
     try:
         deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
