@@ -30,7 +30,7 @@ from OpenSSL import SSL, crypto
 from phone_sim.errors import UsageError
 from phone_sim.firmware import FirmwareProfile, TlsVersion
 from phone_sim.tls._openssl import verify_error_name, verify_error_string
-from phone_sim.tls.names import NameCheck, check_server_name
+from phone_sim.tls.names import check_server_name
 from phone_sim.tls.verdict import (
     NotTlsPeer,
     TlsError,
@@ -178,6 +178,8 @@ class TlsClientContext:
         if keylog is not None:
             ctx.set_keylog_callback(lambda _conn, line: keylog(line))
         self.ssl_context = ctx
+        # Verdicts by what they were decided from (see TlsClientConnection._judge).
+        self._verdicts: dict[tuple[object, ...], TlsVerdict] = {}
 
     def connect(self, server_name: str) -> TlsClientConnection:
         """A new connection engine to the server configured as ``server_name``."""
@@ -259,12 +261,8 @@ _NOT_TLS_REASONS = (
 )
 
 
-@functools.lru_cache(maxsize=1024)
-def _check_server_name(leaf: x509.Certificate, server_name: str, allow_wildcard: bool) -> NameCheck:
-    # A fleet's phones meet the same certificate under the same name thousands of times; the
-    # check (every SAN entry parsed and compared) cost a quarter of a handshake's CPU.
-    # Certificates hash and compare by their DER, and a NameCheck is immutable.
-    return check_server_name(leaf, server_name, allow_wildcard=allow_wildcard)
+#: Verdicts a context keeps (distinct chains and server names it has judged, oldest first out).
+_VERDICTS_KEPT = 256
 
 
 def _reasons(exc: SSL.Error) -> list[str]:
@@ -469,35 +467,55 @@ class TlsClientConnection:
         return TlsHandshakeError(reason, verdict=self._failed(reason))
 
     def _judge(self) -> None:
-        try:
-            chain = self._conn.get_peer_cert_chain(as_cryptography=True) or []
-            leaf = self._conn.get_peer_certificate(as_cryptography=True)
-            name_check = (
-                _check_server_name(leaf, self.server_name, self.profile.allow_wildcard)
-                if leaf is not None
-                else None
+        conn = self._conn
+        tls_version = conn.get_protocol_version_name()
+        cipher = conn.get_cipher_name()
+        ders = tuple(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+                     for cert in conn.get_peer_cert_chain() or ())
+        leaf_x509 = conn.get_peer_certificate()
+        leaf_der = (None if leaf_x509 is None
+                    else crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf_x509))
+        # Everything decide() depends on: a fleet's phones, judging the same chain under the
+        # same name, share one verdict (and its parsed certificates) instead of each holding
+        # its own copy for the life of the connection.
+        key = (self.server_name, tuple(self._errors), ders, leaf_der, tls_version, cipher)
+        verdicts = self.context._verdicts
+        verdict = verdicts.get(key)
+        if verdict is None:
+            try:
+                chain = [x509.load_der_x509_certificate(der) for der in ders]
+                leaf = None if leaf_der is None else x509.load_der_x509_certificate(leaf_der)
+                name_check = (
+                    check_server_name(
+                        leaf, self.server_name, allow_wildcard=self.profile.allow_wildcard
+                    )
+                    if leaf is not None
+                    else None
+                )
+            except ValueError as exc:
+                # OpenSSL parsed it, but cryptography (stricter) cannot: report, do not crash.
+                conn.set_app_data(None)
+                self.close()
+                reason = f"the server's certificate cannot be analysed: {exc}"
+                self._fail(TlsHandshakeError(reason, verdict=self._failed(reason)))
+                return
+            certificates: Sequence[x509.Certificate] = chain or ([leaf] if leaf else [])
+            verdict = decide(
+                self.profile,
+                server_name=self.server_name,
+                errors=self._errors,
+                name_check=name_check,
+                tls_version=tls_version,
+                cipher=cipher,
+                certificates=certificates,
             )
-        except ValueError as exc:
-            # OpenSSL parsed it, but cryptography (stricter) cannot: report, do not crash.
-            self._conn.set_app_data(None)
-            self.close()
-            reason = f"the server's certificate cannot be analysed: {exc}"
-            self._fail(TlsHandshakeError(reason, verdict=self._failed(reason)))
-            return
-        certificates: Sequence[x509.Certificate] = list(chain) or ([leaf] if leaf else [])
-        verdict = decide(
-            self.profile,
-            server_name=self.server_name,
-            errors=self._errors,
-            name_check=name_check,
-            tls_version=self._conn.get_protocol_version_name(),
-            cipher=self._conn.get_cipher_name(),
-            certificates=certificates,
-        )
+            if len(verdicts) >= _VERDICTS_KEPT:
+                del verdicts[next(iter(verdicts))]  # the oldest
+            verdicts[key] = verdict
         self.verdict = verdict
         # The verify callback is done; drop the Connection -> engine back-reference so that an
         # idle connection is freed by reference counting, not by the cycle collector.
-        self._conn.set_app_data(None)
+        conn.set_app_data(None)
         if not verdict.connects:
             # pjsip completes the handshake, then a validating client closes the connection.
             self.close()

@@ -24,7 +24,13 @@ from phone_sim.tls.client import (
 )
 from phone_sim.tls.flags import CertVerifyFlag
 from phone_sim.tls.pki import CertKind, TestPki
-from phone_sim.tls.verdict import NotTlsPeer, TlsError, TlsHandshakeError, TlsNotSupported
+from phone_sim.tls.verdict import (
+    NotTlsPeer,
+    TlsError,
+    TlsHandshakeError,
+    TlsNotSupported,
+    TlsVerdict,
+)
 
 
 class MemoryServer:
@@ -103,6 +109,26 @@ def test_handshake_and_data_in_memory(pki: TestPki, trust: TrustStore) -> None:
     assert _events(client) == [ConnectionClosed(clean=True)]
     assert not client.is_open
     assert client.data_to_send()  # our close_notify in answer
+
+
+def test_a_context_judges_each_chain_and_name_once(pki: TestPki, trust: TrustStore) -> None:
+    # A fleet's phones share a context and meet the same chain: one verdict for all of them
+    # (not a parsed copy of the chain per connection), and a new one for anything that
+    # changes the verdict's inputs: the chain, or the name it is checked against.
+    context = TlsClientContext(profile_for("D65"), trust)
+
+    def verdict(name: str, kind: CertKind) -> TlsVerdict:
+        (event,) = _handshake(context.connect(name), _server(pki, kind))
+        assert isinstance(event, HandshakeCompleted)
+        return event.verdict
+
+    first = verdict(pki.server_name, CertKind.GOOD)
+    assert verdict(pki.server_name, CertKind.GOOD) is first
+    other_name = verdict("other.example", CertKind.GOOD)
+    assert other_name is not first and other_name.bitmask == 0x40000000 and first.bitmask == 0
+    other_chain = verdict(pki.server_name, CertKind.GOOD_INTERMEDIATE)
+    assert other_chain is not first and len(other_chain.chain) == 2
+    assert verdict(pki.server_name, CertKind.UNKNOWN_CA).bitmask == 0x22
 
 
 def test_refusal_closes_after_the_handshake(pki: TestPki, trust: TrustStore) -> None:
@@ -223,7 +249,7 @@ def test_a_certificate_cryptography_cannot_read_is_reported(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise ValueError("invalid extension encoding")
 
-    monkeypatch.setattr(client_module, "_check_server_name", broken)
+    monkeypatch.setattr(client_module, "check_server_name", broken)
     client = TlsClientContext(profile_for("D65"), trust).connect(pki.server_name)
     events = _handshake(client, _server(pki, CertKind.GOOD))
     (event,) = events
