@@ -33,16 +33,18 @@ from phone_sim.account import Account
 from phone_sim.errors import PhoneSimError, UsageError
 from phone_sim.firmware import Model, profile_for
 from phone_sim.phone import (
+    MediaOptions,
     NetworkOptions,
     Phone,
     PhoneConfig,
     RegistrationFailed,
+    RegistrationSettings,
     RegistrationSucceeded,
     ReprovisionRequested,
     build_phone,
     normalize_mac,
 )
-from phone_sim.provisioning.aio_discovery import DEFAULT_MDNS_INTERFACES, browse
+from phone_sim.provisioning.aio_discovery import DEFAULT_MDNS_INTERFACES, ServerBrowser, browse
 from phone_sim.provisioning.aio_fetch import FetchedConfig, fetch_config
 from phone_sim.provisioning.apply import ProvisionedConfig, apply_phone_xml
 from phone_sim.provisioning.discovery import DiscoveredServer, choose_server, uses_mdns
@@ -107,6 +109,11 @@ class BootOptions:
     """Where the phone lives."""
     auto_answer: bool = True
     """Answer incoming calls at once and echo the caller's audio."""
+    registration: RegistrationSettings | None = None
+    """Registration timing the XML does not set (its ``udp_ka_interval`` still applies);
+    default: the phone's own."""
+    media: MediaOptions | None = None
+    """Codecs and media options the XML does not set; default: the phone's own."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mac", normalize_mac(self.mac))
@@ -238,8 +245,14 @@ BootEvent = (
 # -- the boot ------------------------------------------------------------------------------------
 
 
-async def discover(options: BootOptions, on_event: Callable[[BootEvent], None]) -> str:
-    """Steps 1: the config URL (given, or found over mDNS)."""
+async def discover(
+    options: BootOptions,
+    on_event: Callable[[BootEvent], None],
+    *,
+    browser: ServerBrowser | None = None,
+) -> str:
+    """Step 1: the config URL (given, or found over mDNS). *browser* is an open browse to
+    ask instead of browsing anew (a fleet shard shares one among its phones)."""
     model = Model.parse(options.model) if isinstance(options.model, str) else options.model
     if options.config_url:
         on_event(DiscoverySkipped(reason="config_server_url is set"))
@@ -249,10 +262,18 @@ async def discover(options: BootOptions, on_event: Callable[[BootEvent], None]) 
                          "with --config-url")
     on_event(DiscoveryStarted(interfaces=options.mdns_interfaces,
                               timeout=options.discovery_timeout))
-    servers = await browse(interfaces=options.mdns_interfaces,
-                           timeout=options.discovery_timeout, wanted=options.server_choice,
-                           accept=options.accept,
-                           on_found=lambda s: on_event(ServerFound(server=s)))
+    if browser is not None:
+        servers = await browser.servers(timeout=options.discovery_timeout,
+                                        wanted=options.server_choice)
+        if options.accept is not None:
+            servers = [s for s in servers if options.accept(s)]
+        for server in servers:
+            on_event(ServerFound(server=server))
+    else:
+        servers = await browse(interfaces=options.mdns_interfaces,
+                               timeout=options.discovery_timeout,
+                               wanted=options.server_choice, accept=options.accept,
+                               on_found=lambda s: on_event(ServerFound(server=s)))
     chosen = choose_server(servers, options.server_choice, timeout=options.discovery_timeout)
     on_event(ServerChosen(server=chosen, found=len(servers)))
     if options.server_choice is None and options.countdown > 0:
@@ -275,8 +296,8 @@ async def provision(
     try:
         provisioned = apply_phone_xml(
             parse_phone_xml(fetched.document), model=profile.model, firmware=profile.version,
-            mac=options.mac, trust=options.trust, network=options.network,
-            auto_answer=options.auto_answer,
+            mac=options.mac, trust=options.trust, registration=options.registration,
+            media=options.media, network=options.network, auto_answer=options.auto_answer,
         )
     except PhoneXmlError as exc:
         raise ConfigUnusable(f"the configuration from {fetched.url} cannot configure this "
@@ -397,7 +418,8 @@ async def boot(
     url = await discover(options, emit)
     provisioned = await provision(options, url, emit)
     if not provisioned.config.registering_accounts:
-        raise ConfigUnusable("the configuration has no enabled account that registers")
+        raise ConfigUnusable("the configuration has no enabled account that registers",
+                             cause="no account")
     booted = BootedPhone(options, url, provisioned, build_phone(provisioned.config), emit)
     try:
         await booted._register()

@@ -16,13 +16,13 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import DNSQuestionType, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from phone_sim.errors import UsageError
 from phone_sim.provisioning.discovery import SERVICE_TYPE, DiscoveredServer, server_from_txt
 
-__all__ = ["DEFAULT_MDNS_INTERFACES", "MdnsAdvertiser", "browse"]
+__all__ = ["DEFAULT_MDNS_INTERFACES", "MdnsAdvertiser", "ServerBrowser", "browse"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,34 +67,99 @@ def _open(interfaces: Sequence[str]) -> AsyncZeroconf:
                          f"{exc.strerror or exc}") from None
 
 
-async def browse(
-    *,
-    interfaces: Sequence[str] = DEFAULT_MDNS_INTERFACES,
-    timeout: float = 5.0,
-    settle: float = 1.5,
-    wanted: str | None = None,
-    accept: Callable[[DiscoveredServer], bool] | None = None,
-    on_found: Callable[[DiscoveredServer], None] | None = None,
-) -> list[DiscoveredServer]:
-    """Browse ``_digiumproxy._udp`` and return the servers found, in the order found.
+class ServerBrowser:
+    """A browse of ``_digiumproxy._udp`` that stays open: the servers it has resolved, and a
+    wait for the ones a phone would take.
 
-    Stops *settle* seconds after the first server answers (so that a second one can show
-    itself: python-zeroconf asks again about a second after the first question), as soon as
-    the server named *wanted* answers, or after *timeout* seconds.
-    *accept* drops advertisements the caller is not interested in (another lab on the same
-    loopback); *on_found* is told about each server as it resolves.
+    :func:`browse` opens one per phone, as a real phone does. A fleet shard may open one and
+    let every phone it boots ask it (:meth:`servers`): one socket and one query stream per
+    shard instead of one per phone (docs/load-testing.md says why and what it costs).
     """
-    addresses = _check_interfaces(interfaces)
-    loop = asyncio.get_running_loop()
-    aiozc = _open(addresses)
-    found: dict[str, DiscoveredServer] = {}
-    changed = asyncio.Event()
-    tasks: set[asyncio.Task[None]] = set()
 
-    async def resolve(name: str) -> None:
+    def __init__(
+        self,
+        *,
+        interfaces: Sequence[str] = DEFAULT_MDNS_INTERFACES,
+        accept: Callable[[DiscoveredServer], bool] | None = None,
+        on_found: Callable[[DiscoveredServer], None] | None = None,
+    ) -> None:
+        """*accept* drops advertisements the caller is not interested in (another lab on
+        the same loopback); *on_found* is told about each server as it resolves."""
+        self.interfaces = _check_interfaces(interfaces)
+        self._accept = accept
+        self._on_found = on_found
+        self._found: dict[str, DiscoveredServer] = {}
+        self._first_at: float | None = None
+        self._changed: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._aiozc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def found(self) -> list[DiscoveredServer]:
+        """The servers resolved so far, in the order found."""
+        return list(self._found.values())
+
+    @property
+    def first_heard(self) -> float | None:
+        """When (loop time) this browser resolved its first server."""
+        return self._first_at
+
+    async def start(self) -> None:
+        """Open the mDNS socket and start asking (idempotent)."""
+        if self._aiozc is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._aiozc = _open(self.interfaces)
+        # Multicast answers (QM), not python-zeroconf's unicast first question (QU): where
+        # several mDNS sockets share port 5353 on one address (loopback, every lab and phone
+        # of this host), a unicast answer reaches one of them at random, and a browse that
+        # missed it waited for its next question, about a second later (1.1-1.3 s to hear a
+        # lab, against 0.1-0.2 s with QM when the lab has not just answered someone else).
+        self._browser = AsyncServiceBrowser(self._aiozc.zeroconf, [SERVICE_TYPE],
+                                            handlers=[self._handler],
+                                            question_type=DNSQuestionType.QM)
+
+    async def close(self) -> None:
+        """Stop browsing and release the socket."""
+        aiozc, self._aiozc = self._aiozc, None
+        if aiozc is None:
+            return
+        if self._browser is not None:
+            await self._browser.async_cancel()
+            self._browser = None
+        for task in list(self._tasks):
+            task.cancel()
+        await aiozc.async_close()
+
+    async def __aenter__(self) -> ServerBrowser:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _handler(
+        self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
+            assert self._loop is not None
+            task = self._loop.create_task(self._resolve(name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif state_change is ServiceStateChange.Removed:
+            self._found.pop(name, None)
+
+    async def _resolve(self, name: str) -> None:
+        aiozc = self._aiozc
+        if aiozc is None:
+            return
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         try:
-            ok = await info.async_request(aiozc.zeroconf, int(RESOLVE_TIMEOUT * 1000))
+            ok = await info.async_request(aiozc.zeroconf, int(RESOLVE_TIMEOUT * 1000),
+                                          question_type=DNSQuestionType.QM)
         except Exception as exc:  # a broken advertisement is skipped, never fatal
             logger.info("cannot resolve %s: %s", name, exc)
             return
@@ -104,46 +169,65 @@ async def browse(
         instance = name[: -len(SERVICE_TYPE) - 1] if name.endswith(SERVICE_TYPE) else name
         server = server_from_txt(instance, info.properties, info.parsed_addresses(),
                                  int(info.port))
-        if accept is not None and not accept(server):
+        if self._accept is not None and not self._accept(server):
             return
-        if name not in found and on_found is not None:
-            on_found(server)
-        found[name] = server
-        changed.set()
+        if name not in self._found and self._on_found is not None:
+            self._on_found(server)
+        self._found[name] = server
+        if self._first_at is None:
+            assert self._loop is not None
+            self._first_at = self._loop.time()
+        assert self._changed is not None
+        self._changed.set()
 
-    def handler(
-        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-    ) -> None:
-        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
-            task = loop.create_task(resolve(name))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        elif state_change is ServiceStateChange.Removed:
-            found.pop(name, None)
-
-    browser = AsyncServiceBrowser(aiozc.zeroconf, [SERVICE_TYPE], handlers=[handler])
-    deadline = loop.time() + timeout
-    first_at: float | None = None
-    try:
+    async def servers(
+        self, *, timeout: float = 5.0, settle: float = 1.5, wanted: str | None = None
+    ) -> list[DiscoveredServer]:
+        """The servers a phone asking now would see: return as soon as the server named
+        *wanted* is known, else *settle* seconds after this browser resolved its first
+        server (so that a second one can show itself: python-zeroconf asks again about a
+        second after its first question), else after *timeout* seconds."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        assert self._changed is not None
+        deadline = loop.time() + timeout
         while True:
-            if wanted is not None and any(s.matches(wanted) for s in found.values()):
+            if wanted is not None and any(s.matches(wanted) for s in self._found.values()):
                 break
-            if found and first_at is None:
-                first_at = loop.time()
+            first_at = self._first_at if self._found else None
             end = deadline if first_at is None or wanted else min(deadline, first_at + settle)
             remaining = end - loop.time()
             if remaining <= 0:
                 break
-            changed.clear()
+            # One event wakes every waiter; each clears it only after looking (a shared
+            # browser has many phones waiting on it).
+            changed = self._changed
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await changed.wait()
-    finally:
-        await browser.async_cancel()
-        for task in list(tasks):
-            task.cancel()
-        await aiozc.async_close()
-    return list(found.values())
+            if changed.is_set():
+                self._changed = asyncio.Event()
+        return self.found
+
+
+async def browse(
+    *,
+    interfaces: Sequence[str] = DEFAULT_MDNS_INTERFACES,
+    timeout: float = 5.0,
+    settle: float = 1.5,
+    wanted: str | None = None,
+    accept: Callable[[DiscoveredServer], bool] | None = None,
+    on_found: Callable[[DiscoveredServer], None] | None = None,
+) -> list[DiscoveredServer]:
+    """Browse ``_digiumproxy._udp`` once, as one phone does, and return the servers found,
+    in the order found (:meth:`ServerBrowser.servers` says when it stops).
+
+    *accept* drops advertisements the caller is not interested in (another lab on the same
+    loopback); *on_found* is told about each server as it resolves.
+    """
+    async with ServerBrowser(interfaces=interfaces, accept=accept,
+                             on_found=on_found) as browser:
+        return await browser.servers(timeout=timeout, settle=settle, wanted=wanted)
 
 
 class MdnsAdvertiser:

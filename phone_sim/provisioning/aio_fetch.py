@@ -95,7 +95,7 @@ async def fetch_config(
                                 pin=pin, timeout=timeout)
     if document is None:
         raise ConfigNotFound(f"no configuration for {mac} at {parsed.file_url(mac + '.cfg')} "
-                             "(HTTP 404)")
+                             "(HTTP 404)", cause="HTTP 404")
     contacts_doc = await fetch_http(parsed, f"{mac}-contacts.xml", mac=mac, profile=profile,
                                     trust=trust, pin=pin, timeout=timeout)
     contacts = parse_contacts_xml(contacts_doc) if contacts_doc is not None else None
@@ -113,7 +113,8 @@ def _document(reply: ConfigReply, mac: str, where: str) -> bytes:
         raise ConfigRefused(f"{where} refused phone {mac}: {said}", code=reply.error_code)
     if reply.error_code in ("no-network", "not-found"):
         raise ConfigNotFound(f"{where} has no configuration for phone {mac}: {said}")
-    raise ConfigFetchError(f"{where} could not serve phone {mac}: {said}")
+    raise ConfigFetchError(f"{where} could not serve phone {mac}: {said}",
+                           cause=f"error {reply.error_code or 'unknown'}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,18 +157,22 @@ async def _connect_stream(
         async with asyncio.timeout(timeout):
             raw, proto = await loop.create_connection(_Bytes, host, port)
     except TimeoutError:
-        raise ConfigFetchError(f"no answer from {host}:{port} within {timeout:g} s") from None
+        raise ConfigFetchError(f"no answer from {host}:{port} within {timeout:g} s",
+                               cause="timeout") from None
     except OSError as exc:
-        raise ConfigFetchError(_os_error(host, port, exc)) from None
+        raise _os_error(host, port, exc) from None
     return raw, proto
 
 
-def _os_error(host: str, port: int, exc: OSError) -> str:
+def _os_error(host: str, port: int, exc: OSError) -> ConfigFetchError:
     if isinstance(exc, socket.gaierror):
-        return f"cannot resolve {host!r}: {exc.strerror or exc}"
+        return ConfigFetchError(f"cannot resolve {host!r}: {exc.strerror or exc}",
+                                cause="unresolvable")
     if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused by {host}:{port}: nothing listens there"
-    return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+        return ConfigFetchError(f"connection refused by {host}:{port}: nothing listens there",
+                                cause="connection refused")
+    return ConfigFetchError(f"cannot connect to {host}:{port}: {exc.strerror or exc}",
+                            cause="unreachable")
 
 
 async def fetch_http(
@@ -202,7 +207,8 @@ async def fetch_http(
             finally:
                 transport.close()
     except TimeoutError:
-        raise ConfigFetchError(f"no complete answer from {where} within {timeout:g} s") from None
+        raise ConfigFetchError(f"no complete answer from {where} within {timeout:g} s",
+                               cause="timeout") from None
     if status == 200:
         return body
     if status == 404:
@@ -211,7 +217,7 @@ async def fetch_http(
         hint = " (the server asks for credentials: give --pin)" if user is None else ""
         raise ConfigRefused(f"{where} refused phone {mac}: HTTP {status}: unknown phone or "
                             f"wrong PIN{hint}", code="refused")
-    raise ConfigFetchError(f"{where} answered HTTP {status}")
+    raise ConfigFetchError(f"{where} answered HTTP {status}", cause=f"HTTP {status}")
 
 
 async def _exchange(
@@ -236,14 +242,15 @@ async def _exchange(
                 body += event.data
                 if len(body) > MAX_XML_BYTES:
                     raise ConfigFetchError(f"{where}: the answer is larger than "
-                                           f"{MAX_XML_BYTES} bytes")
+                                           f"{MAX_XML_BYTES} bytes", cause="too large")
             elif isinstance(event, h11.EndOfMessage):
                 return status, bytes(body)
             elif isinstance(event, h11.ConnectionClosed):
                 raise ConfigFetchError(f"{where}: the server closed the connection without "
-                                       "a complete answer")
+                                       "a complete answer", cause="connection closed")
     except h11.RemoteProtocolError as exc:
-        raise ConfigFetchError(f"{where}: not a valid HTTP answer: {exc}") from None
+        raise ConfigFetchError(f"{where}: not a valid HTTP answer: {exc}",
+                               cause="bad answer") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,8 +296,10 @@ class _SipPump(asyncio.Protocol, asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         if self.client is not None and not self.done.done():
-            self.done.set_exception(ConfigFetchError(f"cannot reach {self.client.server.label}"
-                                                     f": {exc}"))
+            refused = isinstance(exc, ConnectionRefusedError)
+            self.done.set_exception(ConfigFetchError(
+                f"cannot reach {self.client.server.label}: {exc}",
+                cause="connection refused" if refused else "unreachable"))
 
     # the pump
     def begin(self, client: SipConfigClient) -> None:
@@ -370,7 +379,7 @@ async def fetch_sip(
                         lambda: pump, host, port,
                         local_addr=(local_host, 0) if local_host else None)
                 except OSError as exc:
-                    raise ConfigFetchError(_os_error(host, port, exc)) from None
+                    raise _os_error(host, port, exc) from None
             else:
                 pump.udp = True
                 try:
@@ -378,10 +387,11 @@ async def fetch_sip(
                         lambda: pump, remote_addr=(host, port),
                         local_addr=(local_host, 0) if local_host else None)
                 except OSError as exc:
-                    raise ConfigFetchError(_os_error(host, port, exc)) from None
+                    raise _os_error(host, port, exc) from None
     except TimeoutError:
         pump.close()
-        raise ConfigFetchError(f"no answer from {url.label} within {timeout:g} s") from None
+        raise ConfigFetchError(f"no answer from {url.label} within {timeout:g} s",
+                               cause="timeout") from None
     transport = pump.transport
     sockname = transport.get_extra_info("sockname")
     peername = transport.get_extra_info("peername")

@@ -207,8 +207,11 @@ class ConfigHttpServer:
         """Listen."""
         loop = asyncio.get_running_loop()
         try:
+            # A fleet boots hundreds of phones at once, one connection each: with asyncio's
+            # default backlog of 100 the rest wait for a SYN retry (1 s), as the lab's own
+            # listeners would without theirs.
             self._server = await loop.create_server(lambda: _HttpConnection(self), self.host,
-                                                    self.requested_port)
+                                                    self.requested_port, backlog=4096)
         except OSError as exc:
             raise DpmaConfigError(f"cannot listen for HTTP on {self.host}:"
                                   f"{self.requested_port}: {exc.strerror or exc}") from None

@@ -151,7 +151,8 @@ def choose_server(
         chosen = [s for s in usable if s.matches(wanted)]
         if not chosen:
             raise DiscoveryFailed(f"no DPMA server named {wanted!r} answered on "
-                                  f"_digiumproxy._udp within {timeout:g} s (found: {listing})")
+                                  f"_digiumproxy._udp within {timeout:g} s (found: {listing})",
+                                  cause="named server not found")
         return chosen[0]
     if not usable:
         extra = ""
@@ -164,5 +165,5 @@ def choose_server(
         )
     if len(usable) > 1:
         raise DiscoveryFailed(f"{len(usable)} DPMA servers answered: {listing}; choose one "
-                              "with --server NAME|ADDRESS")
+                              "with --server NAME|ADDRESS", cause="several servers")
     return usable[0]

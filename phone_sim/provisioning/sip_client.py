@@ -136,7 +136,8 @@ class SipConfigClient:
         try:
             events = self._framer.feed(data)
         except SipParseError as exc:
-            self._fail(ConfigFetchError(f"the configuration server sent broken SIP: {exc}"))
+            self._fail(ConfigFetchError(f"the configuration server sent broken SIP: {exc}",
+                                         cause="bad answer"))
             return
         for event in events:
             # Keep-alives and malformed messages carry nothing for this exchange.
@@ -153,7 +154,8 @@ class SipConfigClient:
         """The stream connection closed."""
         if not self.done:
             self._fail(ConfigFetchError(
-                f"{self.server.label} closed the connection before sending the configuration"))
+                f"{self.server.label} closed the connection before sending the configuration",
+                cause="connection closed"))
 
     def handle_timer(self, now: float) -> None:
         """Fire what is due."""
@@ -161,7 +163,8 @@ class SipConfigClient:
         self._drain(now)
         if not self.done and self._deadline is not None and now >= self._deadline:
             self._fail(ConfigFetchError(
-                f"no configuration from {self.server.label} within {self.timeout:g} s"))
+                f"no configuration from {self.server.label} within {self.timeout:g} s",
+                cause="timeout"))
 
     def get_timer(self) -> float | None:
         """The next deadline."""
@@ -195,12 +198,15 @@ class SipConfigClient:
                 self._on_response(event.response)
             elif isinstance(event, TransactionTimedOut) and event.transaction == self._handle:
                 self._fail(ConfigFetchError(
-                    f"no answer to MESSAGE {event.request.uri} (timer {event.timer})"))
+                    f"no answer to MESSAGE {event.request.uri} (timer {event.timer})",
+                    cause="timeout"))
             elif isinstance(event, TransportFailed) and event.transaction == self._handle:
-                self._fail(ConfigFetchError(f"cannot send to {self.server.label}"))
+                self._fail(ConfigFetchError(f"cannot send to {self.server.label}",
+                                            cause="connection"))
             elif isinstance(event, AuthenticationRejected):
                 self._fail(ConfigFetchError("the configuration server asked for digest "
-                                            "authentication: DPMA answers without it"))
+                                            "authentication: DPMA answers without it",
+                                            cause="digest asked"))
 
     def _on_response(self, response: SipResponse) -> None:
         status = response.status
@@ -214,7 +220,7 @@ class SipConfigClient:
             hint = ""
         self._fail(ConfigFetchError(
             f"{self.server.label} answered the configuration MESSAGE with {status} "
-            f"{response.reason}{hint}"))
+            f"{response.reason}{hint}", cause=f"SIP {status}"))
 
     def _on_request(self, event: RequestReceived, now: float) -> None:
         request = event.request
@@ -232,13 +238,14 @@ class SipConfigClient:
             self.ua.respond(handle, 415, now, headers=[("Accept", self.exchange.content_type)])
             self._fail(ConfigFetchError(
                 f"the configuration reply has Content-Type {request.content_type!r}, not "
-                f"{self.exchange.content_type!r}"))
+                f"{self.exchange.content_type!r}", cause="bad answer"))
             return
         try:
             reply = self.exchange.decode_reply(request.body)
         except ExchangeError as exc:
             self.ua.respond(handle, 400, now, reason="Bad Request")
-            self._fail(ConfigFetchError(f"unreadable configuration reply: {exc}"))
+            self._fail(ConfigFetchError(f"unreadable configuration reply: {exc}",
+                                        cause="bad answer"))
             return
         self.ua.respond(handle, 200, now)
         if not self.done:

@@ -80,6 +80,8 @@ async def test_unknown_mac_and_wrong_pin_are_refused_alike(tmp_path: Path) -> No
                 messages.append(str(info.value).replace(mac, "MAC"))
             with pytest.raises(ConfigRefused, match="PIN") as info:
                 await fetch_config(url, mac=MAC, profile=D65, trust=site.trust, timeout=5)
+            # The causes a fleet counts: a refusal is a refusal, a missing PIN is said.
+            assert info.value.cause == ("pin required" if url == sip else "refused")
         assert messages[0] == messages[1] and messages[2] == messages[3]
         assert "unknown phone or wrong PIN" in messages[0]
 
@@ -105,8 +107,9 @@ async def test_an_expired_provisioning_certificate_fails_as_the_firmware_would(
 async def test_a_registrar_without_dpma_asks_for_digest(tmp_path: Path) -> None:
     async with Lab(USERS, transports=["tcp"], echo=False) as lab:
         url = lab.uri("tcp").replace("sip:", "sip:proxy@")
-        with pytest.raises(ConfigFetchError, match=r"407.*without digest"):
+        with pytest.raises(ConfigFetchError, match=r"407.*without digest") as info:
             await fetch_config(url, mac=MAC, profile=D65, timeout=5)
+        assert info.value.cause == "SIP 407"
 
 
 async def test_unreachable_and_unsupported(tmp_path: Path) -> None:
@@ -115,5 +118,6 @@ async def test_unreachable_and_unsupported(tmp_path: Path) -> None:
         with pytest.raises(ConfigFetchError, match="refused") as info:
             await fetch_config(url, mac=MAC, profile=D65, timeout=2)
         assert info.value.exit_code == 2
+        assert info.value.cause == "connection refused"  # what a fleet groups failures by
     with pytest.raises(ConfigUrlUnsupported, match="not supported by phone-sim"):
         await fetch_config("ftps://127.0.0.1/cfg", mac=MAC, profile=D65)

@@ -12,7 +12,7 @@ import pytest
 
 from phone_sim.account import SipTransport
 from phone_sim.firmware import Model
-from phone_sim.provisioning.aio_discovery import MdnsAdvertiser, browse
+from phone_sim.provisioning.aio_discovery import MdnsAdvertiser, ServerBrowser, browse
 from phone_sim.provisioning.discovery import (
     DiscoveredServer,
     choose_server,
@@ -55,14 +55,14 @@ def test_choosing() -> None:
     assert choose_server([one], None, timeout=1) is one
     with pytest.raises(DiscoveryFailed, match=r"2 DPMA servers answered: Asterisk .*Lab B") as e:
         choose_server([one, two], None, timeout=1)
-    assert e.value.exit_code == 1
+    assert e.value.exit_code == 1 and e.value.cause == "several servers"
     assert choose_server([one, two], "lab b", timeout=1) is two
     assert choose_server([one, two], "10.0.0.2", timeout=1) is two
     with pytest.raises(DiscoveryFailed, match="no DPMA server named 'other'"):
         choose_server([one, two], "other", timeout=1)
     with pytest.raises(DiscoveryFailed, match=r"within 3 s.*--config-url") as e:
         choose_server([], None, timeout=3)
-    assert e.value.exit_code == 1
+    assert e.value.exit_code == 1 and e.value.cause == "no server"
     with pytest.raises(DiscoveryFailed, match="firmware-only"):
         choose_server([_server("fw", None, "firmware")], None, timeout=1)
     assert not uses_mdns(Model.D80) and uses_mdns(Model.D65)
@@ -120,3 +120,32 @@ async def test_no_server_within_the_timeout() -> None:
     assert servers == [] and 0.7 < loop.time() - started < 3
     with pytest.raises(DiscoveryFailed, match="no DPMA server answered"):
         choose_server(servers, None, timeout=0.8)
+
+
+async def test_one_browser_shared_by_many_phones() -> None:
+    # A fleet shard opens one browse and lets every phone it boots ask it: the phones asking
+    # at the start wait for the server as a phone browsing alone does; later ones know at
+    # once.
+    tag = _tag()
+    advertiser = MdnsAdvertiser(instance=f"{tag} shared", port=5061, address="127.0.0.1",
+                                txt={"sipUrl": "sip:proxy@127.0.0.1:5061;transport=tls"})
+    await advertiser.start()
+    loop = asyncio.get_running_loop()
+    try:
+        async with ServerBrowser(accept=lambda s: s.instance.startswith(tag)) as browser:
+            first = await asyncio.gather(*(browser.servers(timeout=5, wanted=f"{tag} shared")
+                                           for _ in range(20)))
+            assert all([s.instance for s in found] == [f"{tag} shared"] for found in first)
+            again = loop.time()
+            later = await browser.servers(timeout=5, wanted=f"{tag} shared")
+            assert [s.port for s in later] == [5061] and loop.time() - again < 0.05
+            # Unnamed, a phone waits until 1 s after the browser first heard a server, in
+            # case a second shows itself; once that has passed, it knows at once.
+            await browser.servers(timeout=5, settle=1.0)
+            assert browser.first_heard is not None
+            assert loop.time() >= browser.first_heard + 1.0
+            again = loop.time()
+            assert len(await browser.servers(timeout=5, settle=1.0)) == 1
+            assert loop.time() - again < 0.05
+    finally:
+        await advertiser.close()
