@@ -24,8 +24,12 @@ def _fmt(value: float | None, unit: str, digits: int = 3) -> str:
 def status_line(name: str, state: LiveState) -> str:
     """One plain line of progress."""
     causes = ", ".join(f"{c} x{n}" for c, n in state.causes.most_common(4))
+    booting = (
+        f"provisioned {state.provisioned}/{state.phones}, {state.booting} booting, "
+        f"{state.provision_failed} failed, to config {_fmt(state.provision_mean, 's')} | "
+    ) if state.provisioning else ""
     return (
-        f"[{name} {state.now:7.1f}s] phones {state.registered}/{state.phones} registered, "
+        f"[{name} {state.now:7.1f}s] {booting}phones {state.registered}/{state.phones} registered, "
         f"{state.registering} registering, {state.failed} failed | calls {state.calls_active} up, "
         f"{state.calls_started} placed ({state.calls_per_second:.1f}/s), "
         f"{state.calls_failed} failed, setup {_fmt(state.setup_mean, 's')}, "
@@ -53,7 +57,16 @@ class LiveView:
                       show_header=False)
         table.add_column("", style="bold")
         table.add_column("", justify="right")
-        rows = [
+        rows = []
+        if s.provisioning:
+            rows += [
+                ("phones provisioned", f"{s.provisioned} / {s.phones}"),
+                ("booting (discovery, fetch)", str(s.booting)),
+                ("provisioning failed", str(s.provision_failed)),
+                ("time to config (recent mean)", _fmt(s.provision_mean, "s")),
+                ("reprovisioned (check-sync)", str(s.reprovisioned)),
+            ]
+        rows += [
             ("phones registered", f"{s.registered} / {s.phones}"),
             ("registering", str(s.registering)),
             ("registration failed", str(s.failed)),
@@ -114,6 +127,8 @@ class _Collector:
             "phonesim_fleet_phones": ("phones in the fleet", s.phones),
             "phonesim_fleet_phones_registered": ("phones registered now", s.registered),
             "phonesim_fleet_phones_registering": ("phones registering now", s.registering),
+            "phonesim_fleet_phones_booting": ("phones discovering or fetching their "
+                                              "configuration now", s.booting),
             "phonesim_fleet_calls_active": ("calls up now", s.calls_active),
             "phonesim_fleet_calls_per_second": ("calls placed per second lately",
                                                 s.calls_per_second),
@@ -123,6 +138,11 @@ class _Collector:
             yield GaugeMetricFamily(name, doc, value=float(value))
         counters = {
             "phonesim_fleet_registrations_failed": ("first registrations failed", s.failed),
+            "phonesim_fleet_phones_provisioned": ("phones provisioned", s.provisioned),
+            "phonesim_fleet_provisioning_failed": ("phones whose provisioning failed",
+                                                   s.provision_failed),
+            "phonesim_fleet_reprovisioned": ("configurations fetched again (check-sync)",
+                                             s.reprovisioned),
             "phonesim_fleet_connections_dropped": ("connections dropped", s.dropped),
             "phonesim_fleet_calls_placed": ("calls placed", s.calls_started),
             "phonesim_fleet_calls_answered": ("calls answered", s.calls_answered),

@@ -18,6 +18,12 @@ class LiveState:
     """Counters of a run in progress."""
 
     phones: int = 0
+    provisioning: bool = False
+    booting: int = 0
+    provisioned: int = 0
+    provision_failed: int = 0
+    reprovisioned: int = 0
+    provision_last: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     registering: int = 0
     registered: int = 0
     failed: int = 0
@@ -43,6 +49,23 @@ class LiveState:
         self.now = max(self.now, t)
         if ev == "run":
             self.phones = int(r.get("phones", 0))
+            self.provisioning = bool(r.get("provisioning"))
+        elif ev == "prov_start":
+            self.booting += 1
+        elif ev == "prov":
+            self.booting = max(self.booting - 1, 0)
+            if r.get("ok"):
+                self.provisioned += 1
+                if r.get("latency") is not None:
+                    self.provision_last.append(float(r["latency"]))
+            else:
+                self.provision_failed += 1
+                self.causes[f"provision: {r.get('cause')}"] += 1
+        elif ev == "reprov":
+            if r.get("ok"):
+                self.reprovisioned += 1
+            else:
+                self.causes[f"reprovision: {r.get('cause')}"] += 1
         elif ev == "reg_start":
             self.registering += 1
         elif ev == "reg":
@@ -106,6 +129,13 @@ class LiveState:
     def registrations_per_second(self) -> float:
         """Registrations succeeded per second, lately."""
         return self._rate(self._reg_times)
+
+    @property
+    def provision_mean(self) -> float | None:
+        """Mean time to configuration of the latest provisioned phones, in seconds."""
+        if not self.provision_last:
+            return None
+        return sum(self.provision_last) / len(self.provision_last)
 
     @property
     def setup_mean(self) -> float | None:

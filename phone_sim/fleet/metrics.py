@@ -19,6 +19,7 @@ from phone_sim.errors import UsageError
 
 __all__ = [
     "METRICS",
+    "PROVISIONING_METRICS",
     "RECORD_KINDS",
     "Metric",
     "Threshold",
@@ -33,6 +34,10 @@ __all__ = [
 #: What each ``ev`` of a result record means.
 RECORD_KINDS: dict[str, str] = {
     "run": "the run started (name, phones, shards, wall-clock start)",
+    "prov_start": "a phone started to boot through provisioning (mac, model)",
+    "prov": "a phone's provisioning ended (ok, latency s, discovery s, fetch s, via, the number "
+            "it was given, lines, cause)",
+    "reprov": "a check-sync made a phone fetch its configuration again (ok, latency s, cause)",
     "reg_start": "a phone started its first registration",
     "reg": "a phone's first registration ended (ok, latency s, cause)",
     "reg_event": "a later registration fact (dropped, registered, failed, failover)",
@@ -69,8 +74,24 @@ METRICS: dict[str, Metric] = dict([
     _m("register.p95", "s", "95th percentile first-registration latency"),
     _m("register.p99", "s", "99th percentile first-registration latency"),
     _m("register.max", "s", "slowest first registration"),
-    _m("register.failed", "%", "phones whose first registration failed"),
+    _m("register.failed", "%", "phones whose first registration failed (with provisioning: "
+       "of those that got a configuration)"),
     _m("phones.registered", "", "phones whose first registration succeeded"),
+    _m("provision.p50", "s", "median time to configuration: power on to the configuration "
+       "applied (discovery, fetch and apply)"),
+    _m("provision.p95", "s", "95th percentile time to configuration"),
+    _m("provision.p99", "s", "99th percentile time to configuration"),
+    _m("provision.max", "s", "slowest time to configuration"),
+    _m("provision.failed", "%", "phones whose provisioning failed (no server, refused, not "
+       "found, unreachable, TLS refused, bad configuration)"),
+    _m("phones.provisioned", "", "phones that got and applied their configuration"),
+    _m("discovery.p50", "s", "median time to find the configuration server over mDNS"),
+    _m("discovery.p95", "s", "95th percentile time to find the configuration server"),
+    _m("boot.p50", "s", "median boot: power on to every line registered (provisioning, then "
+       "the first registration)"),
+    _m("boot.p95", "s", "95th percentile boot time"),
+    _m("boot.p99", "s", "99th percentile boot time"),
+    _m("reprovisioned", "", "configurations fetched again and applied after a check-sync"),
     _m("calls.attempted", "", "calls placed"),
     _m("calls.answered", "", "calls answered"),
     _m("calls.failed", "%", "calls placed that were not answered or did not end cleanly"),
@@ -87,6 +108,13 @@ METRICS: dict[str, Metric] = dict([
     _m("dtmf.failed", "%", "answered calls whose DTMF digits did not all arrive"),
     _m("connections.dropped", "", "connections lost by phones during the run"),
 ])  # fmt: skip
+
+#: The metrics a run measures only when its phones boot through provisioning.
+PROVISIONING_METRICS: frozenset[str] = frozenset(
+    name for name in METRICS
+    if name.startswith(("provision.", "discovery.", "boot."))
+    or name in ("phones.provisioned", "reprovisioned")
+)
 
 _THRESHOLD = re.compile(
     r"\s*([a-z0-9_.]+)\s*(<=|>=|<|>)\s*([0-9]+(?:\.[0-9]+)?)\s*(s|ms|%)?\s*"
@@ -198,6 +226,12 @@ def compute_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, float | N
     dtmf_checked = [r for r in records if r.get("ev") in ("call_end", "leg_end")
                     and r.get("dtmf_ok") is not None]
     drops = sum(1 for r in records if r.get("ev") == "reg_event" and r.get("what") == "dropped")
+    provs = [r for r in records if r.get("ev") == "prov"]
+    provisioned = [r for r in provs if r.get("ok")]
+    to_config = [float(r["latency"]) for r in provisioned if r.get("latency") is not None]
+    discoveries = [float(r["discovery"]) for r in provisioned if r.get("discovery") is not None]
+    boots = [float(r["boot"]) for r in regs if r.get("ok") and r.get("boot") is not None]
+    reprovisions = sum(1 for r in records if r.get("ev") == "reprov" and r.get("ok"))
     return {
         "register.p50": percentile(ok_latencies, 50),
         "register.p95": percentile(ok_latencies, 95),
@@ -222,6 +256,18 @@ def compute_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, float | N
         "dtmf.failed": _share(sum(1 for r in dtmf_checked if not r["dtmf_ok"]),
                               len(dtmf_checked)),
         "connections.dropped": float(drops),
+        "provision.p50": percentile(to_config, 50),
+        "provision.p95": percentile(to_config, 95),
+        "provision.p99": percentile(to_config, 99),
+        "provision.max": max(to_config) if to_config else None,
+        "provision.failed": _share(len(provs) - len(provisioned), len(provs)),
+        "phones.provisioned": float(len(provisioned)),
+        "discovery.p50": percentile(discoveries, 50),
+        "discovery.p95": percentile(discoveries, 95),
+        "boot.p50": percentile(boots, 50),
+        "boot.p95": percentile(boots, 95),
+        "boot.p99": percentile(boots, 99),
+        "reprovisioned": float(reprovisions),
     }
 
 
@@ -237,15 +283,19 @@ def evaluate(thresholds: Iterable[Threshold], metrics: Mapping[str, float | None
 
 
 def failure_causes(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Failures grouped by cause (``register: 503``, ``call: timeout``, ``tls: ENOTTRUSTED``),
-    most frequent first."""
+    """Failures grouped by cause (``provision: HTTP 404``, ``register: 503``,
+    ``call: timeout``, ``register: tls EUNTRUSTED``), most frequent first."""
     counts: Counter[str] = Counter()
     for r in records:
         ev = r.get("ev")
         cause = r.get("cause")
         if not cause:
             continue
-        if ev == "reg" and not r.get("ok"):
+        if ev == "prov" and not r.get("ok"):
+            counts[f"provision: {cause}"] += 1
+        elif ev == "reprov" and not r.get("ok"):
+            counts[f"reprovision: {cause}"] += 1
+        elif ev == "reg" and not r.get("ok"):
             counts[f"register: {cause}"] += 1
         elif ev == "reg_event" and r.get("what") in ("failed", "dropped"):
             counts[f"{r['what']}: {cause}"] += 1
@@ -265,6 +315,7 @@ def summarize(records: Iterable[Mapping[str, Any]], thresholds: Iterable[Thresho
     return {
         "name": run.get("name"),
         "phones": run.get("phones"),
+        "provisioning": run.get("provisioning"),
         "shards": run.get("shards"),
         "started": run.get("started"),
         "complete": end is not None,

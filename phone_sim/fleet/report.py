@@ -2,9 +2,10 @@
 network needed to open it) built from the result records alone, so a run that was killed
 half-way reports what it recorded.
 
-Plots: registration latency, registrations and calls over time, concurrent calls, set-up
-time, media loss / jitter / MOS distributions, failures by cause; and a table of the metrics
-and thresholds.
+Plots: registration latency, provisioning (time to configuration and boot time, when the
+phones boot through provisioning), registrations and calls over time, concurrent calls,
+set-up time, media loss / jitter / MOS distributions, failures by cause; and a table of the
+metrics and thresholds.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from phone_sim.fleet.metrics import METRICS, Threshold, summarize
+from phone_sim.fleet.metrics import METRICS, PROVISIONING_METRICS, Threshold, summarize
 
 __all__ = ["PLOT_IDS", "render_report"]
 
 #: The id of every plot's ``div`` (the browser test checks each one rendered).
 PLOT_IDS: tuple[str, ...] = (
     "registration-latency",
+    "provisioning",
     "over-time",
     "concurrent-calls",
     "setup-time",
@@ -107,8 +109,27 @@ def render_report(records: Iterable[Mapping[str, Any]], *, thresholds: Iterable[
         "Registration latency (first REGISTER to 200 OK)", "seconds", "registrations",
         "#1f77b4")
 
+    provs = [r for r in records if r.get("ev") == "prov"]
+    fig = go.Figure()
+    to_config = [float(r["latency"]) for r in provs if r.get("ok") and r.get("latency")
+                 is not None]
+    boots = [float(r["boot"]) for r in regs if r.get("ok") and r.get("boot") is not None]
+    for label, values, color in (("time to configuration", to_config, "#17becf"),
+                                 ("boot (to every line registered)", boots, "#bcbd22")):
+        if values:
+            fig.add_trace(go.Histogram(x=values, name=label, marker_color=color, nbinsx=40,
+                                       opacity=0.75))
+    if not provs:
+        _empty(fig, "provisioning (the phones were configured by the scenario)")
+    fig.update_layout(barmode="overlay")
+    _layout(fig, "Provisioning: power on to configuration, and to registered", "seconds",
+            "phones")
+    figures["provisioning"] = fig
+
     fig = go.Figure()
     series = {
+        "provisioned": [float(r["t"]) for r in provs if r.get("ok")],
+        "provisioning failed": [float(r["t"]) for r in provs if not r.get("ok")],
         "registered": [float(r["t"]) for r in regs if r.get("ok")],
         "registration failed": [float(r["t"]) for r in regs if not r.get("ok")],
         "calls placed": [float(r["t"]) for r in records if r.get("ev") == "call_start"],
@@ -118,6 +139,8 @@ def render_report(records: Iterable[Mapping[str, Any]], *, thresholds: Iterable[
                          and (not r.get("answered") or r.get("cause"))],
         "connections dropped": [float(r["t"]) for r in records if r.get("ev") == "reg_event"
                                 and r.get("what") == "dropped"],
+        "reprovisioned": [float(r["t"]) for r in records if r.get("ev") == "reprov"
+                          and r.get("ok")],
     }
     for label, times in series.items():
         if times:
@@ -177,7 +200,9 @@ def render_report(records: Iterable[Mapping[str, Any]], *, thresholds: Iterable[
         f"<h1>phone-sim fleet: {html.escape(str(name))}</h1>",
         f'<p class="sub">{summary.get("phones") or "?"} phones, '
         f'{summary.get("shards") or "?"} shard(s), {last:.1f} s recorded'
-        f'{"" if summary["complete"] else " — the run did not finish"}</p>',
+        + (f", booted through provisioning ({html.escape(str(summary['provisioning']))})"
+           if summary.get("provisioning") else "")
+        + f'{"" if summary["complete"] else " — the run did not finish"}</p>',
     ]
     if truncated or not summary["complete"]:
         parts.append('<p class="warn">The results end before the run did (it was stopped or '
@@ -213,6 +238,8 @@ def _metrics_table(summary: Mapping[str, Any]) -> tuple[str, str]:
                   f"<th>result</th></tr>{''.join(rows)}</table>") if rows else ""
     cells = []
     for key, value in summary["metrics"].items():
+        if key in PROVISIONING_METRICS and not summary.get("provisioning"):
+            continue  # the phones did not boot through provisioning: nothing to say
         unit = METRICS[key].unit
         shown = "—" if value is None else f"{value:.4g} {unit}"
         cells.append(f"<tr><td>{key}</td><td>{shown}</td>"

@@ -49,3 +49,31 @@ def test_rich_table_renders() -> None:
     text = out.getvalue()
     assert "phone-sim fleet: demo" in text
     assert "1 / 3" in text and "register: tls EUNTRUSTED" in text
+
+
+def test_provisioning_in_the_live_view() -> None:
+    state = LiveState()
+    for record in [
+        {"t": 0.0, "ev": "run", "phones": 3, "provisioning": "mdns"},
+        {"t": 0.1, "ev": "prov_start", "mac": "a"},
+        {"t": 0.1, "ev": "prov_start", "mac": "b"},
+        {"t": 0.1, "ev": "prov_start", "mac": "c"},
+        {"t": 0.5, "ev": "prov", "mac": "a", "ok": True, "latency": 0.4},
+        {"t": 0.6, "ev": "prov", "mac": "b", "ok": False, "latency": 0.5, "cause": "HTTP 404"},
+        {"t": 3.0, "ev": "reprov", "phone": "1", "ok": True},
+    ]:
+        state.update(record)
+    assert (state.provisioned, state.booting, state.provision_failed) == (1, 1, 1)
+    assert state.reprovisioned == 1 and state.provision_mean == 0.4
+    line = status_line("b", state)
+    assert "provisioned 1/3, 1 booting, 1 failed, to config 0.4 s" in line
+    assert "provision: HTTP 404 x1" in line
+    out = io.StringIO()
+    from rich.console import Console
+
+    Console(file=out, width=100).print(LiveView("b", state, out, rich=True)._table())
+    assert "phones provisioned" in out.getvalue() and "1 / 3" in out.getvalue()
+    # A run configured by the scenario shows no provisioning rows.
+    plain = LiveState()
+    plain.update({"t": 0.0, "ev": "run", "phones": 3})
+    assert "provisioned" not in status_line("x", plain)

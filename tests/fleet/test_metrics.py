@@ -7,6 +7,7 @@ import pytest
 from phone_sim.errors import UsageError
 from phone_sim.fleet.metrics import (
     METRICS,
+    PROVISIONING_METRICS,
     compute_metrics,
     evaluate,
     parse_threshold,
@@ -81,3 +82,41 @@ def test_no_data_never_holds() -> None:
     [result] = evaluate([parse_threshold("mos.p5 > 3")], compute_metrics([]))
     assert result.measured is None and not result.held
     assert "no data" in result.describe()
+
+
+BOOTS = [
+    {"t": 0, "ev": "run", "name": "b", "phones": 4, "shards": 1, "provisioning": "mdns"},
+    {"t": 0.1, "ev": "prov", "mac": "m1", "ok": True, "latency": 0.4, "discovery": 0.3,
+     "fetch": 0.1, "phone": "1", "index": 0},
+    {"t": 0.2, "ev": "prov", "mac": "m2", "ok": True, "latency": 0.2, "discovery": 0.0,
+     "fetch": 0.2, "phone": "2", "index": 1},
+    {"t": 0.3, "ev": "prov", "mac": "m3", "ok": False, "latency": 0.1,
+     "cause": "HTTP 404"},
+    {"t": 0.3, "ev": "prov", "mac": "m4", "ok": False, "latency": 5.0, "cause": "timeout"},
+    {"t": 0.5, "ev": "reg", "phone": "1", "ok": True, "latency": 0.1, "boot": 0.5},
+    {"t": 0.6, "ev": "reg", "phone": "2", "ok": True, "latency": 0.1, "boot": 0.3},
+    {"t": 4, "ev": "reprov", "phone": "1", "ok": True, "latency": 0.1},
+    {"t": 4, "ev": "reprov", "phone": "2", "ok": False, "cause": "refused"},
+]
+
+
+def test_provisioning_metrics_and_causes() -> None:
+    m = compute_metrics(BOOTS)
+    assert m["phones.provisioned"] == 2 and m["provision.failed"] == pytest.approx(50.0)
+    assert m["provision.p50"] == pytest.approx(0.3) and m["provision.max"] == pytest.approx(0.4)
+    assert m["discovery.p50"] == pytest.approx(0.15)
+    assert m["boot.p50"] == pytest.approx(0.4) and m["boot.p99"] == pytest.approx(0.498)
+    assert m["register.failed"] == 0.0  # of the phones that got a configuration
+    assert m["reprovisioned"] == 1
+    summary = summarize(BOOTS, [parse_threshold("provision.failed < 1%"),
+                                parse_threshold("provision.p95 < 500ms")])
+    assert summary["failures"] == {"provision: HTTP 404": 1, "provision: timeout": 1,
+                                   "reprovision: refused": 1}
+    assert [t["held"] for t in summary["thresholds"]] == [False, True]
+    assert summary["provisioning"] == "mdns"
+    families = {n for n in METRICS if n.split(".")[0] in ("provision", "discovery", "boot")}
+    assert families | {"phones.provisioned", "reprovisioned"} == set(PROVISIONING_METRICS)
+    times = [n for n in PROVISIONING_METRICS if n.endswith((".p50", ".p95", ".p99", ".max"))]
+    assert len(times) == 9 and {METRICS[n].unit for n in times} == {"s"}
+    # A run without provisioning measures none of them.
+    assert all(compute_metrics(RECORDS)[n] in (None, 0.0) for n in PROVISIONING_METRICS)
