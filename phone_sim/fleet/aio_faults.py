@@ -4,6 +4,9 @@ share of the connections going through it, as a failing NAT or firewall would.
 Bytes pass through untouched (TLS stays end to end: the phone still checks the server's
 certificate against the server name). Cutting a connection closes both sides at once, so the
 phone sees its connection lost and the server sees the flow go.
+
+:class:`RelaySet` keeps one relay per server, started when a phone first needs it: with
+provisioning the servers are known only once the phones' configurations arrive.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from dataclasses import replace
 
-__all__ = ["ConnectionRelay"]
+from phone_sim.phone import PhoneConfig
+
+__all__ = ["ConnectionRelay", "RelaySet"]
 
 
 class _Side(asyncio.Protocol):
@@ -126,3 +132,58 @@ class ConnectionRelay:
         for pair in list(self._pairs):
             pair.close()
         self._pairs.clear()
+
+
+class RelaySet:
+    """A :class:`ConnectionRelay` per server address, each started on first use."""
+
+    def __init__(self) -> None:
+        self._relays: dict[tuple[str, int], asyncio.Task[ConnectionRelay]] = {}
+
+    async def address_for(self, target: tuple[str, int]) -> tuple[str, int]:
+        """Where a phone connects to reach *target* through its relay."""
+        task = self._relays.get(target)
+        if task is None:
+            task = self._relays[target] = asyncio.ensure_future(self._start(target))
+        relay = await asyncio.shield(task)
+        return relay.host, relay.port
+
+    @staticmethod
+    async def _start(target: tuple[str, int]) -> ConnectionRelay:
+        relay = ConnectionRelay(target)
+        await relay.start()
+        return relay
+
+    def _started(self) -> list[ConnectionRelay]:
+        return [task.result() for _, task in sorted(self._relays.items())
+                if task.done() and not task.cancelled() and task.exception() is None]
+
+    def drop(self, share: float, seed: str) -> int:
+        """Cut *share* (0-1) of every relay's connections (each relay's picks seeded from
+        *seed* and its rank); how many."""
+        return sum(relay.drop(share, random.Random(seed if k == 0 else f"{seed}:{k}"))
+                   for k, relay in enumerate(self._started()))
+
+    async def through(self, config: PhoneConfig) -> PhoneConfig:
+        """*config* with each TCP/TLS line's primary server reached through its relay; the
+        SIP domain and the TLS name stay the server's."""
+        accounts = []
+        for account in config.accounts:
+            host = account.host_primary
+            if not host.transport.reliable:
+                accounts.append(account)
+                continue
+            server, port = await self.address_for((host.server, host.effective_port))
+            accounts.append(replace(
+                account, host_primary=replace(host, server=server, port=port),
+                domain=account.domain_for(host), server_name=account.tls_name_for(host)))
+        return replace(config, accounts=tuple(accounts))
+
+    async def close(self) -> None:
+        """Stop every relay."""
+        for task in self._relays.values():
+            if not task.done():
+                task.cancel()
+        for relay in self._started():
+            await relay.close()
+        self._relays.clear()

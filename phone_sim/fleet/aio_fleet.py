@@ -11,6 +11,11 @@ reach this process in batches (a child sends its batch every 0.2 s) and go to th
 file, which is flushed every 0.5 s (not fsync'd): a run killed with SIGKILL keeps what it
 recorded up to the last half second. A child whose parent is gone finds its pipe broken and
 stops.
+
+With provisioning a phone's number is known once its configuration arrives: the ``prov`` and
+``reprov`` records carry it, and this process passes the numbers on to every shard in
+batches (:meth:`~phone_sim.fleet.aio_shard.ShardRunner.learn`), so that a caller in one
+shard can dial a fleet phone provisioned in another.
 """
 
 from __future__ import annotations
@@ -139,6 +144,8 @@ async def _child(scenario: Scenario, shard: int, shards: int,
             go.set_result(float(message[1]))
         elif message[0] == "stop":
             runner.stop(str(message[1]))
+        elif message[0] == "directory":
+            runner.learn(message[1])
 
     loop.add_reader(conn.fileno(), readable)
     send(("ready",))
@@ -261,11 +268,17 @@ class FleetRun:
         self.stop_reason: str | None = None
         self.errors: list[str] = []
         self._records: list[dict[str, Any]] | None = [] if results is None else None
+        #: Numbers provisioned since the shards were last told (index -> user).
+        self._numbers: dict[int, str] = {}
 
     def record(self, record: dict[str, Any]) -> None:
         """Take one record from a shard."""
         self.writer.write(record)
         self.state.update(record)
+        if self.shards > 1 and record.get("ok") and record.get("ev") in ("prov", "reprov"):
+            user = record.get("phone") if record["ev"] == "prov" else record.get("user")
+            if isinstance(record.get("index"), int) and isinstance(user, str):
+                self._numbers[record["index"]] = user
         if self._records is not None:
             self._records.append(record)
         if self._on_record is not None:
@@ -275,6 +288,11 @@ class FleetRun:
         """Take a batch of records."""
         for record in batch:
             self.record(record)
+
+    def take_numbers(self) -> dict[int, str]:
+        """The numbers provisioned since the last call, for the shards to learn."""
+        numbers, self._numbers = self._numbers, {}
+        return numbers
 
     def stop(self, reason: str = "interrupted") -> None:
         """End the run early (SIGINT): shards hang up, unregister, flush."""
@@ -330,6 +348,16 @@ class FleetRun:
                 child.send(("stop", reason))
 
         self._stop = stop
+
+        async def share_numbers() -> None:
+            while True:
+                await asyncio.sleep(BATCH_INTERVAL)
+                numbers = self.take_numbers()
+                if numbers:
+                    for child in shards:
+                        child.send(("directory", numbers))
+
+        sharing = loop.create_task(share_numbers()) if self.plan.provisioning else None
         try:
             await asyncio.gather(*(c.ready for c in shards if c.ready is not None))
             start = time.time() + START_MARGIN
@@ -338,6 +366,8 @@ class FleetRun:
             await asyncio.gather(*(c.done for c in shards if c.done is not None))
             self.errors += [c.error for c in shards if c.error]
         finally:
+            if sharing is not None:
+                sharing.cancel()
             await asyncio.gather(*(c.close(loop) for c in shards))
 
 

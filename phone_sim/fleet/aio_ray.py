@@ -8,7 +8,9 @@ it at the end.
 
 Each actor runs one :class:`~phone_sim.fleet.aio_shard.ShardRunner` on the actor's event
 loop; this process collects their records every :data:`POLL_INTERVAL` seconds. A call from a
-phone in one actor to a phone in another goes through the server, as any call does.
+phone in one actor to a phone in another goes through the server, as any call does; with
+provisioning the numbers the phones were given reach every actor at each collection
+(:meth:`ShardActor.learn`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class ShardActor:
     async def stop(self, reason: str) -> None:
         """End the shard early."""
         self._runner.stop(reason)
+
+    async def learn(self, numbers: dict[int, str]) -> None:
+        """Numbers other shards' phones were provisioned with."""
+        self._runner.learn(numbers)
 
 
 def _connect(address: str, shards: int) -> bool:
@@ -114,6 +120,9 @@ async def run_ray_shards(run: FleetRun, address: str) -> None:
             done = all(r.done() for r in runs)
             for batch in await asyncio.gather(*(a.drain.remote() for a in actors)):
                 run.records(batch)
+            numbers = run.take_numbers()
+            if numbers and not done:
+                await asyncio.gather(*(a.learn.remote(numbers) for a in actors))
             if done:
                 break
             await asyncio.wait(runs, timeout=POLL_INTERVAL)

@@ -7,6 +7,12 @@ everything as result records (plain dicts, ``ev`` naming the kind: see
 an error is a record, never the end of the run. Phones are the phone core's objects
 (``build_phone``, ``register``, ``dial``, ``next_call``, ``events``); calls between shards go
 through the server like any other call.
+
+With ``provisioning`` each phone first boots as a real one does
+(:mod:`~phone_sim.fleet.aio_provision`): its number is known once its configuration has
+arrived, so the shard keeps a :attr:`~ShardRunner.directory` of the fleet's numbers, its own
+phones' at once and the other shards' as the fleet passes them on (:meth:`ShardRunner.learn`).
+A check-sync NOTIFY makes a provisioned phone fetch its configuration again.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from phone_sim.call.aio import Call, CallFailed, CallTimeout, shared_media_clock
 from phone_sim.errors import PhoneSimError
-from phone_sim.fleet.aio_faults import ConnectionRelay
+from phone_sim.fleet.aio_faults import RelaySet
+from phone_sim.fleet.aio_provision import FleetBoot, ShardProvisioner
 from phone_sim.fleet.plan import CallPlan, FleetPlan, PhonePlan
 from phone_sim.media.impairment import ImpairmentModel
 from phone_sim.phone import (
@@ -33,10 +40,12 @@ from phone_sim.phone import (
     RegistrationRefused,
     RegistrationSucceeded,
     RegistrationTimeout,
+    ReprovisionRequested,
     SipTransportError,
     build_phone,
 )
-from phone_sim.tls.verdict import TlsError, TlsRefused
+from phone_sim.provisioning.errors import ProvisioningError
+from phone_sim.tls.verdict import TlsConnectError, TlsError, TlsRefused
 
 __all__ = ["ShardRunner", "failure_cause"]
 
@@ -54,7 +63,15 @@ CHECK_TIMEOUT = 5.0
 
 def failure_cause(exc: BaseException) -> str:
     """A short, groupable cause: ``503``, ``timeout``, ``tls ENOTTRUSTED|EUNTRUSTED``,
-    ``connection``..."""
+    ``connection``, and for provisioning ``refused``, ``HTTP 404``, ``bad config``..."""
+    if isinstance(exc, ProvisioningError):
+        return exc.cause
+    if isinstance(exc, TlsConnectError):
+        # No TLS verdict: the TCP connection itself failed (its message says how).
+        text = str(exc)
+        if text.startswith("connection refused"):
+            return "connection refused"
+        return "timeout" if text.startswith("no answer") else "connection"
     if isinstance(exc, TlsRefused):
         verdict = exc.verdict
         flags = "|".join(verdict.flags) if verdict is not None else "?"
@@ -113,14 +130,19 @@ class ShardRunner:
         self._emit = emit
         self.scenario = plan.scenario
         self.phones: dict[int, Phone] = {}
-        self._plans: dict[int, PhonePlan] = {}
+        self._names: dict[int, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._calls: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
-        self._relay: ConnectionRelay | None = None
+        self._relays: RelaySet | None = None
         self._first_done: set[int] = set()
+        self._provisioner = ShardProvisioner(plan) if plan.provisioning else None
+        self._booted: dict[int, FleetBoot] = {}
+        #: Fleet phone index -> the number its configuration gave it (provisioning only):
+        #: this shard's phones as they provision, the others' as :meth:`learn` is told.
+        self.directory: dict[int, str] = {}
         #: Why the run ended early (set by :meth:`stop`).
         self.stop_reason: str | None = None
 
@@ -161,6 +183,15 @@ class ShardRunner:
             self.stop_reason = reason
         self._stop.set()
 
+    def learn(self, numbers: dict[int, str]) -> None:
+        """Numbers other shards' phones were given by their provisioning (index -> user)."""
+        self.directory.update(numbers)
+
+    def _server_target(self) -> tuple[str, int]:
+        server = self.scenario.server
+        assert server is not None
+        return server.host, server.port or (5061 if server.transport == "tls" else 5060)
+
     async def run(self, start_wall: float | None = None) -> None:
         """Run the shard; *start_wall* (``time.time()``) is the common start of every shard."""
         loop = asyncio.get_running_loop()
@@ -168,11 +199,10 @@ class ShardRunner:
         wall = time.time() if start_wall is None else start_wall
         self._t0 = loop.time() + (wall - time.time())
         s = self.scenario
-        if s.faults.drop_connections and s.server.transport != "udp":
-            target = (s.server.host, s.server.port or (5061 if s.server.transport == "tls"
-                                                       else 5060))
-            self._relay = ConnectionRelay(target)
-            await self._relay.start()
+        if s.faults.drop_connections and (s.server is None or s.server.transport != "udp"):
+            self._relays = RelaySet()
+            if s.server is not None:  # else each server's relay starts when a phone needs it
+                await self._relays.address_for(self._server_target())
         try:
             ramp = loop.create_task(self._ramp())
             calls = loop.create_task(self._place_calls())
@@ -211,8 +241,10 @@ class ShardRunner:
         finally:
             for task in list(self._tasks):
                 task.cancel()
-            if self._relay is not None:
-                await self._relay.close()
+            if self._relays is not None:
+                await self._relays.close()
+            if self._provisioner is not None:
+                await self._provisioner.close()
 
     def _report_shard(self) -> None:
         """What this shard cost: CPU seconds of its process, and how late the shared media
@@ -230,65 +262,150 @@ class ShardRunner:
         for phone in phones:
             if not await self._sleep_until(phone.register_at):
                 return
-            self._plans[phone.index] = phone
             self._spawn(self._bring_up(phone))
         # The ramp is over when every first registration has an outcome.
         while len(self._first_done) < len(phones) and not self._stop.is_set():
             await asyncio.sleep(0.05)
 
     async def _bring_up(self, plan: PhonePlan) -> None:
-        connect = None
-        if self._relay is not None:
-            connect = (self._relay.host, self._relay.port)
         try:
-            phone = build_phone(self.plan.config(plan, connect=connect))
-        except PhoneSimError as exc:
+            await self._boot_and_register(plan)
+        finally:
             self._first_done.add(plan.index)
-            self.emit("reg", phone=plan.username, ok=False, latency=None,
-                      cause=failure_cause(exc), model=plan.model)
+
+    async def _boot_and_register(self, plan: PhonePlan) -> None:
+        booted_at = self._now()
+        name = plan.name
+        booted: FleetBoot | None = None
+        try:
+            if self._provisioner is not None:
+                booted = await self._provision(plan)
+                # A configuration that arrives once the run is ending starts no phone: the
+                # phones still to unregister are already known.
+                if booted is None or self._stop.is_set():
+                    return
+                name = booted.user
+                config = booted.provisioned.config
+                if self._relays is not None:
+                    config = await self._relays.through(config)
+            else:
+                connect = None
+                if self._relays is not None:
+                    connect = await self._relays.address_for(self._server_target())
+                config = self.plan.config(plan, connect=connect)
+            phone = build_phone(config)
+        except PhoneSimError as exc:
+            self.emit("reg", phone=name, ok=False, latency=None, cause=failure_cause(exc),
+                      model=plan.model)
             return
         self.phones[plan.index] = phone
+        self._names[plan.index] = name
         events = phone.events()
-        self._spawn(self._watch(plan, phone, events))
-        self.emit("reg_start", phone=plan.username)
+        self._spawn(self._watch(plan, name, phone, events))
+        self.emit("reg_start", phone=name)
         started = self._now()
+        extra: Record = {} if booted is None else {"mac": plan.mac}
         try:
             await phone.register(timeout=self.scenario.ramp.timeout)
         except Exception as exc:  # each phone fails on its own
             if not isinstance(exc, PhoneSimError):
-                logger.warning("phone %s: %r", plan.username, exc)
-            self.emit("reg", phone=plan.username, ok=False,
-                      latency=round(self._now() - started, 6), cause=failure_cause(exc),
-                      detail=str(exc)[:200], model=plan.model)
+                logger.warning("phone %s: %r", name, exc)
+            self.emit("reg", phone=name, ok=False, latency=round(self._now() - started, 6),
+                      cause=failure_cause(exc), detail=str(exc)[:200], model=plan.model,
+                      **extra)
         else:
-            self.emit("reg", phone=plan.username, ok=True,
-                      latency=round(self._now() - started, 6), model=plan.model)
-        finally:
-            self._first_done.add(plan.index)
+            if booted is not None:  # power on to every line registered
+                extra["boot"] = round(self._now() - booted_at, 6)
+            self.emit("reg", phone=name, ok=True, latency=round(self._now() - started, 6),
+                      model=plan.model, **extra)
 
-    async def _watch(self, plan: PhonePlan, phone: Phone, events: Any) -> None:
-        first = True
+    async def _provision(self, plan: PhonePlan) -> FleetBoot | None:
+        """Discover, fetch and apply *plan*'s configuration, recorded as ``prov_start`` and
+        ``prov``; None when it failed (the phone stays off)."""
+        assert self._provisioner is not None
+        self.emit("prov_start", mac=plan.mac, model=plan.model)
+        started = self._now()
+        try:
+            booted = await self._provisioner.boot(plan)
+        except Exception as exc:  # each phone fails on its own
+            if not isinstance(exc, PhoneSimError):
+                logger.warning("phone %s: %r", plan.mac, exc)
+            self.emit("prov", mac=plan.mac, ok=False, latency=round(self._now() - started, 6),
+                      cause=failure_cause(exc), detail=str(exc)[:200], model=plan.model)
+            return None
+        self._booted[plan.index] = booted
+        self.directory[plan.index] = booted.user
+        provisioned = booted.provisioned
+        record: Record = {
+            "mac": plan.mac, "ok": True, "index": plan.index, "phone": booted.user,
+            "latency": round(self._now() - started, 6),
+            "discovery": None if booted.discovery is None else round(booted.discovery, 6),
+            "fetch": round(booted.fetch, 6), "via": booted.via, "server": booted.label,
+            "lines": len(provisioned.config.registering_accounts), "model": plan.model,
+        }  # fmt: skip
+        if provisioned.upgrade is not None:
+            record["upgrade"] = str(provisioned.upgrade.offered)
+        self.emit("prov", **record)
+        return booted
+
+    async def _reprovision(self, plan: PhonePlan, name: str, phone: Phone) -> None:
+        """A check-sync: fetch the configuration again and apply it live (changed or new
+        lines register, removed ones unregister, calls go on), recorded as ``reprov``."""
+        booted = self._booted.get(plan.index)
+        if booted is None or self._provisioner is None:
+            return
+        started = self._now()
+        try:
+            new = await self._provisioner.refetch(plan, booted)
+            config = new.config
+            if self._relays is not None:
+                config = await self._relays.through(config)
+            await phone.reconfigure(config)
+        except Exception as exc:  # the phone goes on with the configuration it has
+            self.emit("reprov", phone=name, mac=plan.mac, ok=False,
+                      latency=round(self._now() - started, 6), cause=failure_cause(exc),
+                      detail=str(exc)[:200])
+            return
+        self._booted[plan.index] = replace(
+            booted, provisioned=new, url=booted.provisioned.config_server_url or booted.url)
+        user = new.config.registering_accounts[0].username if (
+            new.config.registering_accounts) else name
+        self.directory[plan.index] = user
+        self.emit("reprov", phone=name, mac=plan.mac, ok=True, index=plan.index, user=user,
+                  latency=round(self._now() - started, 6),
+                  lines=len(new.config.registering_accounts))
+
+    async def _watch(self, plan: PhonePlan, name: str, phone: Phone, events: Any) -> None:
+        firsts: set[int] = set()
         try:
             async for event in events:
                 if isinstance(event, ConnectionDropped):
-                    self.emit("reg_event", phone=plan.username, what="dropped",
-                              cause="connection")
-                elif isinstance(event, RegistrationSucceeded | RegistrationFailed) and first:
-                    first = False  # the first attempt's outcome: register() reported it
+                    self.emit("reg_event", phone=name, what="dropped", cause="connection")
+                elif isinstance(event, RegistrationSucceeded | RegistrationFailed) and (
+                        event.account not in firsts):
+                    firsts.add(event.account)  # a line's first outcome: register() has it
                 elif isinstance(event, RegistrationSucceeded):
                     if not event.refresh:
-                        self.emit("reg_event", phone=plan.username, what="registered")
+                        self.emit("reg_event", phone=name, what="registered")
                 elif isinstance(event, RegistrationFailed):
-                    self.emit("reg_event", phone=plan.username, what="failed",
+                    self.emit("reg_event", phone=name, what="failed",
                               cause=failure_cause(event.error))
                 elif isinstance(event, FailedOver):
-                    self.emit("reg_event", phone=plan.username, what="failover")
+                    self.emit("reg_event", phone=name, what="failover")
                 elif isinstance(event, CallArrived) and not self._stop.is_set():
-                    self._spawn(self._answer(plan, phone), call=True)
+                    self._spawn(self._answer(name, phone), call=True)
+                elif isinstance(event, ReprovisionRequested) and self._check_sync(plan):
+                    self._spawn(self._reprovision(plan, name, phone))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.warning("phone %s events: %r", plan.username, exc)
+            logger.warning("phone %s events: %r", name, exc)
+
+    def _check_sync(self, plan: PhonePlan) -> bool:
+        """Whether a check-sync makes *plan*'s phone fetch again (a provisioned phone whose
+        configuration leaves ``enable_check_sync`` on)."""
+        booted = self._booted.get(plan.index)
+        return booted is not None and booted.provisioned.check_sync
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -303,12 +420,21 @@ class ShardRunner:
     async def _place(self, cp: CallPlan) -> None:
         calls = self.scenario.calls
         assert calls is not None
-        caller_plan = self.plan.phone(cp.caller)
+        caller = self._names.get(cp.caller) or self.plan.phone(cp.caller).name
         phone = self.phones.get(cp.caller)
-        base: Record = {"call": cp.number, "from": caller_plan.username, "to": cp.to}
+        # A fleet callee's number is what its provisioning gave it (None: not provisioned,
+        # or not yet known here).
+        to = cp.to
+        if to is None and cp.callee is not None:
+            to = self.directory.get(cp.callee)
+        base: Record = {"call": cp.number, "from": caller, "to": to}
         if phone is None or not phone.registered:
             self.emit("call_end", **base, answered=False, setup=None, placed=False,
                       cause="caller not registered")
+            return
+        if to is None:
+            self.emit("call_end", **base, answered=False, setup=None, placed=False,
+                      cause="callee not provisioned")
             return
         self.emit("call_start", **base)
         started = self._now()
@@ -316,7 +442,7 @@ class ShardRunner:
         impaired: ImpairmentModel | None = None
         record: Record = {"answered": False, "setup": None}
         try:
-            call = await phone.dial(cp.to)
+            call = await phone.dial(to)
             base["call_id"] = call.call_id
             # The phone's access network (MediaOptions.impairment), kept for its counters:
             # the endpoint is gone once the call has ended.
@@ -354,13 +480,13 @@ class ShardRunner:
                 record["impaired"] = _impaired(impaired)
         self.emit("call_end", **base, **record)
 
-    async def _answer(self, plan: PhonePlan, phone: Phone) -> None:
+    async def _answer(self, name: str, phone: Phone) -> None:
         calls = self.scenario.calls
         try:
             call = await phone.next_call(timeout=2.0)
         except Exception:
             return  # taken already, or gone before we looked
-        record: Record = {"phone": plan.username, "from": call.remote,
+        record: Record = {"phone": name, "from": call.remote,
                           "call_id": call.call_id}
         impaired: ImpairmentModel | None = None
         try:
@@ -395,15 +521,15 @@ class ShardRunner:
     # -- faults -------------------------------------------------------------------------------
 
     async def _faults(self) -> None:
-        relay = self._relay
-        if relay is None:
+        relays = self._relays
+        if relays is None:
             return
         for n, fault in enumerate(sorted(self.scenario.faults.drop_connections,
                                          key=lambda f: f.at)):
             if not await self._sleep_until(fault.at):
                 return
-            rng = random.Random(f"{self.scenario.seed}:drop:{n}:{self.shard}")
-            dropped = relay.drop(fault.share / 100.0, rng)
+            dropped = relays.drop(fault.share / 100.0,
+                                  f"{self.scenario.seed}:drop:{n}:{self.shard}")
             self.emit("fault", what="drop_connections", share=fault.share, dropped=dropped)
 
     # -- the end ------------------------------------------------------------------------------
@@ -413,15 +539,15 @@ class ShardRunner:
 
         async def one(index: int, phone: Phone) -> None:
             async with gate:
-                plan = self._plans[index]
+                name = self._names[index]
                 ok = False
                 try:
                     if phone.registered:
                         result = await asyncio.wait_for(phone.unregister(), UNREGISTER_TIMEOUT)
                         ok = result.confirmed
-                        self.emit("unreg", phone=plan.username, ok=ok)
+                        self.emit("unreg", phone=name, ok=ok)
                 except Exception as exc:
-                    self.emit("unreg", phone=plan.username, ok=False, cause=failure_cause(exc))
+                    self.emit("unreg", phone=name, ok=False, cause=failure_cause(exc))
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(phone.close(), UNREGISTER_TIMEOUT)

@@ -1,6 +1,10 @@
 """A scenario turned into phones and calls: one :class:`~phone_sim.phone.config.PhoneConfig`
 per phone, and a seeded call schedule that every shard computes alike.
 
+With ``provisioning`` a phone's accounts and servers are not known here: each phone fetches
+its configuration when it boots (:mod:`~phone_sim.fleet.aio_provision`), and a call to a
+fleet phone dials the number that phone was given (``CallPlan.to`` is None).
+
 Everything random is drawn from ``random.Random`` seeded by the scenario's ``seed`` and the
 index of what it decides (phone *i*, call *k*), never from a shared stream: shard 3 of 4
 picks the same callee for call 17 as a single process does, so a sharded run and a
@@ -11,8 +15,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from phone_sim.account import Account, SipHost, SipTransport
@@ -27,12 +31,15 @@ from phone_sim.fleet.scenario import (
 )
 from phone_sim.phone.config import Impairment, MediaOptions, PhoneConfig
 from phone_sim.phone.registration import RegistrationSettings
+from phone_sim.provisioning.urls import parse_config_url
 from phone_sim.tls.client import TrustStore
 
 __all__ = ["CallPlan", "FleetPlan", "PhonePlan"]
 
 #: Calls per second when ``calls.count`` is given without ``rate``.
 DEFAULT_COUNT_RATE = 10.0
+#: Seconds added to the default first call when phones boot through provisioning.
+PROVISIONING_HEADROOM = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,10 +48,10 @@ class PhonePlan:
 
     index: int
     """Its position in the fleet (0-based); shard ``index % shards`` runs it."""
-    username: str
-    """Its account's user (the number others dial)."""
-    password: str
-    """Its account's password."""
+    username: str | None
+    """Its account's user (the number others dial); None until provisioning gives one."""
+    password: str | None = field(repr=False)
+    """Its account's password (None with provisioning)."""
     authname: str | None
     """Its digest user name, if not the user."""
     mac: str
@@ -54,9 +61,15 @@ class PhonePlan:
     profile: FirmwareProfile
     """Its firmware profile."""
     register_at: float
-    """Seconds after the start that it starts registering (the ramp)."""
+    """Seconds after the start that it starts (the ramp): its registration, or with
+    provisioning its whole boot."""
     impairment: Impairment | None
     """The access network damaging the RTP it sends, if any (seeded per phone)."""
+
+    @property
+    def name(self) -> str:
+        """How the records name it: its user, else (before provisioning) its MAC."""
+        return self.username if self.username is not None else self.mac
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,8 +82,9 @@ class CallPlan:
     """Seconds after the start that it is placed."""
     caller: int
     """The calling phone's index."""
-    to: str
-    """The number dialled (a fleet phone's user, or the fixed destination)."""
+    to: str | None
+    """The number dialled (a fleet phone's user, or the fixed destination); None for a
+    fleet phone whose number its provisioning gives (known when the call is due)."""
     callee: int | None
     """The called phone's index when it is a fleet phone."""
     hold: float
@@ -87,7 +101,10 @@ class FleetPlan:
         s = scenario
         self.count = s.phones.count
         accounts = s.phones.accounts
-        if isinstance(accounts, AccountsCsv):
+        self._accounts: Sequence[tuple[str | None, str | None, str | None]]
+        if accounts is None:  # provisioning: each phone's configuration gives its accounts
+            self._accounts = [(None, None, None)] * self.count
+        elif isinstance(accounts, AccountsCsv):
             rows = read_accounts_csv(s.base_dir / accounts.csv)
             if len(rows) < self.count:
                 raise ScenarioError(
@@ -99,10 +116,12 @@ class FleetPlan:
                 (str(accounts.first + i), accounts.password.format(number=accounts.first + i),
                  None) for i in range(self.count)
             ]
-        if len({u for u, _, _ in self._accounts}) != self.count:
+        if accounts is not None and len({u for u, _, _ in self._accounts}) != self.count:
             raise ScenarioError("two phones have the same user name: each needs its own")
-        self._users = {u: i for i, (u, _, _) in enumerate(self._accounts)}
+        self._users = {u: i for i, (u, _, _) in enumerate(self._accounts) if u is not None}
         try:
+            # With provisioning a phone boots with its firmware's defaults; the wildcard
+            # setting then comes from its configuration.
             self._profiles = [
                 profile_for(m.model, m.firmware, allow_wildcard=bool(s.tls.allow_wildcard))
                 for m in s.phones.models
@@ -159,8 +178,14 @@ class FleetPlan:
         return [self.phone(i) for i in range(shard, self.count, shards)]
 
     def accounts(self) -> dict[str, str]:
-        """User -> password of every phone (to configure a test registrar)."""
-        return {u: p for u, p, _ in self._accounts}
+        """User -> password of every phone (to configure a test registrar); empty with
+        provisioning (the configuration server knows them)."""
+        return {u: p for u, p, _ in self._accounts if u is not None and p is not None}
+
+    @property
+    def provisioning(self) -> bool:
+        """Whether the phones boot through discovery and configuration fetch."""
+        return self.scenario.provisioning is not None
 
     def index_of(self, user: str) -> int | None:
         """The index of the phone with user *user*."""
@@ -175,11 +200,38 @@ class FleetPlan:
         except PhoneSimError as exc:
             raise ScenarioError(f"tls.ca_files: {exc}") from None
 
+    def registration_settings(self) -> RegistrationSettings:
+        """Every phone's registration timing: the ramp's timeout, the scenario's recovery
+        timing, the phone core's own for the rest."""
+        s = self.scenario
+        registration = RegistrationSettings(register_timeout=s.ramp.timeout)
+        if s.registration.reconnect_window is not None:
+            registration = replace(registration,
+                                   reconnect_window=s.registration.reconnect_window)
+        if s.registration.reconnect_backoff is not None:
+            registration = replace(registration,
+                                   reconnect_backoff=s.registration.reconnect_backoff)
+        return registration
+
+    def media_options(self, phone: PhonePlan) -> MediaOptions:
+        """*phone*'s media: the scenario's codec first, its access network's impairment."""
+        s = self.scenario
+        codecs: tuple[str, ...] = ("G722", "PCMU", "PCMA")
+        if s.calls is not None and s.calls.codec is not None:
+            codecs = (s.calls.codec, *(c for c in codecs if c != s.calls.codec))
+        # The fleet listens for the tones it expects (detectors at those frequencies):
+        # finding other tones would cost CPU on every call for nothing it reports.
+        return MediaOptions(codecs=codecs, impairment=phone.impairment, find_tones=False)
+
     def config(self, phone: PhonePlan, *, connect: tuple[str, int] | None = None
                ) -> PhoneConfig:
         """The :class:`PhoneConfig` of *phone*; ``connect`` replaces the server's address (the
-        fault relay sits there) while the SIP domain and TLS name stay the server's."""
+        fault relay sits there) while the SIP domain and TLS name stay the server's. Not
+        with provisioning: the configuration server makes each phone's."""
         s = self.scenario
+        if s.server is None or phone.username is None or phone.password is None:
+            raise ScenarioError("with provisioning each phone's configuration comes from its "
+                                "configuration server")
         transport = SipTransport(s.server.transport)
         host, port = connect or (s.server.host, s.server.port or (
             5061 if transport is SipTransport.TLS else 5060))
@@ -193,23 +245,9 @@ class FleetPlan:
         account = Account(username=phone.username, password=phone.password,
                           authname=phone.authname, host_primary=sip_host, domain=domain,
                           server_name=name, index=0, line_label=phone.username)
-        codecs: tuple[str, ...] = ("G722", "PCMU", "PCMA")
-        if s.calls is not None and s.calls.codec is not None:
-            codecs = (s.calls.codec, *(c for c in codecs if c != s.calls.codec))
-        # Recovery timing the scenario leaves out stays the phone core's own.
-        registration = RegistrationSettings(register_timeout=s.ramp.timeout)
-        if s.registration.reconnect_window is not None:
-            registration = replace(registration,
-                                   reconnect_window=s.registration.reconnect_window)
-        if s.registration.reconnect_backoff is not None:
-            registration = replace(registration,
-                                   reconnect_backoff=s.registration.reconnect_backoff)
         return PhoneConfig(
             profile=phone.profile, accounts=(account,), mac=phone.mac, trust=self.trust,
-            registration=registration,
-            # The fleet listens for the tones it expects (detectors at those frequencies):
-            # finding other tones would cost CPU on every call for nothing it reports.
-            media=MediaOptions(codecs=codecs, impairment=phone.impairment, find_tones=False),
+            registration=self.registration_settings(), media=self.media_options(phone),
         )
 
     # -- calls ---------------------------------------------------------------------------------
@@ -226,11 +264,14 @@ class FleetPlan:
 
     @property
     def calls_start(self) -> float:
-        """Seconds after the start of the first call."""
+        """Seconds after the start of the first call: ``calls.start``, else when the ramp
+        ends plus 1 s (plus :data:`PROVISIONING_HEADROOM` when the phones boot through
+        provisioning: discovery and the fetch come before the registration)."""
         calls = self.scenario.calls
         if calls is not None and calls.start is not None:
             return calls.start
-        return self.scenario.ramp_seconds + 1.0
+        headroom = PROVISIONING_HEADROOM if self.provisioning else 0.0
+        return self.scenario.ramp_seconds + 1.0 + headroom
 
     def calls(self) -> Iterator[CallPlan]:
         """The call schedule, in time order (bounded by the count or the duration)."""
@@ -263,7 +304,7 @@ class FleetPlan:
                     raise ScenarioError("calls to the fleet need at least two phones")
                 callee = pick.randrange(self.count - 1)
                 callee += callee >= caller  # anyone but the caller
-                to = self._accounts[callee][0]
+                to: str | None = self._accounts[callee][0]
                 expect = destination.tone or calls.answer_tone
             else:
                 to = destination.to
@@ -288,6 +329,11 @@ class FleetPlan:
         if s.duration is not None:
             return s.duration
         last = s.ramp_seconds + s.ramp.timeout
+        if s.provisioning is not None:
+            discovery = s.provisioning.discovery
+            if s.provisioning.discovers:
+                last += discovery.timeout + discovery.countdown
+            last += s.provisioning.timeout
         calls = s.calls
         if calls is not None and calls.count:
             start = self.calls_start + (calls.count - 1) / self.call_rate
@@ -297,5 +343,12 @@ class FleetPlan:
 
     def describe(self) -> dict[str, object]:
         """For the run record."""
-        return {"name": self.scenario.name, "phones": self.count, "seed": self.scenario.seed,
-                "server": f"{self.scenario.server.transport}:{self.scenario.server.host}"}
+        s = self.scenario
+        out: dict[str, object] = {"name": s.name, "phones": self.count, "seed": s.seed}
+        if s.server is not None:
+            out["server"] = f"{s.server.transport}:{s.server.host}"
+        if s.provisioning is not None:
+            url = s.provisioning.config_server_url
+            # The label: an http URL may carry credentials, which never reach the records.
+            out["provisioning"] = parse_config_url(url).label if url else "mdns"
+        return out

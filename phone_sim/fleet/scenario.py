@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from pydantic import (
 
 from phone_sim.errors import UsageError
 from phone_sim.fleet.metrics import Threshold, parse_threshold
+from phone_sim.provisioning.urls import ConfigUrlError, parse_config_url
 
 __all__ = [
     "AccountsCsv",
@@ -40,8 +42,10 @@ __all__ = [
     "Faults",
     "HoldTime",
     "ImpairmentSpec",
+    "MdnsSpec",
     "ModelShare",
     "PhonesSpec",
+    "ProvisioningSpec",
     "Ramp",
     "RegistrationSpec",
     "Scenario",
@@ -55,12 +59,22 @@ __all__ = [
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-]?[0-9a-fA-F]{2}){5}")
 _PERCENT = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*%\s*")
 _DIGITS = re.compile(r"[0-9]+")
+_PIN = re.compile(r"[0-9*#]{1,32}")
 
 
 class ScenarioError(UsageError):
     """The scenario file cannot be run as written (exit status 2)."""
 
     exit_code = 2
+
+
+class _FieldProblems(ValueError):
+    """Problems found across sections, each tied to the field it names (so that the loader
+    can say that field's line)."""
+
+    def __init__(self, problems: list[tuple[tuple[str, ...], str]]) -> None:
+        super().__init__("; ".join(f"{_dotted(loc)}: {text}" for loc, text in problems))
+        self.problems = problems
 
 
 def _percent(value: Any) -> float:
@@ -160,8 +174,9 @@ class PhonesSpec(_Model):
     """The last MAC address the range allows (the count must fit)."""
     models: tuple[ModelShare, ...] = (ModelShare(model="D65", firmware="2_9_22", percent=100),)
     """The model/firmware mix in percent."""
-    accounts: AccountsTemplate | AccountsCsv
-    """Where the accounts come from: a template or a CSV file."""
+    accounts: AccountsTemplate | AccountsCsv | None = None
+    """Where the accounts come from: a template or a CSV file (none with ``provisioning``:
+    each phone's configuration gives its accounts)."""
 
     @field_validator("mac_first", "mac_last")
     @classmethod
@@ -196,7 +211,8 @@ class Ramp(_Model):
     """How fast the phones come up."""
 
     rate: float = Field(default=100.0, gt=0, le=100_000)
-    """Registrations started per second, over the whole fleet."""
+    """Phones started per second, over the whole fleet: their first registration, or with
+    ``provisioning`` their whole boot (discovery, configuration fetch, registration)."""
     timeout: float = Field(default=10.0, gt=0, le=300)
     """Seconds a phone's first registration may take before it counts as failed."""
 
@@ -367,6 +383,90 @@ class Faults(_Model):
     """Media impairment on some phones' uplink."""
 
 
+class MdnsSpec(_Model):
+    """Discovery of the configuration server over mDNS (``_digiumproxy._udp``)."""
+
+    interfaces: tuple[str, ...] = ("127.0.0.1",)
+    """Interface addresses to browse on (loopback unless told otherwise)."""
+    server: str | None = None
+    """The server to take when several answer: its instance name (DPMA's
+    ``service_name``), an address or its ``sipUrl`` host, as a person picks on the phone."""
+    timeout: float = Field(default=5.0, gt=0, le=300)
+    """Seconds a phone waits for a first server."""
+    countdown: float = Field(default=0.0, ge=0, le=60)
+    """Seconds a phone waits after finding its one server before it connects, when no
+    ``server`` is named (a real phone counts down 3 s so that a person can stop it; the
+    fleet does not wait by default)."""
+    browse: Literal["shard", "phone"] = "shard"
+    """``shard``: one browse per shard, which its phones share; ``phone``: one browse per
+    phone, as real phones do (costly beyond a few hundred phones per process)."""
+
+    @field_validator("interfaces")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one interface address, such as 127.0.0.1")
+        for address in value:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address: give the interface's "
+                                 "address, such as 127.0.0.1") from None
+        return value
+
+
+class ProvisioningSpec(_Model):
+    """The phones boot like real ones: find the configuration server (given, or over mDNS),
+    fetch their own configuration by MAC, apply it, and register as it says."""
+
+    config_server_url: str | None = None
+    """``sip:proxy@host:port;transport=tls`` (DPMA's MESSAGE exchange) or
+    ``http(s)://host[:port]/path/`` (``<mac>.cfg``); omit it to discover the server over
+    mDNS."""
+    mdns: MdnsSpec | None = None
+    """How the phones discover the server when no ``config_server_url`` is given."""
+    pin: str | None = Field(default=None, repr=False)
+    """The PIN every phone gives when the server asks for one (``config_auth=globalpin``)."""
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a configuration fetch may take."""
+
+    @field_validator("config_server_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_config_url(value)
+            except ConfigUrlError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("pin", mode="before")
+    @classmethod
+    def _pin(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, str) and not _PIN.fullmatch(value):
+            raise ValueError("a PIN is 1-32 digits (and * or #), such as 1234")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ProvisioningSpec:
+        if self.config_server_url is not None and self.mdns is not None:
+            raise ValueError("give config_server_url (the phones skip discovery) or mdns, "
+                             "not both")
+        return self
+
+    @property
+    def discovers(self) -> bool:
+        """Whether the phones find the server over mDNS."""
+        return self.config_server_url is None
+
+    @property
+    def discovery(self) -> MdnsSpec:
+        """The discovery settings (the defaults when none were given)."""
+        return self.mdns or MdnsSpec()
+
+
 class Scenario(_Model):
     """A fleet load test."""
 
@@ -374,8 +474,9 @@ class Scenario(_Model):
     """A name for the run (shown in the live view and the report)."""
     seed: int = 1
     """Seeds every random choice (model mix, call targets, hold times, faults)."""
-    server: ServerSpec
-    """Where the phones register."""
+    server: ServerSpec | None = None
+    """Where the phones register (none with ``provisioning``: each phone's configuration
+    says where)."""
     tls: TlsSpec = TlsSpec()
     """Trust and certificate policy."""
     phones: PhonesSpec
@@ -390,6 +491,9 @@ class Scenario(_Model):
     """Seconds the run lasts (default: until the ramp and every counted call are done)."""
     faults: Faults = Faults()
     """Faults to inject."""
+    provisioning: ProvisioningSpec | None = None
+    """Boot the phones through discovery and configuration fetch: their accounts, servers
+    and TLS settings come from the configuration server, not from this file."""
     thresholds: tuple[str, ...] = ()
     """Pass/fail rules such as ``register.p95 < 2s`` (see the metrics list)."""
 
@@ -413,7 +517,46 @@ class Scenario(_Model):
     def _coherent(self) -> Scenario:
         if self.duration is None and self.calls is not None and self.calls.count is None:
             raise ValueError("calls at a rate need a duration (or give calls.count)")
+        problems = self._provisioning_problems()
+        if problems:
+            raise _FieldProblems(problems)
         return self
+
+    def _provisioning_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """What the file gives that provisioning decides instead (or what it lacks without
+        provisioning): each a field and what to do."""
+        problems: list[tuple[tuple[str, ...], str]] = []
+        p = self.provisioning
+        if p is None:
+            if self.server is None:
+                problems.append((("server",), "this field is required (or give "
+                                 "provisioning: the phones then register where their "
+                                 "configuration says)"))
+            if self.phones.accounts is None:
+                problems.append((("phones", "accounts"), "this field is required (or give "
+                                 "provisioning: each phone's configuration then gives its "
+                                 "accounts)"))
+            return problems
+        if self.server is not None:
+            problems.append((("server",), "with provisioning the phones register where their "
+                             "configuration says: remove server (or provisioning)"))
+        if self.phones.accounts is not None:
+            problems.append((("phones", "accounts"), "with provisioning each phone's "
+                             "configuration gives its accounts: remove phones.accounts (or "
+                             "provisioning)"))
+        if self.tls.servername is not None:
+            problems.append((("tls", "servername"), "with provisioning the TLS name is each "
+                             "account's server from the configuration: remove it"))
+        if self.tls.allow_wildcard is not None:
+            problems.append((("tls", "allow_wildcard"), "with provisioning the "
+                             "configuration's tls_allow_wildcard_certs setting decides: "
+                             "remove it"))
+        if p.discovers:
+            d80 = [m for m in self.phones.models if m.model.strip().upper() == "D80"]
+            if d80:
+                problems.append((("phones", "models"), "the D80 does not use mDNS: give "
+                                 "provisioning.config_server_url, or leave the D80 out"))
+        return problems
 
     def parsed_thresholds(self) -> list[Threshold]:
         """The thresholds, parsed."""
@@ -451,8 +594,9 @@ def _construct(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ..
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*path, i), lines) for i, item in enumerate(node.value)]
-    if path and path[-1] == "firmware" and isinstance(node, yaml.ScalarNode):
-        return node.value  # YAML 1.1 reads 2_9_22 as the integer 2922: keep the text
+    if path and path[-1] in ("firmware", "pin") and isinstance(node, yaml.ScalarNode):
+        # YAML 1.1 reads 2_9_22 as the integer 2922 and the PIN 0012 as octal: keep the text
+        return node.value
     return yaml.SafeLoader(io.StringIO("")).construct_object(node)
 
 
@@ -533,6 +677,13 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | No
         problems = []
         for error in exc.errors():
             loc = tuple(error["loc"])
+            cross = error.get("ctx", {}).get("error")
+            if isinstance(cross, _FieldProblems):
+                for field_loc, text in cross.problems:
+                    line = _line_for((*loc, *field_loc), lines)
+                    where = f"line {line}: " if line is not None else ""
+                    problems.append(f"{source}: {where}{_dotted((*loc, *field_loc))}: {text}")
+                continue
             # Drop pydantic's union member tags so the field reads as written.
             shown = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
             line = _line_for(loc, lines)

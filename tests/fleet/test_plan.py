@@ -138,3 +138,46 @@ def test_reconnect_timing_comes_from_the_scenario() -> None:
     plan = FleetPlan(parse_scenario(text))
     settings = plan.config(plan.phone(0)).registration
     assert (settings.reconnect_window, settings.reconnect_backoff) == (1.5, 0.0)
+
+
+BOOT = """\
+seed: 3
+phones:
+  count: 20
+  models:
+    - {model: D65, firmware: 2_9_2, percent: 50%}
+    - {model: D80, firmware: 1_12_1, percent: 50%}
+provisioning: {config_server_url: "https://admin:s3cret@pbx.test:8443/cfg/"}
+ramp: {rate: 10}
+registration: {reconnect_window: 1}
+calls:
+  count: 6
+  destinations:
+    - {to: fleet, percent: 50%}
+    - {to: "600", percent: 50%}
+  codec: PCMA
+"""
+
+
+def test_provisioned_phones_get_their_numbers_when_they_boot() -> None:
+    plan = FleetPlan(parse_scenario(BOOT))
+    assert plan.provisioning and plan.accounts() == {}
+    phone = plan.phone(4)
+    assert phone.username is None and phone.password is None
+    assert phone.name == phone.mac == "00:0f:d3:00:00:05"
+    with pytest.raises(ScenarioError, match="configuration comes from its configuration"):
+        plan.config(phone)
+    # What the XML does not say is the scenario's: codec order, impairment, timing.
+    assert plan.media_options(phone).codecs[0] == "PCMA"
+    assert not plan.media_options(phone).find_tones
+    assert plan.registration_settings().reconnect_window == 1
+    # A call to a fleet phone dials the number its provisioning gives it: not known here.
+    calls = list(plan.calls())
+    assert {c.to for c in calls if c.callee is not None} == {None}
+    assert {c.to for c in calls if c.callee is None} == {"600"}
+    # The ramp paces boots; the first call leaves room for discovery and the fetch.
+    assert plan.calls_start == pytest.approx(20 / 10 + 1 + 2)
+    assert plan.expected_end() > plan.calls_start
+    # The run record names the server without its credentials.
+    assert plan.describe()["provisioning"] == "https://pbx.test:8443/cfg"
+    assert "s3cret" not in repr(plan.describe())

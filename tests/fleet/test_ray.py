@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.conftest import PHONE_SIM, SCENARIOS, LabInfo
+from tests.fleet.conftest import PHONE_SIM, SCENARIOS, DpmaLabInfo, LabInfo
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(240)
@@ -47,6 +47,27 @@ def test_two_ray_shards_same_totals_as_one_process(lab: LabInfo, tmp_path: Path)
     crossing = [r for r in records if r["ev"] == "call_end" and r["answered"]
                 and shard_of[r["from"]] != shard_of[r["to"]]]
     assert crossing
+
+
+def test_ray_shards_boot_through_provisioning(dpma_lab: DpmaLabInfo, tmp_path: Path) -> None:
+    # Each actor boots its own phones from the DPMA emulator; a caller dials the number the
+    # other actor's phone was given, which this process passed on to it.
+    env = dpma_lab.env(PHONES="40", CALLS="12")
+    env.pop("RAY_ADDRESS", None)
+    results = tmp_path / "r.jsonl"
+    done = subprocess.run([*PHONE_SIM, "fleet", str(SCENARIOS / "lab-boot-url.yaml"), "-o",
+                           str(results), "--no-live", "--ray", "auto", "--processes", "2"],
+                          env=env, capture_output=True, text=True, timeout=200, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert summary["metrics"]["phones.provisioned"] == 40
+    assert summary["metrics"]["calls.answered"] == 12
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert records[0]["backend"] == "ray"
+    shard_of = {r["phone"]: r["shard"] for r in records if r["ev"] == "prov"}
+    assert set(shard_of.values()) == {0, 1}
+    assert [r for r in records if r["ev"] == "call_end" and r["answered"]
+            and shard_of[r["from"]] != shard_of[r["to"]]]
 
 
 LOOPBACK_CHECK = """

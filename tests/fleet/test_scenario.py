@@ -10,7 +10,7 @@ from phone_sim.fleet.scenario import ScenarioError, load_scenario, parse_scenari
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "scenarios"
 ENV = {"LAB_TLS_PORT": "5061", "LAB_CA_FILE": "ca.pem", "KAMAILIO_TLS_PORT": "5061",
-       "KAMAILIO_CA_FILE": "ca.pem"}
+       "KAMAILIO_CA_FILE": "ca.pem", "DPMA_URL": "sip:proxy@127.0.0.1:5061;transport=tls"}
 
 MINIMAL = """\
 server:
@@ -136,3 +136,72 @@ def test_destination_mix() -> None:
 def test_missing_files_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="cannot read scenario"):
         load_scenario(tmp_path / "none.yaml")
+
+
+BOOT = """\
+phones:
+  count: 10
+  models:
+    - {model: D65, firmware: 2_9_2, percent: 100%}
+provisioning:
+  mdns: {server: Asterisk}
+"""
+
+
+def test_provisioning_section() -> None:
+    s = parse_scenario(BOOT)
+    assert s.server is None and s.phones.accounts is None
+    p = s.provisioning
+    assert p is not None and p.discovers and p.discovery.server == "Asterisk"
+    assert p.discovery.browse == "shard" and p.discovery.interfaces == ("127.0.0.1",)
+    assert p.discovery.countdown == 0 and p.timeout == 10
+    given = parse_scenario(BOOT.replace("mdns: {server: Asterisk}",
+                                        "{config_server_url: 'https://pbx.test/cfg/', pin: 0012}"))
+    assert given.provisioning is not None and not given.provisioning.discovers
+    assert given.provisioning.pin == "0012"  # not the octal 10 YAML 1.1 would read
+    assert "0012" not in repr(given.provisioning)
+
+
+def test_what_provisioning_decides_is_not_in_the_file() -> None:
+    # The accounts, the server and the TLS name come from each phone's configuration: a
+    # scenario that also gives them is a bad scenario, each field named with its line.
+    text = ("server: {host: 127.0.0.1}\ntls: {servername: pbx.test, allow_wildcard: true}\n"
+            + BOOT.replace("  count: 10\n", "  count: 10\n  accounts: {first: 1, password: x}\n"))
+    message = _error(text)
+    assert "s.yaml: line 1: server: with provisioning the phones register where their " \
+        "configuration says: remove server (or provisioning)" in message
+    assert "line 2: tls.servername: with provisioning the TLS name" in message
+    assert "line 2: tls.allow_wildcard: with provisioning the configuration's " \
+        "tls_allow_wildcard_certs setting decides" in message
+    assert "line 5: phones.accounts: with provisioning each phone's configuration gives " \
+        "its accounts" in message
+
+
+def test_without_provisioning_server_and_accounts_are_required() -> None:
+    message = _error("phones: {count: 3}\n")
+    assert "line 1: server: this field is required (or give provisioning:" in message
+    assert "line 1: phones.accounts: this field is required (or give provisioning:" in message
+
+
+def test_the_d80_does_not_discover() -> None:
+    message = _error(BOOT.replace("model: D65, firmware: 2_9_2", "model: D80, firmware: 1_12_1"))
+    assert "line 4: phones.models: the D80 does not use mDNS: give " \
+        "provisioning.config_server_url" in message
+    ok = parse_scenario(BOOT.replace("model: D65, firmware: 2_9_2", "model: D80, firmware: "
+                                     "1_12_1").replace("mdns: {server: Asterisk}",
+                                                       "config_server_url: http://h/"))
+    assert ok.provisioning is not None
+
+
+def test_bad_provisioning_values() -> None:
+    assert "line 6: provisioning.config_server_url: config URL 'ftp://h/': ftp:// is not " \
+        "supported by phone-sim" in _error(
+        BOOT.replace("mdns: {server: Asterisk}", "config_server_url: ftp://h/"))
+    assert "give config_server_url (the phones skip discovery) or mdns, not both" in _error(
+        BOOT.replace("mdns: {server: Asterisk}", "{config_server_url: 'http://h/', mdns: {}}"))
+    assert "provisioning.mdns.interfaces: 'eth0' is not an IP address" in _error(
+        BOOT.replace("{server: Asterisk}", "{interfaces: [eth0]}"))
+    assert "provisioning.pin: a PIN is 1-32 digits" in _error(
+        BOOT.replace("mdns: {server: Asterisk}", "pin: abc"))
+    assert "provisioning.mdns.browse: Input should be 'shard' or 'phone'" in _error(
+        BOOT.replace("{server: Asterisk}", "{browse: all}"))
