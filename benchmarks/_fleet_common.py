@@ -1,5 +1,5 @@
 """Shared by the bench_fleet*.py benchmarks: a lab in another process with the fleet's
-accounts, and a scenario written for it."""
+accounts (and, for booting, the DPMA emulator serving them), and a scenario written for it."""
 
 from __future__ import annotations
 
@@ -29,10 +29,33 @@ def users(count: int) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def lab_for(count: int) -> AsyncIterator[LabProcess]:
-    """The lab in another process (TLS only), with *count* accounts."""
-    async with LabProcess(users=users(count), transports=("tls", "udp")) as lab:
+async def lab_for(count: int, *, conf: Path | None = None) -> AsyncIterator[LabProcess]:
+    """The lab in another process (TLS only), with *count* accounts; with *conf*, the DPMA
+    emulator serving it (``lab.info["dpma"]``: its URLs)."""
+    extra = ("--conf", str(conf)) if conf is not None else ()
+    async with LabProcess(users=users(count), transports=("tls", "udp"),
+                          extra_args=extra) as lab:
         yield lab
+
+
+#: The first MAC of the phones a DPMA conf of :func:`dpma_conf` serves.
+FIRST_MAC = 0x000FD3300000
+
+
+def dpma_conf(count: int, service: str) -> str:
+    """A res_digium_phone.conf (as fixtures/scenarios/lab-boot.conf) for *count* phones with
+    MACs from :data:`FIRST_MAC`, one line each (the users of :func:`users`), advertised over
+    mDNS on 127.0.0.1 as *service*."""
+    out = [f"[general]\nconfig_auth=mac\nmdns_transport=tls\nservice_name={service}\n"
+           "service_discovery_enabled=yes\n",
+           "[loopback]\ntype=network\ncidr=127.0.0.0/8\ntransport=tls\n",
+           "[fleet-line](!)\ntype=line\nmedia_encryption=sdes\n",
+           "[fleet-phone](!)\ntype=phone\nnetwork=loopback\n"]
+    for i in range(count):
+        user = FIRST + i
+        out.append(f"[{user}](fleet-line)\n[phone-{user}](fleet-phone)\n"
+                   f"mac={FIRST_MAC + i:012x}\nline={user}\n")
+    return "\n".join(out)
 
 
 def plan(lab: LabProcess, body: str) -> FleetPlan:
