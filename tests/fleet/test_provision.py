@@ -102,7 +102,9 @@ def test_two_hundred_phones_discover_fetch_register_and_call(dpma_lab: DpmaLabIn
     metrics = summary["metrics"]
     assert isinstance(metrics, dict)
     assert metrics["phones.provisioned"] == 200 and metrics["provision.failed"] == 0
-    assert 0 < metrics["discovery.p50"] <= metrics["provision.p50"] < metrics["boot.p50"]
+    # With the shared browse the phones that start after it heard the lab (often more than
+    # half of them) find the server at once: the median may be 0 (the waits are checked above).
+    assert 0 <= metrics["discovery.p50"] <= metrics["provision.p50"] < metrics["boot.p50"]
     assert summary["provisioning"] == "mdns" and summary["breached"] == []
 
 
