@@ -2,7 +2,8 @@
 ``--processes 2``.
 
 One run: 1,000 phones register over TLS to the lab (another process), 500 of them call the
-other 500 (fixed pairs, G.711, SDES-SRTP, tones both ways) and hold. While all 500 calls are
+other 500 (each phone in one call: the schedule's ``pick: idle``; G.711, SDES-SRTP, tones
+both ways) and hold. While all 500 calls are
 up, the CPU time of the two shard processes is read from /proc over a steady window and
 divided by the call-seconds of that window: CPU per call-second. The media floor is measured
 in the same run as in bench_media_calls.py: raw pylibsrtp protect + unprotect and raw UDP

@@ -6,13 +6,16 @@ its configuration when it boots (:mod:`~phone_sim.fleet.aio_provision`), and a c
 fleet phone dials the number that phone was given (``CallPlan.to`` is None).
 
 Everything random is drawn from ``random.Random`` seeded by the scenario's ``seed`` and the
-index of what it decides (phone *i*, call *k*), never from a shared stream: shard 3 of 4
-picks the same callee for call 17 as a single process does, so a sharded run and a
-single-process run of a count-driven scenario make the same calls.
+index of what it decides (phone *i*, call *k*), never from a shared stream; who is idle when
+call *k* is due follows from the calls before it. Every shard computes the whole schedule and
+places its own phones' calls: shard 3 of 4 picks the same callee for call 17 as a single
+process does, so a sharded run and a single-process run of a count-driven scenario make the
+same calls.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -40,6 +43,10 @@ __all__ = ["CallPlan", "FleetPlan", "PhonePlan"]
 DEFAULT_COUNT_RATE = 10.0
 #: Seconds added to the default first call when phones boot through provisioning.
 PROVISIONING_HEADROOM = 2.0
+#: Seconds the schedule adds to a call's hold time, for its set-up and hang-up, when it
+#: decides who is idle (``calls.pick: idle``). A call whose set-up takes longer may meet its
+#: phones' next call, which they then take as a second call.
+BUSY_GUARD = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,6 +289,7 @@ class FleetPlan:
         rate = self.call_rate
         start = self.calls_start
         mix = calls.destination_mix()
+        idle = _Idle(self.count) if calls.pick == "idle" else None
         k = 0
         while True:
             if calls.count is not None and k >= calls.count:
@@ -290,7 +298,10 @@ class FleetPlan:
             if s.duration is not None and at >= s.duration:
                 return
             pick = random.Random(f"{s.seed}:call:{k}")
-            caller = pick.randrange(self.count)
+            if idle is not None:
+                idle.release(at)
+            drawn = idle.draw(pick) if idle is not None else None
+            caller = drawn if drawn is not None else pick.randrange(self.count)
             callee: int | None = None
             roll = pick.random() * 100.0
             destination = mix[-1]
@@ -302,15 +313,22 @@ class FleetPlan:
             if destination.to == "fleet":
                 if self.count < 2:
                     raise ScenarioError("calls to the fleet need at least two phones")
-                callee = pick.randrange(self.count - 1)
-                callee += callee >= caller  # anyone but the caller
+                callee = idle.draw(pick) if idle is not None else None
+                if callee is None:
+                    callee = pick.randrange(self.count - 1)
+                    callee += callee >= caller  # anyone but the caller
                 to: str | None = self._accounts[callee][0]
                 expect = destination.tone or calls.answer_tone
             else:
                 to = destination.to
                 expect = destination.tone or calls.tone
+            hold = self._hold(pick)
+            if idle is not None:
+                idle.busy(caller, at + BUSY_GUARD + hold)
+                if callee is not None:
+                    idle.busy(callee, at + BUSY_GUARD + hold)
             yield CallPlan(number=k, at=at, caller=caller, to=to, callee=callee,
-                           hold=self._hold(pick), expect_tone=expect)
+                           hold=hold, expect_tone=expect)
             k += 1
 
     def _hold(self, pick: random.Random) -> float:
@@ -352,3 +370,50 @@ class FleetPlan:
             # The label: an http URL may carry credentials, which never reach the records.
             out["provisioning"] = parse_config_url(url).label if url else "mdns"
         return out
+
+
+class _Idle:
+    """The phones the schedule has in no call: a list to draw from (swap-remove, so a draw
+    is O(1)) and a heap of the busy ones by when they are free again."""
+
+    __slots__ = ("_free_at", "_heap", "_phones", "_slot")
+
+    def __init__(self, count: int) -> None:
+        self._phones = list(range(count))
+        self._slot = list(range(count))  # where each phone is in _phones; -1: busy
+        self._free_at = [0.0] * count
+        self._heap: list[tuple[float, int]] = []
+
+    def release(self, now: float) -> None:
+        """Make idle again every phone whose last call is over by *now*."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            free_at, phone = heapq.heappop(heap)
+            if free_at == self._free_at[phone] and self._slot[phone] < 0:
+                self._slot[phone] = len(self._phones)
+                self._phones.append(phone)
+
+    def draw(self, pick: random.Random) -> int | None:
+        """An idle phone at random (now busy until :meth:`busy` says), or None: none idle."""
+        if not self._phones:
+            return None
+        phone = self._phones[pick.randrange(len(self._phones))]
+        self._remove(phone)
+        return phone
+
+    def busy(self, phone: int, until: float) -> None:
+        """*phone* is in a call until *until* (a phone drawn when none was idle too)."""
+        self._remove(phone)
+        if until > self._free_at[phone]:
+            self._free_at[phone] = until
+            heapq.heappush(self._heap, (until, phone))
+
+    def _remove(self, phone: int) -> None:
+        slot = self._slot[phone]
+        if slot < 0:
+            return
+        last = self._phones.pop()
+        if last != phone:
+            self._phones[slot] = last
+            self._slot[last] = slot
+        self._slot[phone] = -1

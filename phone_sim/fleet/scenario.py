@@ -299,6 +299,11 @@ class CallsSpec(_Model):
     destinations: str | tuple[Destination, ...] = "fleet"
     """``fleet`` (another phone of the fleet, picked at random), a number to call (``600``,
     the lab's echo), or a mix: a list of ``{to, percent, tone}``."""
+    pick: Literal["idle", "any"] = "idle"
+    """Who places and who takes each call. ``idle``: a caller and a fleet callee that the
+    schedule has in no other call at that moment, as people at desk phones call (one call
+    each); when every phone is busy, any phone. ``any``: any phone, one already in a call
+    too (it then takes a second call, as call waiting does)."""
     codec: Literal["G722", "PCMU", "PCMA"] | None = None
     """The codec the phones offer first (default: the phone's preference order)."""
     tone: float = Field(default=1004.0, ge=100, le=3900)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from phone_sim.fleet.plan import FleetPlan
+from phone_sim.fleet.plan import BUSY_GUARD, CallPlan, FleetPlan
 from phone_sim.fleet.scenario import ScenarioError, parse_scenario
 from phone_sim.phone import Impairment, PhoneConfig, RegistrationSettings
 
@@ -77,6 +77,41 @@ def test_schedule_is_the_same_however_sharded() -> None:
     assert sorted((c for part in by_shard for c in part), key=lambda c: c.number) == calls
     phones = [p.index for s in range(shards) for p in plan.shard_phones(s, shards)]
     assert sorted(phones) == list(range(50))
+
+
+def _overlaps(calls: list[CallPlan], guard: float) -> int:
+    """How many calls start while their caller or callee is still in an earlier one."""
+    busy_until: dict[int, float] = {}
+    met = 0
+    for c in calls:
+        ends = c.at + guard + c.hold
+        phones = [c.caller] + ([c.callee] if c.callee is not None else [])
+        met += any(busy_until.get(p, 0.0) > c.at for p in phones)
+        for p in phones:
+            busy_until[p] = max(busy_until.get(p, 0.0), ends)
+    return met
+
+
+def test_each_phone_is_in_one_call_at_a_time_while_enough_are_idle() -> None:
+    # 40 calls over 2 s, each up for 3-8 s: at most 80 of the 100 phones busy at once.
+    roomy = TEXT.replace("count: 50", "count: 100")
+    idle = list(FleetPlan(parse_scenario(roomy)).calls())
+    assert _overlaps(idle, BUSY_GUARD) == 0
+    assert len({c.caller for c in idle} | {c.callee for c in idle if c.callee is not None}) == 80
+    anyone = list(FleetPlan(parse_scenario(roomy.replace("  codec: PCMU", "  pick: any"))).calls())
+    assert _overlaps(anyone, BUSY_GUARD) > 0  # the old way: some phones take a second call
+    # More calls than the 50 phones can carry one at a time: the schedule still makes them
+    # all, the later ones on phones already in a call.
+    crowded = list(FleetPlan(parse_scenario(TEXT)).calls())
+    assert len(crowded) == 40 and all(c.callee != c.caller for c in crowded)
+    assert 0 < _overlaps(crowded, BUSY_GUARD) < 40
+    # A phone is idle again once its call ends: 200 calls over 100 s on 50 phones.
+    spread = TEXT.replace("count: 40\n  rate: 20", "count: 200\n  rate: 2")
+    assert _overlaps(list(FleetPlan(parse_scenario(spread)).calls()), BUSY_GUARD) == 0
+    # Calls to a number keep only the caller busy.
+    echo = list(FleetPlan(parse_scenario(roomy + "  destinations: 600\n")).calls())
+    assert {c.callee for c in echo} == {None} and _overlaps(echo, BUSY_GUARD) == 0
+    assert len({c.caller for c in echo}) == 40
 
 
 def test_rate_driven_schedule_stops_at_duration() -> None:
