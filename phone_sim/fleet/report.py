@@ -37,6 +37,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; 
 h1 { margin-bottom: 0.2em; } .sub { color: #666; margin-top: 0; }
 table { border-collapse: collapse; margin: 1em 0; }
 td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; text-align: left; }
+td:nth-child(2) { white-space: nowrap; }
 .held { color: #1a7f37; font-weight: bold; } .breached { color: #cf222e; font-weight: bold; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
 .plot { border: 1px solid #eee; border-radius: 6px; padding: 0.3em; min-height: 360px; }
@@ -59,7 +60,19 @@ def _histogram(values: list[float], title: str, x: str, what: str, color: str) -
     import plotly.graph_objects as go  # noqa: PLC0415  (heavy; the fleet itself never needs it)
 
     fig = go.Figure()
-    if values:
+    if values and min(values) == max(values):
+        # One value (no loss on any leg, say): plotly would stretch its one bin over the
+        # whole plot. A narrow bar in a readable range, and the value said in words.
+        value = values[0]
+        width = max(abs(value) * 0.01, 0.01)
+        fig.add_trace(go.Histogram(x=values, marker_color=color, name=x,
+                                   xbins={"start": value - width / 2,
+                                          "end": value + width / 2, "size": width}))
+        fig.update_xaxes(range=[value - 25 * width, value + 25 * width])
+        fig.add_annotation(text=f"all {len(values)}: {value:.4g}", showarrow=False, x=0.98,
+                           y=0.95, xref="paper", yref="paper", xanchor="right",
+                           font={"size": 14, "color": "#555"})
+    elif values:
         fig.add_trace(go.Histogram(x=values, marker_color=color, nbinsx=40, name=x))
     else:
         _empty(fig, what)
