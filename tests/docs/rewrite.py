@@ -1,14 +1,15 @@
 """What the docs test changes in a block before running it (docs/writing-docs.md says it for
 authors).
 
-1. **The server.** ``pbx.example.com``, ``pbx:PORT``, ``10.0.0.5`` and ``192.0.2.10`` (the names and
-   addresses the docs give "your server"), and ``127.0.0.1:5061``/``127.0.0.1:5060`` (where a
-   ``phone-sim lab`` started with its defaults listens), become the docs lab's loopback
-   address. The docs lab listens on the standard ports there (TLS 5061, TCP and UDP 5060) of an
-   address of its own in 127.0.0.0/8, so one substitution covers every way a doc writes a
-   server: ``HOST``, ``HOST:5061``, ``--transport udp`` with its default port, or
-   ``SipHost(server=...)`` with its default port. A name given as the server name the phone
-   checks (``--servername pbx.example.com``, ``server_name="..."``) stays: the lab's
+1. **The server.** ``pbx.example.com``, ``pbx:PORT``, ``10.0.0.5`` and ``192.0.2.10`` (the names
+   and addresses the docs give "your server"), and ``127.0.0.1:5061``/``127.0.0.1:5060``
+   (where a ``phone-sim lab`` started with its defaults listens), become the docs lab's
+   loopback address (and so does the host of a configuration URL: ``sip:proxy@HOST``,
+   ``https://HOST/``). The docs lab listens on the standard ports there (TLS 5061, TCP and
+   UDP 5060) of an address of its own in 127.0.0.0/8, so one substitution covers every way a
+   doc writes a server: ``HOST``, ``HOST:5061``, ``--transport udp`` with its default port,
+   or ``SipHost(server=...)`` with its default port. A name given as the server name the
+   phone checks (``--servername pbx.example.com``, ``server_name="..."``) stays: the lab's
    certificate carries it.
 2. **Files.** ``myroot.pem``, ``private-root.pem``, ``ca.pem`` and ``/tmp/.../ca.pem`` become the
    lab's CA file; ``issuing-ca.crl`` a CRL from that CA.
@@ -19,6 +20,10 @@ authors).
    port options gets free ports (``--tls-port 0 --tcp-port 0 --udp-port 0``).
 4. ``phone-sim tls-check`` exits 1 when the phone would refuse the server: a verdict on the
    server, so 1 passes as well as 0 (2, a usage or network error, still fails).
+5. ``phone-sim boot`` that discovers its server over mDNS (no ``--config-url``, no
+   ``--server``) gets ``--server NAME``, the docs lab's DPMA instance: other labs (another
+   test run's, a ``phone-sim lab --conf`` of the same block) may advertise on the loopback
+   too, and a phone that hears several servers asks which.
 
 Every rewrite keeps the block's line count, so a failure names the doc's own line.
 """
@@ -50,6 +55,13 @@ _HOST = re.compile(
     + "|".join(re.escape(h) + (r"(?=:\d)" if "." not in h else "") for h in EXAMPLE_HOSTS)
     + r")(?![\w=-]|\.\w)"
 )
+#: A ``config_server_url`` names the server after ``sip:proxy@`` (``sip:proxy@pbx:5061``) or
+#: ``://`` (``https://pbx.example.com:8089/``), where the general rule keeps a host after
+#: ``@`` (the domain of an address of record) or ``/`` (a path).
+_URL_HOST = re.compile(
+    r"(?:(?<=sip:proxy@)|(?<=://))(" + "|".join(re.escape(h) for h in EXAMPLE_HOSTS)
+    + r")(?=[:;/'\"\s]|$)"
+)
 _LAB_DEFAULT = re.compile(r"(?<![\d.])127\.0\.0\.1:(5061|5060)(?!\d)")
 #: What precedes a *name* (checked against the certificate), not an address to reach.
 _NAME_CONTEXT = re.compile(r"(--servername[ =]|server_name=[\"']?|--server-name[ =])$")
@@ -71,6 +83,9 @@ class LabAddress:
     """The CA file phones load."""
     crl_file: Path
     """A CRL signed by that CA."""
+    dpma_server: str | None = None
+    """The instance name its DPMA emulator advertises over mDNS on 127.0.0.1, if it runs
+    one."""
 
 
 def rewrite_hosts(text: str, lab: LabAddress) -> str:
@@ -83,6 +98,7 @@ def rewrite_hosts(text: str, lab: LabAddress) -> str:
 
     text = _LAB_DEFAULT.sub(lambda m: f"{lab.host}:{m.group(1)}", text)
     text = _HOST.sub(host, text)
+    text = _URL_HOST.sub(lab.host, text)
     text = _CA.sub(str(lab.ca_file), text)
     return _CRL.sub(str(lab.crl_file), text)
 
@@ -157,8 +173,8 @@ def _split_comment(line: str) -> tuple[str, str]:
     return line[: match.start()], line[match.start():]
 
 
-def wrap_shell(text: str) -> str:
-    """Rewrites 3 and 4 of the module docstring, line for line."""
+def wrap_shell(text: str, *, dpma_server: str | None = None) -> str:
+    """Rewrites 3, 4 and (given *dpma_server*) 5 of the module docstring, line for line."""
     lines = text.split("\n")
     for logical in logical_lines(lines):
         stripped = logical.text.strip()
@@ -166,6 +182,10 @@ def wrap_shell(text: str) -> str:
         if argv is None or stripped.startswith(("if ", "while ", "!")):
             continue
         code, _ = _split_comment(stripped)
+        if (dpma_server is not None and argv[0] == "boot"
+                and not {"--config-url", "--server", "--help"} & {a.split("=")[0] for a in argv}):
+            body, comment = _split_comment(lines[logical.last])
+            lines[logical.last] = f"{body} --server {shlex.quote(dpma_server)}{comment}"
         if re.search(r"(^|[^&])&\s*$", code) or "|" in code.replace("||", ""):
             continue  # in the background or in a pipeline: the block manages it
         if _is_long_running(argv):

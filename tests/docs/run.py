@@ -109,7 +109,8 @@ def run_block(block: Block, *, workdir: Path, lab: LabAddress, timeout: float) -
     text = rewrite_hosts(block.text, lab)
     if block.kind == "shell":
         script = workdir / "block.bash"
-        script.write_text(PREAMBLE + wrap_shell(text), encoding="utf-8")
+        script.write_text(PREAMBLE + wrap_shell(text, dpma_server=lab.dpma_server),
+                          encoding="utf-8")
         status, output = _run(["bash", str(script)], workdir, timeout)
         failed_at = None
         marker = _MARKER.search(output)

@@ -88,7 +88,9 @@ def test_hosts_ports_and_files_are_rewritten(tmp_path: Path) -> None:
             "phone-sim register --server 127.0.0.1:5061 --ca /tmp/phone-sim-lab-XXXX/ca.pem\n"
             'SipHost(server="pbx.example.com"); TrustStore.from_files(["ca.pem"])\n'
             'open_tls_connection(host, 5061, server_name="pbx.example.com")\n'
-            "tls-check pbx:5061 192.0.2.10:5061\n")
+            "tls-check pbx:5061 192.0.2.10:5061\n"
+            "boot --config-url 'sip:proxy@pbx:5061;transport=tls' sip:proxy@pbx.example.com\n"
+            "--config-url https://pbx.example.com:8089/digium_phones/ http://pbx.example.com\n")
     assert rewrite_hosts(text, lab).splitlines() == [
         f"phone-sim tls-check 127.9.8.7:5061 --servername pbx.example.com --ca {lab.ca_file}",
         f"phone-sim tls-check 127.9.8.7 --crl {lab.crl_file}",
@@ -96,11 +98,33 @@ def test_hosts_ports_and_files_are_rewritten(tmp_path: Path) -> None:
         f'SipHost(server="127.9.8.7"); TrustStore.from_files(["{lab.ca_file}"])',
         'open_tls_connection(host, 5061, server_name="pbx.example.com")',
         "tls-check 127.9.8.7:5061 127.9.8.7:5061",
+        "boot --config-url 'sip:proxy@127.9.8.7:5061;transport=tls' sip:proxy@127.9.8.7",
+        "--config-url https://127.9.8.7:8089/digium_phones/ http://127.9.8.7",
     ]
     untouched = ("--server 127.0.0.1:40123 --servername pbx.test --ca /certs/ca.pem "
-                 "sip:101@pbx.phone-sim.test mypbx:5061 10.0.0.50 192.0.2.100 127.0.0.1:50601"
+                 "sip:101@pbx.phone-sim.test sip:101@pbx.example.com mypbx:5061 10.0.0.50 "
+                 "192.0.2.100 127.0.0.1:50601"
                  '\npbx=$!\nkill "$pbx"; wait $pbx; echo pbx ready; pbx.json')
     assert rewrite_hosts(untouched, lab) == untouched
+
+
+def test_a_boot_that_discovers_is_pointed_at_the_docs_lab_dpma() -> None:
+    block = textwrap.dedent("""\
+        phone-sim boot --mac 00:0f:d3:01:02:03 --model D65 --once  # over mDNS
+        phone-sim boot --mac 00:0f:d3:01:02:03 \\
+            --once
+        phone-sim boot --mac 00:0f:d3:01:02:03 --config-url=sip:proxy@pbx:5061 --once
+        phone-sim boot --mac 00:0f:d3:01:02:03 --server Other --once
+        """)
+    assert wrap_shell(block, dpma_server="docs 1").splitlines() == [
+        "phone-sim boot --mac 00:0f:d3:01:02:03 --model D65 --once --server 'docs 1'"
+        "  # over mDNS",
+        "phone-sim boot --mac 00:0f:d3:01:02:03 \\",
+        "    --once --server 'docs 1'",
+        "phone-sim boot --mac 00:0f:d3:01:02:03 --config-url=sip:proxy@pbx:5061 --once",
+        "phone-sim boot --mac 00:0f:d3:01:02:03 --server Other --once",
+    ]
+    assert wrap_shell(block) == block  # a docs lab without DPMA
 
 
 def test_commands_that_run_until_ctrl_c_are_wrapped() -> None:
