@@ -90,7 +90,11 @@ class ServerBrowser:
         self._on_found = on_found
         self._found: dict[str, DiscoveredServer] = {}
         self._first_at: float | None = None
-        self._changed: asyncio.Event | None = None
+        # One future per phone waiting in servers(), all woken by any change. (An Event
+        # replaced by whichever waiter woke first lost the phones already waiting on the
+        # next one: with two servers advertised, a fleet's later phones sat out the whole
+        # timeout.)
+        self._waiters: set[asyncio.Future[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._aiozc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
@@ -111,7 +115,6 @@ class ServerBrowser:
         if self._aiozc is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
         self._aiozc = _open(self.interfaces)
         # Multicast answers (QM), not python-zeroconf's unicast first question (QU): where
         # several mDNS sockets share port 5353 on one address (loopback, every lab and phone
@@ -177,8 +180,13 @@ class ServerBrowser:
         if self._first_at is None:
             assert self._loop is not None
             self._first_at = self._loop.time()
-        assert self._changed is not None
-        self._changed.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def servers(
         self, *, timeout: float = 5.0, settle: float = 1.5, wanted: str | None = None
@@ -189,7 +197,6 @@ class ServerBrowser:
         second after its first question), else after *timeout* seconds."""
         await self.start()
         loop = asyncio.get_running_loop()
-        assert self._changed is not None
         deadline = loop.time() + timeout
         while True:
             if wanted is not None and any(s.matches(wanted) for s in self._found.values()):
@@ -199,14 +206,17 @@ class ServerBrowser:
             remaining = end - loop.time()
             if remaining <= 0:
                 break
-            # One event wakes every waiter; each clears it only after looking (a shared
-            # browser has many phones waiting on it).
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
+            waiter = loop.create_future()
+            self._waiters.add(waiter)
+            try:
                 async with asyncio.timeout(remaining):
-                    await changed.wait()
-            if changed.is_set():
-                self._changed = asyncio.Event()
+                    await waiter
+            except TimeoutError:
+                pass
+            finally:
+                if not waiter.done():  # cancelled from outside: no longer waiting
+                    waiter.cancel()
+                self._waiters.discard(waiter)
         return self.found
 
 

@@ -149,3 +149,37 @@ async def test_one_browser_shared_by_many_phones() -> None:
             assert loop.time() - again < 0.05
     finally:
         await advertiser.close()
+
+
+async def test_a_shared_browser_wakes_every_phone_when_a_second_server_shows() -> None:
+    # A server the phones do not want answers first, the one they named later: every phone
+    # waiting on the shared browse hears the named one when it comes, not only the last to
+    # look (an Event that each woken waiter replaced left the others waiting on old ones:
+    # with another lab on the loopback, most of a fleet's phones sat out the whole timeout).
+    tag = _tag()
+    other = MdnsAdvertiser(instance=f"{tag} other", port=5071, address="127.0.0.1",
+                           txt={"sipUrl": "sip:proxy@127.0.0.1:5071;transport=tls"})
+    wanted = MdnsAdvertiser(instance=f"{tag} wanted", port=5072, address="127.0.0.1",
+                            txt={"sipUrl": "sip:proxy@127.0.0.1:5072;transport=tls"})
+    await other.start()
+    loop = asyncio.get_running_loop()
+    try:
+        async with ServerBrowser(accept=lambda s: s.instance.startswith(tag)) as browser:
+            phones = [asyncio.ensure_future(browser.servers(timeout=8, wanted=f"{tag} wanted"))
+                      for _ in range(20)]
+            async with asyncio.timeout(5):
+                while not browser.found:
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # the first phones woke, looked, and wait again
+            phones += [asyncio.ensure_future(browser.servers(timeout=8,
+                                                             wanted=f"{tag} wanted"))
+                       for _ in range(20)]
+            await asyncio.sleep(0.1)
+            assert not any(p.done() for p in phones)
+            await wanted.start()
+            started = loop.time()
+            answers = await asyncio.gather(*phones)
+            assert loop.time() - started < 4.0  # not the 8 s timeout
+            assert all(f"{tag} wanted" in [s.instance for s in found] for found in answers)
+    finally:
+        await asyncio.gather(other.close(), wanted.close())
