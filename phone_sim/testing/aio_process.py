@@ -1,9 +1,14 @@
-"""Child processes for test peers (Asterisk, Kamailio, ...): own session, always reaped.
+"""Child processes for test peers (Asterisk, Kamailio, baresip, tshark...): own session,
+always reaped.
 
 Every peer process is recorded in :data:`RUNNING` while it lives so that a pytest plugin
 can attach its log to a failing test's report and kill anything a test left behind. A peer
 also gets SIGTERM when the thread that started it dies (Linux), so a test process killed
 outright leaves no peer holding its ports.
+
+:func:`which` finds a peer's program, or raises :class:`PeerMissing` saying which Debian
+package installs it; it records every program it found in :data:`LOOKED_UP`, so that a test
+harness can tell which tests started a real peer.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from phone_sim.errors import PhoneSimError
@@ -30,14 +35,49 @@ class PeerError(PhoneSimError):
 
 
 class PeerMissing(PeerError):
-    """The peer's binary is not installed; tests skip on this."""
+    """The peer's program is not installed; the message says how to get it (tests skip)."""
 
 
-def which(binary: str, *, hint: str = "Debian: see docs/peers.md") -> str:
-    """Return the path of ``binary`` or raise :class:`PeerMissing` naming how to get it."""
-    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin")
+#: The Debian packages that install each peer program (``apt-get install ...``).
+DEBIAN_PACKAGES: Mapping[str, str] = {
+    "kamailio": "kamailio kamailio-tls-modules",
+    "kamcmd": "kamailio",
+    "baresip": "baresip-core",
+    "sipp": "sip-tester",
+    "tshark": "tshark",
+    "dumpcap": "wireshark-common",
+    "openssl": "openssl",
+}
+
+# Debian installs daemons in sbin (``/usr/sbin/kamailio``), outside a non-root user's PATH.
+_SBIN = "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"
+
+#: Every program :func:`which` found, until someone clears it: the project's own suite clears
+#: it before each test to check that the tests which start a real peer are marked so.
+LOOKED_UP: set[str] = set()
+
+
+def locate(binary: str) -> str | None:
+    """The path of ``binary`` on PATH (or in the sbin directories), ``None`` if absent."""
+    return shutil.which(binary) or shutil.which(binary, path=_SBIN)
+
+
+def install_hint(binary: str) -> str:
+    """How to get ``binary``: the Debian package that has it, when it is a known peer."""
+    package = DEBIAN_PACKAGES.get(binary)
+    if package is None:
+        return "install it, or put it on PATH"
+    return f"Debian/Ubuntu: sudo apt-get install {package}"
+
+
+def which(binary: str, *, hint: str | None = None) -> str:
+    """Return the path of ``binary`` or raise :class:`PeerMissing` saying how to get it
+    (``hint``, else the Debian package of a known peer), and record it in :data:`LOOKED_UP`.
+    """
+    found = locate(binary)
     if found is None:
-        raise PeerMissing(f"{binary} is not installed ({hint})")
+        raise PeerMissing(f"{binary} is not installed ({hint or install_hint(binary)})")
+    LOOKED_UP.add(binary)
     return found
 
 
@@ -119,17 +159,23 @@ class PeerProcess:
         return self._proc.poll() if self._proc else None
 
     def start(self) -> None:
-        """Start the process in its own session, output appended to the log file."""
+        """Start the process in its own session, output appended to the log file.
+
+        A program named without a path (``argv[0]``) is looked up now, with :func:`which`:
+        a missing one raises :class:`PeerMissing` naming its package.
+        """
         if self.running:
             raise PeerError(f"{self.name} is already running")
+        program = self.argv[0]
+        argv = [program if os.path.isabs(program) else which(program), *self.argv[1:]]
         with self.log_path.open("ab") as log:
-            log.write(f"==== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
+            log.write(f"==== {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             log.flush()
             # The death signal follows the starting *thread*; a worker thread (asyncio's
             # to_thread) may end before the peer should, so only the main thread asks for it.
             in_main = threading.current_thread() is threading.main_thread()
             self._proc = subprocess.Popen(  # noqa: S603 - the caller's argv, no shell
-                self.argv,
+                argv,
                 cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -182,6 +228,6 @@ RUNNING: set[PeerProcess] = set()
 atexit.register(_stop_all_at_exit)
 
 __all__ = [
-    "LOOPBACK", "RUNNING", "PeerError", "PeerMissing", "PeerProcess", "live_group_members",
-    "tail", "which",
+    "DEBIAN_PACKAGES", "LOOKED_UP", "LOOPBACK", "RUNNING", "PeerError", "PeerMissing",
+    "PeerProcess", "install_hint", "live_group_members", "locate", "tail", "which",
 ]

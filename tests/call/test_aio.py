@@ -19,7 +19,7 @@ from phone_sim.call.session import CallState
 from phone_sim.errors import UsageError
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone.aio_agent import UdpCallAgent
-from tests.peers.ports import free_port_pair
+from phone_sim.testing.aio_ports import free_port_pair
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -983,7 +983,7 @@ def _baresip_answer(tmp_path: Path, offer: bytes) -> tuple[bytes, str]:
 
 
 def _baresip_call(tmp_path: Path, offer: bytes, attempt: int) -> tuple[bytes, str]:
-    from tests.peers.ports import free_port_run
+    from phone_sim.testing.aio_ports import free_port_run
 
     sip_port = free_port_run(2)  # baresip also listens for TLS on its SIP port + 1
     log_path = tmp_path / f"baresip-{attempt}.log"
@@ -1129,7 +1129,7 @@ def _header(message: bytes, name: str) -> str:
 
 @pytest.mark.peer
 def test_baresip_offers_and_accepts_the_phones_answer(tmp_path: Path) -> None:
-    from tests.peers.ports import free_port_run
+    from phone_sim.testing.aio_ports import free_port_run
 
     _baresip_files(tmp_path)
     phone = OfferAnswer(LocalAudio(host="127.0.0.1", rtp_port=47002))

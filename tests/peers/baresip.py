@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.peers._process import LOOPBACK, PeerError, PeerProcess, which
-from tests.peers.ports import free_port, free_port_pair, free_port_run
+from phone_sim.testing.aio_ports import free_port, free_port_pair, free_port_run
+from phone_sim.testing.aio_process import LOOPBACK, PeerError, PeerProcess, which
 
 BaresipTransport = Literal["udp", "tcp", "tls"]
 MediaEnc = Literal["srtp", "srtp-mand", "srtp-mandf", "none"]

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.peers._process import LOOPBACK, PeerError, PeerProcess, which
+from phone_sim.testing.aio_ports import free_port
+from phone_sim.testing.aio_process import LOOPBACK, PeerError, PeerProcess, which
 from tests.peers.audio import tone_report, ulaw_decode
-from tests.peers.ports import free_port
 
 _PROBE = b"phone-sim capture probe"
 _FIELDS = ("frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport", "udp.payload")

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.peers._process import LOOPBACK, PeerError, PeerProcess, which
+from phone_sim.testing.aio_ports import free_port
+from phone_sim.testing.aio_process import LOOPBACK, PeerError, PeerProcess, which
 from tests.peers.certs import TestPki
-from tests.peers.ports import free_port
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "peers"
 

@@ -26,8 +26,8 @@ from typing import Literal
 
 import pytest
 
-from tests.peers import _process
-from tests.peers._process import PeerMissing, PeerProcess, tail
+from phone_sim.testing import aio_process as _process
+from phone_sim.testing.aio_process import PeerMissing, PeerProcess, tail
 from tests.peers.audio import write_tone_wav
 from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport, MediaEnc
 from tests.peers.capture import Capture

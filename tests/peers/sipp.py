@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from tests.peers._process import LOOPBACK, PeerError, tail, which
-from tests.peers.ports import free_port, free_port_run
+from phone_sim.testing.aio_ports import free_port, free_port_run
+from phone_sim.testing.aio_process import LOOPBACK, PeerError, tail, which
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "peers"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from phone_sim.testing.aio_ports import free_port
 from tests.peers.audio import tone_samples, ulaw_encode
 from tests.peers.capture import UdpPacket, bpf_filter, parse_rtp, srtp_wire_report
 from tests.peers.plugin import CaptureFactory
-from tests.peers.ports import free_port
 
 
 def _rtp(pt: int = 0, csrc: int = 0, ext_words: int | None = None, body: bytes = b"x") -> bytes:

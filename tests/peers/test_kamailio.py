@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers._process import PeerError, live_group_members
+from phone_sim.testing.aio_process import PeerError, live_group_members
 from tests.peers.certs import BAD_CERT_KINDS, BadCertKind, TestPki, make_bad_server_pki
 from tests.peers.kamailio import (
     FIXTURES,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers._process import live_group_members
+from phone_sim.testing.aio_process import live_group_members
 from tests.peers.plugin import require
 
 ROOT = Path(__file__).resolve().parents[2]

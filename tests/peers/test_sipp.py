@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers._process import PeerError
+from phone_sim.testing.aio_ports import free_port
+from phone_sim.testing.aio_process import PeerError
 from tests.peers.baresip import Baresip
 from tests.peers.kamailio import Kamailio, KamailioConfig, SipUser, make_users
 from tests.peers.plugin import BaresipFactory, KamailioFactory, require
-from tests.peers.ports import free_port
 from tests.peers.sipp import (
     SippResult,
     SippTransport,

@@ -31,12 +31,12 @@ from phone_sim.phone import (
     SipTransportError,
 )
 from phone_sim.phone.config import NetworkOptions, PhoneConfig
+from phone_sim.testing.aio_ports import free_port_run
 from phone_sim.tls.client import TrustStore
 from phone_sim.tls.verdict import TlsRefused
 from tests.peers.certs import TestPki
 from tests.peers.kamailio import Kamailio, KamailioConfig
 from tests.peers.plugin import KamailioFactory, require
-from tests.peers.ports import free_port_run
 from tests.peers.sipp import SippResult, run_sipp
 from tests.phone.registrars import KamailioServer, LabServer, Server, wait_bindings
 
@@ -242,7 +242,7 @@ async def test_old_firmware_connects_despite_the_bad_certificate(server: Server)
 
 async def test_fails_over_to_the_alternate_and_back(server: Server) -> None:
     # The primary is a closed port: 1 + num_retries refused attempts, then the alternate.
-    from tests.peers.ports import free_port
+    from phone_sim.testing.aio_ports import free_port
 
     dead = SipHost(server="127.0.0.1", port=free_port(), transport=SipTransport.TCP,
                    retry=0.2, num_retries=1, reregister=4)
@@ -351,7 +351,7 @@ async def test_sipp_malformed_request_gets_400_then_options_200_over_udp(
 
 async def test_fails_back_to_the_primary_when_it_returns() -> None:
     # Two embedded registrars: the primary starts later, on the port the phone is given.
-    from tests.peers.ports import free_port
+    from phone_sim.testing.aio_ports import free_port
 
     primary = LabServer(min_expires=2, max_expires=4)
     primary.ports = {"tls": free_port(), "tcp": free_port(), "udp": free_port()}

@@ -20,8 +20,8 @@ from phone_sim.sip import (
     StreamFramer,
     parse_message,
 )
+from phone_sim.testing.aio_ports import free_port
 from tests.peers.plugin import require
-from tests.peers.ports import free_port
 
 OPTIONS = (
     b"OPTIONS sip:101@192.0.2.10:5061;transport=tls SIP/2.0\r\n"

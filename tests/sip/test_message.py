@@ -29,8 +29,8 @@ from phone_sim.sip import (
     parse_message,
 )
 from phone_sim.sip import message as message_module
+from phone_sim.testing.aio_ports import free_port
 from tests.peers.plugin import require
-from tests.peers.ports import free_port
 from tests.sip.test_fuzz_parser import TORTURE, mutated
 
 REGISTER = (
