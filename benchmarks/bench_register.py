@@ -31,7 +31,6 @@ import io
 import pstats
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -223,15 +222,9 @@ async def with_lab(args: argparse.Namespace) -> None:
 
 
 async def with_kamailio(args: argparse.Namespace) -> None:
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    try:
-        from tests.peers.certs import make_test_pki
-        from tests.peers.kamailio import Kamailio, KamailioConfig, make_users
-    except ImportError as exc:  # run from the repository root
-        print(f"kamailio: skipped ({exc})")
-        return
+    from phone_sim.testing.aio_kamailio import Kamailio, KamailioConfig, make_users
+    from phone_sim.testing.certs import make_test_pki
+
     count = args.phones
     with tempfile.TemporaryDirectory(prefix="bench-register-") as tmp:
         pki = make_test_pki(Path(tmp) / "pki", server_name="pbx.test")

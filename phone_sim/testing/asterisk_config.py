@@ -43,16 +43,14 @@ This module only computes text and writes files; starting Asterisk is
 from __future__ import annotations
 
 import argparse
-import array
-import math
 import re
 import sys
-import wave
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from phone_sim.errors import UsageError
+from phone_sim.testing import audio
 from phone_sim.tls.pki import make_server_identity
 
 __all__ = [
@@ -311,21 +309,8 @@ def dpma_phones_conf(users: Iterable[AsteriskUser]) -> str:
 
 def write_tone_wav(path: Path, frequency_hz: float = TONE_HZ, seconds: float = 20.0) -> Path:
     """Write an 8 kHz 16-bit mono WAV of a sine at ``frequency_hz`` (-10 dBFS)."""
-    rate = 8000
-    amplitude = 0.316 * 32767
-    samples = array.array("h", (
-        round(amplitude * math.sin(2 * math.pi * frequency_hz * n / rate))
-        for n in range(int(rate * seconds))
-    ))
-    if sys.byteorder != "little":
-        samples.byteswap()  # WAV is little-endian
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(samples.tobytes())
-    return path
+    return audio.write_tone_wav(path, frequency_hz, seconds, amplitude=0.316)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,12 +19,12 @@ from phone_sim.firmware import profile_for
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone import Phone, RegistrationSettings
 from phone_sim.phone.config import PhoneConfig
+from phone_sim.testing.aio_baresip import Baresip
+from phone_sim.testing.aio_capture import Capture, srtp_wire_report
+from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.audio import wav_tone_report
+from phone_sim.testing.certs import TestPki
 from phone_sim.tls.client import TrustStore
-from tests.peers.audio import wav_tone_report
-from tests.peers.baresip import Baresip
-from tests.peers.capture import Capture, srtp_wire_report
-from tests.peers.certs import TestPki
-from tests.peers.kamailio import Kamailio
 from tests.peers.plugin import BaresipFactory, CaptureFactory
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]

@@ -11,10 +11,10 @@ from phone_sim.call.aio import CallFailed
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone import Phone
 from phone_sim.phone.config import PhoneConfig
+from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.certs import TestPki
 from phone_sim.tls.client import TrustStore
 from tests.call.test_baresip import FAST, PROFILE, _account
-from tests.peers.certs import TestPki
-from tests.peers.kamailio import Kamailio
 
 
 async def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:

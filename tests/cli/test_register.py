@@ -17,9 +17,9 @@ import pytest
 
 from phone_sim.cli import build_parser
 from phone_sim.lab import Lab
+from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.certs import TestPki
 from tests.cli.labcli import closed_port, lab_args, run_cli
-from tests.peers.certs import TestPki
-from tests.peers.kamailio import Kamailio
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from phone_sim.lab import BindingAdded, BindingRefreshed, BindingRefused, Lab, LabUser
-from tests.peers.audio import wav_tone_report, write_tone_wav
-from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport
-from tests.peers.capture import srtp_wire_report
+from phone_sim.testing.aio_baresip import Baresip, BaresipAccount, BaresipTransport
+from phone_sim.testing.aio_capture import srtp_wire_report
+from phone_sim.testing.audio import wav_tone_report, write_tone_wav
 from tests.peers.plugin import CaptureFactory, require
 
 

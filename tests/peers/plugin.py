@@ -27,19 +27,19 @@ from typing import Literal
 import pytest
 
 from phone_sim.testing import aio_process as _process
+from phone_sim.testing.aio_baresip import Baresip, BaresipAccount, BaresipTransport, MediaEnc
+from phone_sim.testing.aio_capture import Capture
+from phone_sim.testing.aio_kamailio import Kamailio, KamailioConfig
 from phone_sim.testing.aio_process import PeerMissing, PeerProcess, tail
-from tests.peers.audio import write_tone_wav
-from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport, MediaEnc
-from tests.peers.capture import Capture
-from tests.peers.certs import TestPki, make_test_pki
-from tests.peers.kamailio import Kamailio, KamailioConfig
+from phone_sim.testing.audio import write_tone_wav
+from phone_sim.testing.certs import TestPki, make_test_pki
 
 _STARTED = pytest.StashKey[list[PeerProcess]]()
 
 #: The programs the peer tests run (``dumpcap`` is tshark's capture helper).
 PEER_BINARIES = ("kamailio", "kamcmd", "baresip", "sipp", "tshark", "dumpcap")
 
-#: Fixtures that find a peer once per session, outside :func:`~tests.peers._process.which`
+#: Fixtures that find a peer once per session, outside :func:`aio_process.which`
 #: (the Asterisk build, tests/asterisk/conftest.py): a test that uses one starts that peer.
 PEER_FIXTURES = {"asterisk_install": "asterisk"}
 

@@ -1,7 +1,7 @@
 """The registrars the phone's registration tests run against, behind one small interface.
 
-Kamailio (tests/peers) and the embedded lab (``phone_sim.lab``) both pass the same tests:
-a fixture parametrized over :class:`KamailioServer` and :class:`LabServer`.
+Kamailio (``phone_sim.testing.aio_kamailio``) and the embedded lab (``phone_sim.lab``) both pass
+the same tests: a fixture parametrized over :class:`KamailioServer` and :class:`LabServer`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Protocol
 
 from phone_sim.account import SipTransport
 from phone_sim.lab import Lab, RegistrarConfig
+from phone_sim.testing.aio_kamailio import Kamailio
 from phone_sim.tls.client import TrustStore
 from phone_sim.tls.pki import make_server_identity
-from tests.peers.kamailio import Kamailio
 
 DOMAIN = "pbx.test"
 USERS = {"101": "test-secret-101", "102": "test-secret-102"}

@@ -19,9 +19,9 @@ from phone_sim.lab import Lab
 from phone_sim.media.negotiation import Direction
 from phone_sim.phone import Phone, RegistrationSettings, phone_signature
 from phone_sim.phone.config import Impairment, MediaOptions, PhoneConfig
+from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.certs import TestPki
 from phone_sim.tls.client import TrustStore
-from tests.peers.certs import TestPki
-from tests.peers.kamailio import Kamailio
 from tests.phone.registrars import KamailioServer, wait_bindings
 
 pytestmark = pytest.mark.timeout(90)

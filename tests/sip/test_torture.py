@@ -105,7 +105,7 @@ def test_the_shared_corpus_is_found_relative_to_the_repository(
 
 
 def test_fixtures_are_byte_exact_copies() -> None:
-    from tests.peers.plugin import in_ci
+    from tests.peer_rules import in_ci
 
     shared = find_shared_corpus(ROOT, os.environ)
     if shared is None:

@@ -34,8 +34,8 @@ from phone_sim.sip.ua import (
     UserAgent,
 )
 from phone_sim.sip.uri import SipUri
-from tests.peers.certs import make_test_pki
-from tests.peers.kamailio import Kamailio
+from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.certs import make_test_pki
 from tests.peers.plugin import require
 from tests.sip.uapair import PHONE_ADDR, SERVER_ADDR, Registrar, UaPair, Wire
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.certs import TestPki
-from tests.peers.kamailio import Kamailio
+from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.certs import TestPki
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from phone_sim.testing.aio_capture import UdpPacket, bpf_filter, parse_rtp, srtp_wire_report
 from phone_sim.testing.aio_ports import free_port
-from tests.peers.audio import tone_samples, ulaw_encode
-from tests.peers.capture import UdpPacket, bpf_filter, parse_rtp, srtp_wire_report
+from phone_sim.testing.audio import tone_samples, ulaw_encode
 from tests.peers.plugin import CaptureFactory
 
 

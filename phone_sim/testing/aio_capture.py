@@ -4,6 +4,10 @@
 capturing, and after :meth:`stop` hands back the UDP datagrams (:meth:`udp_packets`).
 :func:`parse_rtp` splits an RTP header from its payload so that a test can check what a
 stream carried on the wire.
+
+It needs Debian's ``tshark`` (and the right to capture on ``lo``: root, or membership of the
+``wireshark`` group); without it :meth:`Capture.start` raises
+:class:`~phone_sim.testing.aio_process.PeerMissing` saying so.
 """
 
 from __future__ import annotations
@@ -20,7 +24,18 @@ from pathlib import Path
 
 from phone_sim.testing.aio_ports import free_port
 from phone_sim.testing.aio_process import LOOPBACK, PeerError, PeerProcess, which
-from tests.peers.audio import tone_report, ulaw_decode
+from phone_sim.testing.audio import tone_report, ulaw_decode
+from phone_sim.testing.errors import PeerUsageError
+
+__all__ = [
+    "Capture",
+    "RtpView",
+    "SrtpWireReport",
+    "UdpPacket",
+    "bpf_filter",
+    "parse_rtp",
+    "srtp_wire_report",
+]
 
 _PROBE = b"phone-sim capture probe"
 _FIELDS = ("frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport", "udp.payload")
@@ -141,7 +156,7 @@ def bpf_filter(udp_ports: Iterable[int] = (), tcp_ports: Iterable[int] = ()) -> 
     parts = [f"udp port {p}" for p in sorted(set(udp_ports))]
     parts += [f"tcp port {p}" for p in sorted(set(tcp_ports))]
     if not parts:
-        raise ValueError("a capture needs at least one port: never capture all of lo")
+        raise PeerUsageError("a capture needs at least one port: never capture all of lo")
     return " or ".join(parts)
 
 
@@ -246,7 +261,7 @@ class Capture:
         fields: list[str] = []
         for name in _FIELDS:
             fields += ["-e", name.replace("udp.", f"{proto}.")]
-        result = subprocess.run(
+        result = subprocess.run(  # noqa: S603 - our binary and file, no shell
             [self.tshark, "-n", "-r", str(self.pcap), "-Y", proto, "-T", "fields",
              "-E", "separator=\t", *fields],
             capture_output=True, text=True, timeout=60, check=False,

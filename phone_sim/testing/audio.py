@@ -15,15 +15,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from phone_sim.testing.errors import PeerUsageError
+
+__all__ = [
+    "ULAW_TABLE",
+    "ToneReport",
+    "WavAudio",
+    "goertzel_power",
+    "read_wav",
+    "tone_report",
+    "tone_samples",
+    "ulaw_decode",
+    "ulaw_encode",
+    "ulaw_encode_sample",
+    "wav_tone_report",
+    "write_tone_wav",
+    "write_wav",
+]
+
 
 def tone_samples(
     frequency: float, seconds: float, *, rate: int = 8000, amplitude: float = 0.5
 ) -> array.array[int]:
     """A sine tone as signed 16-bit samples."""
     if not 0 < frequency < rate / 2:
-        raise ValueError(f"tone {frequency} Hz is not below the Nyquist limit of {rate / 2} Hz")
+        raise PeerUsageError(f"tone {frequency} Hz is not below the Nyquist limit of {rate / 2} Hz")
     if not 0 < amplitude <= 1:
-        raise ValueError("amplitude must be in (0, 1]")
+        raise PeerUsageError("amplitude must be in (0, 1]")
     count = round(seconds * rate)
     peak = amplitude * 32767
     step = 2 * math.pi * frequency / rate
@@ -71,7 +89,7 @@ def read_wav(path: Path) -> WavAudio:
     """Read a 16-bit PCM WAV file (first channel if several)."""
     with wave.open(str(path), "rb") as src:
         if src.getsampwidth() != 2:
-            raise ValueError(f"{path}: {8 * src.getsampwidth()}-bit samples, expected 16-bit")
+            raise PeerUsageError(f"{path}: {8 * src.getsampwidth()}-bit samples, expected 16-bit")
         channels = src.getnchannels()
         rate = src.getframerate()
         raw = src.readframes(src.getnframes())

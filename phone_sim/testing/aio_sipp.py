@@ -2,7 +2,12 @@
 
 :func:`run_sipp` runs one scenario to completion and returns a :class:`SippResult` with the
 return code and the message trace; on failure ``result.check()`` raises with the trace, so a
-test shows what went over the wire.
+test shows what went over the wire. The scenarios phone-sim ships (``register``, ``options``,
+``invite_answered``...) are named without ``.xml`` (:func:`scenario_path`); a scenario of your
+own is passed as a :class:`~pathlib.Path`.
+
+It needs Debian's ``sip-tester``; without it :func:`run_sipp` raises
+:class:`~phone_sim.testing.aio_process.PeerMissing` saying so.
 """
 
 from __future__ import annotations
@@ -21,8 +26,23 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from phone_sim.testing.aio_ports import free_port, free_port_run
 from phone_sim.testing.aio_process import LOOPBACK, PeerError, tail, which
+from phone_sim.testing.errors import PeerUsageError
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "peers"
+__all__ = [
+    "EXIT_MEANINGS",
+    "SCENARIOS",
+    "SippResult",
+    "SippTransport",
+    "auth_field",
+    "run_sipp",
+    "run_sipp_sync",
+    "scenario_path",
+    "sdes_crypto_line",
+    "write_injection",
+]
+
+#: The SIPp scenarios shipped with phone-sim (package data).
+SCENARIOS = Path(__file__).resolve().parent / "data" / "sipp"
 
 SippTransport = Literal["udp", "tcp"]
 P = ParamSpec("P")
@@ -42,10 +62,13 @@ EXIT_MEANINGS = {
 
 
 def scenario_path(name: str) -> Path:
-    """The path of a scenario shipped in ``fixtures/peers`` (``"register"`` or a file name)."""
-    path = FIXTURES / (name if name.endswith(".xml") else f"{name}.xml")
+    """The path of a scenario shipped with phone-sim (``"register"`` or a file name)."""
+    path = SCENARIOS / (name if name.endswith(".xml") else f"{name}.xml")
     if not path.is_file():
-        raise FileNotFoundError(f"no SIPp scenario {path}")
+        shipped = ", ".join(sorted(p.stem for p in SCENARIOS.glob("*.xml")))
+        raise FileNotFoundError(
+            f"no SIPp scenario {path} (phone-sim ships: {shipped}; pass a Path for your own)"
+        )
     return path
 
 
@@ -115,7 +138,7 @@ def auth_field(username: str, password: str) -> str:
     """An injection value that SIPp expands into an Authorization header for the last 401/407."""
     for value in (username, password):
         if any(c in value for c in " ;]\n"):
-            raise ValueError(f"SIPp cannot carry {value!r} in an authentication keyword")
+            raise PeerUsageError(f"SIPp cannot carry {value!r} in an authentication keyword")
     return f"[authentication username={username} password={password}]"
 
 
@@ -125,7 +148,7 @@ def sdes_crypto_line(suite: str = "AES_CM_128_HMAC_SHA1_80", tag: int = 1) -> st
                "F8_128_HMAC_SHA1_80": 30, "AES_256_CM_HMAC_SHA1_80": 46,
                "AES_256_CM_HMAC_SHA1_32": 46}.get(suite)
     if key_len is None:
-        raise ValueError(f"unknown SDES crypto suite {suite!r}")
+        raise PeerUsageError(f"unknown SDES crypto suite {suite!r}")
     key = base64.b64encode(secrets.token_bytes(key_len)).decode()
     return f"a=crypto:{tag} {suite} inline:{key}"
 
@@ -135,7 +158,7 @@ def write_injection(path: Path, rows: Sequence[Sequence[str]], order: str = "SEQ
     for row in rows:
         for value in row:
             if ";" in value or "\n" in value:
-                raise ValueError(f"SIPp injection value {value!r} may not hold ';' or newline")
+                raise PeerUsageError(f"SIPp injection value {value!r} may not hold ';' or newline")
     path.write_text(order + "\n" + "".join(";".join(row) + ";\n" for row in rows))
     return path
 
@@ -170,7 +193,7 @@ async def run_sipp(
     binary = which("sipp")
     host, port = target
     if host not in (LOOPBACK, "::1"):
-        raise ValueError(f"SIPp target must be loopback, not {host!r}")
+        raise PeerUsageError(f"SIPp target must be loopback, not {host!r}")
     path = scenario if isinstance(scenario, Path) else scenario_path(scenario)
     workdir.mkdir(parents=True, exist_ok=True)
     stem = f"sipp-{path.stem}-{free_port()}"
@@ -196,7 +219,7 @@ async def run_sipp(
         argv += ["-s", service]
     for name, value in (keys or {}).items():
         if not name.isidentifier() or "\n" in value:
-            raise ValueError(f"bad SIPp key {name!r}")
+            raise PeerUsageError(f"bad SIPp key {name!r}")
         argv += ["-key", name, value]
     if rate is not None:
         argv += ["-r", str(rate)]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.peers.audio import (
+from phone_sim.testing.audio import (
     read_wav,
     tone_report,
     tone_samples,

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from phone_sim.testing.aio_baresip import Baresip
+from phone_sim.testing.aio_kamailio import Kamailio, KamailioConfig, SipUser, make_users
 from phone_sim.testing.aio_ports import free_port
 from phone_sim.testing.aio_process import PeerError
-from tests.peers.baresip import Baresip
-from tests.peers.kamailio import Kamailio, KamailioConfig, SipUser, make_users
-from tests.peers.plugin import BaresipFactory, KamailioFactory, require
-from tests.peers.sipp import (
+from phone_sim.testing.aio_sipp import (
     SippResult,
     SippTransport,
     auth_field,
@@ -22,6 +21,7 @@ from tests.peers.sipp import (
     sdes_crypto_line,
     write_injection,
 )
+from tests.peers.plugin import BaresipFactory, KamailioFactory, require
 
 
 def test_injection_refuses_separators(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.peers.certs import (
+from phone_sim.testing.certs import (
     BAD_CERT_KINDS,
     BadCertKind,
     KeyType,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.peers.audio import wav_tone_report, write_tone_wav
-from tests.peers.baresip import Baresip, BaresipAccount, BaresipTransport, _read_netstring
-from tests.peers.capture import srtp_wire_report
-from tests.peers.certs import TestPki
-from tests.peers.kamailio import Kamailio
+from phone_sim.testing.aio_baresip import Baresip, BaresipAccount, BaresipTransport, _read_netstring
+from phone_sim.testing.aio_capture import srtp_wire_report
+from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.audio import wav_tone_report, write_tone_wav
+from phone_sim.testing.certs import TestPki
 from tests.peers.plugin import BaresipFactory, CaptureFactory
 
 TONE_A = 1004.0  # what 101 plays

@@ -4,6 +4,9 @@
 ``sndfile`` records what the phone hears), starts ``baresip -f DIR``, and talks to it over
 ``ctrl_tcp`` (netstring JSON). Commands and events are async so that a phone-sim phone in the
 same event loop keeps running while the test waits on baresip.
+
+It needs Debian's ``baresip-core``; without it :meth:`Baresip.start` raises
+:class:`~phone_sim.testing.aio_process.PeerMissing` saying so.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ from typing import Any, Literal
 
 from phone_sim.testing.aio_ports import free_port, free_port_pair, free_port_run
 from phone_sim.testing.aio_process import LOOPBACK, PeerError, PeerProcess, which
+from phone_sim.testing.errors import PeerUsageError
+
+__all__ = [
+    "Baresip",
+    "BaresipAccount",
+    "BaresipCommandError",
+    "BaresipEvent",
+    "BaresipTransport",
+    "MediaEnc",
+]
 
 BaresipTransport = Literal["udp", "tcp", "tls"]
 MediaEnc = Literal["srtp", "srtp-mand", "srtp-mandf", "none"]
@@ -427,7 +440,7 @@ class Baresip:
         """Send DTMF digits on the current call (RFC 4733 events, ``sndcode`` per digit)."""
         for digit in digits:
             if digit not in "0123456789*#ABCD":
-                raise ValueError(f"not a DTMF digit: {digit!r}")
+                raise PeerUsageError(f"not a DTMF digit: {digit!r}")
             await self.command("sndcode", digit)
 
     async def received_dtmf(self, count: int, *, timeout: float = 5.0, after: int = 0) -> str:

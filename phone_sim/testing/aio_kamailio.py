@@ -1,9 +1,20 @@
 """Kamailio as a TEST-ONLY registrar and record-routing proxy on 127.0.0.1.
 
-:class:`Kamailio` writes ``kamailio.cfg`` and ``tls.cfg`` from the templates in
-``fixtures/peers/``, starts ``kamailio -f cfg -DD -E -Y <rundir> -w <cfgdir>`` in the
-foreground, waits until its UDP, TCP and TLS ports answer, and reads the location table
-through ``kamcmd -s unix:<ctl socket> ul.dump``.
+:class:`Kamailio` writes ``kamailio.cfg`` and ``tls.cfg`` (rendered by
+:mod:`phone_sim.testing.kamailio_config` from the templates shipped with phone-sim), starts
+``kamailio -f cfg -DD -E -Y <rundir> -w <cfgdir>`` in the foreground, waits until its UDP, TCP
+and TLS ports answer, and reads the location table through the ``jsonrpcs`` FIFO (or
+``kamcmd -s unix:<ctl socket> ul.dump``).
+
+>>> from pathlib import Path
+>>> from phone_sim.testing.aio_kamailio import Kamailio
+>>> from phone_sim.testing.certs import make_test_pki
+>>> pki = make_test_pki(Path("/tmp/pki"))  # doctest: +SKIP
+>>> with Kamailio(Path("/tmp/kam"), pki) as kam:  # doctest: +SKIP
+...     print(kam.uri("tls"), kam.user("101").password)
+
+It needs Debian's ``kamailio`` and ``kamailio-tls-modules``; without them :meth:`Kamailio.start`
+raises :class:`~phone_sim.testing.aio_process.PeerMissing` saying so.
 """
 
 from __future__ import annotations
@@ -11,151 +22,43 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import select
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from phone_sim.testing.aio_ports import free_port
 from phone_sim.testing.aio_process import LOOPBACK, PeerError, PeerProcess, which
-from tests.peers.certs import TestPki
-
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "peers"
-
-Transport = Literal["udp", "tcp", "tls"]
-
-_USER_RE = re.compile(r"^[A-Za-z0-9_.!~*'()+-]{1,64}$")
-_PASSWORD_RE = re.compile(r'^[^"\\\r\n$]{1,128}$')
-
-
-@dataclass(frozen=True, kw_only=True)
-class SipUser:
-    """An account in Kamailio's user table."""
-
-    user: str
-    """The SIP user part of the AOR (From/To user)."""
-    password: str = field(repr=False)
-    """The digest password (plain text in the table; TEST-ONLY)."""
-    authname: str | None = None
-    """The digest username, when it differs from ``user``."""
-
-    def __post_init__(self) -> None:
-        if not _USER_RE.match(self.user) or (
-            self.authname is not None and not _USER_RE.match(self.authname)
-        ):
-            raise ValueError(f"unsupported SIP user or authname: {self.user!r}/{self.authname!r}")
-        if not _PASSWORD_RE.match(self.password):
-            raise ValueError(f"password for {self.user!r} has characters the cfg cannot hold")
-
-    @property
-    def auth_username(self) -> str:
-        """The username of the digest credentials."""
-        return self.authname or self.user
-
-
-DEFAULT_USERS = (
-    SipUser(user="101", password="test-secret-101"),
-    SipUser(user="102", password="test-secret-102"),
-    SipUser(user="103", password="test-secret-103"),
+from phone_sim.testing.certs import TestPki
+from phone_sim.testing.kamailio_config import (
+    DEFAULT_USERS,
+    Binding,
+    KamailioConfig,
+    SipUser,
+    Transport,
+    bindings_from_rpc,
+    make_users,
+    parse_ul_dump,
+    render_kamailio_cfg,
+    render_tls_cfg,
 )
 
-
-@dataclass(frozen=True, kw_only=True)
-class KamailioConfig:
-    """What the generated kamailio.cfg does."""
-
-    users: tuple[SipUser, ...] = DEFAULT_USERS
-    """The accounts allowed to register and call."""
-    domain: str = "pbx.test"
-    """The SIP domain (a Kamailio alias) and the digest realm phones see ($fd)."""
-    default_expires: int = 60
-    """Expires granted when the REGISTER asks none."""
-    min_expires: int = 2
-    """Smaller requested expiries are raised to this."""
-    max_expires: int = 300
-    """Larger requested expiries are lowered to this."""
-    auth_methods: tuple[str, ...] = ("INVITE", "SUBSCRIBE", "REFER", "PUBLISH")
-    """Initial requests challenged with 407, as Asterisk challenges a phone's INVITE.
-
-    Others (OPTIONS, NOTIFY, MESSAGE) are relayed unauthenticated, so that a test can send
-    them to a phone through Kamailio, as the PBX itself would. REGISTER is always challenged.
-    """
-    tls_method: str = "TLSv1.2+"
-    """The tls module ``method`` (``TLSv1.2+`` takes 1.2 and 1.3, refuses 1.1)."""
-    tcp_connection_lifetime: int = 3605
-    """Seconds an idle TCP/TLS connection is kept."""
-    debug: int = 2
-    """Kamailio log level (2 info, 3 debug)."""
-    max_connections: int = 4096
-    """``tcp_max_connections`` and ``tls_max_connections`` (load tests hold one per phone)."""
-    shm_mb: int = 128
-    """Shared memory (``-m``); TLS connections live there, roughly 50-60 KB each."""
-    children: int = 2
-    """UDP worker processes per socket and TCP/TLS workers (``children``, ``tcp_children``)."""
-
-    def __post_init__(self) -> None:
-        if self.max_connections < 16 or self.shm_mb < 16 or not 1 <= self.children <= 64:
-            raise ValueError("need max_connections >= 16, shm_mb >= 16, 1 <= children <= 64")
-        if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
-            raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
-        for method in self.auth_methods:
-            if not re.match(r"^[A-Z]{2,16}$", method) or method in ("ACK", "CANCEL", "REGISTER"):
-                raise ValueError(f"cannot challenge method {method!r}")
-        if not re.match(r"^[A-Za-z0-9.-]+$", self.domain):
-            raise ValueError(f"unsupported domain {self.domain!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Binding:
-    """One contact in Kamailio's location table, from ``ul.dump``."""
-
-    aor: str
-    """The address of record (the user; usrloc runs without domains)."""
-    contact: str
-    """The Contact URI as the phone registered it."""
-    expires: int
-    """Seconds left, as kamcmd prints them."""
-    received: str | None
-    """The source the REGISTER came from (``sip:ip:port;transport=..``) if it was fixed."""
-    socket: str
-    """Kamailio's socket the phone is bound to, e.g. ``tls:127.0.0.1:5061``."""
-    user_agent: str
-    """The phone's User-Agent."""
-    call_id: str
-    """The Call-ID of the REGISTER."""
-    cseq: int
-    """Its CSeq number."""
-    tcpconn_id: int
-    """Kamailio's id of the TCP/TLS connection the phone registered on (-1 for UDP)."""
-
-
-def make_users(count: int, *, first: int = 1000) -> tuple[SipUser, ...]:
-    """``count`` TEST-ONLY accounts ``first``, ``first+1``, ... with password ``pw-<user>``."""
-    return tuple(SipUser(user=str(n), password=f"pw-{n}") for n in range(first, first + count))
-
-
-def _cfg_user_lines(users: Iterable[SipUser]) -> str:
-    lines = []
-    for user in users:
-        lines.append(f'\t$sht(users=>{user.auth_username}) = "{user.password}";')
-        lines.append(f'\t$sht(owners=>{user.auth_username}) = "{user.user}";')
-    return "\n".join(lines) or "\tnoop;"
-
-
-def _fill(template: str, values: dict[str, str]) -> str:
-    out = template
-    for key, value in values.items():
-        out = out.replace(f"@@{key}@@", value)
-    left = re.findall(r"@@[A-Z_]+@@", out)
-    if left:
-        raise ValueError(f"template placeholders left unfilled: {sorted(set(left))}")
-    return out
+__all__ = [
+    "DEFAULT_USERS",
+    "Binding",
+    "Kamailio",
+    "KamailioConfig",
+    "KamailioRpcError",
+    "SipUser",
+    "Transport",
+    "bindings_from_rpc",
+    "make_users",
+    "parse_ul_dump",
+]
 
 
 class KamailioRpcError(PeerError):
@@ -166,67 +69,6 @@ class KamailioRpcError(PeerError):
         self.method = method
         self.code = code
         self.rpc_message = message
-
-
-def _binding(aor: str, contact: dict[str, Any]) -> Binding:
-    received = str(contact.get("Received", "[not set]"))
-    expires = contact.get("Expires", 0)
-    return Binding(
-        aor=aor,
-        contact=str(contact.get("Address", "")),
-        # "permanent" or "deleted" instead of seconds count as 0 here.
-        expires=int(expires) if str(expires).lstrip("-").isdigit() else 0,
-        received=None if received == "[not set]" else received,
-        socket=str(contact.get("Socket", "")),
-        user_agent=str(contact.get("User-Agent", "")),
-        call_id=str(contact.get("Call-ID", "")),
-        cseq=int(contact.get("CSeq", 0)),
-        tcpconn_id=int(contact.get("Tcpconn-Id", -1)),
-    )
-
-
-def bindings_from_rpc(result: Any) -> list[Binding]:
-    """Bindings from the JSON-RPC result of ``ul.dump`` (or of one ``ul.lookup``)."""
-    bindings: list[Binding] = []
-    if isinstance(result, dict) and "AoR" in result:  # ul.lookup
-        infos: list[Any] = [{"Info": result}]
-    else:
-        infos = [
-            info
-            for domain in (result or {}).get("Domains", [])
-            for info in domain.get("Domain", {}).get("AoRs", [])
-        ]
-    for info in infos:
-        record = info.get("Info", {})
-        for entry in record.get("Contacts", []):
-            bindings.append(_binding(str(record.get("AoR", "")), entry.get("Contact", {})))
-    return bindings
-
-
-_UL_FIELD = re.compile(r"^\s*([A-Za-z-]+): (.*)$")
-
-
-def parse_ul_dump(text: str) -> list[Binding]:
-    """Parse the text ``kamcmd ul.dump`` prints into bindings."""
-    bindings: list[Binding] = []
-    aor: str | None = None
-    current: dict[str, Any] | None = None
-    for line in text.splitlines():
-        match = _UL_FIELD.match(line)
-        if not match:
-            continue
-        key, value = match.group(1), match.group(2).strip()
-        if key in ("AoR", "Address"):
-            if current is not None and aor is not None:
-                bindings.append(_binding(aor, current))
-            current = {"Address": value} if key == "Address" else None
-            if key == "AoR":
-                aor = value
-        elif current is not None:
-            current.setdefault(key, value)
-    if current is not None and aor is not None:
-        bindings.append(_binding(aor, current))
-    return bindings
 
 
 def _read_fifo_reply(fd: int, timeout: float) -> bytes:
@@ -266,8 +108,10 @@ class Kamailio:
         self.pki = pki
         self.workdir = workdir
         self.cfg_dir = workdir / "cfg"
-        # A unix socket path must stay short (108 bytes), so it lives in a short /tmp dir.
-        self.run_dir = Path("/tmp") / f"kam-{uuid.uuid4().hex[:10]}"
+        # A unix socket path must stay short (108 bytes), so it lives in a short directory
+        # of its own (random name, mode 0700), not in the caller's: pytest's are long, and
+        # so may $TMPDIR be. It is made when the config is written and removed by close().
+        self.run_dir = Path("/tmp") / f"kam-{uuid.uuid4().hex[:12]}"  # noqa: S108
         self._ports_chosen = not (udp_port or tcp_port or tls_port)
         self.udp_port = udp_port or free_port()
         self.tcp_port = tcp_port or free_port()
@@ -346,44 +190,25 @@ class Kamailio:
     def write_config(self) -> None:
         """(Re)write kamailio.cfg and tls.cfg into the config dir."""
         self.cfg_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg = self.config
-        values = {
-            "DEBUG": str(cfg.debug),
-            "MAX_CONNECTIONS": str(cfg.max_connections),
-            "OPEN_FILES": str(2 * cfg.max_connections + 256),
-            "CHILDREN": str(cfg.children),
-            "UDP_PORT": str(self.udp_port),
-            "TCP_PORT": str(self.tcp_port),
-            "TLS_PORT": str(self.tls_port),
-            "DOMAIN": cfg.domain,
-            "TCP_LIFETIME": str(cfg.tcp_connection_lifetime),
-            "CTL_SOCKET": str(self.ctl_socket),
-            "RPC_FIFO": str(self.rpc_fifo),
-            "RUN_DIR": str(self.run_dir),
-            "DEFAULT_EXPIRES": str(cfg.default_expires),
-            "MIN_EXPIRES": str(cfg.min_expires),
-            "MAX_EXPIRES": str(cfg.max_expires),
-            "AUTH_METHODS": (
-                f'is_method("{"|".join(cfg.auth_methods)}")' if cfg.auth_methods else "0"
+        self.run_dir.mkdir(mode=0o700, exist_ok=True)
+        self.cfg_path.write_text(
+            render_kamailio_cfg(
+                self.config, udp_port=self.udp_port, tcp_port=self.tcp_port,
+                tls_port=self.tls_port, ctl_socket=self.ctl_socket, rpc_fifo=self.rpc_fifo,
+                run_dir=self.run_dir,
             ),
-            "USERS": _cfg_user_lines(cfg.users),
-        }
-        template = (FIXTURES / "kamailio.cfg.tmpl").read_text(encoding="utf-8")
-        self.cfg_path.write_text(_fill(template, values), encoding="utf-8")
-        tls_values = {
-            "TLS_METHOD": cfg.tls_method,
-            "SERVER_KEY": str(self.pki.server.key),
-            "SERVER_CERT": str(self.pki.server.cert),
-            "CA_CERT": str(self.pki.ca.cert),
-        }
-        tls_template = (FIXTURES / "tls.cfg.tmpl").read_text(encoding="utf-8")
-        (self.cfg_dir / "tls.cfg").write_text(_fill(tls_template, tls_values), encoding="utf-8")
+            encoding="utf-8",
+        )
+        (self.cfg_dir / "tls.cfg").write_text(
+            render_tls_cfg(self.config, server_cert=self.pki.server.cert,
+                           server_key=self.pki.server.key, ca_cert=self.pki.ca.cert),
+            encoding="utf-8",
+        )
 
     def check_config(self) -> None:
         """Run ``kamailio -c`` on the generated config; raise with its output if it fails."""
         self.write_config()
-        result = subprocess.run(
+        result = subprocess.run(  # noqa: S603 - our binary, our arguments, no shell
             [self.binary, "-c", "-f", str(self.cfg_path), "-w", str(self.cfg_dir)],
             capture_output=True, text=True, timeout=30, check=False, cwd=self.cfg_dir,
         )
@@ -499,7 +324,7 @@ class Kamailio:
 
     def kamcmd_run(self, *args: str, timeout: float = 5.0) -> str:
         """Run ``kamcmd -s unix:<ctl socket> ARGS`` and return its output."""
-        result = subprocess.run(
+        result = subprocess.run(  # noqa: S603 - our binary, the caller's RPC arguments
             [self.kamcmd, "-s", f"unix:{self.ctl_socket}", *args],
             capture_output=True, text=True, timeout=timeout, check=False,
         )

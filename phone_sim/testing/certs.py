@@ -17,6 +17,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from phone_sim.testing.errors import PeerUsageError
+
+__all__ = [
+    "BAD_CERT_KINDS",
+    "BadCertKind",
+    "CertFiles",
+    "KeyType",
+    "TestPki",
+    "make_bad_server_pki",
+    "make_test_pki",
+]
+
 KeyType = Literal["rsa", "ec"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -152,7 +164,7 @@ def make_bad_server_pki(pki: TestPki, kind: BadCertKind, directory: Path) -> Tes
         issuer_key = _new_key("ec")
         issuer_name = _name(f"{_TEST_ONLY} untrusted CA")
     else:
-        raise ValueError(f"unknown bad certificate kind {kind!r}")
+        raise PeerUsageError(f"unknown bad certificate kind {kind!r}")
     cert = _server_cert(
         subject_key=key, issuer_name=issuer_name, issuer_key=issuer_key,
         server_name=server_name, ip_addresses=ips, not_before=not_before, not_after=not_after,
