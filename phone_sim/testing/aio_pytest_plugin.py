@@ -28,6 +28,11 @@ own fixtures:
 ``phone_sim_options``
     The options below, resolved.
 
+Real peers (``phone_sim_kamailio``, ``phone_sim_kamailio_factory``,
+``phone_sim_baresip_factory``, ``phone_sim_capture_factory``, ``phone_sim_peer_pki``,
+``phone_sim_peer_tracker``) come from :mod:`phone_sim.testing.aio_pytest_peers`, part of this
+plugin, with ``--phone-sim-require-peers``.
+
 Options (command line, or the same name with underscores in the pytest ini section, e.g.
 ``phone_sim_server = pbx.example.com:5061``): ``--phone-sim-server HOST[:PORT]``,
 ``--phone-sim-transport tls|tcp|udp``, ``--phone-sim-ca FILE`` (private root CA loaded onto
@@ -68,6 +73,10 @@ from phone_sim.testing.siplog import SipCapture
 from phone_sim.tls.client import TrustStore
 
 __all__ = ["PhoneFactory", "PhoneSimOptions", "PhoneSimTarget"]
+
+# The real-peer fixtures (phone_sim_kamailio, phone_sim_baresip_factory...) are part of this
+# plugin, in a module of their own.
+pytest_plugins = ["phone_sim.testing.aio_pytest_peers"]
 
 LAB_PASSWORD = "1234"  # noqa: S105 - the vendor page's example; a loopback-only lab
 LAB_USERS = {str(n): LAB_PASSWORD for n in range(101, 200)}
@@ -236,7 +245,8 @@ def phone_sim_asterisk(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Asterisk]:
     """A real Asterisk from ``--phone-sim-asterisk-config`` on free loopback ports (skipped,
-    with how to build one, when there is no Asterisk build)."""
+    with how to build one, when there is no Asterisk build; failed under
+    ``--phone-sim-require-peers``)."""
     config_dir = phone_sim_options.asterisk_config
     if config_dir is None:
         pytest.fail("phone_sim_asterisk needs --phone-sim-asterisk-config DIR (or "
@@ -245,7 +255,11 @@ def phone_sim_asterisk(
     try:
         install = find_asterisk(phone_sim_options.asterisk_prefix)
     except AsteriskMissing as exc:
-        pytest.skip(str(exc))
+        # Imported here: pytest_plugins above must be the first to import that module, or
+        # pytest warns that it cannot rewrite its asserts.
+        from phone_sim.testing.aio_pytest_peers import missing_peer  # noqa: PLC0415
+
+        missing_peer(exc)
     pbx = Asterisk(tmp_path_factory.mktemp("asterisk"), config_dir, install=install)
     request.node.stash.setdefault(_ASTERISKS, []).append(pbx)
     try:

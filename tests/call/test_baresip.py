@@ -22,10 +22,10 @@ from phone_sim.phone.config import PhoneConfig
 from phone_sim.testing.aio_baresip import Baresip
 from phone_sim.testing.aio_capture import Capture, srtp_wire_report
 from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.aio_pytest_peers import BaresipFactory, CaptureFactory
 from phone_sim.testing.audio import wav_tone_report
 from phone_sim.testing.certs import TestPki
 from phone_sim.tls.client import TrustStore
-from tests.peers.plugin import BaresipFactory, CaptureFactory
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]
 

@@ -11,8 +11,8 @@ import pytest
 from phone_sim.call.session import CallConfig
 from phone_sim.phone.aio_agent import UdpCallAgent
 from phone_sim.testing.aio_ports import free_port
+from phone_sim.testing.aio_pytest_peers import require
 from phone_sim.testing.aio_sipp import SippResult, run_sipp, sdes_crypto_line
-from tests.peers.plugin import require
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 

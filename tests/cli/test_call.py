@@ -23,10 +23,10 @@ from phone_sim import (
 from phone_sim.cli import build_parser
 from phone_sim.lab import Lab
 from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.aio_pytest_peers import BaresipFactory
 from phone_sim.testing.audio import wav_tone_report
 from phone_sim.testing.certs import TestPki
 from tests.cli.labcli import closed_port, lab_args, run_cli, start_cli
-from tests.peers.plugin import BaresipFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.plugin import *  # noqa: F403  (Kamailio, baresip)
-
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "fixtures" / "scenarios"
 PHONE_SIM = [sys.executable, "-m", "phone_sim"]

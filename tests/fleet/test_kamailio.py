@@ -8,9 +8,9 @@ import pytest
 from phone_sim.fleet import FleetPlan, load_scenario
 from phone_sim.fleet.aio_fleet import FleetRun
 from phone_sim.testing.aio_kamailio import KamailioConfig, SipUser, make_users
+from phone_sim.testing.aio_pytest_peers import BaresipFactory, KamailioFactory
 from phone_sim.testing.certs import TestPki
 from tests.fleet.conftest import SCENARIOS
-from tests.peers.plugin import BaresipFactory, KamailioFactory
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(180)]
 

@@ -11,8 +11,8 @@ import pytest
 from phone_sim.lab import BindingAdded, BindingRefreshed, BindingRefused, Lab, LabUser
 from phone_sim.testing.aio_baresip import Baresip, BaresipAccount, BaresipTransport
 from phone_sim.testing.aio_capture import srtp_wire_report
+from phone_sim.testing.aio_pytest_peers import CaptureFactory, require
 from phone_sim.testing.audio import wav_tone_report, write_tone_wav
-from tests.peers.plugin import CaptureFactory, require
 
 
 async def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:

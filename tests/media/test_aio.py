@@ -26,7 +26,7 @@ from phone_sim.media.stream import (
     StreamStatistics,
     ToneDetected,
 )
-from tests.peers.plugin import require
+from phone_sim.testing.aio_pytest_peers import require
 
 
 async def call(

@@ -33,7 +33,7 @@ from phone_sim.media.negotiation import (
 from phone_sim.media.payloads import G722, PCMA, PCMU, TELEPHONE_EVENT
 from phone_sim.media.sdes import CryptoAttribute
 from phone_sim.media.sdp import SdpParseError, SdpSession
-from tests.peers.plugin import require
+from phone_sim.testing.aio_pytest_peers import require
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sdp"
 

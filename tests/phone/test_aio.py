@@ -33,11 +33,11 @@ from phone_sim.phone import (
 from phone_sim.phone.config import NetworkOptions, PhoneConfig
 from phone_sim.testing.aio_kamailio import Kamailio, KamailioConfig
 from phone_sim.testing.aio_ports import free_port_run
+from phone_sim.testing.aio_pytest_peers import KamailioFactory, require
 from phone_sim.testing.aio_sipp import SippResult, run_sipp
 from phone_sim.testing.certs import TestPki
 from phone_sim.tls.client import TrustStore
 from phone_sim.tls.verdict import TlsRefused
-from tests.peers.plugin import KamailioFactory, require
 from tests.phone.registrars import KamailioServer, LabServer, Server, wait_bindings
 
 PROFILE = profile_for("D65", "2_9_22")

@@ -21,7 +21,7 @@ from phone_sim.sip import (
     parse_message,
 )
 from phone_sim.testing.aio_ports import free_port
-from tests.peers.plugin import require
+from phone_sim.testing.aio_pytest_peers import require
 
 OPTIONS = (
     b"OPTIONS sip:101@192.0.2.10:5061;transport=tls SIP/2.0\r\n"

@@ -30,7 +30,7 @@ from phone_sim.sip import (
 )
 from phone_sim.sip import message as message_module
 from phone_sim.testing.aio_ports import free_port
-from tests.peers.plugin import require
+from phone_sim.testing.aio_pytest_peers import require
 from tests.sip.test_fuzz_parser import TORTURE, mutated
 
 REGISTER = (

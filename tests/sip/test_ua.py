@@ -35,8 +35,8 @@ from phone_sim.sip.ua import (
 )
 from phone_sim.sip.uri import SipUri
 from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.aio_pytest_peers import require
 from phone_sim.testing.certs import make_test_pki
-from tests.peers.plugin import require
 from tests.sip.uapair import PHONE_ADDR, SERVER_ADDR, Registrar, UaPair, Wire
 
 AOR = NameAddr(SipUri("sip", "101", None, "127.0.0.1", 5060))

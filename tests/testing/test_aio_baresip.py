@@ -13,9 +13,9 @@ import pytest
 from phone_sim.testing.aio_baresip import Baresip, BaresipAccount, BaresipTransport, _read_netstring
 from phone_sim.testing.aio_capture import srtp_wire_report
 from phone_sim.testing.aio_kamailio import Kamailio
+from phone_sim.testing.aio_pytest_peers import BaresipFactory, CaptureFactory
 from phone_sim.testing.audio import wav_tone_report, write_tone_wav
 from phone_sim.testing.certs import TestPki
-from tests.peers.plugin import BaresipFactory, CaptureFactory
 
 TONE_A = 1004.0  # what 101 plays
 TONE_B = 697.0  # what 102 plays

@@ -10,8 +10,8 @@ import pytest
 
 from phone_sim.testing.aio_capture import UdpPacket, bpf_filter, parse_rtp, srtp_wire_report
 from phone_sim.testing.aio_ports import free_port
+from phone_sim.testing.aio_pytest_peers import CaptureFactory
 from phone_sim.testing.audio import tone_samples, ulaw_encode
-from tests.peers.plugin import CaptureFactory
 
 
 def _rtp(pt: int = 0, csrc: int = 0, ext_words: int | None = None, body: bytes = b"x") -> bytes:

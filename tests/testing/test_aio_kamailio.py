@@ -16,9 +16,9 @@ from phone_sim.testing.aio_kamailio import (
     SipUser,
 )
 from phone_sim.testing.aio_process import PeerError, live_group_members
+from phone_sim.testing.aio_pytest_peers import KamailioFactory, require
 from phone_sim.testing.aio_sipp import auth_field, run_sipp
 from phone_sim.testing.certs import BAD_CERT_KINDS, BadCertKind, TestPki, make_bad_server_pki
-from tests.peers.plugin import KamailioFactory, require
 
 
 def test_unknown_user_is_named(peer_pki: TestPki, tmp_path: Path) -> None:

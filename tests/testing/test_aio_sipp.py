@@ -12,6 +12,7 @@ from phone_sim.testing.aio_baresip import Baresip
 from phone_sim.testing.aio_kamailio import Kamailio, KamailioConfig, SipUser, make_users
 from phone_sim.testing.aio_ports import free_port
 from phone_sim.testing.aio_process import PeerError
+from phone_sim.testing.aio_pytest_peers import BaresipFactory, KamailioFactory, require
 from phone_sim.testing.aio_sipp import (
     SippResult,
     SippTransport,
@@ -21,7 +22,6 @@ from phone_sim.testing.aio_sipp import (
     sdes_crypto_line,
     write_injection,
 )
-from tests.peers.plugin import BaresipFactory, KamailioFactory, require
 
 
 def test_injection_refuses_separators(tmp_path: Path) -> None:
