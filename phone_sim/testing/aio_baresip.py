@@ -41,6 +41,9 @@ BaresipTransport = Literal["udp", "tcp", "tls"]
 MediaEnc = Literal["srtp", "srtp-mand", "srtp-mandf", "none"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The files the config names, relative to the workdir baresip runs in.
+_SOURCE_LINK = "config/source.wav"
+_CA_LINK = "config/ca.pem"
 _MAX_NETSTRING = 1 << 20
 
 
@@ -200,7 +203,10 @@ class Baresip:
             f"dns_server\t\t{LOOPBACK}:53",
             "call_local_timeout\t120",
             "call_max_calls\t\t4",
-            f"audio_source\t\taufile,{self.source_wav}",
+            # baresip 1.0 cuts these file names at 127 bytes (pytest's tmp paths can be
+            # longer): they are relative to the workdir baresip runs in (write_config links
+            # the source and the CA there).
+            f"audio_source\t\taufile,{_SOURCE_LINK}",
             # aufile 1.0 has no player: what the phone hears is written by sndfile instead.
             "audio_player\t\taufile,/dev/null",
             "audio_alert\t\taufile,/dev/null",
@@ -222,19 +228,25 @@ class Baresip:
             "module_app\t\tmenu.so",
             "module_app\t\tctrl_tcp.so",
             f"ctrl_tcp_listen\t\t{LOOPBACK}:{self.ctrl_port}",
-            f"snd_path\t\t{self.record_dir}",
+            f"snd_path\t\t{self.record_dir.relative_to(self.workdir)}",
         ]
         if self.ca_file is not None:
-            lines.append(f"sip_cafile\t\t{self.ca_file}")
+            lines.append(f"sip_cafile\t\t{_CA_LINK}")
         lines.extend(self.extra_config)
         return "\n".join(lines) + "\n"
 
     def write_config(self) -> None:
-        """Write ``config``, ``accounts`` and an empty ``contacts`` into the config dir."""
+        """Write ``config``, ``accounts`` and an empty ``contacts`` into the config dir, with
+        links to the source WAV and the CA file that the config names."""
         if not self.source_wav.is_file():
             raise PeerError(f"{self.name}: audio source {self.source_wav} does not exist")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise PeerError(f"{self.name}: CA file {self.ca_file} does not exist")
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.record_dir.mkdir(parents=True, exist_ok=True)
+        _link(self.workdir / _SOURCE_LINK, self.source_wav)
+        if self.ca_file is not None:
+            _link(self.workdir / _CA_LINK, self.ca_file)
         (self.config_dir / "config").write_text(self.config_text())
         accounts = self.config_dir / "accounts"
         accounts.write_text(self.account.account_line() + "\n")
@@ -507,3 +519,9 @@ async def _read_netstring(reader: asyncio.StreamReader) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ConnectionError(f"ctrl_tcp sent {type(message).__name__}, not an object")
     return message
+
+
+def _link(link: Path, target: Path) -> None:
+    """Make ``link`` a symbolic link to ``target`` (absolute), replacing an older one."""
+    link.unlink(missing_ok=True)
+    link.symlink_to(target.resolve())
