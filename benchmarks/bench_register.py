@@ -234,11 +234,11 @@ async def with_kamailio(args: argparse.Namespace) -> None:
                                 default_expires=3600)
         kam = Kamailio(Path(tmp) / "kam", pki, config)
         try:
-            await asyncio.to_thread(kam.start)
-        except Exception as exc:  # a missing or failing peer is a skip, not a crash
-            print(f"kamailio: skipped ({exc})")
-            return
-        try:
+            try:
+                await asyncio.to_thread(kam.start)
+            except Exception as exc:  # a missing or failing peer is a skip, not a crash
+                print(f"kamailio: skipped ({exc})")
+                return
             trust = TrustStore.from_files([pki.ca.cert], public_roots=False)
             target = Target("Kamailio 5.6 (Debian)", kam.tls_port, kam.domain, trust,
                             {u.user: u.password for u in users})

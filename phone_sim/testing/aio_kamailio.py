@@ -206,12 +206,18 @@ class Kamailio:
         )
 
     def check_config(self) -> None:
-        """Run ``kamailio -c`` on the generated config; raise with its output if it fails."""
-        self.write_config()
-        result = subprocess.run(  # noqa: S603 - our binary, our arguments, no shell
-            [self.binary, "-c", "-f", str(self.cfg_path), "-w", str(self.cfg_dir)],
-            capture_output=True, text=True, timeout=30, check=False, cwd=self.cfg_dir,
-        )
+        """Run ``kamailio -c`` on the generated config; raise with its output if it fails.
+        The short runtime directory it needs is removed again unless Kamailio runs."""
+        made = not self.run_dir.exists()
+        try:
+            self.write_config()
+            result = subprocess.run(  # noqa: S603 - our binary, our arguments, no shell
+                [self.binary, "-c", "-f", str(self.cfg_path), "-w", str(self.cfg_dir)],
+                capture_output=True, text=True, timeout=30, check=False, cwd=self.cfg_dir,
+            )
+        finally:
+            if made and not self.running:
+                self._remove_run_dir()
         if result.returncode != 0:
             raise PeerError(f"kamailio -c rejected the config:\n{result.stdout}{result.stderr}")
 
@@ -246,6 +252,9 @@ class Kamailio:
     def close(self) -> None:
         """Stop and remove the runtime dir."""
         self.stop()
+        self._remove_run_dir()
+
+    def _remove_run_dir(self) -> None:
         self.ctl_socket.unlink(missing_ok=True)
         for leftover in self.run_dir.glob("*"):
             leftover.unlink(missing_ok=True)

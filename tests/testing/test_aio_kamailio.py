@@ -35,6 +35,7 @@ def test_generated_config_passes_kamailio_check(tmp_path: Path, peer_pki: TestPk
         SipUser(user="201", password="pw-201", authname="auth201"),
     )))
     kam.check_config()
+    assert not kam.run_dir.exists()  # the short runtime directory in /tmp goes again
     cfg = kam.cfg_path.read_text()
     assert f"listen=tls:127.0.0.1:{kam.tls_port}" in cfg
     assert '$sht(users=>auth201) = "pw-201";' in cfg
