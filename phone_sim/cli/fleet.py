@@ -16,9 +16,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phone_sim.errors import UsageError
+
+if TYPE_CHECKING:
+    from phone_sim.fleet.plan import FleetPlan
 
 __all__ = ["add_parser"]
 
@@ -72,10 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"phone-sim fleet: bad scenario:\n{exc}", file=sys.stderr)
         return 2
     if args.check:
-        calls = sum(1 for _ in plan.calls()) if scenario.calls and (
-            scenario.calls.count is not None or scenario.duration) else 0
-        print(f"{scenario.name}: {plan.count} phones over {scenario.ramp_seconds:.1f} s, "
-              f"{calls} calls, {len(scenario.thresholds)} thresholds: OK")
+        print(_check_line(plan))
         return 0
     summary: dict[str, Any] = run_in_loop(_run(args, plan))
     summary_path = args.summary or args.results.with_name(
@@ -136,3 +136,24 @@ async def _run(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
             metrics.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _check_line(plan: FleetPlan) -> str:
+    """What ``--check`` says of a valid scenario: phones, ramp, calls and how many are up at
+    once (against what the phones carry one call each), thresholds."""
+    from phone_sim.fleet.plan import peak_calls  # noqa: PLC0415
+
+    scenario = plan.scenario
+    calls_text = "no calls"
+    if scenario.calls is not None and (scenario.calls.count is not None or scenario.duration):
+        schedule = list(plan.calls())
+        peak = peak_calls(schedule)
+        fleet = [c for c in schedule if c.callee is not None]
+        # Phones a schedule's peak keeps busy: two per fleet call, one per call to a number.
+        busy = round(peak * (1 + len(fleet) / len(schedule))) if schedule else 0
+        calls_text = f"{len(schedule)} calls, at most about {peak} up at once"
+        if busy > plan.count:
+            calls_text += (f" (about {busy} phones busy: more than the {plan.count} phones "
+                           "carry one call each, so some take a second call)")
+    return (f"{scenario.name}: {plan.count} phones over {scenario.ramp_seconds:.1f} s, "
+            f"{calls_text}, {len(scenario.thresholds)} thresholds: OK")

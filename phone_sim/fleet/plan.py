@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -37,7 +37,7 @@ from phone_sim.phone.registration import RegistrationSettings
 from phone_sim.provisioning.urls import parse_config_url
 from phone_sim.tls.client import TrustStore
 
-__all__ = ["CallPlan", "FleetPlan", "PhonePlan"]
+__all__ = ["CallPlan", "FleetPlan", "PhonePlan", "peak_calls"]
 
 #: Calls per second when ``calls.count`` is given without ``rate``.
 DEFAULT_COUNT_RATE = 10.0
@@ -370,6 +370,20 @@ class FleetPlan:
             # The label: an http URL may carry credentials, which never reach the records.
             out["provisioning"] = parse_config_url(url).label if url else "mdns"
         return out
+
+
+def peak_calls(calls: Iterable[CallPlan]) -> int:
+    """The most calls of a schedule up at once, as the schedule sees them (each from its
+    start for its hold time plus :data:`BUSY_GUARD`): what ``--check`` tells a user sizing a
+    run (more than half the phones means some phones take a second call)."""
+    ends: list[float] = []
+    peak = 0
+    for call in calls:  # in time order
+        while ends and ends[0] <= call.at:
+            heapq.heappop(ends)
+        heapq.heappush(ends, call.at + BUSY_GUARD + call.hold)
+        peak = max(peak, len(ends))
+    return peak
 
 
 class _Idle:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from phone_sim.fleet.plan import BUSY_GUARD, CallPlan, FleetPlan
+from phone_sim.fleet.plan import BUSY_GUARD, CallPlan, FleetPlan, peak_calls
 from phone_sim.fleet.scenario import ScenarioError, parse_scenario
 from phone_sim.phone import Impairment, PhoneConfig, RegistrationSettings
+from phone_sim.tls.pki import make_ca
+from tests.fleet.conftest import PHONE_SIM
 
 TEXT = """\
 seed: 3
@@ -216,3 +220,35 @@ def test_provisioned_phones_get_their_numbers_when_they_boot() -> None:
     # The run record names the server without its credentials.
     assert plan.describe()["provisioning"] == "https://pbx.test:8443/cfg"
     assert "s3cret" not in repr(plan.describe())
+
+
+def test_peak_calls_counts_what_is_up_at_once() -> None:
+    def call(at: float, hold: float) -> CallPlan:
+        return CallPlan(number=0, at=at, caller=0, to="600", callee=None, hold=hold,
+                        expect_tone=1004.0)
+
+    # Up from `at` for the hold plus the set-up/hang-up guard.
+    assert peak_calls([]) == 0
+    assert peak_calls([call(0, 1), call(1, 1), call(2, 1)]) == 3  # 0-3, 1-4, 2-5 overlap
+    assert peak_calls([call(0, 1), call(3, 1), call(6, 1)]) == 1  # each over before the next
+    schedule = list(FleetPlan(parse_scenario(TEXT)).calls())
+    assert 20 <= peak_calls(schedule) <= 40  # 40 calls in 2 s, each up 3-8 s
+
+
+def test_check_says_how_many_calls_are_up_at_once(tmp_path: Path) -> None:
+    ca_pem, _key = make_ca(cn="test-only CA")
+    (tmp_path / "ca.pem").write_bytes(ca_pem)
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(TEXT + "tls: {ca_files: [ca.pem]}\n")
+    done = subprocess.run([*PHONE_SIM, "fleet", str(scenario), "--check"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    # 50 phones, 40 fleet calls at 20/s up for 3-8 s: more pairs than the phones hold.
+    assert re.fullmatch(
+        r"fleet: 50 phones over 2\.0 s, 40 calls, at most about \d+ up at once "
+        r"\(about \d+ phones busy: more than the 50 phones carry one call each, so some "
+        r"take a second call\), 0 thresholds: OK\n", done.stdout), done.stdout
+    scenario.write_text(TEXT.replace("count: 50", "count: 100") + "tls: {ca_files: [ca.pem]}\n")
+    done = subprocess.run([*PHONE_SIM, "fleet", str(scenario), "--check"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "phones busy" not in done.stdout and "40 calls, at most about" in done.stdout
