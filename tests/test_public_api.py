@@ -55,3 +55,10 @@ def test_subpackages_export_what_they_list() -> None:
             assert getattr(package, name) is not None
     assert phone_sim.phone.UdpCallAgent is phone_sim.UdpCallAgent
     assert phone_sim.call.Call is phone_sim.Call
+    # sip: the message layer eagerly, the user agent core on first use.
+    import phone_sim.sip
+    from phone_sim.sip.ua import UaConfig, UserAgent
+
+    for name in phone_sim.sip.__all__:
+        assert getattr(phone_sim.sip, name) is not None
+    assert phone_sim.sip.UserAgent is UserAgent and phone_sim.sip.UaConfig is UaConfig

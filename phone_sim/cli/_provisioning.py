@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -143,8 +144,12 @@ class DpmaSetup:
         if phone is not None and phone.mac:
             lab = emulator.lab
             ca = f" --ca {lab.ca_file}" if lab.ca_file else ""
+            # Over mDNS when advertised (naming this instance: other labs may answer too).
+            find = (f" --server {shlex.quote(emulator.instance_name)}"
+                    if emulator.advertiser is not None
+                    else f" --config-url {shlex.quote(emulator.sip_url)}")
             lines.append("Boot a phone from it:")
-            lines.append(f"  phone-sim boot --mac {phone.mac} --model D65{ca}")
+            lines.append(f"  phone-sim boot --mac {phone.mac} --model D65{find}{ca}")
         return "\n".join(lines)
 
 

@@ -293,6 +293,8 @@ async def _serve(
             if dpma is not None:
                 emulator = await stack.enter_async_context(dpma.attach(
                     lab, None if args.quiet else print_dpma_event(args.json)))
+                for warning in emulator.port_warnings():
+                    print(f"phone-sim lab: warning: {warning}", file=sys.stderr, flush=True)
             if args.json:
                 extra = {"dpma": emulator.describe()} if emulator is not None else {}
                 print(json.dumps({"ready": True, **lab.describe(), **extra}), flush=True)

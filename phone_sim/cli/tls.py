@@ -159,7 +159,8 @@ def parse_target(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]
 
 
 def _port(text: str, target: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    # ASCII digits only: str.isdigit() also takes '²' (which int() refuses) and '٥٠٦١'.
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise UsageError(f"bad target {target!r}: port {text!r} is not a number from 1 to 65535")
     return int(text)
 

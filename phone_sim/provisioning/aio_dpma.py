@@ -179,6 +179,15 @@ class DpmaEmulator:
                     await closer.close()
         self.advertiser = self.https = self.http = None
 
+    def port_warnings(self) -> list[str]:
+        """:meth:`Dpma.port_warnings` for this lab's addresses (empty before start)."""
+        if self.dpma is None:
+            return []
+        own = [self.lab.host, self.address]
+        if self.address in ("127.0.0.1", "::1"):
+            own.append("localhost")
+        return self.dpma.port_warnings(own)
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready facts (``phone-sim lab --conf --json``)."""
         return {
@@ -191,6 +200,7 @@ class DpmaEmulator:
             "config_auth": self.conf.general.config_auth,
             "provisioning_only": self.provisioning_only,
             "notes": list(self.conf.notes),
+            "warnings": self.port_warnings(),
         }
 
     # -- the SIP side ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ probe which MACs exist; a missing PIN when one is needed is said as such
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from cryptography import x509
@@ -124,6 +124,36 @@ class Dpma:
             )
         return SipConfigUrl(host=general.mdns_address or self.site.address, port=port,
                             transport=transport)
+
+    def port_warnings(self, own_hosts: Iterable[str] = ()) -> list[str]:
+        """Where the configuration sends phones to this server on a port it does not listen
+        on: the advertised ``sipUrl`` (``mdns_port``) and, when the lab registers the
+        phones, each network's ``registration_port``, for an address that is this server's
+        (*own_hosts*, besides ``site.address``). The phones would be told that port and
+        fail; DPMA does the same with a wrong ``mdns_port``, so this warns rather than
+        rewrites."""
+        own = {self.site.address.lower(), *(h.lower() for h in own_hosts)}
+        warnings: list[str] = []
+
+        def check(what: str, host: str, port: int | None, transport: SipTransport) -> None:
+            listening = self.site.sip_ports.get(str(transport))
+            if host.lower() in own and port is not None and listening is not None and (
+                    port != listening):
+                warnings.append(
+                    f"{self.conf.file}: {what} sends phones to {host}:{port} over "
+                    f"{str(transport).upper()}, but this server listens on {listening}: "
+                    f"start it on {port} (--{transport!s}-port {port}) or change the conf")
+
+        url = self.sip_url
+        check("the advertised sipUrl (mdns_port)", url.host, url.effective_port, url.transport)
+        if self.site.registrar:
+            for network in self.conf.networks:
+                if network.registration_address is not None:
+                    transport = network.transport or SipTransport.UDP  # as _account does
+                    port = network.registration_port or transport.default_port
+                    check(f"network [{network.name}] (registration_port)",
+                          network.registration_address, port, transport)
+        return warnings
 
     def txt_records(self) -> dict[str, str]:
         """The mDNS TXT record: ``sipUrl`` and ``serviceType``."""

@@ -8,6 +8,9 @@ See ``docs/sip-messages.md``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from phone_sim._lazy import lazy_exports
 from phone_sim.sip.framer import (
     FramingError,
     KeepAlivePingReceived,
@@ -34,6 +37,13 @@ from phone_sim.sip.message import (
 from phone_sim.sip.uri import SipUri
 from phone_sim.sip.validate import validate_request
 
+#: The user agent core (transactions, dialogs, digest) loads on first use (PEP 562): the
+#: message layer alone stays light.
+_EXPORTS: dict[str, str] = {
+    "UaConfig": "phone_sim.sip.ua",
+    "UserAgent": "phone_sim.sip.ua",
+}
+
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_HEADER_BYTES",
@@ -54,8 +64,15 @@ __all__ = [
     "SipResponse",
     "SipUri",
     "StreamFramer",
+    "UaConfig",
+    "UserAgent",
     "Via",
     "is_keepalive",
     "parse_message",
     "validate_request",
 ]
+
+if TYPE_CHECKING:
+    from phone_sim.sip.ua import UaConfig, UserAgent
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

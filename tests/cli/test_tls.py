@@ -363,7 +363,8 @@ def test_parse_target(text: str, expected: tuple[str, int]) -> None:
     assert parse_target(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", ":5061", "[::1", "[::1]x", "h:0", "h:"])
+@pytest.mark.parametrize(
+    "text", ["", ":5061", "[::1", "[::1]x", "h:0", "h:", "h:²", "h:٥٠٦١", "[::1]:²"])
 def test_parse_target_refuses(text: str) -> None:
     with pytest.raises(UsageError):
         parse_target(text)

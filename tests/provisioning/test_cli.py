@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,9 @@ def test_lab_conf_banner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert f"note: {conf}:4: option 'mdns_adress' ([general]) is not used by phone-sim" in out
     assert "users: 101, 102" in out
     assert "secret101" not in out
+    # Not advertised: the suggested boot names the server's URL instead of discovering.
+    assert re.search(r"phone-sim boot --mac \S+ --model D65 --config-url "
+                     r"'sip:proxy@127\.0\.0\.1:\d+;transport=tls' --ca ", out), out
 
 
 @pytest.mark.parametrize(

@@ -147,3 +147,22 @@ def test_the_loopback_sample_points_the_vendor_sample_at_the_lab() -> None:
     doc = parse_phone_xml(dpma.answer(_request(), "127.0.0.1")[0].document or b"")
     assert {(a.account.host_primary.server, a.account.host_primary.port)
             for a in doc.accounts} == {("127.0.0.1", 5061)}
+    assert dpma.port_warnings() == []  # the lab on the ports the conf names
+
+
+def test_a_lab_on_other_ports_than_the_conf_names_is_warned_about() -> None:
+    # `phone-sim lab --conf lab-loopback.conf --tls-port 0`: the conf tells phones 5061.
+    conf = read_dpma_conf(FIXTURES / "lab-loopback.conf", pjsip=FIXTURES / "pjsip.conf")
+    moved = Dpma(conf, DpmaSite(address="127.0.0.1", sip_ports={"tls": 40871}))
+    warnings = moved.port_warnings(["localhost"])
+    assert len(warnings) == 2
+    assert "the advertised sipUrl (mdns_port) sends phones to 127.0.0.1:5061 over TLS, but " \
+           "this server listens on 40871: start it on 5061 (--tls-port 5061)" in warnings[0]
+    assert "network [tls-network] (registration_port)" in warnings[1]
+    # Provisioning only: the phones register elsewhere, so only the sipUrl matters.
+    only = Dpma(conf, DpmaSite(address="127.0.0.1", sip_ports={"tls": 40871}, registrar=False))
+    assert [w for w in only.port_warnings() if "registration_port" in w] == []
+    # The vendor sample names another host (the real PBX): nothing to say about our ports.
+    sample = read_dpma_conf(FIXTURES / "res_digium_phone.conf", pjsip=FIXTURES / "pjsip.conf")
+    vendor = Dpma(sample, DpmaSite(address="127.0.0.1", sip_ports={"tls": 40871}))
+    assert vendor.port_warnings() == []
