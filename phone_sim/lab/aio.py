@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
+from phone_sim.aio_timer import CoreTimer
 from phone_sim.errors import UsageError
 from phone_sim.lab.aio_echo import ECHO_EXTENSION, EchoService
 from phone_sim.lab.limits import ConnectionGuard, Eviction, LabLimits, WarningThrottle
@@ -93,39 +94,6 @@ class LabError(UsageError):
 #: emulator's ``MESSAGE sip:proxy@``); returns True when it took the message. It answers
 #: through :meth:`Lab.send_to`.
 MessageHook = Callable[[SipRequest | SipResponse, Flow, float], bool]
-
-
-class _Alarm:
-    """One ``loop.call_at`` armed at a core's next deadline, moved only when it changes."""
-
-    __slots__ = ("_at", "_callback", "_handle", "_loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        self._loop = loop
-        self._callback = callback
-        self._handle: asyncio.TimerHandle | None = None
-        self._at: float | None = None
-
-    def arm(self, at: float | None) -> None:
-        """Fire at ``at`` (None: never)."""
-        if at == self._at:
-            return
-        self.cancel()
-        self._at = at
-        if at is not None:
-            self._handle = self._loop.call_at(at, self._fire)
-
-    def cancel(self) -> None:
-        """Disarm."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self._at = None
-
-    def _fire(self) -> None:
-        self._handle = None
-        self._at = None
-        self._callback()
 
 
 class _Connection(asyncio.Protocol):
@@ -457,8 +425,8 @@ class Lab:
         self._connections: dict[int, _Connection] = {}
         self._servers: list[asyncio.Server] = []
         self._udp: _Datagrams | None = None
-        self._timer: _Alarm | None = None
-        self._guard_timer: _Alarm | None = None
+        self._timer: CoreTimer | None = None
+        self._guard_timer: CoreTimer | None = None
         self._waiters: list[tuple[Callable[[RegistrarEvent], bool], asyncio.Future[Any]]] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._started = False
@@ -487,8 +455,8 @@ class Lab:
             raise LabError("the lab is already started")
         self._started = True
         self._loop = loop = asyncio.get_running_loop()
-        self._timer = _Alarm(loop, self._on_timer)
-        self._guard_timer = _Alarm(loop, self._on_guard_timer)
+        self._timer = CoreTimer(loop, self._on_timer)
+        self._guard_timer = CoreTimer(loop, self._on_guard_timer)
         self.guard.capacity = _connection_capacity(self.limits)
         try:
             await self._start()
@@ -668,7 +636,7 @@ class Lab:
         if self._timer is not None and not self._closed:
             self._timer.arm(self.registrar.get_timer())
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, _at: float) -> None:
         self.registrar.handle_timer(self._loop.time())
         self._pump()
 
@@ -681,7 +649,7 @@ class Lab:
                      if t is not None]  # fmt: skip
         self._guard_timer.arm(min(deadlines) if deadlines else None)
 
-    def _on_guard_timer(self) -> None:
+    def _on_guard_timer(self, _at: float) -> None:
         now = self._loop.time()
         # A phone's connection lives as long as the phone keeps it, idle or not.
         for eviction in self.guard.handle_timer(now, exempt=self.registrar.flow_has_bindings):
