@@ -155,6 +155,11 @@ async def bench_registrations(
     return rate, phones
 
 
+#: Issue #9's aims (docs/registration.md says what stands in the way of each).
+AIM_RATIO = 0.7
+AIM_KB_PER_PHONE = 40
+
+
 async def bench_target(
     target: Target, phones: int, concurrency: int, rounds: int,
     prepare: Callable[[], Awaitable[None]] | None = None,
@@ -176,7 +181,8 @@ async def bench_target(
     print(f"{target.name}: {phones} phones, concurrency {concurrency}, median of {rounds}")
     print(f"  TLS handshakes/s (floor, no SIP):  {floor:8.1f}   runs {_fmt(floors)}")
     print(f"  registrations/s (own connection):  {rate:8.1f}   runs {_fmt(rates)}")
-    print(f"  ratio registrations / handshakes:  {rate / floor:8.2f}")
+    print(f"  ratio registrations / handshakes:  {rate / floor:8.2f}   issue #9 aim >= "
+          f"{AIM_RATIO}: {'met' if rate / floor >= AIM_RATIO else 'NOT met'}")
     print(f"  phones' CPU per handshake:         {statistics.median(cpu_hs) * 1e3:8.2f} ms")
     print(f"  phones' CPU per registration:      {statistics.median(cpu_reg) * 1e3:8.2f} ms"
           "  (incl. un-REGISTER and close)")
@@ -201,7 +207,9 @@ async def bench_memory(target: Target, phones: int, concurrency: int) -> None:
     registered = sum(1 for p in held if p.registered)
     print(f"{target.name}: memory, {phones} idle registered phones in this process")
     print(f"  registered: {registered}/{phones}; RSS {before} KB -> {after} KB")
-    print(f"  RSS growth per idle registered phone: {(after - before) / phones:8.1f} KB")
+    per_phone = (after - before) / phones
+    print(f"  RSS growth per idle registered phone: {per_phone:8.1f} KB   issue #9 aim <= "
+          f"{AIM_KB_PER_PHONE} KB: {'met' if per_phone <= AIM_KB_PER_PHONE else 'NOT met'}")
     start = time.perf_counter()
     await asyncio.gather(*(p.close() for p in held))
     print(f"  unregistering {phones} phones took {time.perf_counter() - start:.2f} s")
