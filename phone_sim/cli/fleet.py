@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from phone_sim.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from phone_sim.fleet.plan import FleetPlan
 
 __all__ = ["add_parser"]
@@ -141,17 +143,25 @@ async def _run(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
 def _check_line(plan: FleetPlan) -> str:
     """What ``--check`` says of a valid scenario: phones, ramp, calls and how many are up at
     once (against what the phones carry one call each), thresholds."""
-    from phone_sim.fleet.plan import peak_calls  # noqa: PLC0415
+    from phone_sim.fleet.plan import CallPlan, peak_calls  # noqa: PLC0415
 
     scenario = plan.scenario
     calls_text = "no calls"
     if scenario.calls is not None and (scenario.calls.count is not None or scenario.duration):
-        schedule = list(plan.calls())
-        peak = peak_calls(schedule)
-        fleet = [c for c in schedule if c.callee is not None]
+        # One pass over the schedule, never held whole (a count may be in the millions).
+        total = fleet = 0
+
+        def counted() -> Iterator[CallPlan]:
+            nonlocal total, fleet
+            for call in plan.calls():
+                total += 1
+                fleet += call.callee is not None
+                yield call
+
+        peak = peak_calls(counted())
         # Phones a schedule's peak keeps busy: two per fleet call, one per call to a number.
-        busy = round(peak * (1 + len(fleet) / len(schedule))) if schedule else 0
-        calls_text = f"{len(schedule)} calls, at most about {peak} up at once"
+        busy = round(peak * (1 + fleet / total)) if total else 0
+        calls_text = f"{total} calls, at most about {peak} up at once"
         if busy > plan.count:
             calls_text += (f" (about {busy} phones busy: more than the {plan.count} phones "
                            "carry one call each, so some take a second call)")
