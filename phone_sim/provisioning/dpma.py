@@ -149,7 +149,8 @@ class Dpma:
         if self.site.registrar:
             for network in self.conf.networks:
                 if network.registration_address is not None:
-                    transport = network.transport or SipTransport.UDP  # as _account does
+                    # The network's own transport (a line may override it: not checked).
+                    transport = network.transport or SipTransport.UDP
                     port = network.registration_port or transport.default_port
                     check(f"network [{network.name}] (registration_port)",
                           network.registration_address, port, transport)
